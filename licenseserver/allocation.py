@@ -1,0 +1,197 @@
+"""The seat rules, as pure functions: no I/O, no clock, no reactor.
+
+Callers pass in the time and the records that matter; the functions say
+which license a request may use, or why it may use none.
+
+- ``concurrent``: N seats in use at once; the live leases of one machine,
+  user and product share one seat.
+- ``installed``: usable only on the machines the admin assigned it to; at
+  most N machines may be assigned.
+- ``core``: usable on a machine when the cores of the core licenses assigned
+  to it add up to at least the cores it asks for; each core license gives
+  ``cores`` cores to each of at most N machines.
+- Only ``active`` licenses give seats: not before their start date, not after
+  their end date, not while the admin has deactivated them, and not to a
+  client whose version is above the license's maximum version.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from licenseserver.model import CONCURRENT, CORE, INSTALLED, Lease, License
+from licenseserver.versions import Version, VersionError
+
+ACTIVE = "active"
+PENDING = "pending"
+INACTIVE = "inactive"
+EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class SeatRequest:
+    """What a client asks for: a seat of ``product`` on its machine."""
+
+    machine: str
+    user: str
+    product: str
+    version: str
+    cores: int = 1
+    edition: str | None = None
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The licenses a seat comes from, and their kind."""
+
+    licenses: tuple[str, ...]
+    kind: str
+
+
+@dataclass(frozen=True)
+class Denial:
+    """Why no seat was granted: a protocol reason and a message for people."""
+
+    reason: str
+    message: str
+
+
+def day_start(date: str) -> int:
+    """Unix time at 00:00 UTC of ``date`` (``YYYY-MM-DD``)."""
+    d = datetime.date.fromisoformat(date)
+    return calendar.timegm(d.timetuple())
+
+
+def license_status(lic: License, now: float) -> str:
+    """``inactive``, ``pending``, ``expired`` or ``active`` at ``now``.
+
+    A license starts at 00:00 UTC of its start date and ends after the last
+    second of its end date.
+    """
+    if not lic.active:
+        return INACTIVE
+    if lic.starts and now < day_start(lic.starts):
+        return PENDING
+    if lic.expires and now >= day_start(lic.expires) + 86400:
+        return EXPIRED
+    return ACTIVE
+
+
+def version_allowed(lic: License, version: str) -> bool:
+    """Whether a client of ``version`` may use ``lic`` (its maximum version)."""
+    if not lic.max_version:
+        return True
+    try:
+        return Version(version) <= Version(lic.max_version)
+    except VersionError:
+        return False
+
+
+def usable(lic: License, request: SeatRequest, now: float) -> bool:
+    """Whether ``lic`` may give ``request`` a seat at all, seats aside."""
+    return (
+        lic.product == request.product
+        and (request.edition is None or lic.edition.lower() == request.edition.lower())
+        and license_status(lic, now) == ACTIVE
+        and version_allowed(lic, request.version)
+    )
+
+
+def seat_holders(lic: License, leases: Iterable[Lease], now: float) -> set[tuple]:
+    """Who holds a seat of ``lic`` at ``now``.
+
+    For a concurrent license a holder is a (machine, user, product); for the
+    other kinds, a machine.
+    """
+    holders = set()
+    for lease in leases:
+        if lic.id in lease.licenses and lease.live(now):
+            if lic.kind == CONCURRENT:
+                holders.add((lease.machine, lease.user, lease.product))
+            else:
+                holders.add((lease.machine,))
+    return holders
+
+
+def seats_in_use(lic: License, leases: Iterable[Lease], now: float) -> int:
+    """How many seats of ``lic`` are in use at ``now``."""
+    return len(seat_holders(lic, leases, now))
+
+
+def allocate(
+    request: SeatRequest,
+    licenses: Sequence[License],
+    leases: Sequence[Lease],
+    assigned: Iterable[str],
+    now: float,
+) -> Grant | Denial:
+    """Choose the licenses that give ``request`` a seat, or say why none do.
+
+    ``licenses`` and ``leases`` are those of the requested product;
+    ``assigned`` are the ids of the licenses the admin assigned to this
+    client's product. Concurrent licenses are tried first (a seat the
+    machine and user already hold is shared), then installed, then core.
+    """
+    candidates = [lic for lic in licenses if usable(lic, request, now)]
+    if not candidates:
+        return Denial("no-license", f"no usable license of {request.product} exists")
+    assigned = set(assigned)
+
+    concurrent = [lic for lic in candidates if lic.kind == CONCURRENT]
+    holder = (request.machine, request.user, request.product)
+    for lic in concurrent:
+        if holder in seat_holders(lic, leases, now):
+            return Grant((lic.id,), CONCURRENT)
+    for lic in concurrent:
+        if seats_in_use(lic, leases, now) < lic.seats:
+            return Grant((lic.id,), CONCURRENT)
+
+    for lic in candidates:
+        if lic.kind == INSTALLED and lic.id in assigned:
+            return Grant((lic.id,), INSTALLED)
+
+    cores = [lic for lic in candidates if lic.kind == CORE and lic.id in assigned]
+    if cores and sum(lic.cores for lic in cores) >= request.cores:
+        return Grant(tuple(lic.id for lic in cores), CORE)
+
+    if concurrent:
+        total = sum(lic.seats for lic in concurrent)
+        return Denial(
+            "no-seats", f"all {total} seats of {_product_name(request, concurrent)} are in use"
+        )
+    if cores:
+        have = sum(lic.cores for lic in cores)
+        return Denial(
+            "insufficient-cores",
+            f"the core licenses assigned to this machine cover {have} cores,"
+            f" it asks for {request.cores}",
+        )
+    return Denial(
+        "not-assigned",
+        f"no {request.product} license is assigned to this machine: ask the admin",
+    )
+
+
+def _product_name(request: SeatRequest, licenses: Sequence[License]) -> str:
+    editions = {lic.edition for lic in licenses if lic.edition}
+    if len(editions) == 1:
+        return f"{request.product} {editions.pop()}"
+    return request.product
+
+
+def assignment_problem(
+    lic: License, machines_assigned: Iterable[str], client_id: str
+) -> str | None:
+    """Why ``lic`` may not be assigned to ``client_id``, or None when it may.
+
+    ``machines_assigned`` are the clients it is assigned to now.
+    """
+    if lic.kind == CONCURRENT:
+        return f"license {lic.id} is concurrent: its seats need no assignment"
+    others = set(machines_assigned) - {client_id}
+    if len(others) >= lic.seats:
+        return f"license {lic.id} is already assigned to {lic.seats} machine(s)"
+    return None

@@ -1,0 +1,263 @@
+"""Parse and format the lines of the licensing protocol: pure functions.
+
+This module is the one place where the protocol's syntax, its verbs, and its
+error codes and reasons are written down. It knows nothing about sockets or
+the server's state: it turns bytes into ``Request``/``Response`` values and
+back, and raises ``ProtocolError`` for lines it cannot understand.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+MAX_LINE = 8192
+"""Longest request line in bytes, the LF included."""
+
+CLIENT_VERBS = frozenset(
+    {"PING", "STATUS", "HELLO", "CHECKOUT", "HEARTBEAT", "RELEASE", "BORROW", "QUIT"}
+)
+PEER_VERBS = frozenset({"PEER", "AUTH", "BEAT", "SYNC"})
+VERBS = CLIENT_VERBS | PEER_VERBS
+
+REASONS: dict[str, int] = {
+    "bad-request": 400,
+    "unknown-command": 400,
+    "hello-required": 401,
+    "client-too-old": 403,
+    "not-assigned": 403,
+    "insufficient-cores": 403,
+    "borrow-disabled": 403,
+    "not-authorized": 403,
+    "unknown-lease": 404,
+    "no-license": 404,
+    "no-seats": 409,
+    "already-paired": 409,
+    "line-too-long": 413,
+    "version-mismatch": 426,
+    "too-many-connections": 429,
+    "rate-limited": 429,
+    "internal-error": 500,
+    "standby": 503,
+}
+"""Every error reason of the protocol, with its code."""
+
+_VERB = re.compile(r"[A-Z]+\Z")
+_WORD = re.compile(r"[A-Za-z]+\Z")
+_KEY = re.compile(r"[a-z][a-z0-9_]*\Z")
+_CODE = re.compile(r"[0-9]{3}\Z")
+_REASON = re.compile(r"[a-z][a-z0-9-]*\Z")
+
+
+class ProtocolError(Exception):
+    """An ``ERR`` answer: a code, a stable reason, arguments and a message.
+
+    Raised where a request cannot be served; the protocol turns it into one
+    ``ERR`` line. ``code`` is taken from ``REASONS``.
+    """
+
+    def __init__(self, reason: str, message: str | None = None, **args: object):
+        super().__init__(reason, message)
+        self.reason = reason
+        self.code = REASONS[reason]
+        self.message = message
+        self.args_ = {k: str(v) for k, v in args.items()}
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.reason}" + (f": {self.message}" if self.message else "")
+
+    def toLine(self) -> bytes:
+        """This error as a response line."""
+        return format_error(self.code, self.reason, self.args_, self.message)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request line: its verb and its ``key=value`` arguments."""
+
+    verb: str
+    args: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Response:
+    """One response line: ``OK`` with arguments, or ``ERR`` code and reason."""
+
+    ok: bool
+    args: dict[str, str] = field(default_factory=dict)
+    code: int = 0
+    reason: str = ""
+
+
+def decode_line(line: bytes) -> str:
+    """Decode one line without its LF: drop a final CR, require UTF-8."""
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("bad-request", "the line is not valid UTF-8") from None
+
+
+def _tokens(text: str) -> list[tuple[str, str | None]]:
+    """Split ``text`` into words: ``(key, value)`` pairs or ``(word, None)``.
+
+    Words are separated by one or more spaces. A quoted value runs to the
+    next unescaped ``"`` and is decoded as a JSON string.
+    """
+    out: list[tuple[str, str | None]] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] == " ":
+            i += 1
+            continue
+        eq = _find_word_end_or_eq(text, i)
+        if eq < n and text[eq] == "=":
+            key = text[i:eq]
+            value, i = _value(text, eq + 1)
+            out.append((key, value))
+        else:
+            out.append((text[i:eq], None))
+            i = eq
+        if i < n and text[i] != " ":
+            raise ProtocolError("bad-request", "expected a space between arguments")
+    return out
+
+
+def _find_word_end_or_eq(text: str, start: int) -> int:
+    """Index of the first ``=`` or space at or after ``start`` (or the end)."""
+    i = start
+    while i < len(text) and text[i] not in "= ":
+        i += 1
+    return i
+
+
+def _value(text: str, start: int) -> tuple[str, int]:
+    """Read a bare or quoted value at ``start``; return it and its end index."""
+    n = len(text)
+    if start < n and text[start] == '"':
+        i = start + 1
+        while i < n and text[i] != '"':
+            i += 2 if text[i] == "\\" else 1
+        if i >= n:
+            raise ProtocolError("bad-request", "a quoted value is not closed")
+        try:
+            value = json.loads(text[start : i + 1])
+            value.encode("utf-8")
+        except ValueError:
+            raise ProtocolError("bad-request", "a quoted value is not a JSON string") from None
+        return value, i + 1
+    i = start
+    while i < n and text[i] != " ":
+        i += 1
+    value = text[start:i]
+    if not _is_bare(value):
+        raise ProtocolError("bad-request", "a value is empty or has characters to quote")
+    return value, i
+
+
+def _is_bare(value: str) -> bool:
+    """Whether ``value`` may be written without quotes."""
+    return bool(value) and value.isprintable() and " " not in value and '"' not in value
+
+
+def _arguments(words: list[tuple[str, str | None]]) -> dict[str, str]:
+    """The ``key=value`` words as a dict; reject bad keys and repeats."""
+    args: dict[str, str] = {}
+    for key, value in words:
+        if value is None:
+            raise ProtocolError("bad-request", f"expected key=value, got {key[:40]!r}")
+        if not _KEY.match(key):
+            raise ProtocolError("bad-request", f"bad argument name {key[:40]!r}")
+        if key in args:
+            raise ProtocolError("bad-request", f"argument {key} given twice")
+        args[key] = value
+    return args
+
+
+def parse_request(line: bytes, verbs: frozenset[str] = VERBS) -> Request | None:
+    """Parse a request line (without its LF); None for an empty line.
+
+    Raises ``ProtocolError`` with ``unknown-command`` for a word that is not
+    one of ``verbs``, and ``bad-request`` for anything else malformed.
+    """
+    text = decode_line(line)
+    if text == "":
+        return None
+    words = _split_verb(text)
+    verb, rest = words
+    if not _VERB.match(verb):
+        if _WORD.match(verb):
+            raise ProtocolError("unknown-command", f"unknown command {verb[:40]!r}")
+        raise ProtocolError("bad-request", "a request starts with a command word")
+    if verb not in verbs:
+        raise ProtocolError("unknown-command", f"unknown command {verb[:40]!r}")
+    return Request(verb, _arguments(_tokens(rest)))
+
+
+def _split_verb(text: str) -> tuple[str, str]:
+    """The first word and the rest of the line."""
+    verb, _, rest = text.partition(" ")
+    return verb, rest
+
+
+def parse_response(line: bytes) -> Response:
+    """Parse a response line (without its LF).
+
+    Raises ``ValueError`` (a ``ProtocolError``) for a line that is neither a
+    well-formed ``OK`` nor a well-formed ``ERR``.
+    """
+    text = decode_line(line)
+    head, rest = _split_verb(text)
+    if head == "OK":
+        return Response(True, _arguments(_tokens(rest)))
+    if head == "ERR":
+        code, _, rest = rest.partition(" ")
+        reason, _, rest = rest.partition(" ")
+        if not _CODE.match(code) or not _REASON.match(reason):
+            raise ProtocolError("bad-request", "ERR needs a code and a reason")
+        return Response(False, _arguments(_tokens(rest)), int(code), reason)
+    raise ProtocolError("bad-request", "a response starts with OK or ERR")
+
+
+def format_value(value: object) -> str:
+    """A value as it goes on the wire: bare when it can be, quoted otherwise."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = str(value)
+    if _is_bare(text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _format_args(args: dict[str, object]) -> str:
+    parts = []
+    for key, value in args.items():
+        if not _KEY.match(key):
+            raise ValueError(f"bad argument name {key!r}")
+        parts.append(f" {key}={format_value(value)}")
+    return "".join(parts)
+
+
+def format_request(verb: str, args: dict[str, object] | None = None) -> bytes:
+    """A request line, LF included."""
+    if not _VERB.match(verb):
+        raise ValueError(f"bad verb {verb!r}")
+    return f"{verb}{_format_args(args or {})}\n".encode()
+
+
+def format_ok(args: dict[str, object] | None = None) -> bytes:
+    """An ``OK`` response line, LF included."""
+    return f"OK{_format_args(args or {})}\n".encode()
+
+
+def format_error(
+    code: int, reason: str, args: dict[str, object] | None = None, message: str | None = None
+) -> bytes:
+    """An ``ERR`` response line, LF included; ``message`` goes last."""
+    all_args = dict(args or {})
+    if message is not None:
+        all_args["message"] = message
+    return f"ERR {code} {reason}{_format_args(all_args)}\n".encode()

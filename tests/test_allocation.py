@@ -1,0 +1,220 @@
+"""Tests for licenseserver.allocation: the seat rules."""
+
+import dataclasses
+
+from twisted.trial import unittest
+
+from licenseserver import allocation
+from licenseserver.allocation import Denial, Grant, SeatRequest
+from licenseserver.model import Lease, License
+
+DAY = 86400
+NOW = allocation.day_start("2026-06-15") + 3600
+
+
+def lic(id="L-1", kind="concurrent", seats=2, cores=0, **kw) -> License:
+    fields = dict(
+        id=id,
+        product="XMLSpy",
+        edition="Enterprise",
+        kind=kind,
+        seats=seats,
+        cores=cores,
+        licensee="ACME",
+        issued="2026-01-01",
+        starts=None,
+        expires=None,
+        max_version=None,
+        key_id="k",
+        signature="s",
+    )
+    fields.update(kw)
+    return License(**fields)
+
+
+def lease(machine="m1", user="anna", licenses=("L-1",), expires=NOW + 60, id=None, **kw):
+    fields = dict(
+        id=id or f"l-{machine}-{user}-{expires}",
+        client="c-1",
+        machine=machine,
+        user=user,
+        product="XMLSpy",
+        version="2025r2",
+        licenses=tuple(licenses),
+        kind="concurrent",
+        granted=NOW - 10,
+        expires=expires,
+        ttl=120,
+    )
+    fields.update(kw)
+    return Lease(**fields)
+
+
+def ask(machine="m1", user="anna", version="2025r2", cores=1, edition=None) -> SeatRequest:
+    return SeatRequest(machine, user, "XMLSpy", version, cores, edition)
+
+
+class StatusTests(unittest.TestCase):
+    def test_active(self):
+        """A license between its dates is active."""
+        self.assertEqual(
+            allocation.license_status(lic(starts="2026-06-15", expires="2026-06-15"), NOW),
+            "active",
+        )
+
+    def test_pending(self):
+        """Before 00:00 UTC of its start date a license is pending."""
+        self.assertEqual(allocation.license_status(lic(starts="2026-06-16"), NOW), "pending")
+
+    def test_expired(self):
+        """After the last second of its end date a license is expired."""
+        self.assertEqual(allocation.license_status(lic(expires="2026-06-14"), NOW), "expired")
+        end = allocation.day_start("2026-06-15") + DAY
+        self.assertEqual(allocation.license_status(lic(expires="2026-06-15"), end - 1), "active")
+        self.assertEqual(allocation.license_status(lic(expires="2026-06-15"), end), "expired")
+
+    def test_inactive(self):
+        """A license the admin deactivated is inactive, whatever its dates."""
+        self.assertEqual(allocation.license_status(lic(active=False), NOW), "inactive")
+
+
+class ConcurrentTests(unittest.TestCase):
+    def test_grantsUpToSeats(self):
+        """A concurrent license grants as many holders as it has seats."""
+        licenses = [lic(seats=2)]
+        leases = [lease(machine="m1")]
+        self.assertEqual(
+            allocation.allocate(ask("m2"), licenses, leases, [], NOW),
+            Grant(("L-1",), "concurrent"),
+        )
+        leases.append(lease(machine="m2"))
+        result = allocation.allocate(ask("m3"), licenses, leases, [], NOW)
+        self.assertIsInstance(result, Denial)
+        self.assertEqual(result.reason, "no-seats")
+        self.assertIn("2 seats of XMLSpy Enterprise", result.message)
+
+    def test_sameMachineUserProductShare(self):
+        """Leases of one machine, user and product share one seat."""
+        licenses = [lic(seats=1)]
+        leases = [lease(machine="m1", user="anna")]
+        self.assertEqual(
+            allocation.allocate(ask("m1", "anna"), licenses, leases, [], NOW),
+            Grant(("L-1",), "concurrent"),
+        )
+        self.assertEqual(
+            allocation.allocate(ask("m1", "bob"), licenses, leases, [], NOW).reason, "no-seats"
+        )
+
+    def test_expiredLeaseHoldsNoSeat(self):
+        """A lease past its expiry frees its seat even before it is removed."""
+        licenses = [lic(seats=1)]
+        leases = [lease(machine="m1", expires=NOW)]
+        self.assertEqual(
+            allocation.allocate(ask("m2"), licenses, leases, [], NOW),
+            Grant(("L-1",), "concurrent"),
+        )
+
+    def test_secondLicenseWhenFirstFull(self):
+        """When one license is full, another of the product gives the seat."""
+        licenses = [lic("L-1", seats=1), lic("L-2", seats=1)]
+        leases = [lease(machine="m1", licenses=("L-1",))]
+        self.assertEqual(
+            allocation.allocate(ask("m2"), licenses, leases, [], NOW),
+            Grant(("L-2",), "concurrent"),
+        )
+
+    def test_onlyActiveLicensesGiveSeats(self):
+        """Pending, expired and inactive licenses give no seat: no-license."""
+        for bad in (lic(starts="2027-01-01"), lic(expires="2020-01-01"), lic(active=False)):
+            result = allocation.allocate(ask(), [bad], [], [], NOW)
+            self.assertEqual(result.reason, "no-license")
+
+    def test_maxVersion(self):
+        """A client above a license's maximum version gets no seat from it."""
+        licenses = [lic(max_version="2024r2")]
+        self.assertEqual(
+            allocation.allocate(ask(version="2025r1"), licenses, [], [], NOW).reason,
+            "no-license",
+        )
+        self.assertIsInstance(
+            allocation.allocate(ask(version="2024r2"), licenses, [], [], NOW), Grant
+        )
+
+    def test_edition(self):
+        """A requested edition only takes licenses of that edition."""
+        licenses = [lic(edition="Professional")]
+        self.assertEqual(
+            allocation.allocate(ask(edition="Enterprise"), licenses, [], [], NOW).reason,
+            "no-license",
+        )
+        self.assertIsInstance(
+            allocation.allocate(ask(edition="professional"), licenses, [], [], NOW), Grant
+        )
+
+    def test_noLicenseAtAll(self):
+        """Without any license of the product the answer is no-license."""
+        self.assertEqual(allocation.allocate(ask(), [], [], [], NOW).reason, "no-license")
+
+
+class InstalledTests(unittest.TestCase):
+    def test_onlyAssignedMachines(self):
+        """An installed license serves the machines it is assigned to, and no other."""
+        licenses = [lic(kind="installed", seats=1)]
+        self.assertEqual(
+            allocation.allocate(ask(), licenses, [], [], NOW).reason, "not-assigned"
+        )
+        self.assertEqual(
+            allocation.allocate(ask(), licenses, [], ["L-1"], NOW),
+            Grant(("L-1",), "installed"),
+        )
+
+    def test_assignmentLimit(self):
+        """An installed license may be assigned to at most its seats in machines."""
+        one = lic(kind="installed", seats=1)
+        self.assertIsNone(allocation.assignment_problem(one, [], "c-1"))
+        self.assertIsNone(allocation.assignment_problem(one, ["c-1"], "c-1"))
+        self.assertIn("already assigned", allocation.assignment_problem(one, ["c-2"], "c-1"))
+
+    def test_concurrentNeedsNoAssignment(self):
+        """Assigning a concurrent license is refused: its seats need none."""
+        self.assertIn("concurrent", allocation.assignment_problem(lic(), [], "c-1"))
+
+
+class CoreTests(unittest.TestCase):
+    def test_coresAddUp(self):
+        """Assigned core licenses add their cores up to cover the machine."""
+        licenses = [lic("L-1", kind="core", seats=1, cores=4), lic("L-2", kind="core", cores=4)]
+        self.assertEqual(
+            allocation.allocate(ask(cores=8), licenses, [], ["L-1", "L-2"], NOW),
+            Grant(("L-1", "L-2"), "core"),
+        )
+        result = allocation.allocate(ask(cores=8), licenses, [], ["L-1"], NOW)
+        self.assertEqual(result.reason, "insufficient-cores")
+        self.assertIn("cover 4 cores", result.message)
+
+    def test_singleThreadNeedsOneCore(self):
+        """A client asking for one core (single-thread mode) needs a one-core license only."""
+        licenses = [lic(kind="core", cores=1)]
+        self.assertEqual(
+            allocation.allocate(ask(cores=1), licenses, [], ["L-1"], NOW),
+            Grant(("L-1",), "core"),
+        )
+
+    def test_unassignedCore(self):
+        """A core license not assigned to the machine gives not-assigned."""
+        licenses = [lic(kind="core", cores=8)]
+        self.assertEqual(
+            allocation.allocate(ask(cores=2), licenses, [], [], NOW).reason, "not-assigned"
+        )
+
+    def test_seatsInUseCountsMachines(self):
+        """Seats in use of an installed or core license count machines."""
+        core = lic(kind="core", cores=4, seats=2)
+        leases = [
+            lease("m1", "anna", kind="core"),
+            lease("m1", "bob", kind="core"),
+            lease("m2", kind="core"),
+        ]
+        self.assertEqual(allocation.seats_in_use(core, leases, NOW), 2)
+        concurrent = dataclasses.replace(core, kind="concurrent")
+        self.assertEqual(allocation.seats_in_use(concurrent, leases, NOW), 3)
