@@ -8,8 +8,22 @@ than print and exit themselves.
 from __future__ import annotations
 
 import argparse
+import base64
+import getpass
+import json
+import os
+import socket
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
+
+from licenseserver import signing
+from licenseserver._version import __version__
+from licenseserver.addresses import parse_host_port
+from licenseserver.datadir import DataDir
+from licenseserver.protocols import wire
 
 
 class CommandError(Exception):
@@ -33,8 +47,6 @@ def _vendor_keygen(args: argparse.Namespace) -> None:
     Prints the two paths, private key first. Refuses to overwrite either
     file, since a replaced vendor key is a lost one.
     """
-    from licenseserver import signing
-
     try:
         private_path, public_path = signing.generate_keypair(args.out)
     except signing.LicenseError as e:
@@ -50,10 +62,6 @@ def _vendor_issue(args: argparse.Namespace) -> None:
     created, an existing file is never replaced, and a failure leaves no
     file behind.
     """
-    from pathlib import Path
-
-    from licenseserver import signing
-
     out = Path(args.out)
     if out.exists() or out.is_symlink():
         raise CommandError(f"{out} already exists; refusing to overwrite it")
@@ -84,6 +92,118 @@ def _vendor_issue(args: argparse.Namespace) -> None:
     print(license.id)
 
 
+def _read_password(args: argparse.Namespace, prompt: str) -> str:
+    """The admin password: ``--password-file``, $LICENSESERVER_PASSWORD, or a prompt."""
+    if args.password_file:
+        try:
+            return Path(args.password_file).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise CommandError(f"cannot read {args.password_file}: {e.strerror or e}") from e
+    if os.environ.get("LICENSESERVER_PASSWORD"):
+        return os.environ["LICENSESERVER_PASSWORD"]
+    if not sys.stdin.isatty():
+        raise CommandError("no password: give --password-file or set LICENSESERVER_PASSWORD")
+    return getpass.getpass(prompt)
+
+
+def _license_upload(args: argparse.Namespace) -> None:
+    """Upload license files through the admin API; print the ids added.
+
+    Files go one at a time, each accepted or refused whole by the server;
+    the first refusal stops the command and names the file.
+    """
+    password = _read_password(args, "admin password: ")
+    token = base64.b64encode(f"admin:{password}".encode()).decode()
+    url = args.server.rstrip("/") + "/api/licenses"
+    for name in args.files:
+        try:
+            data = Path(name).read_bytes()
+        except OSError as e:
+            raise CommandError(f"cannot read {name}: {e.strerror or e}") from e
+        request = urllib.request.Request(url, data=data, method="POST")
+        request.add_header("Authorization", f"Basic {token}")
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                ids = json.load(response)["ids"]
+        except urllib.error.HTTPError as e:
+            raise CommandError(f"{name}: {e.code} {_api_error(e)}") from e
+        except (urllib.error.URLError, OSError) as e:
+            raise CommandError(f"cannot reach {args.server}: {_reason(e)}") from e
+        for license_id in ids:
+            print(f"{name}: added {license_id}")
+
+
+def _api_error(error: urllib.error.HTTPError) -> str:
+    try:
+        return json.load(error)["error"]
+    except (ValueError, KeyError, TypeError):
+        return error.reason
+
+
+def _reason(error: Exception) -> str:
+    reason = getattr(error, "reason", None) or error
+    return getattr(reason, "strerror", None) or str(reason)
+
+
+def _status(args: argparse.Namespace) -> None:
+    """Ask a server for its STATUS over the licensing port and print it."""
+    address = parse_host_port(args.server)
+    if address is None:
+        raise CommandError(f"{args.server!r} is not HOST[:PORT]")
+    try:
+        with socket.create_connection(address, timeout=10) as conn:
+            conn.sendall(wire.format_request("STATUS"))
+            line = conn.makefile("rb").readline(wire.MAX_LINE)
+    except OSError as e:
+        raise CommandError(f"cannot reach {args.server}: {e.strerror or e}") from e
+    try:
+        response = wire.parse_response(line.rstrip(b"\n"))
+    except wire.ProtocolError as e:
+        raise CommandError(f"{args.server} did not answer STATUS: {e}") from e
+    if not response.ok:
+        raise CommandError(f"{args.server} refused STATUS: {response.code} {response.reason}")
+    if args.json:
+        print(json.dumps(response.args, indent=1))
+        return
+    for key, value in response.args.items():
+        print(f"{key}: {value}")
+
+
+def _upgrade(args: argparse.Namespace) -> None:
+    """Migrate a data directory to this version (backup first, rollback on failure)."""
+    from licenseserver import upgrade
+
+    try:
+        result = upgrade.upgrade_data_dir(Path(args.data), target_version=__version__)
+    except upgrade.UpgradeError as e:
+        raise CommandError(str(e)) from e
+    print(result.summary())
+
+
+def _passwd(args: argparse.Namespace) -> None:
+    """Set the admin password of a data directory (the server reads it on each login)."""
+    data = DataDir(args.data)
+    if not data.path.is_dir():
+        raise CommandError(f"{data.path} is not a data directory")
+    if args.password_file:
+        password = _read_password(args, "")
+    else:
+        if not sys.stdin.isatty():
+            raise CommandError("no terminal to ask for the password: give --password-file")
+        password = getpass.getpass("new admin password: ")
+        if getpass.getpass("again: ") != password:
+            raise CommandError("the two passwords differ; nothing changed")
+    if len(password) < 8:
+        raise CommandError("the password needs at least 8 characters; nothing changed")
+    try:
+        data.set_admin_password(password)
+        data.initial_password.unlink(missing_ok=True)
+    except OSError as e:
+        raise CommandError(f"cannot write in {data.path}: {e.strerror or e}") from e
+    print(f"admin password of {data.path} set")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every ``licenseserver`` command."""
     parser = _Parser(prog="licenseserver", description=__doc__.splitlines()[0])
@@ -110,6 +230,28 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--id", metavar="ID", help="license id (default: L-<year>-<random hex>)")
     issue.add_argument("--out", required=True, metavar="FILE")
     issue.set_defaults(func=_vendor_issue)
+
+    license_ = commands.add_parser("license", help="manage a server's license pool")
+    license_commands = license_.add_subparsers(dest="license_command", required=True)
+    upload = license_commands.add_parser("upload", help="upload license files")
+    upload.add_argument("files", nargs="+", metavar="FILE")
+    upload.add_argument("--server", default="http://localhost:8088", metavar="URL")
+    upload.add_argument("--password-file", metavar="F")
+    upload.set_defaults(func=_license_upload)
+
+    status = commands.add_parser("status", help="print the STATUS of a server")
+    status.add_argument("--server", default="localhost:35355", metavar="HOST:PORT")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=_status)
+
+    upgrade = commands.add_parser("upgrade", help="migrate a data directory to this version")
+    upgrade.add_argument("--data", required=True, metavar="DIR")
+    upgrade.set_defaults(func=_upgrade)
+
+    passwd = commands.add_parser("passwd", help="set the admin password")
+    passwd.add_argument("--data", required=True, metavar="DIR")
+    passwd.add_argument("--password-file", metavar="F")
+    passwd.set_defaults(func=_passwd)
 
     return parser
 

@@ -45,9 +45,7 @@ class Pool:
 
     def snapshot(self) -> Snapshot:
         """Every record at the current revision."""
-        return Snapshot(
-            self.revision, {k: list(self._records[k].values()) for k in KINDS}
-        )
+        return Snapshot(self.revision, {k: list(self._records[k].values()) for k in KINDS})
 
     # Changing
 
@@ -131,7 +129,9 @@ class Pool:
 
     def assignmentsOf(self, client_id: str, product: str | None = None) -> list[Assignment]:
         """The client's assignments, optionally only those for ``product``."""
-        out = [self._records["assignment"][k] for k in self._assignments_by_client.get(client_id, ())]
+        out = [
+            self._records["assignment"][k] for k in self._assignments_by_client.get(client_id, ())
+        ]
         if product is not None:
             out = [a for a in out if a.product == product]
         return sorted(out, key=lambda a: a.key)

@@ -160,9 +160,7 @@ class InstalledTests(unittest.TestCase):
     def test_onlyAssignedMachines(self):
         """An installed license serves the machines it is assigned to, and no other."""
         licenses = [lic(kind="installed", seats=1)]
-        self.assertEqual(
-            allocation.allocate(ask(), licenses, [], [], NOW).reason, "not-assigned"
-        )
+        self.assertEqual(allocation.allocate(ask(), licenses, [], [], NOW).reason, "not-assigned")
         self.assertEqual(
             allocation.allocate(ask(), licenses, [], ["L-1"], NOW),
             Grant(("L-1",), "installed"),

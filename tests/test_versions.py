@@ -42,13 +42,12 @@ class VersionTests(unittest.TestCase):
         self.assertTrue(versions.meets_minimum("XMLSpy", "1.0", {}))
 
     @given(
-        st.tuples(
-            st.integers(1990, 2100), st.integers(1, 9), st.integers(0, 9)
-        ),
+        st.tuples(st.integers(1990, 2100), st.integers(1, 9), st.integers(0, 9)),
         st.tuples(st.integers(1990, 2100), st.integers(1, 9), st.integers(0, 9)),
     )
     def test_orderMatchesTuples(self, a, b):
         """Year versions order exactly as (year, release, service pack)."""
+
         def text(t):
             return f"{t[0]}r{t[1]}" + (f"sp{t[2]}" if t[2] else "")
 

@@ -1,0 +1,77 @@
+"""The interfaces between the parts of the server: what each offers, not how."""
+
+from zope.interface import Attribute, Interface
+
+
+class ILicenseStore(Interface):
+    """Durable storage of the license pool, its revision and its change log.
+
+    Every method returns a Deferred; none blocks the reactor thread. A
+    Deferred returned by a writing method fires only once the write is
+    durable, and errbacks (with nothing written) when it is not.
+    """
+
+    def load():
+        """Fire with a ``Snapshot`` of everything stored: records and revision."""
+
+    def commit(revision, changes):
+        """Apply ``changes`` (a list of ``model.Change``) as one atomic step.
+
+        The store's revision becomes ``revision`` and the changes are
+        appended to the change log under it.
+        """
+
+    def changesSince(revision):
+        """Fire with ``[(revision, [Change, ...]), ...]`` after ``revision``.
+
+        Ordered by revision. Fires with None when the change log no longer
+        reaches back to ``revision`` (a full snapshot is needed instead).
+        """
+
+    def replaceAll(snapshot):
+        """Replace every record and the revision with ``snapshot``'s.
+
+        The change log is emptied: it restarts at the snapshot's revision.
+        """
+
+    def addEvent(event):
+        """Append a ``model.Event``; fire with the event carrying its id."""
+
+    def events(limit):
+        """Fire with up to ``limit`` events, newest first."""
+
+    def getLocal(name):
+        """Fire with a local (never synced) value, or None when unset."""
+
+    def setLocal(name, value):
+        """Store a local value (any JSON value); None removes it."""
+
+
+class IRole(Interface):
+    """What the licensing protocol and the web ask of the server's role.
+
+    Operations on behalf of clients return Deferreds that fire with the
+    response arguments, or fail with ``wire.ProtocolError``.
+    """
+
+    roleName = Attribute("'primary' or 'failover'")
+    state = Attribute("'active' or 'standby'")
+    serverName = Attribute("this server's display name")
+
+    def status():
+        """The STATUS arguments of this server, as a dict."""
+
+    def hello(session, args):
+        """Register the session's machine and product (HELLO)."""
+
+    def checkout(session, args):
+        """Take a seat (CHECKOUT)."""
+
+    def heartbeat(session, args):
+        """Renew one lease, or every lease of the session's machine."""
+
+    def release(session, args):
+        """Free a lease (RELEASE)."""
+
+    def borrow(session, args):
+        """Take a seat for days (BORROW)."""

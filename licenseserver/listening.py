@@ -1,0 +1,70 @@
+"""A listening endpoint service that reports its port and fails in one line.
+
+Like ``strports.service``, but a port that cannot be had ends the process
+with a one-line reason and exit status 1 instead of a traceback, and the
+port actually bound (useful with ``tcp:0``) is written to a file and passed
+to a callback, so tests and scripts can find it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+
+
+class ListeningService(service.Service):
+    """Listen on ``endpoint`` with ``factory`` while the service runs."""
+
+    def __init__(
+        self,
+        description: str,
+        endpoint: Any,
+        factory: Any,
+        *,
+        portFile: Path | None = None,
+        onListening: Callable[[int], None] | None = None,
+    ):
+        self.description = description
+        self.endpoint = endpoint
+        self.factory = factory
+        self.portFile = portFile
+        self.onListening = onListening
+        self.port: Any = None
+
+    def privilegedStartService(self) -> None:
+        service.Service.privilegedStartService(self)
+        if self.portFile is not None and self.portFile.exists():
+            self.portFile.unlink()
+        d = self.endpoint.listen(self.factory)
+        failures: list[Any] = []
+        d.addCallbacks(self._listening, failures.append)
+        if failures:
+            failure = failures[0]
+            if failure.check(CannotListenError):
+                reason = failure.value.socketError
+                raise SystemExit(f"licenseserver: cannot listen on {self.description}: {reason}")
+            failure.raiseException()
+
+    def _listening(self, port: Any) -> None:
+        self.port = port
+        number = port.getHost().port
+        if self.portFile is not None:
+            tmp = self.portFile.with_name(self.portFile.name + ".tmp")
+            tmp.write_text(f"{number}\n")
+            tmp.replace(self.portFile)
+        if self.onListening is not None:
+            self.onListening(number)
+
+    def stopService(self) -> defer.Deferred:
+        service.Service.stopService(self)
+        if self.portFile is not None and self.portFile.exists():
+            self.portFile.unlink()
+        if self.port is None:
+            return defer.succeed(None)
+        port, self.port = self.port, None
+        return defer.maybeDeferred(port.stopListening)

@@ -1,0 +1,548 @@
+"""Serving licenses: what both roles do when they are active.
+
+``ServingRole`` holds the license pool in memory, decides every request on
+the reactor thread with the seat rules of ``allocation``, and writes each
+decision through the store before it answers: a client is told ``OK`` only
+once its grant, renewal or release is durable. When the store refuses a
+write, the pool takes the change back and the client gets ``500``.
+
+The primary is a ``ServingRole`` that is always active; the failover is one
+that is active only after a takeover.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.application import service
+from twisted.application.internet import TimerService
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from licenseserver import allocation, signing
+from licenseserver._version import EDITION, __version__
+from licenseserver.interfaces import IRole
+from licenseserver.model import Assignment, Change, Client, Event, Lease, Product
+from licenseserver.pool import Pool
+from licenseserver.protocols.wire import ProtocolError
+from licenseserver.session import Session
+from licenseserver.versions import is_valid as version_is_valid
+from licenseserver.versions import meets_minimum
+
+MAX_FIELD = 128
+"""Longest product, host, machine, user, edition or request value."""
+
+
+class AdminError(Exception):
+    """An admin change that cannot be made: an HTTP status, a message, maybe a reason.
+
+    ``reason`` is a stable token for programs where one exists (the refusal
+    reasons of license files: ``bad-format``, ``unsigned``, ``untrusted``,
+    ``tampered``).
+    """
+
+    def __init__(self, status: int, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+
+
+def _text(args: Mapping[str, str], name: str, *, required: bool, default: str = "") -> str:
+    """An argument of 1 to ``MAX_FIELD`` printable characters."""
+    value = args.get(name)
+    if value is None:
+        if required:
+            raise ProtocolError("bad-request", f"{name}= is required")
+        return default
+    if not (1 <= len(value) <= MAX_FIELD) or not value.isprintable():
+        raise ProtocolError("bad-request", f"{name} must be 1 to {MAX_FIELD} printable characters")
+    return value
+
+
+def _integer(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """An integer argument within ``low..high``."""
+    value = args.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or not (low <= int(value) <= high):
+        raise ProtocolError("bad-request", f"{name} must be an integer from {low} to {high}")
+    return int(value)
+
+
+@implementer(IRole)
+class ServingRole(service.MultiService):
+    """The licensing and admin operations over an in-memory pool and a store.
+
+    ``clock`` gives the time and schedules the reaper; ``trustedKeys`` maps
+    vendor key ids to public keys; ``settingDefaults`` holds the value of
+    each licensing setting the admin has not changed.
+    """
+
+    roleName = "primary"
+    log = Logger()
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        clock: Any,
+        serverName: str,
+        advertise: str,
+        leaseTTL: int,
+        trustedKeys: Mapping[str, Any],
+        settingDefaults: Mapping[str, Any],
+        reapInterval: float = 5.0,
+        newToken: Callable[[], str] = lambda: secrets.token_urlsafe(12),
+    ):
+        super().__init__()
+        self.store = store
+        self.clock = clock
+        self.serverName = serverName
+        self.advertise = advertise
+        self.leaseTTL = leaseTTL
+        self.trustedKeys = dict(trustedKeys)
+        self.settingDefaults = dict(settingDefaults)
+        self.pool = Pool()
+        self.loaded = False
+        self.loadError: Any = None
+        self._whenLoaded: list[defer.Deferred] = []
+        self._newToken = newToken
+        reaper = TimerService(reapInterval, self._reapSafely)
+        reaper.clock = clock
+        reaper.setServiceParent(self)
+
+    # Life cycle
+
+    def startService(self) -> None:
+        """Load the pool from the store, then start the children (the reaper)."""
+        service.Service.startService(self)
+        self._loading = self.store.load()
+        self._loading.addCallback(self._loaded)
+        self._loading.addErrback(self._loadFailed)
+
+    def _loaded(self, snapshot: Any) -> None:
+        self.pool = Pool.fromSnapshot(snapshot)
+        self.loaded = True
+        for child in list(self):
+            child.startService()
+        waiting, self._whenLoaded = self._whenLoaded, []
+        for d in waiting:
+            d.callback(None)
+
+    def _loadFailed(self, failure: Any) -> None:
+        self.log.failure("Could not load the license pool: serving nothing", failure)
+        self.loadError = ProtocolError("internal-error", "the license pool could not be loaded")
+        waiting, self._whenLoaded = self._whenLoaded, []
+        for d in waiting:
+            d.errback(self.loadError)
+
+    def stopService(self) -> defer.Deferred:
+        if not self.loaded:
+            service.Service.stopService(self)
+            return defer.succeed(None)
+        return service.MultiService.stopService(self)
+
+    def whenLoaded(self) -> defer.Deferred:
+        """A Deferred that fires once the pool is loaded."""
+        if self.loaded:
+            return defer.succeed(None)
+        if self.loadError is not None:
+            return defer.fail(self.loadError)
+        d: defer.Deferred = defer.Deferred()
+        self._whenLoaded.append(d)
+        return d
+
+    # State that roles differ in
+
+    @property
+    def state(self) -> str:
+        return "active"
+
+    def primaryAddress(self) -> str | None:
+        """The primary's address as this server knows it; None on a primary."""
+        return None
+
+    def failoverAddress(self) -> str | None:
+        """The address clients should go to when this server is gone."""
+        return None
+
+    def peerStatus(self) -> dict[str, Any] | None:
+        """The peer this server is paired with, for ``/api/status``; None when none."""
+        return None
+
+    def serving(self) -> bool:
+        """Whether the process serves its role (``/healthz``)."""
+        return self.loaded
+
+    def gate(self) -> None:
+        """Raise the ``ProtocolError`` that refuses client requests, if any."""
+
+    def checkClient(self, session: Session) -> None:
+        """Raise a ``ProtocolError`` for a client this role does not serve."""
+
+    def borrowAllowed(self) -> bool:
+        return bool(self.setting("borrow_enabled"))
+
+    # Helpers
+
+    def now(self) -> int:
+        return int(self.clock.seconds())
+
+    def setting(self, name: str) -> Any:
+        """A licensing setting: the admin's value or the default."""
+        return self.pool.setting(name, self.settingDefaults.get(name))
+
+    def heartbeatInterval(self) -> int:
+        """How often clients should heartbeat: a quarter of the lease time."""
+        return max(1, self.leaseTTL // 4)
+
+    def commit(self, changes: list[Change]) -> defer.Deferred:
+        """Apply ``changes`` to the pool now and write them through the store.
+
+        Fires once the changes are durable. If the store refuses them, the
+        pool is put back as it was and the Deferred fails with a
+        ``ProtocolError`` of ``internal-error``.
+        """
+        undo = self.pool.apply(changes)
+        self.pool.revision += 1
+        d = self.store.commit(self.pool.revision, changes)
+
+        def failed(failure: Any) -> None:
+            self.pool.apply(undo)
+            self.log.failure("A change could not be stored; it was taken back", failure)
+            raise ProtocolError("internal-error", "the change could not be stored")
+
+        d.addErrback(failed)
+        return d
+
+    def record(self, kind: str, severity: str, message: str, **data: Any) -> None:
+        """Add an event for the admin's Messages; a failure is only logged."""
+        event = Event(self.now(), kind, severity, message, data)
+        d = self.store.addEvent(event)
+        d.addErrback(lambda f: self.log.failure("Could not record an event", f))
+
+    def failoverCapable(self, product: str, version: str) -> bool:
+        """Whether a failover would serve this product version."""
+        return meets_minimum(product, version, self.setting("failover_minimums"))
+
+    # Client operations
+
+    def status(self) -> dict[str, str]:
+        return {
+            "server": self.serverName,
+            "role": self.roleName,
+            "state": self.state,
+            "version": __version__,
+            "edition": EDITION,
+            "primary": self.primaryAddress() or "none",
+            "failover": self.failoverAddress() or "none",
+        }
+
+    async def hello(self, session: Session, args: Mapping[str, str]) -> dict[str, Any]:
+        """Register the machine and product of the session, and open it."""
+        self.gate()
+        if session.hello:
+            raise ProtocolError("bad-request", "HELLO was already said on this connection")
+        product = _text(args, "product", required=True)
+        version = _text(args, "version", required=True)
+        if not version_is_valid(version):
+            raise ProtocolError("bad-request", f"{version!r} is not a product version")
+        host = _text(args, "host", required=True)
+        machine = _text(args, "machine", required=True)
+        user = _text(args, "user", required=False, default="-")
+        cores = _integer(args, "cores", 1, 1, 1 << 20)
+        candidate = Session(session.peer, True, "", machine, host, user, product, version, cores)
+        self.checkClient(candidate)
+        await self.whenLoaded()
+        now = self.now()
+        client = self.pool.clientByMachine(machine)
+        if client is None:
+            client = Client(self._newClientId(), machine, host, now, now)
+        else:
+            client = Client(client.id, machine, host, client.registered, now)
+        await self.commit(
+            [
+                Change.put(client),
+                Change.put(Product(client.id, product, version, user, cores, now)),
+            ]
+        )
+        candidate.client = client.id
+        for f in dataclasses.fields(Session):
+            setattr(session, f.name, getattr(candidate, f.name))
+        status = self.status()
+        return {
+            **{k: status[k] for k in ("server", "role", "state", "version", "edition")},
+            "client": client.id,
+            "primary": status["primary"],
+            "failover": status["failover"],
+            "heartbeat": self.heartbeatInterval(),
+        }
+
+    def _newClientId(self) -> str:
+        numbers = [int(c.id[2:]) for c in self.pool.all("client") if c.id[2:].isdigit()]
+        return f"c-{max(numbers, default=0) + 1}"
+
+    def _requireHello(self, session: Session) -> None:
+        self.gate()
+        if not session.hello:
+            raise ProtocolError("hello-required", "say HELLO first")
+
+    def _seatRequest(self, session: Session, args: Mapping[str, str]) -> allocation.SeatRequest:
+        product = _text(args, "product", required=False, default=session.product)
+        edition = args.get("edition")
+        if edition is not None:
+            edition = _text(args, "edition", required=True)
+        cores = _integer(args, "cores", session.cores, 1, 1 << 20)
+        return allocation.SeatRequest(
+            session.machine, session.user, product, session.version, cores, edition
+        )
+
+    def _allocate(self, request: allocation.SeatRequest, session: Session) -> allocation.Grant:
+        now = self.now()
+        assigned = [a.license for a in self.pool.assignmentsOf(session.client, request.product)]
+        result = allocation.allocate(
+            request,
+            self.pool.licensesFor(request.product),
+            self.pool.leasesFor(request.product),
+            assigned,
+            now,
+        )
+        if isinstance(result, allocation.Denial):
+            if result.reason == "no-seats":
+                self.record(
+                    "unmet-request",
+                    "warning",
+                    f"{request.product}: no free seat for {session.host} ({request.user})",
+                    product=request.product,
+                    machine=request.machine,
+                    host=session.host,
+                    user=request.user,
+                )
+            raise ProtocolError(result.reason, result.message)
+        return result
+
+    def _grant(
+        self,
+        session: Session,
+        request: allocation.SeatRequest,
+        grant: allocation.Grant,
+        ttl: int,
+        *,
+        borrowed: bool = False,
+        key: str = "",
+    ) -> Lease:
+        now = self.now()
+        return Lease(
+            id="l-" + self._newToken(),
+            client=session.client,
+            machine=session.machine,
+            user=session.user,
+            product=request.product,
+            version=session.version,
+            licenses=grant.licenses,
+            kind=grant.kind,
+            granted=now,
+            expires=now + ttl,
+            ttl=ttl,
+            borrowed=borrowed,
+            request=key,
+        )
+
+    async def checkout(self, session: Session, args: Mapping[str, str]) -> dict[str, Any]:
+        """Take a seat, or return the lease of a repeated ``request`` key."""
+        self._requireHello(session)
+        request = self._seatRequest(session, args)
+        key = _text(args, "request", required=False)
+        if key:
+            earlier = self.pool.leaseByRequest(session.machine, key)
+            if earlier is not None and earlier.live(self.now()):
+                lease = await self._renew(earlier)
+                return _leaseArgs(lease, ttl=True)
+        grant = self._allocate(request, session)
+        lease = self._grant(session, request, grant, self.leaseTTL, key=key)
+        await self.commit([Change.put(lease)])
+        return _leaseArgs(lease, ttl=True)
+
+    async def _renew(self, lease: Lease) -> Lease:
+        if lease.borrowed:
+            return lease
+        renewed = _replace(lease, expires=self.now() + lease.ttl)
+        await self.commit([Change.put(renewed)])
+        return renewed
+
+    def _ownLease(self, session: Session, lease_id: str) -> Lease:
+        lease = self.pool.lease(lease_id)
+        if lease is None or lease.machine != session.machine or not lease.live(self.now()):
+            raise ProtocolError("unknown-lease", f"this server holds no lease {lease_id}")
+        return lease
+
+    async def heartbeat(self, session: Session, args: Mapping[str, str]) -> dict[str, Any]:
+        """Renew one lease, or every lease of the session's machine."""
+        self._requireHello(session)
+        if "lease" in args:
+            lease = self._ownLease(session, _text(args, "lease", required=True))
+            lease = await self._renew(lease)
+            return {"expires": lease.expires, "ttl": lease.ttl}
+        now = self.now()
+        leases = [
+            lease
+            for lease in self.pool.leasesOfMachine(session.machine)
+            if lease.live(now) and not lease.borrowed
+        ]
+        if not leases:
+            raise ProtocolError("unknown-lease", "this machine holds no lease here")
+        renewed = [_replace(lease, expires=now + lease.ttl) for lease in leases]
+        await self.commit([Change.put(lease) for lease in renewed])
+        return {"expires": now + self.leaseTTL, "ttl": self.leaseTTL}
+
+    async def release(self, session: Session, args: Mapping[str, str]) -> dict[str, Any]:
+        """Free a lease."""
+        self._requireHello(session)
+        lease = self._ownLease(session, _text(args, "lease", required=True))
+        await self.commit([Change.delete(lease)])
+        return {}
+
+    async def borrow(self, session: Session, args: Mapping[str, str]) -> dict[str, Any]:
+        """Take a seat for 1 to the maximum number of days, without heartbeats."""
+        self._requireHello(session)
+        if not self.borrowAllowed():
+            raise ProtocolError("borrow-disabled", "this server does not lend seats")
+        request = self._seatRequest(session, args)
+        most = int(self.setting("borrow_max_days"))
+        if "days" not in args:
+            raise ProtocolError("bad-request", "days= is required")
+        days = _integer(args, "days", 1, 1, most)
+        key = _text(args, "request", required=False)
+        grant = self._allocate(request, session)
+        lease = self._grant(session, request, grant, days * 86400, borrowed=True, key=key)
+        await self.commit([Change.put(lease)])
+        return _leaseArgs(lease, ttl=False)
+
+    # The reaper
+
+    async def reap(self) -> int:
+        """Remove the leases that have expired; return how many."""
+        now = self.now()
+        dead = [lease for lease in self.pool.all("lease") if not lease.live(now)]
+        if dead:
+            await self.commit([Change.delete(lease) for lease in dead])
+        return len(dead)
+
+    def _reapSafely(self) -> defer.Deferred:
+        d = defer.ensureDeferred(self.reap())
+        d.addErrback(lambda f: self.log.failure("Reaping expired leases failed", f))
+        return d
+
+    # Admin operations
+
+    async def addLicenses(self, data: bytes) -> list[str]:
+        """Verify a license file and add its licenses; return their ids.
+
+        Refuses the whole file (``AdminError`` 400) when any license in it is
+        malformed, unsigned, untrusted or tampered with, and (409) when any
+        is already in the pool.
+        """
+        self.gateAdmin()
+        try:
+            licenses = signing.verify_licenses(data, self.trustedKeys)
+        except signing.LicenseError as e:
+            raise AdminError(400, str(e), e.reason) from None
+        taken = [lic.id for lic in licenses if self.pool.license(lic.id) is not None]
+        if taken:
+            raise AdminError(409, f"already in the pool: {', '.join(taken)}")
+        now = self.now()
+        added = [_replace(lic, active=True, added=now) for lic in licenses]
+        await self.commit([Change.put(lic) for lic in added])
+        self.record(
+            "license-added",
+            "info",
+            f"added license(s) {', '.join(lic.id for lic in added)}",
+            ids=[lic.id for lic in added],
+        )
+        return [lic.id for lic in added]
+
+    def gateAdmin(self) -> None:
+        """Raise ``AdminError`` when this role takes no pool changes now."""
+
+    def _license(self, license_id: str) -> Any:
+        lic = self.pool.license(license_id)
+        if lic is None:
+            raise AdminError(404, f"no license {license_id} in the pool")
+        return lic
+
+    async def setLicenseActive(self, license_id: str, active: bool) -> None:
+        """Activate or deactivate a license; running leases keep their seats."""
+        self.gateAdmin()
+        lic = self._license(license_id)
+        if lic.active != active:
+            await self.commit([Change.put(_replace(lic, active=active))])
+
+    async def deleteLicense(self, license_id: str) -> None:
+        """Remove a license with its assignments and the leases it gave."""
+        self.gateAdmin()
+        lic = self._license(license_id)
+        changes = [Change.delete(a) for a in self.pool.assignmentsOfLicense(license_id)]
+        changes += [
+            Change.delete(lease)
+            for lease in self.pool.leasesFor(lic.product)
+            if license_id in lease.licenses
+        ]
+        changes.append(Change.delete(lic))
+        await self.commit(changes)
+
+    async def assign(self, client_id: str, product: str, license_ids: list[str]) -> None:
+        """Make ``license_ids`` the licenses assigned to a client's product."""
+        self.gateAdmin()
+        if self.pool.client(client_id) is None:
+            raise AdminError(404, f"no client {client_id}")
+        if self.pool.get("product", client_id, product) is None:
+            raise AdminError(404, f"client {client_id} has not registered {product}")
+        wanted = list(dict.fromkeys(license_ids))
+        for license_id in wanted:
+            lic = self._license(license_id)
+            if lic.product != product:
+                raise AdminError(400, f"license {license_id} is for {lic.product}, not {product}")
+            holders = [a.client for a in self.pool.assignmentsOfLicense(license_id)]
+            problem = allocation.assignment_problem(lic, holders, client_id)
+            if problem:
+                raise AdminError(409, problem)
+        current = self.pool.assignmentsOf(client_id, product)
+        changes = [Change.delete(a) for a in current if a.license not in wanted]
+        have = {a.license for a in current}
+        changes += [
+            Change.put(Assignment(client_id, product, lid)) for lid in wanted if lid not in have
+        ]
+        if changes:
+            await self.commit(changes)
+
+    async def unregister(self, client_id: str) -> None:
+        """Remove a client with its products, assignments and leases."""
+        self.gateAdmin()
+        client = self.pool.client(client_id)
+        if client is None:
+            raise AdminError(404, f"no client {client_id}")
+        changes = [Change.delete(a) for a in self.pool.assignmentsOf(client_id)]
+        changes += [Change.delete(p) for p in self.pool.productsOf(client_id)]
+        changes += [Change.delete(lease) for lease in self.pool.leasesOfMachine(client.machine)]
+        changes.append(Change.delete(client))
+        await self.commit(changes)
+
+
+_replace = dataclasses.replace
+
+
+def _leaseArgs(lease: Lease, *, ttl: bool) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "lease": lease.id,
+        "license": ",".join(lease.licenses),
+        "kind": lease.kind,
+        "expires": lease.expires,
+    }
+    if ttl:
+        args["ttl"] = lease.ttl
+    return args

@@ -1,0 +1,206 @@
+"""``twistd licenseserver``: its options and the service tree they build.
+
+This module holds every default of the server: the command-line options and
+the licensing settings an admin has not changed yet.
+
+    MultiService
+     ├─ store          opens the database on start, closes it on stop
+     ├─ role           PrimaryRole (a reaper TimerService inside)
+     ├─ licensing      ListeningService(--port, LicensingFactory(role))
+     └─ web            ListeningService(--web, Site(root(role)))
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import endpoints
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web import server
+
+from licenseserver import signing, store
+from licenseserver.addresses import DEFAULT_PORT, parse_host_port
+from licenseserver.datadir import DataDir
+from licenseserver.listening import ListeningService
+from licenseserver.protocols.licensing import LicensingFactory
+from licenseserver.roles.primary import PrimaryRole
+from licenseserver.web.auth import AdminAuth
+from licenseserver.web.root import buildRoot
+
+SETTING_DEFAULTS: dict[str, Any] = {
+    "borrow_enabled": True,
+    "borrow_max_days": 30,
+    "failover_minimums": {"*": "2015r3", "MobileTogetherServer": "1.5"},
+}
+"""Licensing settings (synced to the failover) before the admin changes them."""
+
+log = Logger()
+
+
+class Options(usage.Options):
+    """The options of ``twistd licenseserver``."""
+
+    synopsis = "[options]"
+    longdesc = "Runs a license server: a primary, or the failover of one."
+
+    optParameters = [
+        ["role", None, "primary", "primary or failover"],
+        ["primary", None, None, "failover only: HOST[:PORT] of the primary, or an endpoint"],
+        ["port", None, f"tcp:{DEFAULT_PORT}", "licensing endpoint"],
+        ["web", None, "tcp:8088", "web page and admin API endpoint"],
+        ["data", None, "./licenseserver-data", "data directory"],
+        ["name", None, None, "this server's display name [default: host name]"],
+        ["advertise", None, None, "HOST:PORT to tell clients and the peer"],
+        ["heartbeat", None, "1", "seconds between failover-to-primary heartbeats"],
+        ["takeover-after", None, "5", "seconds of primary silence before a takeover"],
+        ["lease-ttl", None, "120", "seconds a lease lives without a HEARTBEAT"],
+        ["peer-secret-file", None, None, "pairing secret file [default: DATA/peer-secret]"],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["vendor-key"] = []
+
+    def opt_vendor_key(self, path: str) -> None:
+        """A trusted vendor public key file (may repeat) [default: DATA/vendor-keys/*.pub]."""
+        self["vendor-key"].append(path)
+
+    def postOptions(self) -> None:
+        """Check every value; a wrong one ends twistd with one line, exit status 1."""
+        try:
+            self.validate()
+        except usage.UsageError as e:
+            raise SystemExit(f"twistd licenseserver: {e}") from None
+
+    def validate(self) -> None:
+        """Check and convert every value; raise ``UsageError`` for a wrong one."""
+        from twisted.internet import reactor
+
+        if self["role"] not in ("primary", "failover"):
+            raise usage.UsageError(f"--role must be primary or failover, not {self['role']!r}")
+        if self["role"] == "failover" and not self["primary"]:
+            raise usage.UsageError("--role=failover needs --primary=HOST[:PORT]")
+        if self["role"] == "primary" and self["primary"]:
+            raise usage.UsageError("--primary is only for --role=failover")
+        if self["primary"]:
+            self["primary-endpoint"] = _client_endpoint(reactor, self["primary"])
+        for name in ("port", "web"):
+            try:
+                endpoints.serverFromString(reactor, self[name])
+            except Exception as e:
+                raise usage.UsageError(
+                    f"--{name}={self[name]!r} is not an endpoint: {e}"
+                ) from None
+        self["heartbeat"] = _number(self, "heartbeat", float, 0.05, 3600)
+        self["takeover-after"] = _number(self, "takeover-after", float, 0.1, 86400)
+        if self["takeover-after"] <= self["heartbeat"]:
+            raise usage.UsageError("--takeover-after must be longer than --heartbeat")
+        self["lease-ttl"] = _number(self, "lease-ttl", int, 4, 86400)
+        if self["name"] is None:
+            self["name"] = socket.gethostname()
+        if not self["name"].isprintable() or not 1 <= len(self["name"]) <= 128:
+            raise usage.UsageError("--name must be 1 to 128 printable characters")
+        if self["advertise"] is not None and parse_host_port(self["advertise"]) is None:
+            raise usage.UsageError(f"--advertise={self['advertise']!r} is not HOST:PORT")
+        try:
+            self["trusted-keys"] = signing.load_trusted_keys(Path(p) for p in self["vendor-key"])
+        except (OSError, ValueError) as e:
+            raise usage.UsageError(f"--vendor-key: {e}") from None
+
+
+def _number(options: Options, name: str, kind: type, low: float, high: float) -> Any:
+    try:
+        value = kind(options[name])
+    except ValueError:
+        raise usage.UsageError(f"--{name} must be a number, not {options[name]!r}") from None
+    if not low <= value <= high:
+        raise usage.UsageError(f"--{name} must be from {low} to {high}")
+    return value
+
+
+def _client_endpoint(reactor: Any, text: str) -> Any:
+    """The primary's address as a client endpoint: HOST[:PORT] or an endpoint string."""
+    host_port = parse_host_port(text)
+    if host_port is not None:
+        return endpoints.HostnameEndpoint(reactor, host_port[0], host_port[1])
+    try:
+        return endpoints.clientFromString(reactor, text)
+    except Exception as e:
+        raise usage.UsageError(
+            f"--primary={text!r} is neither HOST[:PORT] nor an endpoint: {e}"
+        ) from None
+
+
+def _default_advertise(options: Options) -> str:
+    match = re.match(r"^tcp:(?:port=)?(\d+)", options["port"])
+    port = int(match.group(1)) if match and int(match.group(1)) else DEFAULT_PORT
+    return f"{socket.getfqdn()}:{port}"
+
+
+def makeService(options: Options, reactor: Any = None) -> service.MultiService:
+    """Build the service tree of one server from checked ``options``."""
+    if reactor is None:
+        from twisted.internet import reactor
+    data = DataDir(options["data"])
+    try:
+        password = data.prepare()
+        store.check_database(data.database)
+    except (OSError, store.SchemaError) as e:
+        raise SystemExit(f"twistd licenseserver: data directory {data.path}: {e}") from None
+    trusted = options["trusted-keys"] or signing.trusted_keys_in_dir(data.vendor_keys)
+
+    top = service.MultiService()
+    db = store.SQLiteStore(data.database, reactor)
+    db.setServiceParent(top)
+    explicit_advertise = options["advertise"]
+    role = PrimaryRole(
+        db,
+        clock=reactor,
+        serverName=options["name"],
+        advertise=explicit_advertise or _default_advertise(options),
+        leaseTTL=options["lease-ttl"],
+        trustedKeys=trusted,
+        settingDefaults=SETTING_DEFAULTS,
+    )
+    role.setServiceParent(top)
+
+    def licensingListening(port: int) -> None:
+        if not explicit_advertise:
+            role.advertise = f"{role.advertise.rsplit(':', 1)[0]}:{port}"
+
+    ListeningService(
+        options["port"],
+        endpoints.serverFromString(reactor, options["port"]),
+        LicensingFactory(role),
+        portFile=data.port_file("licensing"),
+        onListening=licensingListening,
+    ).setServiceParent(top)
+
+    auth = AdminAuth(reactor, data.admin_password_hash)
+    site = server.Site(buildRoot(role, auth))
+    site.displayTracebacks = False
+    ListeningService(
+        options["web"],
+        endpoints.serverFromString(reactor, options["web"]),
+        site,
+        portFile=data.port_file("web"),
+    ).setServiceParent(top)
+
+    if password is not None:
+        log.info(
+            "First start: the admin password is {password} (also in {path})",
+            password=password,
+            path=str(data.initial_password),
+        )
+    if not trusted:
+        log.warn(
+            "No trusted vendor key: put vendor public keys (*.pub) in {path}"
+            " or pass --vendor-key; until then no license can be added.",
+            path=str(data.vendor_keys),
+        )
+    return top

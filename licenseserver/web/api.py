@@ -1,0 +1,173 @@
+"""The admin HTTP API: JSON in and out, HTTP Basic auth for changes and views.
+
+``AdminAPI`` is one leaf resource that routes ``METHOD /api/...`` to a
+handler by pattern. Handlers return ``(status, body)``; an ``AdminError``
+becomes its status with ``{"error": message}``, any other exception a
+``500`` with nothing of the server's internals in it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import resource, server
+
+from licenseserver.roles.base import AdminError
+from licenseserver.web import views
+from licenseserver.web.auth import AdminAuth
+
+MAX_BODY = 1 << 20
+"""Largest request body the API reads (a license file is far smaller)."""
+
+Handler = Callable[..., Any]
+
+
+class AdminAPI(resource.Resource):
+    """``/api/...``: the admin API of one role."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, role: Any, auth: AdminAuth):
+        super().__init__()
+        self.role = role
+        self.auth = auth
+        self.routes: list[tuple[str, re.Pattern, bool, Handler]] = []
+        add = self._route
+        add("GET", r"status", False, self.getStatus)
+        add("GET", r"licenses", True, self.getLicenses)
+        add("POST", r"licenses", True, self.postLicenses)
+        add("POST", r"licenses/([^/]+)/(activate|deactivate)", True, self.postActivate)
+        add("DELETE", r"licenses/([^/]+)", True, self.deleteLicense)
+        add("GET", r"clients", True, self.getClients)
+        add("PUT", r"clients/([^/]+)/products/([^/]+)/licenses", True, self.putAssignment)
+        add("DELETE", r"clients/([^/]+)", True, self.deleteClient)
+        add("GET", r"leases", True, self.getLeases)
+        add("GET", r"messages", True, self.getMessages)
+
+    def _route(self, method: str, pattern: str, admin: bool, handler: Handler) -> None:
+        self.routes.append((method, re.compile(pattern + r"\Z"), admin, handler))
+
+    def render(self, request: server.Request) -> Any:
+        path = request.path.decode("ascii", "replace").split("?", 1)[0]
+        tail = path.removeprefix("/api/").strip("/")
+        method = request.method.decode("ascii", "replace")
+        allowed = []
+        for route_method, pattern, admin, handler in self.routes:
+            match = pattern.match(tail)
+            if match is None:
+                continue
+            if route_method != method:
+                allowed.append(route_method)
+                continue
+            args = [unquote(g) for g in match.groups()]
+            gone: list[Any] = []
+            request.notifyFinish().addErrback(gone.append)
+            d = defer.ensureDeferred(self._serve(request, admin, handler, args))
+            d.addErrback(self._unexpected, request)
+            d.addCallback(_finish, request, gone)
+            return server.NOT_DONE_YET
+        if allowed:
+            request.setHeader(b"allow", ", ".join(allowed).encode())
+            return _json(request, 405, {"error": f"{method} is not allowed here"})
+        return _json(request, 404, {"error": f"no such API path: /api/{tail}"})
+
+    async def _serve(
+        self, request: server.Request, admin: bool, handler: Handler, args: list[str]
+    ) -> tuple[int, Any]:
+        if admin and not await self.auth.isAdmin(request):
+            request.setHeader(b"www-authenticate", b'Basic realm="licenseserver"')
+            return 401, {"error": "admin password required"}
+        try:
+            return await handler(request, *args)
+        except AdminError as e:
+            body = {"error": e.message}
+            if e.reason:
+                body["reason"] = e.reason
+            return e.status, body
+
+    def _unexpected(self, failure: Any, request: server.Request) -> tuple[int, Any]:
+        self.log.failure("Admin API request failed", failure)
+        return 500, {"error": "internal error; see the server log"}
+
+    # Handlers
+
+    async def getStatus(self, request: server.Request) -> tuple[int, Any]:
+        return 200, views.status(self.role)
+
+    async def getLicenses(self, request: server.Request) -> tuple[int, Any]:
+        return 200, views.licenses(self.role)
+
+    async def postLicenses(self, request: server.Request) -> tuple[int, Any]:
+        ids = await self.role.addLicenses(_body(request))
+        return 201, {"ids": ids}
+
+    async def postActivate(
+        self, request: server.Request, license_id: str, action: str
+    ) -> tuple[int, Any]:
+        await self.role.setLicenseActive(license_id, action == "activate")
+        return 200, views.license(self.role, self.role.pool.license(license_id))
+
+    async def deleteLicense(self, request: server.Request, license_id: str) -> tuple[int, Any]:
+        await self.role.deleteLicense(license_id)
+        return 200, {"deleted": license_id}
+
+    async def getClients(self, request: server.Request) -> tuple[int, Any]:
+        return 200, views.clients(self.role)
+
+    async def putAssignment(
+        self, request: server.Request, client_id: str, product: str
+    ) -> tuple[int, Any]:
+        body = _jsonBody(request)
+        licenses = body.get("licenses") if isinstance(body, dict) else None
+        if not isinstance(licenses, list) or not all(isinstance(i, str) for i in licenses):
+            raise AdminError(400, 'the body must be {"licenses": [license ids]}')
+        await self.role.assign(client_id, product, licenses)
+        return 200, views.client(self.role, self.role.pool.client(client_id))
+
+    async def deleteClient(self, request: server.Request, client_id: str) -> tuple[int, Any]:
+        await self.role.unregister(client_id)
+        return 200, {"deleted": client_id}
+
+    async def getLeases(self, request: server.Request) -> tuple[int, Any]:
+        return 200, views.leases(self.role)
+
+    async def getMessages(self, request: server.Request) -> tuple[int, Any]:
+        events = await self.role.store.events(500)
+        return 200, [views.event(e) for e in events]
+
+
+def _body(request: server.Request) -> bytes:
+    data = request.content.read(MAX_BODY + 1)
+    if len(data) > MAX_BODY:
+        raise AdminError(413, f"the body is larger than {MAX_BODY} bytes")
+    return data
+
+
+def _jsonBody(request: server.Request) -> Any:
+    try:
+        return json.loads(_body(request))
+    except ValueError:
+        raise AdminError(400, "the body is not JSON") from None
+
+
+def _json(request: server.Request, status: int, body: Any) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(body, indent=1).encode() + b"\n"
+
+
+def _finish(result: tuple[int, Any], request: server.Request, gone: list) -> None:
+    """Write the handler's answer, unless the client has gone already."""
+    if gone:
+        return
+    status, body = result
+    request.write(_json(request, status, body))
+    request.finish()

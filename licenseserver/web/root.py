@@ -1,0 +1,36 @@
+"""The web endpoint's resource tree: health, the admin API (and the pages)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.web import resource, server
+
+from licenseserver.web.api import AdminAPI
+from licenseserver.web.auth import AdminAuth
+
+
+class Health(resource.Resource):
+    """``/healthz``: 200 while the process serves its role, 503 otherwise."""
+
+    isLeaf = True
+
+    def __init__(self, role: Any):
+        super().__init__()
+        self.role = role
+
+    def render_GET(self, request: server.Request) -> bytes:
+        ok = self.role.serving()
+        request.setResponseCode(200 if ok else 503)
+        request.setHeader(b"content-type", b"application/json")
+        body = {"ok": ok, "role": self.role.roleName, "state": self.role.state}
+        return json.dumps(body).encode() + b"\n"
+
+
+def buildRoot(role: Any, auth: AdminAuth) -> resource.Resource:
+    """The root resource of the web endpoint."""
+    root = resource.Resource()
+    root.putChild(b"healthz", Health(role))
+    root.putChild(b"api", AdminAPI(role, auth))
+    return root

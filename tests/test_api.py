@@ -1,0 +1,206 @@
+"""Tests for the admin API (licenseserver.web.api) over a real HTTP socket."""
+
+import base64
+import json
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+from twisted.web import server
+from twisted.web.client import Agent, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
+
+from licenseserver import passwords
+from licenseserver.testing import FakeStore
+from licenseserver.web.auth import AdminAuth
+from licenseserver.web.root import buildRoot
+from tests.helpers import hello, licenseFile, makeRole
+
+PASSWORD = "correct horse"
+HASH = passwords.hash_password(PASSWORD, n=2)
+
+
+@implementer(IBodyProducer)
+class Body:
+    """A request body from bytes."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer):
+        consumer.write(self.data)
+        return defer.succeed(None)
+
+    def stopProducing(self):
+        pass
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+
+class APITests(unittest.TestCase):
+    def setUp(self):
+        self.store = FakeStore()
+        self.role = makeRole(self.store)
+        site = server.Site(buildRoot(self.role, AdminAuth(reactor, lambda: HASH)))
+        site.displayTracebacks = False
+        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.agent = Agent(reactor)
+        self.base = f"http://127.0.0.1:{self.port.getHost().port}"
+
+    async def call(self, method, path, body=None, password=PASSWORD):
+        headers = Headers()
+        if password is not None:
+            token = base64.b64encode(f"admin:{password}".encode()).decode()
+            headers.addRawHeader("authorization", f"Basic {token}")
+        response = await self.agent.request(
+            method.encode(),
+            (self.base + path).encode(),
+            headers,
+            Body(body) if body is not None else None,
+        )
+        data = await readBody(response)
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/json"])
+        return response.code, json.loads(data)
+
+    async def test_statusWithoutAuth(self):
+        """GET /api/status needs no password and names the role and revision."""
+        code, body = await self.call("GET", "/api/status", password=None)
+        self.assertEqual(code, 200)
+        self.assertEqual(body["role"], "primary")
+        self.assertEqual(body["state"], "active")
+        self.assertEqual(body["name"], "ls1")
+        self.assertIsNone(body["primary"])
+        self.assertIsNone(body["failover"])
+        self.assertEqual(body["revision"], 0)
+        self.assertEqual(
+            set(body),
+            {
+                "name",
+                "role",
+                "state",
+                "version",
+                "edition",
+                "primary",
+                "failover",
+                "revision",
+                "peer",
+            },
+        )
+
+    async def test_healthz(self):
+        """GET /healthz answers 200 while the role serves."""
+        response = await self.agent.request(b"GET", (self.base + "/healthz").encode())
+        self.assertEqual(response.code, 200)
+        await readBody(response)
+
+    async def test_authRequired(self):
+        """The pool, clients and leases need the admin password: 401 without or wrong."""
+        for path in ("/api/licenses", "/api/clients", "/api/leases", "/api/messages"):
+            code, body = await self.call("GET", path, password=None)
+            self.assertEqual(code, 401, path)
+            self.assertIn("error", body)
+        code, _ = await self.call("GET", "/api/licenses", password="wrong")
+        self.assertEqual(code, 401)
+        code, _ = await self.call("POST", "/api/licenses", licenseFile({}), password="wrong")
+        self.assertEqual(code, 401)
+        self.assertEqual(self.role.pool.count("license"), 0)
+
+    async def test_uploadAndList(self):
+        """An uploaded file's licenses are listed with status and seats in use."""
+        code, body = await self.call("POST", "/api/licenses", licenseFile({"seats": 3}))
+        self.assertEqual(code, 201)
+        (lid,) = body["ids"]
+        await defer.ensureDeferred(self.role.checkout(hello(self.role), {}))
+        code, body = await self.call("GET", "/api/licenses")
+        self.assertEqual(code, 200)
+        self.assertEqual(len(body), 1)
+        self.assertEqual(body[0]["id"], lid)
+        self.assertEqual(body[0]["status"], "active")
+        self.assertEqual(body[0]["seats"], 3)
+        self.assertEqual(body[0]["in_use"], 1)
+
+    async def test_uploadRefusals(self):
+        """A bad file is 400 with its reason, a repeated license 409, nothing half added."""
+        code, body = await self.call("POST", "/api/licenses", b"not json")
+        self.assertEqual((code, body["reason"]), (400, "bad-format"))
+        data = licenseFile({"seats": 3})
+        tampered = data.replace(b'"seats": 3', b'"seats": 30')
+        code, body = await self.call("POST", "/api/licenses", tampered)
+        self.assertEqual((code, body["reason"]), (400, "tampered"))
+        self.assertEqual((await self.call("POST", "/api/licenses", data))[0], 201)
+        code, body = await self.call("POST", "/api/licenses", data)
+        self.assertEqual(code, 409)
+        self.assertEqual(self.role.pool.count("license"), 1)
+
+    async def test_activateDeactivateDelete(self):
+        """Licenses can be deactivated, activated and deleted; unknown ids are 404."""
+        _, body = await self.call("POST", "/api/licenses", licenseFile({}))
+        (lid,) = body["ids"]
+        code, body = await self.call("POST", f"/api/licenses/{lid}/deactivate", b"")
+        self.assertEqual((code, body["status"]), (200, "inactive"))
+        code, body = await self.call("POST", f"/api/licenses/{lid}/activate", b"")
+        self.assertEqual((code, body["status"]), (200, "active"))
+        code, _ = await self.call("DELETE", f"/api/licenses/{lid}")
+        self.assertEqual(code, 200)
+        code, _ = await self.call("DELETE", f"/api/licenses/{lid}")
+        self.assertEqual(code, 404)
+
+    async def test_clientsAndAssignment(self):
+        """Clients are listed with products; PUT assigns licenses; DELETE unregisters."""
+        _, body = await self.call("POST", "/api/licenses", licenseFile({"kind": "installed"}))
+        (lid,) = body["ids"]
+        s = hello(self.role, "m1", version="2015")
+        code, clients = await self.call("GET", "/api/clients")
+        self.assertEqual(code, 200)
+        self.assertEqual(clients[0]["id"], s.client)
+        self.assertEqual(clients[0]["machine"], "m1")
+        self.assertFalse(clients[0]["failover_capable"])
+        self.assertEqual(clients[0]["products"][0]["product"], "XMLSpy")
+        path = f"/api/clients/{s.client}/products/XMLSpy/licenses"
+        code, client = await self.call("PUT", path, json.dumps({"licenses": [lid]}).encode())
+        self.assertEqual(code, 200)
+        self.assertEqual(client["products"][0]["licenses"], [lid])
+        for bad in (b"{", b'{"licenses": "x"}', b"[]", b'{"licenses": [1]}'):
+            code, body = await self.call("PUT", path, bad)
+            self.assertEqual(code, 400, bad)
+            self.assertIn("error", body)
+        code, _ = await self.call("DELETE", f"/api/clients/{s.client}")
+        self.assertEqual(code, 200)
+        self.assertEqual((await self.call("GET", "/api/clients"))[1], [])
+
+    async def test_leases(self):
+        """GET /api/leases lists live leases with host and failover capability."""
+        _, body = await self.call("POST", "/api/licenses", licenseFile({}))
+        s = hello(self.role, "m1", version="2014r2")
+        await defer.ensureDeferred(self.role.checkout(s, {}))
+        await defer.ensureDeferred(self.role.borrow(s, {"days": "2"}))
+        code, leases = await self.call("GET", "/api/leases")
+        self.assertEqual(code, 200)
+        self.assertEqual([x["borrowed"] for x in leases], [False, True])
+        self.assertEqual(leases[0]["host"], "ws1")
+        self.assertFalse(leases[0]["failover_capable"])
+
+    async def test_messages(self):
+        """Unmet requests show in /api/messages, newest first."""
+        _, body = await self.call("POST", "/api/licenses", licenseFile({"seats": 1}))
+        await defer.ensureDeferred(self.role.checkout(hello(self.role, "m1"), {}))
+        d = defer.ensureDeferred(self.role.checkout(hello(self.role, "m2"), {}))
+        d.addErrback(lambda f: None)
+        code, events = await self.call("GET", "/api/messages")
+        self.assertEqual(code, 200)
+        self.assertEqual(events[0]["kind"], "unmet-request")
+
+    async def test_unknownPathAndMethod(self):
+        """Unknown API paths are 404 and wrong methods 405, both with a JSON reason."""
+        code, body = await self.call("GET", "/api/nothing")
+        self.assertEqual(code, 404)
+        code, body = await self.call("PATCH", "/api/licenses", b"")
+        self.assertEqual(code, 405)
+        self.assertIn("error", body)

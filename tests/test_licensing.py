@@ -1,0 +1,198 @@
+"""Tests for licenseserver.protocols.licensing: sessions on the licensing port."""
+
+from twisted.internet import defer
+from twisted.internet.testing import StringTransport
+from twisted.test import iosim
+from twisted.trial import unittest
+
+from licenseserver.protocols import wire
+from licenseserver.protocols.licensing import LicensingFactory
+from licenseserver.testing import FakeStore
+from tests.helpers import licenseFile, makeRole, run
+
+HELLO = b"HELLO product=XMLSpy version=2025r2 host=ws1 machine=m1\n"
+
+
+class HeldStore(FakeStore):
+    """A fake store whose commits wait until the test lets them through."""
+
+    def __init__(self):
+        super().__init__()
+        self.held = False
+        self.waiting = []
+
+    def commit(self, revision, changes):
+        done = super().commit(revision, changes)
+        if not self.held:
+            return done
+        d = defer.Deferred()
+        self.waiting.append((d, done))
+        return d
+
+    def releaseOne(self):
+        d, done = self.waiting.pop(0)
+        done.chainDeferred(d)
+
+
+class ProtocolTestCase(unittest.TestCase):
+    def setUp(self):
+        self.store = HeldStore()
+        self.role = makeRole(self.store)
+        self.successResultOf(run(self.role.addLicenses(licenseFile({"seats": 2}))))
+        self.factory = LicensingFactory(self.role)
+
+    def connect(self):
+        proto = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def lines(self, transport):
+        data = transport.value()
+        transport.clear()
+        return [wire.parse_response(line) for line in data.split(b"\n") if line]
+
+
+class SessionTests(ProtocolTestCase):
+    def test_pingAndStatus(self):
+        """PING and STATUS need no HELLO."""
+        proto, transport = self.connect()
+        proto.dataReceived(b"PING\nSTATUS\n")
+        ping, status = self.lines(transport)
+        self.assertTrue(ping.ok)
+        self.assertEqual(status.args["role"], "primary")
+        self.assertEqual(status.args["failover"], "none")
+
+    def test_pipelinedInOrder(self):
+        """Pipelined requests are answered once each, in order, while the store is slow."""
+        proto, transport = self.connect()
+        self.store.held = True
+        proto.dataReceived(HELLO + b"CHECKOUT request=r1\nPING\nHEARTBEAT\nSTATUS\n")
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.producerState == "paused")
+        self.store.releaseOne()
+        self.assertEqual(len(self.lines(transport)), 1)
+        self.store.releaseOne()
+        self.store.releaseOne()
+        answers = self.lines(transport)
+        self.assertEqual(len(answers), 4)
+        checkout, ping, heartbeat, status = answers
+        self.assertIn("lease", checkout.args)
+        self.assertEqual(ping.args, {})
+        self.assertEqual(heartbeat.args["ttl"], "120")
+        self.assertEqual(status.args["state"], "active")
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_errorsKeepSession(self):
+        """Bad lines get their ERR and the session goes on."""
+        proto, transport = self.connect()
+        proto.dataReceived(
+            b"FROB\n\xff\xfe\n\x00\x01\x02\nHELLO product=a product=b\nCHECKOUT\n\n\r\nPING\n"
+        )
+        answers = self.lines(transport)
+        self.assertEqual(
+            [(a.code, a.reason) for a in answers],
+            [
+                (400, "unknown-command"),
+                (400, "bad-request"),
+                (400, "bad-request"),
+                (400, "bad-request"),
+                (401, "hello-required"),
+                (0, ""),
+            ],
+        )
+        self.assertFalse(transport.disconnecting)
+
+    def test_longestLine(self):
+        """A line of 8192 bytes with its LF is served; one byte more is line-too-long."""
+        proto, transport = self.connect()
+        line = b"PING pad=" + b"x" * (8192 - len(b"PING pad=") - 1) + b"\n"
+        self.assertEqual(len(line), 8192)
+        proto.dataReceived(line)
+        self.assertTrue(self.lines(transport)[0].ok)
+        proto.dataReceived(line[:-1] + b"x\n")
+        (answer,) = self.lines(transport)
+        self.assertEqual((answer.code, answer.reason), (413, "line-too-long"))
+        self.assertTrue(transport.disconnecting)
+
+    def test_hugeLineWithoutNewline(self):
+        """100 KB without an LF gets line-too-long and the connection is closed."""
+        proto, transport = self.connect()
+        proto.dataReceived(b"HELLO " + b"a" * 100_000)
+        (answer,) = self.lines(transport)
+        self.assertEqual(answer.reason, "line-too-long")
+        self.assertTrue(transport.disconnecting)
+
+    def test_quit(self):
+        """QUIT is answered OK, then the connection closes."""
+        proto, transport = self.connect()
+        proto.dataReceived(b"QUIT\nPING\n")
+        self.assertEqual(transport.value(), b"OK\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_unexpectedError(self):
+        """A fault in the server becomes 500 internal-error; the session goes on."""
+        proto, transport = self.connect()
+
+        async def broken(session, args):
+            raise RuntimeError("boom")
+
+        self.factory._handlers["HELLO"] = broken
+        proto.dataReceived(HELLO + b"PING\n")
+        error, ping = self.lines(transport)
+        self.assertEqual((error.code, error.reason), (500, "internal-error"))
+        self.assertNotIn("boom", error.args.get("message", ""))
+        self.assertTrue(ping.ok)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_disconnectWhileWaiting(self):
+        """Lines a client sent before leaving are not served once it has gone."""
+        proto, transport = self.connect()
+        self.store.held = True
+        proto.dataReceived(HELLO + b"CHECKOUT\n")
+        proto.connectionLost(None)
+        self.store.releaseOne()
+        self.assertEqual(self.store.waiting, [])
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(self.role.pool.count("client"), 1)
+        self.assertEqual(self.role.pool.count("lease"), 0)
+
+    def test_peerVerbsNotServedYet(self):
+        """Peer verbs are unknown commands to a server that accepts no failover."""
+        proto, transport = self.connect()
+        proto.dataReceived(b"PEER name=x\n")
+        self.assertEqual(self.lines(transport)[0].reason, "unknown-command")
+
+
+class LoopbackTests(ProtocolTestCase):
+    def test_overIOPump(self):
+        """A client and the server talk over a simulated connection."""
+        from twisted.protocols.basic import LineReceiver
+
+        class Client(LineReceiver):
+            delimiter = b"\n"
+
+            def __init__(self):
+                self.answers = []
+
+            def lineReceived(self, line):
+                self.answers.append(wire.parse_response(line))
+
+        client = Client()
+        server, _, pump = iosim.connectedServerAndClient(
+            lambda: self.factory.buildProtocol(None), lambda: client
+        )
+        client.sendLine(HELLO.strip())
+        client.sendLine(b"CHECKOUT")
+        client.sendLine(b"CHECKOUT")
+        client.sendLine(b"CHECKOUT")
+        pump.flush()
+        self.assertEqual([a.reason or "ok" for a in client.answers], ["ok", "ok", "ok", "ok"])
+        other = Client()
+        _, _, pump2 = iosim.connectedServerAndClient(
+            lambda: self.factory.buildProtocol(None), lambda: other
+        )
+        other.sendLine(HELLO.strip().replace(b"m1", b"m2").replace(b"ws1", b"ws2"))
+        other.sendLine(b"CHECKOUT")
+        pump2.flush()
+        self.assertEqual([a.reason or "ok" for a in other.answers], ["ok", "ok"])

@@ -1,0 +1,50 @@
+"""Tests for licenseserver.pool: the in-memory pool and its undo."""
+
+from twisted.trial import unittest
+
+from licenseserver.model import Assignment, Change, Client, Setting
+from licenseserver.pool import Pool
+from tests.test_allocation import lease, lic
+
+
+class PoolTests(unittest.TestCase):
+    def test_applyAndUndo(self):
+        """Applying the undo of a change set puts the pool back as it was."""
+        pool = Pool(3, [lic("L-1"), Client("c-1", "m1", "ws1", 1, 1)])
+        before = pool.snapshot()
+        changes = [
+            Change.put(lic("L-1", seats=9)),
+            Change.put(lease("m1", request="r1")),
+            Change.delete(Client("c-1", "m1", "ws1", 1, 1)),
+            Change.put(Assignment("c-1", "XMLSpy", "L-1")),
+            Change.put(Setting("borrow_enabled", False)),
+        ]
+        undo = pool.apply(changes)
+        self.assertEqual(pool.license("L-1").seats, 9)
+        self.assertIsNone(pool.clientByMachine("m1"))
+        self.assertEqual(pool.leaseByRequest("m1", "r1").machine, "m1")
+        self.assertFalse(pool.setting("borrow_enabled", True))
+        pool.apply(undo)
+        self.assertEqual(pool.snapshot(), before)
+        self.assertEqual(pool.clientByMachine("m1").id, "c-1")
+        self.assertIsNone(pool.leaseByRequest("m1", "r1"))
+        self.assertEqual(pool.leasesFor("XMLSpy"), [])
+        self.assertEqual(pool.assignmentsOf("c-1"), [])
+
+    def test_indexesFollowReplacement(self):
+        """Replacing a record moves it in every index."""
+        pool = Pool()
+        pool.apply([Change.put(lease("m1", id="l-1"))])
+        pool.apply([Change.put(lease("m2", id="l-1", product="MapForce"))])
+        self.assertEqual(pool.leasesOfMachine("m1"), [])
+        self.assertEqual(pool.leasesFor("XMLSpy"), [])
+        self.assertEqual([x.id for x in pool.leasesOfMachine("m2")], ["l-1"])
+        self.assertEqual([x.id for x in pool.leasesFor("MapForce")], ["l-1"])
+
+    def test_snapshotRoundTrip(self):
+        """A pool made from its snapshot holds the same records and revision."""
+        pool = Pool(7, [lic("L-2"), lic("L-1"), lease()])
+        again = Pool.fromSnapshot(pool.snapshot())
+        self.assertEqual(again.revision, 7)
+        self.assertEqual([x.id for x in again.licensesFor("XMLSpy")], ["L-1", "L-2"])
+        self.assertEqual(again.count("lease"), 1)

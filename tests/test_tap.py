@@ -1,0 +1,117 @@
+"""Tests for licenseserver.tap: the options of twistd licenseserver and the service tree."""
+
+import stat
+from pathlib import Path
+
+from twisted.application.service import IService
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial import unittest
+
+from licenseserver import signing, tap
+from licenseserver.listening import ListeningService
+from licenseserver.roles.primary import PrimaryRole
+from licenseserver.store import SQLiteStore
+
+
+class OptionsTests(unittest.TestCase):
+    def parse(self, *argv):
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def assertExits(self, argv, words):
+        """Parsing ``argv`` ends with one line naming ``words``."""
+        with self.assertRaises(SystemExit) as caught:
+            self.parse(*argv)
+        message = str(caught.exception.code)
+        self.assertEqual(message.count("\n"), 0)
+        self.assertTrue(message.startswith("twistd licenseserver: "))
+        self.assertIn(words, message)
+
+    def test_defaults(self):
+        """The defaults are those of INTERFACES.md."""
+        options = self.parse()
+        self.assertEqual(options["role"], "primary")
+        self.assertEqual(options["port"], "tcp:35355")
+        self.assertEqual(options["web"], "tcp:8088")
+        self.assertEqual(options["data"], "./licenseserver-data")
+        self.assertEqual(options["heartbeat"], 1.0)
+        self.assertEqual(options["takeover-after"], 5.0)
+        self.assertEqual(options["lease-ttl"], 120)
+        self.assertTrue(options["name"])
+        self.assertEqual(options["vendor-key"], [])
+
+    def test_wrongValues(self):
+        """Each wrong value ends the parse with a one-line reason."""
+        cases = [
+            (["--role", "backup"], "--role"),
+            (["--role", "failover"], "--primary"),
+            (["--primary", "ls1"], "only for --role=failover"),
+            (["--role", "failover", "--primary", "bad host!"], "--primary"),
+            (["--port", "carrier-pigeon:3"], "--port"),
+            (["--web", "tcp:notaport"], "--web"),
+            (["--heartbeat", "fast"], "--heartbeat"),
+            (["--heartbeat", "0"], "--heartbeat"),
+            (["--takeover-after", "1", "--heartbeat", "2"], "--takeover-after"),
+            (["--lease-ttl", "1"], "--lease-ttl"),
+            (["--lease-ttl", "2.5"], "--lease-ttl"),
+            (["--advertise", "a b"], "--advertise"),
+            (["--name", ""], "--name"),
+            (["--vendor-key", "/nonexistent.pub"], "--vendor-key"),
+        ]
+        for argv, words in cases:
+            self.assertExits(argv, words)
+
+    def test_failoverOptions(self):
+        """A failover takes HOST[:PORT] or a client endpoint string for its primary."""
+        options = self.parse("--role", "failover", "--primary", "ls1.example.com")
+        self.assertEqual(options["primary"], "ls1.example.com")
+        self.parse("--role", "failover", "--primary", "[::1]:35356")
+        self.parse("--role", "failover", "--primary", "tcp:host=ls1:port=35355")
+
+    def test_vendorKeys(self):
+        """--vendor-key may repeat; each key is loaded and trusted."""
+        keys = []
+        for _ in range(2):
+            _, public = signing.generate_keypair(self.mktemp())
+            keys += ["--vendor-key", str(public)]
+        options = self.parse(*keys)
+        self.assertEqual(len(options["trusted-keys"]), 2)
+
+
+class MakeServiceTests(unittest.TestCase):
+    def test_tree(self):
+        """makeService builds store, role, licensing and web services, and the data directory."""
+        data = Path(self.mktemp())
+        options = tap.Options()
+        options.parseOptions(["--data", str(data), "--port", "tcp:0", "--web", "tcp:0"])
+        top = tap.makeService(options, MemoryReactorClock())
+        children = list(IService(top))
+        self.assertIsInstance(children[0], SQLiteStore)
+        self.assertIsInstance(children[1], PrimaryRole)
+        self.assertIsInstance(children[2], ListeningService)
+        self.assertIsInstance(children[3], ListeningService)
+        self.assertEqual(stat.S_IMODE((data / "initial-admin-password").stat().st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE((data / "peer-secret").stat().st_mode), 0o600)
+        self.assertTrue((data / "vendor-keys").is_dir())
+
+    def test_secondStartKeepsPassword(self):
+        """A second start makes no new admin password or peer secret."""
+        data = Path(self.mktemp())
+        options = tap.Options()
+        options.parseOptions(["--data", str(data)])
+        tap.makeService(options, MemoryReactorClock())
+        first = (data / "admin-password").read_bytes(), (data / "peer-secret").read_bytes()
+        tap.makeService(options, MemoryReactorClock())
+        second = (data / "admin-password").read_bytes(), (data / "peer-secret").read_bytes()
+        self.assertEqual(first, second)
+
+    def test_unusableDataDirectory(self):
+        """A data directory that cannot be made ends the start with one line."""
+        blocker = Path(self.mktemp())
+        blocker.write_text("a file, not a directory")
+        options = tap.Options()
+        options.parseOptions(["--data", str(blocker / "data")])
+        with self.assertRaises(SystemExit) as caught:
+            tap.makeService(options, MemoryReactorClock())
+        self.assertIn("data directory", str(caught.exception.code))
