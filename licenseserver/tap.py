@@ -23,7 +23,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web import server
 
-from licenseserver import signing, store
+from licenseserver import signing, store, upgrade
+from licenseserver._version import __version__
 from licenseserver.addresses import DEFAULT_PORT, parse_host_port
 from licenseserver.datadir import DataDir
 from licenseserver.listening import ListeningService
@@ -149,8 +150,8 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     data = DataDir(options["data"])
     try:
         password = data.prepare()
-        store.check_database(data.database)
-    except (OSError, store.SchemaError) as e:
+        upgrade.prepare_for_start(data.path, __version__)
+    except (OSError, store.StoreError) as e:
         raise SystemExit(f"twistd licenseserver: data directory {data.path}: {e}") from None
     trusted = options["trusted-keys"] or signing.trusted_keys_in_dir(data.vendor_keys)
 

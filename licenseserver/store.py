@@ -1,0 +1,1209 @@
+"""SQLite storage of the license pool behind ``ILicenseStore``: records, revision, change log.
+
+The server keeps the pool in memory on the reactor thread and writes every
+change through this store; it answers a client only once the store's Deferred
+has fired, so a Deferred fires only after its write is durable (WAL mode,
+``synchronous=FULL``).
+
+One dedicated thread owns the SQLite connection. Calls become jobs on a
+queue; the thread takes one job, drains whatever else is already waiting and
+runs the writing jobs of that batch in one transaction (group commit), each
+inside its own SAVEPOINT so that a failing job is rolled back and errbacks
+alone. Results travel back to the reactor thread with ``callFromThread``.
+
+Every record kind of ``model.KINDS`` has a real table with typed columns; the
+``TABLES`` registry maps records to rows and back, so ``commit`` is generic
+over kinds. The schema version lives in ``PRAGMA user_version`` and moves
+forward only through ``MIGRATIONS``, run by ``licenseserver upgrade``: a
+server never migrates a database silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property, partial
+from pathlib import Path
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from licenseserver import model
+from licenseserver.interfaces import ILicenseStore
+
+DATABASE_NAME = "licenseserver.sqlite3"
+"""The database file's name inside the data directory."""
+
+DEFAULT_KEEP_CHANGES = 100_000
+"""The change log keeps at least this many revisions (a failover further behind resyncs)."""
+DEFAULT_TRIM_INTERVAL = 1_000
+"""Commits between two trims of the change log."""
+MAX_BATCH = 256
+"""Most jobs that one group commit takes."""
+
+
+class StoreError(Exception):
+    """A failure of the store, with a message meant for the admin."""
+
+
+class SchemaError(StoreError):
+    """The database's schema is not the one this server runs (or not ours)."""
+
+
+class StoreWriteError(StoreError):
+    """SQLite could not do the job (disk full, read-only, I/O error, locked).
+
+    Nothing of the failed job is stored. ``code`` is SQLite's error name,
+    such as ``SQLITE_FULL``.
+    """
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ConflictError(StoreError):
+    """A put would give two records of a kind the same unique field."""
+
+
+class StoreClosedError(StoreError):
+    """The store is closed, or could not be opened."""
+
+
+# ---------------------------------------------------------------------------
+# JSON values
+
+
+def to_json(value: Any) -> str:
+    """Encode a JSON value compactly; ValueError when it is not one."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"not a JSON value: {value!r} ({e})") from e
+
+
+def from_json(text: str) -> Any:
+    """Decode what ``to_json`` wrote."""
+    return json.loads(text)
+
+
+# ---------------------------------------------------------------------------
+# Mapping records to rows
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _encode_bool(value: Any) -> int:
+    return 1 if value else 0
+
+
+def _decode_bool(value: Any) -> bool:
+    return bool(value)
+
+
+def _join_list(values: Any) -> str:
+    """Join a list of names with commas; refuse names the join could not split back."""
+    for item in values:
+        if not isinstance(item, str) or not item or "," in item:
+            raise ValueError(f"list items must be non-empty strings without commas: {item!r}")
+    return ",".join(values)
+
+
+def _split_list(text: str) -> list[str]:
+    return text.split(",") if text else []
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a record table and how a field's value is stored in it."""
+
+    name: str
+    encode: Callable[[Any], Any] = _same
+    decode: Callable[[Any], Any] = _same
+
+
+def _boolean(name: str) -> Column:
+    return Column(name, _encode_bool, _decode_bool)
+
+
+def _text_list(name: str) -> Column:
+    return Column(name, _join_list, _split_list)
+
+
+def _json(name: str) -> Column:
+    return Column(name, to_json, from_json)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How records of one kind live in one table.
+
+    ``columns`` name every field of the record, in table order; ``key`` the
+    columns of the record's ``key`` (the primary key); ``unique`` further
+    column groups that no two records of the kind may share.
+    """
+
+    kind: str
+    table: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    unique: tuple[tuple[str, ...], ...] = ()
+
+    def to_row(self, record: Any) -> tuple:
+        """The row that stores ``record``; ValueError when a value cannot be stored."""
+        data = model.record_to_dict(record)
+        return tuple(column.encode(data[column.name]) for column in self.columns)
+
+    def from_row(self, row: Sequence) -> Any:
+        """The record that ``row`` stores."""
+        data = {c.name: c.decode(value) for c, value in zip(self.columns, row, strict=True)}
+        return model.record_from_dict(self.kind, data)
+
+    def indexes(self, names: Iterable[str]) -> tuple[int, ...]:
+        """Positions of the named columns in a row."""
+        order = [c.name for c in self.columns]
+        return tuple(order.index(name) for name in names)
+
+    @cached_property
+    def _names(self) -> str:
+        return ", ".join(c.name for c in self.columns)
+
+    @cached_property
+    def upsertSQL(self) -> str:
+        marks = ", ".join("?" for _ in self.columns)
+        keys = ", ".join(self.key)
+        others = [c.name for c in self.columns if c.name not in self.key]
+        if others:
+            sets = ", ".join(f"{name} = excluded.{name}" for name in others)
+            action = f"DO UPDATE SET {sets}"
+        else:
+            action = "DO NOTHING"
+        return (
+            f"INSERT INTO {self.table} ({self._names}) VALUES ({marks}) "
+            f"ON CONFLICT ({keys}) {action}"
+        )
+
+    @cached_property
+    def deleteSQL(self) -> str:
+        where = " AND ".join(f"{name} = ?" for name in self.key)
+        return f"DELETE FROM {self.table} WHERE {where}"
+
+    @cached_property
+    def selectSQL(self) -> str:
+        return f"SELECT {self._names} FROM {self.table} ORDER BY {', '.join(self.key)}"
+
+    @cached_property
+    def clearSQL(self) -> str:
+        return f"DELETE FROM {self.table}"
+
+
+def _columns(*names: str | Column) -> tuple[Column, ...]:
+    return tuple(Column(n) if isinstance(n, str) else n for n in names)
+
+
+_SPECS = (
+    TableSpec(
+        "license",
+        "licenses",
+        _columns(
+            "id",
+            "product",
+            "edition",
+            "kind",
+            "seats",
+            "cores",
+            "licensee",
+            "issued",
+            "starts",
+            "expires",
+            "max_version",
+            "key_id",
+            "signature",
+            _boolean("active"),
+            "added",
+        ),
+        key=("id",),
+    ),
+    TableSpec(
+        "client",
+        "clients",
+        _columns("id", "machine", "host", "registered", "last_seen"),
+        key=("id",),
+        unique=(("machine",),),
+    ),
+    TableSpec(
+        "product",
+        "products",
+        _columns("client", "product", "version", "user", "cores", "last_seen"),
+        key=("client", "product"),
+    ),
+    TableSpec(
+        "assignment",
+        "assignments",
+        _columns("client", "product", "license"),
+        key=("client", "product", "license"),
+    ),
+    TableSpec(
+        "agreement",
+        "agreements",
+        _columns("license", "accepted_by", "accepted"),
+        key=("license",),
+    ),
+    TableSpec(
+        "lease",
+        "leases",
+        _columns(
+            "id",
+            "client",
+            "machine",
+            "user",
+            "product",
+            "version",
+            _text_list("licenses"),
+            "kind",
+            "granted",
+            "expires",
+            "ttl",
+            _boolean("borrowed"),
+            "request",
+        ),
+        key=("id",),
+    ),
+    TableSpec("setting", "settings", _columns("name", _json("value")), key=("name",)),
+)
+
+TABLES: dict[str, TableSpec] = {spec.kind: spec for spec in _SPECS}
+"""kind -> TableSpec, for every kind of ``model.KINDS``."""
+
+
+# ---------------------------------------------------------------------------
+# Checks shared by every store, so that the fake refuses what SQLite refuses
+
+
+def check_revision(revision: Any, minimum: int | None = 0) -> int:
+    """``revision``; ValueError unless it is an integer of at least ``minimum``."""
+    if isinstance(revision, bool) or not isinstance(revision, int):
+        raise ValueError(f"a revision is an integer, not {revision!r}")
+    if minimum is not None and revision < minimum:
+        raise ValueError(f"a revision is at least {minimum}, not {revision}")
+    return revision
+
+
+def check_newer(revision: int, current: int) -> None:
+    """ValueError unless ``revision`` comes after the stored ``current``."""
+    if revision <= current:
+        raise ValueError(f"revision {revision} is not after the stored revision {current}")
+
+
+def check_change(change: model.Change) -> TableSpec:
+    """The table of ``change``; ValueError when the change is malformed."""
+    spec = TABLES.get(change.kind)
+    if spec is None:
+        raise ValueError(f"unknown record kind {change.kind!r}")
+    key = tuple(change.key)
+    if len(key) != len(spec.key) or not all(isinstance(k, str) for k in key):
+        raise ValueError(f"a {spec.kind} key is {len(spec.key)} strings, not {change.key!r}")
+    record = change.record
+    if record is not None:
+        if not isinstance(record, model.KINDS[spec.kind]):
+            raise ValueError(f"not a {spec.kind} record: {record!r}")
+        if record.key != key:
+            raise ValueError(f"change key {key!r} is not the record's key {record.key!r}")
+    return spec
+
+
+def check_event(event: model.Event) -> None:
+    """ValueError unless ``event`` can be stored."""
+    if not isinstance(event, model.Event):
+        raise ValueError(f"not an Event: {event!r}")
+    texts = (event.kind, event.severity, event.message)
+    if not all(isinstance(t, str) for t in texts):
+        raise ValueError(f"an event's kind, severity and message are strings: {event!r}")
+    if isinstance(event.time, bool) or not isinstance(event.time, (int, float)):
+        raise ValueError(f"an event's time is a number: {event!r}")
+    if not isinstance(event.data, dict):
+        raise ValueError(f"an event's data is a dict: {event!r}")
+
+
+def check_local_name(name: Any) -> str:
+    """ValueError unless ``name`` is a non-empty string."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a local value's name is a non-empty string, not {name!r}")
+    return name
+
+
+def conflict_error(spec: TableSpec, key: Sequence[str]) -> ConflictError:
+    """The error for a put that would duplicate one of the kind's unique fields."""
+    fields = ", ".join(name for group in spec.unique for name in group) or "key"
+    return ConflictError(
+        f"cannot put {spec.kind} {list(key)}: another {spec.kind} has the same {fields}"
+    )
+
+
+def encode_change(change: model.Change) -> tuple[str, str, str | None]:
+    """The change log's ``(kind, key, record)`` columns of a checked change."""
+    record = None
+    if change.record is not None:
+        record = to_json(model.record_to_dict(change.record))
+    return change.kind, to_json(list(change.key)), record
+
+
+def decode_change(kind: str, key: str, record: str | None) -> model.Change:
+    """The change that ``encode_change`` wrote."""
+    value = None if record is None else model.record_from_dict(kind, from_json(record))
+    return model.Change(kind, tuple(from_json(key)), value)
+
+
+# ---------------------------------------------------------------------------
+# Schema and migrations
+
+Migration = tuple[int, Callable[[sqlite3.Connection], None]]
+
+_SCHEMA_1 = (
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE local (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE changes (
+        revision INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        record TEXT,
+        PRIMARY KEY (revision, seq)
+    )""",
+    """CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        message TEXT NOT NULL,
+        data TEXT NOT NULL
+    )""",
+    """CREATE TABLE licenses (
+        id TEXT PRIMARY KEY,
+        product TEXT NOT NULL,
+        edition TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        seats INTEGER NOT NULL,
+        cores INTEGER NOT NULL,
+        licensee TEXT NOT NULL,
+        issued TEXT NOT NULL,
+        starts TEXT,
+        expires TEXT,
+        max_version TEXT,
+        key_id TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        added INTEGER NOT NULL
+    )""",
+    """CREATE TABLE clients (
+        id TEXT PRIMARY KEY,
+        machine TEXT NOT NULL,
+        host TEXT NOT NULL,
+        registered INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL
+    )""",
+    "CREATE UNIQUE INDEX clients_machine ON clients (machine)",
+    """CREATE TABLE products (
+        client TEXT NOT NULL,
+        product TEXT NOT NULL,
+        version TEXT NOT NULL,
+        user TEXT NOT NULL,
+        cores INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        PRIMARY KEY (client, product)
+    )""",
+    """CREATE TABLE assignments (
+        client TEXT NOT NULL,
+        product TEXT NOT NULL,
+        license TEXT NOT NULL,
+        PRIMARY KEY (client, product, license)
+    )""",
+    """CREATE TABLE agreements (
+        license TEXT PRIMARY KEY,
+        accepted_by TEXT NOT NULL,
+        accepted INTEGER NOT NULL
+    )""",
+    """CREATE TABLE leases (
+        id TEXT PRIMARY KEY,
+        client TEXT NOT NULL,
+        machine TEXT NOT NULL,
+        user TEXT NOT NULL,
+        product TEXT NOT NULL,
+        version TEXT NOT NULL,
+        licenses TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        granted INTEGER NOT NULL,
+        expires INTEGER NOT NULL,
+        ttl INTEGER NOT NULL,
+        borrowed INTEGER NOT NULL,
+        request TEXT NOT NULL
+    )""",
+    "CREATE INDEX leases_product ON leases (product)",
+    "CREATE INDEX leases_machine ON leases (machine)",
+    "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "INSERT INTO meta (name, value) VALUES ('revision', '0'), ('log_start', '0')",
+)
+
+
+def _schema_1(conn: sqlite3.Connection) -> None:
+    """The first schema: record tables, change log, events, local values, meta."""
+    for statement in _SCHEMA_1:
+        conn.execute(statement)
+
+
+MIGRATIONS: list[Migration] = [(1, _schema_1)]
+"""Ordered ``(version, step)``: ``step(conn)`` takes a database from the
+previous version to ``version``. Append; never edit a step once released."""
+
+SCHEMA_VERSION = 1
+"""The schema this server runs: the last version of ``MIGRATIONS``."""
+
+
+def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """The version that ``migrations`` end at."""
+    return migrations[-1][0] if migrations else 0
+
+
+def database_path(data_dir: Path | str) -> Path:
+    """The database file of a data directory."""
+    return Path(data_dir) / DATABASE_NAME
+
+
+def _schema_message(path: Path, version: int, needed: int) -> str:
+    data_dir = path.parent
+    if version > needed:
+        return (
+            f"data directory {data_dir} is at schema {version}, newer than this "
+            f"server's schema {needed}: run the newer server, or restore a backup"
+        )
+    return (
+        f"data directory {data_dir} is at schema {version}, this server needs "
+        f"{needed}: run `licenseserver upgrade --data {data_dir}`"
+    )
+
+
+def _has_tables(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+
+
+def schema_version(conn: sqlite3.Connection, path: Path | str = "database") -> int:
+    """The schema version of an open database, 0 for an empty one.
+
+    SchemaError for a database with tables but no version: not ours.
+    """
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0 and _has_tables(conn):
+            raise SchemaError(f"{path} is not a licenseserver database")
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"cannot read {path}: {e}") from e
+    return version
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Run every step of ``migrations`` that the database lacks; return its version.
+
+    Each step runs in its own transaction together with its version bump, so
+    a failing step leaves the database at the previous version. ``conn``
+    must be in autocommit mode (``isolation_level=None``).
+    """
+    if conn.isolation_level is not None:
+        raise ValueError("migrate needs a connection with isolation_level=None")
+    current = schema_version(conn)
+    latest = latest_version(migrations)
+    if current > latest:
+        raise SchemaError(f"the database is at schema {current}, newer than {latest}")
+    for version, step in migrations:
+        if version > current:
+            _run_step(conn, version, step)
+            current = version
+    return current
+
+
+def _run_step(conn: sqlite3.Connection, version: int, step: Callable) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        step(conn)
+        conn.execute(f"PRAGMA user_version = {int(version)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def connect(path: Path | str, *, create: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode to the database at ``path``.
+
+    Without ``create`` a missing file is an error rather than a new empty
+    database. The directory must exist: the data directory is made by the
+    server's setup, and a missing one is a mistake to report, not to paper
+    over.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise StoreError(f"data directory {path.parent} does not exist")
+    mode = "rwc" if create else "rw"
+    try:
+        return sqlite3.connect(
+            f"{path.absolute().as_uri()}?mode={mode}",
+            uri=True,
+            isolation_level=None,
+            timeout=10.0,
+        )
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot open {path}: {e}") from e
+
+
+def check_database(path: Path | str) -> int:
+    """The schema version of the database at ``path``; 0 when there is none.
+
+    Synchronous, for use before the reactor runs. Leaves the files as they
+    were. SchemaError when the file holds a database that is not ours.
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0
+    conn = connect(path)
+    try:
+        return schema_version(conn, path)
+    finally:
+        conn.close()
+
+
+def require_current_schema(path: Path | str, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """``check_database``, and SchemaError unless the server can open the file as is."""
+    path = Path(path)
+    version = check_database(path)
+    needed = latest_version(migrations)
+    if version not in (0, needed):
+        raise SchemaError(_schema_message(path, version, needed))
+    return version
+
+
+def open_database(
+    path: Path | str, migrations: Sequence[Migration] = MIGRATIONS
+) -> sqlite3.Connection:
+    """Open the store's database, creating it at the latest schema when new.
+
+    Refuses (SchemaError) a database at any other schema: upgrades are an
+    explicit step. Turns on WAL mode and full syncs; fails when WAL does not
+    take (some network file systems).
+    """
+    path = Path(path)
+    conn = connect(path, create=True)
+    try:
+        version = schema_version(conn, path)
+        needed = latest_version(migrations)
+        if version not in (0, needed):
+            raise SchemaError(_schema_message(path, version, needed))
+        _configure(conn, path)
+        if version == 0:
+            migrate(conn, migrations)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _configure(conn: sqlite3.Connection, path: Path) -> None:
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=OFF")
+    except sqlite3.Error as e:
+        raise translate_error(e, path) from e
+    if str(mode).lower() != "wal":
+        raise StoreError(
+            f"cannot put {path} in WAL mode (journal mode stays {mode}); "
+            "the file system may not support it"
+        )
+
+
+_ERROR_REASONS = {
+    "SQLITE_FULL": "the disk is full (or the database reached its size limit)",
+    "SQLITE_READONLY": "the database is read-only",
+    "SQLITE_IOERR": "a disk I/O error occurred",
+    "SQLITE_BUSY": "the database is locked by another process",
+    "SQLITE_LOCKED": "the database is locked",
+    "SQLITE_CANTOPEN": "the database file cannot be opened",
+    "SQLITE_PERM": "permission denied",
+    "SQLITE_CORRUPT": "the database file is corrupt",
+    "SQLITE_NOTADB": "the file is not a database",
+}
+
+
+def translate_error(error: sqlite3.Error, path: Path | str) -> StoreWriteError:
+    """A readable StoreWriteError for an SQLite error on the database at ``path``."""
+    name = getattr(error, "sqlite_errorname", "") or ""
+    primary = name.split("_")[:2]
+    code = "_".join(primary)
+    reason = _ERROR_REASONS.get(code, f"database error: {error}")
+    return StoreWriteError(
+        f"the store {path} failed: {reason} ({error}); nothing was stored", code
+    )
+
+
+# ---------------------------------------------------------------------------
+# Jobs: what the writer thread does with the connection
+
+
+def _meta_int(conn: sqlite3.Connection, name: str) -> int:
+    return int(conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0])
+
+
+def _set_meta(conn: sqlite3.Connection, name: str, value: int) -> None:
+    conn.execute(
+        "INSERT INTO meta (name, value) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (name, str(value)),
+    )
+
+
+def _put(conn: sqlite3.Connection, spec: TableSpec, key: tuple, record: Any) -> None:
+    try:
+        conn.execute(spec.upsertSQL, spec.to_row(record))
+    except sqlite3.IntegrityError as e:
+        raise conflict_error(spec, key) from e
+
+
+def _apply(conn: sqlite3.Connection, spec: TableSpec, change: model.Change) -> None:
+    key = tuple(change.key)
+    if change.record is None:
+        conn.execute(spec.deleteSQL, key)
+    else:
+        _put(conn, spec, key, change.record)
+
+
+def _commit_job(conn: sqlite3.Connection, revision: Any, changes: list) -> None:
+    revision = check_revision(revision)
+    check_newer(revision, _meta_int(conn, "revision"))
+    insert = "INSERT INTO changes (revision, seq, kind, key, record) VALUES (?, ?, ?, ?, ?)"
+    for seq, change in enumerate(changes):
+        _apply(conn, check_change(change), change)
+        conn.execute(insert, (revision, seq, *encode_change(change)))
+    _set_meta(conn, "revision", revision)
+
+
+def _load_job(conn: sqlite3.Connection) -> model.Snapshot:
+    records = {
+        kind: [spec.from_row(row) for row in conn.execute(spec.selectSQL)]
+        for kind, spec in TABLES.items()
+    }
+    return model.Snapshot(_meta_int(conn, "revision"), records)
+
+
+def _changes_since_job(conn: sqlite3.Connection, revision: Any) -> list | None:
+    revision = check_revision(revision, minimum=None)
+    current = _meta_int(conn, "revision")
+    if revision > current or revision < _meta_int(conn, "log_start"):
+        return None
+    rows = conn.execute(
+        "SELECT revision, kind, key, record FROM changes WHERE revision > ? "
+        "ORDER BY revision, seq",
+        (revision,),
+    )
+    result: list[tuple[int, list]] = []
+    for rev, kind, key, record in rows:
+        if not result or result[-1][0] != rev:
+            result.append((rev, []))
+        result[-1][1].append(decode_change(kind, key, record))
+    return result
+
+
+def _replace_all_job(conn: sqlite3.Connection, snapshot: model.Snapshot) -> None:
+    revision = check_revision(snapshot.revision)
+    for spec in TABLES.values():
+        conn.execute(spec.clearSQL)
+    for kind, records in snapshot.records.items():
+        for record in records:
+            key = getattr(record, "key", ())
+            spec = check_change(model.Change(kind, key, record))
+            _put(conn, spec, tuple(key), record)
+    conn.execute("DELETE FROM changes")
+    _set_meta(conn, "revision", revision)
+    _set_meta(conn, "log_start", revision)
+
+
+def _trim_job(conn: sqlite3.Connection, keep: int) -> None:
+    cutoff = _meta_int(conn, "revision") - keep
+    if cutoff > _meta_int(conn, "log_start"):
+        conn.execute("DELETE FROM changes WHERE revision <= ?", (cutoff,))
+        _set_meta(conn, "log_start", cutoff)
+
+
+def _add_event_job(conn: sqlite3.Connection, event: model.Event) -> model.Event:
+    check_event(event)
+    cursor = conn.execute(
+        "INSERT INTO events (time, kind, severity, message, data) VALUES (?, ?, ?, ?, ?)",
+        (event.time, event.kind, event.severity, event.message, to_json(event.data)),
+    )
+    return dataclasses.replace(event, id=cursor.lastrowid)
+
+
+def _events_job(conn: sqlite3.Connection, limit: int) -> list[model.Event]:
+    if limit <= 0:
+        return []
+    rows = conn.execute(
+        "SELECT id, time, kind, severity, message, data FROM events ORDER BY id DESC LIMIT ?",
+        (limit,),
+    )
+    return [
+        model.Event(time, kind, severity, message, from_json(data), id)
+        for id, time, kind, severity, message, data in rows
+    ]
+
+
+def _get_local_job(conn: sqlite3.Connection, name: Any) -> Any:
+    row = conn.execute(
+        "SELECT value FROM local WHERE name = ?", (check_local_name(name),)
+    ).fetchone()
+    return None if row is None else from_json(row[0])
+
+
+def set_local(conn: sqlite3.Connection, name: Any, value: Any) -> None:
+    """Set (or with None, remove) a local value on an open connection."""
+    name = check_local_name(name)
+    if value is None:
+        conn.execute("DELETE FROM local WHERE name = ?", (name,))
+        return
+    conn.execute(
+        "INSERT INTO local (name, value) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (name, to_json(value)),
+    )
+
+
+# ---------------------------------------------------------------------------
+# The writer thread and the store
+
+
+READ, WRITE, RAW = "read", "write", "raw"
+
+
+@dataclass
+class _Job:
+    """One call waiting for the writer thread.
+
+    ``mode`` is READ (in a read transaction), WRITE (in the batch's write
+    transaction, inside a savepoint) or RAW (no transaction; test hooks).
+    """
+
+    mode: str
+    run: Callable[[sqlite3.Connection], Any]
+    deferred: defer.Deferred
+    commits: int = 0
+
+
+_STOP = object()
+
+
+class _BatchLostError(Exception):
+    """The batch's write transaction is gone: every job of it must fail."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.getErrorMessage())
+        self.failure = failure
+
+
+@implementer(ILicenseStore)
+class SQLiteStore(service.Service):
+    """The license store in one SQLite file, written by one dedicated thread.
+
+    Calls made before ``open`` wait in the queue and run once the database is
+    open. ``transactions`` counts the write transactions committed, so that
+    group commit can be observed. As a service it opens the database on
+    ``startService`` and closes it on ``stopService``.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        path: Path | str,
+        reactor: Any,
+        *,
+        keep_changes: int = DEFAULT_KEEP_CHANGES,
+        trim_interval: int = DEFAULT_TRIM_INTERVAL,
+        max_batch: int = MAX_BATCH,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> None:
+        """
+        @param path: the database file; its directory must exist.
+        @param keep_changes: the change log keeps at least this many revisions.
+        @param trim_interval: trim the change log after this many commits.
+        @param max_batch: most jobs run in one group commit.
+        @param migrations: the schema steps this server knows.
+        """
+        if keep_changes < 0 or trim_interval < 1 or max_batch < 1:
+            raise ValueError("keep_changes >= 0, trim_interval >= 1 and max_batch >= 1")
+        self.path = Path(path)
+        self._reactor = reactor
+        self._keepChanges = keep_changes
+        self._trimInterval = trim_interval
+        self._maxBatch = max_batch
+        self._migrations = tuple(migrations)
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._state = "new"
+        self._thread: threading.Thread | None = None
+        self._opened: defer.Deferred | None = None
+        self._closeReason: Failure | None = None
+        self._closeWaiters: list[defer.Deferred] = []
+        self._commitsSinceTrim = 0
+        self.transactions = 0
+
+    # -- service ----------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.open().addErrback(self._logOpenFailure)
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        return self.close()
+
+    def _logOpenFailure(self, failure: Failure) -> None:
+        self.log.failure("Cannot open the license store {path}", failure, path=self.path)
+
+    # -- life cycle -------------------------------------------------------
+
+    def open(self) -> defer.Deferred:
+        """Start the writer thread; fire once the database is open.
+
+        Errbacks with StoreError (SchemaError for a schema this server does
+        not run); every queued and later call then errbacks too.
+        """
+        with self._lock:
+            if self._state != "new":
+                return defer.fail(StoreError(f"the store {self.path} was opened already"))
+            self._state = "open"
+            self._opened = defer.Deferred()
+            self._thread = threading.Thread(
+                target=self._serve, name=f"store {self.path.name}", daemon=True
+            )
+        self._thread.start()
+        return self._opened
+
+    def close(self) -> defer.Deferred:
+        """Finish the queued work, close the database; fire when that is done.
+
+        Calls made after ``close`` errback with StoreClosedError.
+        """
+        with self._lock:
+            if self._state == "closed":
+                return defer.succeed(None)
+            if self._state == "new":
+                self._state = "closed"
+                pending = self._drain()
+            else:
+                pending = None
+                if self._state == "open":
+                    self._state = "closing"
+                    self._queue.put(_STOP)
+        if pending is not None:
+            self._failJobs(pending, Failure(StoreClosedError(f"the store {self.path} was closed")))
+            return defer.succeed(None)
+        waiter: defer.Deferred = defer.Deferred()
+        self._closeWaiters.append(waiter)
+        return waiter
+
+    def _fireClosed(self) -> None:
+        waiters, self._closeWaiters = self._closeWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _drain(self) -> list[_Job]:
+        jobs = []
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return jobs
+            if job is not _STOP:
+                jobs.append(job)
+
+    # -- ILicenseStore ----------------------------------------------------
+
+    def load(self) -> defer.Deferred:
+        return self._submit(READ, _load_job)
+
+    def commit(self, revision: int, changes: Iterable[model.Change]) -> defer.Deferred:
+        """Write ``changes`` under ``revision``; ValueError unless it is after the stored one.
+
+        Malformed changes are a ValueError, a duplicate unique field a
+        ConflictError; either way nothing of the commit is written.
+        """
+        job = partial(_commit_job, revision=revision, changes=list(changes))
+        return self._submit(WRITE, job, commits=1)
+
+    def changesSince(self, revision: int) -> defer.Deferred:
+        """The log after ``revision``: [] at the current revision, None when the
+        log does not reach back that far or ``revision`` is ahead of this store."""
+        return self._submit(READ, partial(_changes_since_job, revision=revision))
+
+    def replaceAll(self, snapshot: model.Snapshot) -> defer.Deferred:
+        return self._submit(WRITE, partial(_replace_all_job, snapshot=snapshot))
+
+    def addEvent(self, event: model.Event) -> defer.Deferred:
+        return self._submit(WRITE, partial(_add_event_job, event=event))
+
+    def events(self, limit: int) -> defer.Deferred:
+        return self._submit(READ, partial(_events_job, limit=limit))
+
+    def getLocal(self, name: str) -> defer.Deferred:
+        return self._submit(READ, partial(_get_local_job, name=name))
+
+    def setLocal(self, name: str, value: Any) -> defer.Deferred:
+        return self._submit(WRITE, partial(set_local, name=name, value=value))
+
+    # -- test hooks -------------------------------------------------------
+
+    def _runInWriter(self, run: Callable[[sqlite3.Connection], Any], mode: str = RAW):
+        """Run ``run(conn)`` on the writer thread like any job; for tests."""
+        return self._submit(mode, run)
+
+    def _pauseWriter(self) -> tuple[defer.Deferred, Callable[[], None]]:
+        """Block the writer thread inside a job, so that jobs pile up; for tests.
+
+        Returns a Deferred that fires once the thread is blocked (past its
+        queue drain) and the function that lets it go on.
+        """
+        release = threading.Event()
+        blocked: defer.Deferred = defer.Deferred()
+
+        def wait(conn: sqlite3.Connection) -> None:
+            self._reactor.callFromThread(blocked.callback, None)
+            release.wait()
+
+        self._submit(RAW, wait)
+        return blocked, release.set
+
+    # -- the reactor side of the queue ------------------------------------
+
+    def _submit(self, mode: str, run: Callable, commits: int = 0) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        with self._lock:
+            refused = self._state in ("closing", "closed")
+            if not refused:
+                self._queue.put(_Job(mode, run, d, commits))
+        if refused:
+            return defer.fail(self._closedError())
+        return d
+
+    def _closedError(self) -> StoreClosedError:
+        if self._closeReason is not None:
+            return StoreClosedError(
+                f"the store {self.path} is not open: {self._closeReason.getErrorMessage()}"
+            )
+        return StoreClosedError(f"the store {self.path} is closed")
+
+    # -- the writer thread ------------------------------------------------
+
+    def _serve(self) -> None:
+        """The writer thread: open, run batches until told to stop, close."""
+        try:
+            conn = open_database(self.path, self._migrations)
+        except BaseException:
+            failure = Failure()
+            self._reactor.callFromThread(self._opened.errback, failure)
+            self._shutDown(None, failure)
+            return
+        self._reactor.callFromThread(self._opened.callback, None)
+        reason = None
+        try:
+            self._loop(conn)
+        except BaseException:
+            reason = Failure()
+            self._logFromThread(reason, "The writer thread of the store {path} crashed")
+        finally:
+            self._shutDown(conn, reason)
+
+    def _shutDown(self, conn: sqlite3.Connection | None, reason: Failure | None) -> None:
+        """Close the connection, refuse further calls, fail what is still queued."""
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                self._logFromThread(Failure(), "Closing {path} failed")
+        with self._lock:
+            self._state = "closed"
+            self._closeReason = reason
+            pending = self._drain()
+        self._failJobs(pending, Failure(self._closedError()))
+        self._reactor.callFromThread(self._fireClosed)
+
+    def _loop(self, conn: sqlite3.Connection) -> None:
+        while True:
+            batch, stop = self._nextBatch()
+            self._runBatch(conn, batch)
+            self._maybeTrim(conn)
+            if stop:
+                return
+
+    def _nextBatch(self) -> tuple[list[_Job], bool]:
+        """Wait for one job, then take what else is queued already (up to the limit)."""
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch = [first]
+        while len(batch) < self._maxBatch:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is _STOP:
+                return batch, True
+            batch.append(job)
+        return batch, False
+
+    def _runBatch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        """Run jobs in order; runs of consecutive writes share one transaction."""
+        writes: list[_Job] = []
+        for job in batch:
+            if job.mode == WRITE:
+                writes.append(job)
+                continue
+            if writes:
+                self._runWrites(conn, writes)
+                writes = []
+            self._runOther(conn, job)
+        if writes:
+            self._runWrites(conn, writes)
+
+    def _runOther(self, conn: sqlite3.Connection, job: _Job) -> None:
+        try:
+            if job.mode == READ:
+                conn.execute("BEGIN")
+            result = job.run(conn)
+            if job.mode == READ:
+                conn.execute("COMMIT")
+        except Exception as e:
+            failure = self._failureFor(e)
+            self._rollback(conn)
+            self._fire(job, failure)
+        else:
+            self._fire(job, result)
+
+    def _runWrites(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+        """One transaction for ``jobs``, a savepoint for each; fire after COMMIT.
+
+        A job that fails is rolled back to its savepoint and errbacks alone.
+        When the transaction itself is lost (COMMIT fails, or SQLite rolled
+        everything back, as it may on a full disk), every job errbacks.
+        """
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            self._failJobs(jobs, self._failureFor(e))
+            return
+        outcomes: list[tuple[_Job, Any]] = []
+        try:
+            for job in jobs:
+                outcomes.append(self._runInSavepoint(conn, job))
+            self._execute(conn, "COMMIT")
+        except _BatchLostError as lost:
+            self._rollback(conn)
+            self._failJobs(jobs, lost.failure, outcomes)
+            return
+        self.transactions += 1
+        for job, result in outcomes:
+            if not isinstance(result, Failure):
+                self._commitsSinceTrim += job.commits
+            self._fire(job, result)
+
+    def _runInSavepoint(self, conn: sqlite3.Connection, job: _Job) -> tuple[_Job, Any]:
+        """Run one write job in its savepoint: ``(job, result or Failure)``."""
+        self._execute(conn, "SAVEPOINT job")
+        try:
+            result = job.run(conn)
+        except Exception as e:
+            failure = self._failureFor(e)
+            if not self._rollbackTo(conn):
+                raise _BatchLostError(failure) from e
+            return job, failure
+        self._execute(conn, "RELEASE job")
+        return job, result
+
+    def _execute(self, conn: sqlite3.Connection, statement: str) -> None:
+        """Run a transaction statement; _BatchLostError when it fails."""
+        try:
+            conn.execute(statement)
+        except sqlite3.Error as e:
+            raise _BatchLostError(self._failureFor(e)) from e
+
+    def _rollbackTo(self, conn: sqlite3.Connection) -> bool:
+        if not conn.in_transaction:
+            return False
+        try:
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+        except sqlite3.Error:
+            return False
+        return True
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        if not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            self._logFromThread(Failure(), "Rolling back {path} failed")
+
+    def _maybeTrim(self, conn: sqlite3.Connection) -> None:
+        """Trim the change log once enough commits have gone by since the last trim."""
+        if self._commitsSinceTrim < self._trimInterval:
+            return
+        self._commitsSinceTrim = 0
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            _trim_job(conn, self._keepChanges)
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            self._logFromThread(Failure(), "Trimming the change log of {path} failed")
+            self._rollback(conn)
+
+    # -- delivering results -----------------------------------------------
+
+    def _failureFor(self, error: BaseException) -> Failure:
+        """A Failure for ``error`` (to call in its except block); SQLite errors made readable."""
+        if isinstance(error, sqlite3.Error):
+            readable = translate_error(error, self.path)
+            readable.__cause__ = error
+            return Failure(readable)
+        return Failure()
+
+    def _fire(self, job: _Job, result: Any) -> None:
+        if isinstance(result, Failure):
+            self._reactor.callFromThread(job.deferred.errback, result)
+        else:
+            self._reactor.callFromThread(job.deferred.callback, result)
+
+    def _failJobs(
+        self,
+        jobs: list[_Job],
+        failure: Failure,
+        outcomes: list[tuple[_Job, Any]] = (),
+    ) -> None:
+        """Errback ``jobs`` with ``failure``, except those that failed on their own.
+
+        Newest first: a caller that takes back its in-memory change in the
+        errback then unwinds several failed commits in the right order.
+        """
+        own = {id(job): result for job, result in outcomes if isinstance(result, Failure)}
+        for job in reversed(jobs):
+            self._fire(job, own.get(id(job), failure))
+
+    def _logFromThread(self, failure: Failure, message: str) -> None:
+        self._reactor.callFromThread(self.log.failure, message, failure, path=self.path)

@@ -1,0 +1,245 @@
+"""In-memory fakes of the server's interfaces, for tests of the parts that use them.
+
+Each fake is run through the same behaviour tests as the real implementation
+(``tests/test_store.py`` for ``FakeStore``), so a test that passes against a
+fake says something true about the real thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer
+from zope.interface import implementer
+
+from licenseserver import model
+from licenseserver.interfaces import ILicenseStore
+from licenseserver.store import (
+    DEFAULT_KEEP_CHANGES,
+    DEFAULT_TRIM_INTERVAL,
+    TABLES,
+    StoreClosedError,
+    TableSpec,
+    check_change,
+    check_event,
+    check_local_name,
+    check_newer,
+    check_revision,
+    conflict_error,
+    decode_change,
+    encode_change,
+    from_json,
+    to_json,
+)
+
+_Rows = dict[str, dict[tuple, tuple]]
+
+
+@implementer(ILicenseStore)
+class FakeStore(service.Service):
+    """An in-memory ILicenseStore that behaves like ``store.SQLiteStore``.
+
+    Every call returns an already-fired Deferred. Records are kept as the
+    rows SQLite would hold (through the same ``store.TABLES`` mapping) and
+    every value goes through JSON, so what comes back is what SQLite would
+    give back, and what SQLite refuses is refused here too. The change log is
+    trimmed after every ``trim_interval`` commits to the last
+    ``keep_changes`` revisions.
+
+    ``failNext(exception)`` makes the next commit errback with
+    ``exception``, with nothing written.
+    """
+
+    def __init__(
+        self,
+        *,
+        keep_changes: int = DEFAULT_KEEP_CHANGES,
+        trim_interval: int = DEFAULT_TRIM_INTERVAL,
+    ) -> None:
+        if keep_changes < 0 or trim_interval < 1:
+            raise ValueError("keep_changes >= 0 and trim_interval >= 1")
+        self._keepChanges = keep_changes
+        self._trimInterval = trim_interval
+        self._rows: _Rows = {kind: {} for kind in TABLES}
+        self._revision = 0
+        self._logStart = 0
+        self._log: list[tuple[int, list[tuple[str, str, str | None]]]] = []
+        self._events: list[tuple[model.Event, str]] = []
+        self._local: dict[str, str] = {}
+        self._failures: dict[str, list[BaseException]] = {}
+        self._commitsSinceTrim = 0
+        self._closed = False
+
+    # -- test hooks -------------------------------------------------------
+
+    def failNext(self, exception: BaseException, method: str = "commit") -> None:
+        """Make the next call of ``method`` errback with ``exception``, writing nothing.
+
+        Calls queue up: two ``failNext`` make the next two calls fail.
+        """
+        self._failures.setdefault(method, []).append(exception)
+
+    # -- life cycle -------------------------------------------------------
+
+    def open(self) -> defer.Deferred:
+        """Nothing to open; fires at once."""
+        return defer.succeed(None)
+
+    def close(self) -> defer.Deferred:
+        """Refuse every later call with StoreClosedError, like a closed SQLiteStore."""
+        self._closed = True
+        return defer.succeed(None)
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        return self.close()
+
+    def _call(self, method: str, run: Callable, *args: Any) -> defer.Deferred:
+        if self._closed:
+            return defer.fail(StoreClosedError("the store is closed"))
+        planned = self._failures.get(method)
+        if planned:
+            return defer.fail(planned.pop(0))
+        try:
+            return defer.succeed(run(*args))
+        except Exception:
+            return defer.fail()
+
+    # -- ILicenseStore ----------------------------------------------------
+
+    def load(self) -> defer.Deferred:
+        return self._call("load", self._load)
+
+    def commit(self, revision: int, changes: Iterable[model.Change]) -> defer.Deferred:
+        return self._call("commit", self._commit, revision, list(changes))
+
+    def changesSince(self, revision: int) -> defer.Deferred:
+        return self._call("changesSince", self._changesSince, revision)
+
+    def replaceAll(self, snapshot: model.Snapshot) -> defer.Deferred:
+        return self._call("replaceAll", self._replaceAll, snapshot)
+
+    def addEvent(self, event: model.Event) -> defer.Deferred:
+        return self._call("addEvent", self._addEvent, event)
+
+    def events(self, limit: int) -> defer.Deferred:
+        return self._call("events", self._eventsNewestFirst, limit)
+
+    def getLocal(self, name: str) -> defer.Deferred:
+        return self._call("getLocal", self._getLocal, name)
+
+    def setLocal(self, name: str, value: Any) -> defer.Deferred:
+        return self._call("setLocal", self._setLocal, name, value)
+
+    # -- the work, done at once -------------------------------------------
+
+    def _load(self) -> model.Snapshot:
+        records = {
+            kind: [TABLES[kind].from_row(row) for _, row in sorted(rows.items())]
+            for kind, rows in self._rows.items()
+        }
+        return model.Snapshot(self._revision, records)
+
+    def _commit(self, revision: Any, changes: list[model.Change]) -> None:
+        revision = check_revision(revision)
+        check_newer(revision, self._revision)
+        undo: list[tuple[dict, tuple, tuple | None]] = []
+        logged = []
+        try:
+            for change in changes:
+                spec = check_change(change)
+                rows = self._rows[spec.kind]
+                key = tuple(change.key)
+                undo.append((rows, key, rows.get(key)))
+                _apply(rows, spec, change)
+                logged.append(encode_change(change))
+        except Exception:
+            _undo(undo)
+            raise
+        self._revision = revision
+        self._log.append((revision, logged))
+        self._afterCommit()
+
+    def _afterCommit(self) -> None:
+        self._commitsSinceTrim += 1
+        if self._commitsSinceTrim < self._trimInterval:
+            return
+        self._commitsSinceTrim = 0
+        cutoff = self._revision - self._keepChanges
+        if cutoff > self._logStart:
+            self._log = [entry for entry in self._log if entry[0] > cutoff]
+            self._logStart = cutoff
+
+    def _changesSince(self, revision: Any) -> list | None:
+        revision = check_revision(revision, minimum=None)
+        if revision > self._revision or revision < self._logStart:
+            return None
+        return [
+            (rev, [decode_change(*encoded) for encoded in changes])
+            for rev, changes in self._log
+            if rev > revision
+        ]
+
+    def _replaceAll(self, snapshot: model.Snapshot) -> None:
+        revision = check_revision(snapshot.revision)
+        rows: _Rows = {kind: {} for kind in TABLES}
+        for kind, records in snapshot.records.items():
+            for record in records:
+                change = model.Change(kind, getattr(record, "key", ()), record)
+                spec = check_change(change)
+                _apply(rows[spec.kind], spec, change)
+        self._rows = rows
+        self._revision = revision
+        self._logStart = revision
+        self._log = []
+
+    def _addEvent(self, event: model.Event) -> model.Event:
+        check_event(event)
+        stored = dataclasses.replace(event, id=len(self._events) + 1, data={})
+        self._events.append((stored, to_json(event.data)))
+        return dataclasses.replace(event, id=stored.id)
+
+    def _eventsNewestFirst(self, limit: int) -> list[model.Event]:
+        if limit <= 0:
+            return []
+        newest = self._events[::-1][:limit]
+        return [dataclasses.replace(e, data=from_json(data)) for e, data in newest]
+
+    def _getLocal(self, name: Any) -> Any:
+        value = self._local.get(check_local_name(name))
+        return None if value is None else from_json(value)
+
+    def _setLocal(self, name: Any, value: Any) -> None:
+        name = check_local_name(name)
+        if value is None:
+            self._local.pop(name, None)
+        else:
+            self._local[name] = to_json(value)
+
+
+def _undo(undo: list[tuple[dict, tuple, tuple | None]]) -> None:
+    """Put back the rows a failed commit had changed, newest change first."""
+    for rows, key, old in reversed(undo):
+        if old is None:
+            rows.pop(key, None)
+        else:
+            rows[key] = old
+
+
+def _apply(rows: dict[tuple, tuple], spec: TableSpec, change: model.Change) -> None:
+    """Put or delete one checked change in a kind's rows, as SQLite would."""
+    key = tuple(change.key)
+    if change.record is None:
+        rows.pop(key, None)
+        return
+    row = spec.to_row(change.record)
+    for group in spec.unique:
+        positions = spec.indexes(group)
+        values = [row[i] for i in positions]
+        for other_key, other in rows.items():
+            if other_key != key and [other[i] for i in positions] == values:
+                raise conflict_error(spec, key)
+    rows[key] = row

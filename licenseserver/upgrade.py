@@ -1,0 +1,271 @@
+"""Upgrade a data directory to this server version: back up, migrate, roll back on failure.
+
+``licenseserver upgrade --data DIR`` runs ``upgrade_data_dir`` with the server
+stopped. It copies the whole directory to a sibling backup first, lets a hook
+refuse the upgrade (a failover whose primary is older), runs the schema
+migrations and records the new server version. Any failure puts the
+directory back exactly as it was; if even that fails, the message says where
+the backup is and how to put it back by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from licenseserver import store, versions
+
+SERVER_VERSION = "server_version"
+"""The local value that records which server version last upgraded the directory."""
+
+BeforeMigrate = Callable[[Path, dict[str, Any]], None]
+
+
+class UpgradeError(Exception):
+    """The upgrade did not happen; the message says what state the directory is in."""
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    """What an upgrade did. ``backup`` is None when there was nothing to do."""
+
+    data_dir: Path
+    backup: Path | None
+    old_schema: int
+    new_schema: int
+    old_version: str | None
+    new_version: str
+
+    @property
+    def changed(self) -> bool:
+        return self.backup is not None
+
+    def summary(self) -> str:
+        """One line for the admin."""
+        if not self.changed:
+            return (
+                f"{self.data_dir} is already at schema {self.new_schema} and server "
+                f"version {self.new_version}: nothing to do"
+            )
+        return (
+            f"upgraded {self.data_dir} from schema {self.old_schema} (server version "
+            f"{self.old_version or 'unknown'}) to schema {self.new_schema} (server version "
+            f"{self.new_version}); the backup is {self.backup}"
+        )
+
+
+def upgrade_data_dir(
+    data_dir: Path | str,
+    *,
+    target_version: str,
+    before_migrate: BeforeMigrate | None = None,
+    migrations: Sequence[store.Migration] = store.MIGRATIONS,
+    now: datetime | None = None,
+) -> UpgradeResult:
+    """Bring ``data_dir`` to the latest schema and record ``target_version``.
+
+    Synchronous; the server must be stopped. ``before_migrate(data_dir,
+    local_values)`` runs after the backup and may raise to refuse the
+    upgrade. ``migrations`` (the real list by default) and ``now`` (the
+    backup's time stamp) are there for tests.
+
+    Raises UpgradeError when there is no database, when the database is
+    newer than this server, or when any step fails (after rolling back).
+    """
+    data_dir = Path(data_dir).resolve()
+    database = store.database_path(data_dir)
+    old_schema = _existing_schema(data_dir, database)
+    new_schema = store.latest_version(migrations)
+    if old_schema > new_schema:
+        raise UpgradeError(
+            f"{data_dir} is at schema {old_schema}, newer than this server's "
+            f"schema {new_schema}: it belongs to a newer server version"
+        )
+    local = _read_local(database)
+    old_version = local.get(SERVER_VERSION)
+    if old_schema == new_schema and old_version == target_version:
+        return UpgradeResult(data_dir, None, old_schema, new_schema, old_version, target_version)
+    _checkpoint(database)
+    backup = _back_up(data_dir, now or datetime.now())
+    try:
+        if before_migrate is not None:
+            before_migrate(data_dir, dict(local))
+        _migrate(database, migrations, target_version)
+    except BaseException as e:
+        _roll_back(data_dir, backup, e)
+    return UpgradeResult(data_dir, backup, old_schema, new_schema, old_version, target_version)
+
+
+def _existing_schema(data_dir: Path, database: Path) -> int:
+    """The database's schema version; UpgradeError when there is nothing to upgrade."""
+    if not data_dir.is_dir():
+        raise UpgradeError(f"data directory {data_dir} does not exist")
+    if not database.is_file():
+        raise UpgradeError(f"no database in {data_dir} ({database.name}): nothing to upgrade")
+    try:
+        version = store.check_database(database)
+    except store.StoreError as e:
+        raise UpgradeError(f"cannot upgrade {data_dir}: {e}") from e
+    if version == 0:
+        raise UpgradeError(f"{database} is an empty database: nothing to upgrade")
+    return version
+
+
+def _read_local(database: Path) -> dict[str, Any]:
+    """Every local value of the database (empty when it has no ``local`` table)."""
+    conn = store.connect(database)
+    try:
+        found = conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'local'"
+        ).fetchone()[0]
+        if not found:
+            return {}
+        rows = conn.execute("SELECT name, value FROM local")
+        return {name: store.from_json(value) for name, value in rows}
+    except (sqlite3.Error, ValueError) as e:
+        raise UpgradeError(f"cannot read {database}: {e}") from e
+    finally:
+        conn.close()
+
+
+def _checkpoint(database: Path) -> None:
+    """Fold the write-ahead log into the database file, so the copy is one file.
+
+    A WAL left by a server that stopped abruptly would otherwise have to be
+    copied along with it; after this, closing the connection removes it.
+    """
+    conn = store.connect(database)
+    try:
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    except sqlite3.Error as e:
+        raise UpgradeError(f"cannot checkpoint {database}: {e}; nothing was changed") from e
+    finally:
+        conn.close()
+    if busy:
+        raise UpgradeError(
+            f"{database} is in use: stop the server before upgrading; nothing was changed"
+        )
+
+
+def backup_path(data_dir: Path, when: datetime) -> Path:
+    """A sibling ``<data_dir>.backup-YYYYmmddTHHMMSS`` that does not exist yet."""
+    base = data_dir.with_name(f"{data_dir.name}.backup-{when:%Y%m%dT%H%M%S}")
+    candidate, n = base, 1
+    while candidate.exists():
+        candidate = base.with_name(f"{base.name}-{n}")
+        n += 1
+    return candidate
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    """Copy a directory with file modes and times; symlinks stay symlinks."""
+    shutil.copytree(source, target, symlinks=True, copy_function=shutil.copy2)
+
+
+def _sync_tree(root: Path) -> None:
+    """fsync every file and directory under ``root``, so the copy survives a crash."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
+        fd = os.open(path, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _back_up(data_dir: Path, when: datetime) -> Path:
+    """Copy the whole directory to a new sibling, durably; nothing is changed before this."""
+    backup = backup_path(data_dir, when)
+    try:
+        _copy_tree(data_dir, backup)
+        _sync_tree(backup)
+    except OSError as e:
+        shutil.rmtree(backup, ignore_errors=True)
+        raise UpgradeError(
+            f"cannot back up {data_dir} to {backup}: {e}; nothing was changed"
+        ) from e
+    return backup
+
+
+def _migrate(database: Path, migrations: Sequence[store.Migration], version: str) -> None:
+    """Run the migrations and record the server version, durably."""
+    conn = store.connect(database)
+    try:
+        conn.execute("PRAGMA synchronous=FULL")
+        store.migrate(conn, migrations)
+        conn.execute(
+            "INSERT INTO local (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (SERVER_VERSION, store.to_json(version)),
+        )
+    finally:
+        conn.close()
+
+
+def _restore(data_dir: Path, backup: Path) -> None:
+    """Make ``data_dir`` an exact copy of ``backup`` again."""
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    _copy_tree(backup, data_dir)
+
+
+def _roll_back(data_dir: Path, backup: Path, error: BaseException) -> None:
+    """Put the directory back from the backup and raise the UpgradeError that says so."""
+    reason = f"{type(error).__name__}: {error}"
+    try:
+        _restore(data_dir, backup)
+    except BaseException as restore_error:
+        raise UpgradeError(
+            f"upgrade of {data_dir} failed ({reason}) and restoring it failed too "
+            f"({restore_error}): the directory may be half migrated. The backup is "
+            f"{backup}; to recover, stop everything, delete {data_dir} and copy "
+            f"{backup} back to {data_dir} (e.g. `cp -a {backup} {data_dir}`)"
+        ) from error
+    note = ""
+    try:
+        shutil.rmtree(backup)
+    except OSError as e:
+        note = f" (the backup {backup} could not be removed: {e})"
+    raise UpgradeError(
+        f"upgrade of {data_dir} failed ({reason}); the directory was rolled back "
+        f"to its state before the upgrade{note}"
+    ) from error
+
+
+def prepare_for_start(data_dir: Path | str, server_version: str) -> dict[str, Any]:
+    """Make sure this server may start on ``data_dir``; return its local values.
+
+    Synchronous, before the reactor runs. A new directory gets a database at
+    the latest schema, marked with ``server_version``. A directory last
+    used by another server version, or at another schema, is refused with
+    ``store.StoreError`` saying what to do: every new version runs
+    ``licenseserver upgrade`` before it starts, and no version starts on a
+    directory a newer one has written.
+    """
+    database = store.database_path(data_dir)
+    if store.require_current_schema(database) == 0:
+        conn = store.open_database(database)
+        try:
+            store.set_local(conn, SERVER_VERSION, server_version)
+        finally:
+            conn.close()
+    local = _read_local(database)
+    recorded = local.get(SERVER_VERSION)
+    if recorded is not None and recorded != server_version:
+        if versions.Version(recorded) < versions.Version(server_version):
+            raise store.SchemaError(
+                f"it was last used by version {recorded}; run "
+                f"`licenseserver upgrade --data {data_dir}` before starting {server_version}"
+            )
+        raise store.SchemaError(
+            f"it was last used by the newer version {recorded}; this is {server_version}"
+        )
+    return local

@@ -1,0 +1,643 @@
+"""Tests for ``licenseserver.store`` and its in-memory twin ``testing.FakeStore``.
+
+``StoreTestsMixin`` holds the behaviour every ILicenseStore must show; it runs
+once against a real SQLite file written by the real thread and once against
+the fake. What only SQLite has (files, WAL, group commit, schema checks) is
+tested in ``SQLiteStoreTests`` alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from licenseserver import model, store
+from licenseserver.interfaces import ILicenseStore
+from licenseserver.model import Change
+from licenseserver.testing import FakeStore
+
+LICENSE = model.License(
+    id="L-1",
+    product="XMLSpy",
+    edition="Enterprise",
+    kind=model.CONCURRENT,
+    seats=5,
+    cores=0,
+    licensee="ACME",
+    issued="2025-01-01",
+    starts=None,
+    expires=None,
+    max_version=None,
+    key_id="k1",
+    signature="c2ln",
+    active=False,
+    added=17,
+)
+CORE_LICENSE = dataclasses.replace(
+    LICENSE,
+    id="L-2",
+    kind=model.CORE,
+    cores=8,
+    starts="2025-02-01",
+    expires="2026-02-01",
+    max_version="2025r2",
+    active=True,
+)
+CLIENT = model.Client("c-1", "m-1", "ws17", 100, 200)
+OTHER_CLIENT = model.Client("c-2", "m-2", "ws18", 101, 201)
+PRODUCT = model.Product("c-1", "XMLSpy", "2025r2", "anna", 4, 200)
+OTHER_PRODUCT = model.Product("c-1", "MapForce", "2024r1", "anna", 4, 200)
+ASSIGNMENT = model.Assignment("c-1", "XMLSpy", "L-1")
+AGREEMENT = model.Agreement("L-1", "admin", 300)
+LEASE = model.Lease(
+    id="l-1",
+    client="c-1",
+    machine="m-1",
+    user="anna",
+    product="XMLSpy",
+    version="2025r2",
+    licenses=("L-1", "L-2"),
+    kind=model.CORE,
+    granted=400,
+    expires=520,
+    ttl=120,
+    borrowed=True,
+    request="7f3a",
+)
+LEASE_WITHOUT_LICENSES = dataclasses.replace(LEASE, id="l-2", licenses=(), borrowed=False)
+SETTING = model.Setting("borrow", {"days": [1, 7], "enabled": True, "note": None})
+NULL_SETTING = model.Setting("nothing", None)
+TEXT_SETTING = model.Setting("motd", "hello, world")
+
+EVERY_KIND = [
+    LICENSE,
+    CORE_LICENSE,
+    CLIENT,
+    OTHER_CLIENT,
+    PRODUCT,
+    OTHER_PRODUCT,
+    ASSIGNMENT,
+    AGREEMENT,
+    LEASE,
+    LEASE_WITHOUT_LICENSES,
+    SETTING,
+    NULL_SETTING,
+    TEXT_SETTING,
+]
+
+
+def by_kind(records: list) -> dict[str, list]:
+    """Records grouped by kind and sorted by key, as ``load`` returns them."""
+    out: dict[str, list] = {kind: [] for kind in model.KINDS}
+    for record in sorted(records, key=lambda r: r.key):
+        out[record.kind_name].append(record)
+    return out
+
+
+def puts(*records: Any) -> list[Change]:
+    return [Change.put(r) for r in records]
+
+
+class StoreTestsMixin:
+    """Behaviour of every ILicenseStore; the TestCase supplies ``makeStore``."""
+
+    async def makeStore(self, **kwargs: Any) -> Any:
+        """A ready, empty store; closed again when the test ends."""
+        raise NotImplementedError
+
+    async def test_providesInterface(self) -> None:
+        """The store provides every method of ILicenseStore."""
+        s = await self.makeStore()
+        self.assertTrue(verifyObject(ILicenseStore, s))
+
+    async def test_emptyStore(self) -> None:
+        """A new store is at revision 0 with no records and an empty change log."""
+        s = await self.makeStore()
+        snapshot = await s.load()
+        self.assertEqual(snapshot, model.Snapshot(0, by_kind([])))
+        self.assertEqual(await s.changesSince(0), [])
+
+    async def test_roundTripEveryKind(self) -> None:
+        """Records of every kind load back equal: tuples, None dates, booleans, JSON."""
+        s = await self.makeStore()
+        await s.commit(1, puts(*EVERY_KIND))
+        snapshot = await s.load()
+        self.assertEqual(snapshot, model.Snapshot(1, by_kind(EVERY_KIND)))
+        leases = snapshot.records["lease"]
+        self.assertEqual([type(lease.licenses) for lease in leases], [tuple, tuple])
+        self.assertIs(snapshot.records["license"][0].active, False)
+
+    async def test_changesRoundTrip(self) -> None:
+        """The change log gives back the committed changes, in order."""
+        s = await self.makeStore()
+        changes = puts(*EVERY_KIND) + [Change.delete(OTHER_PRODUCT)]
+        await s.commit(1, changes)
+        self.assertEqual(await s.changesSince(0), [(1, changes)])
+
+    async def test_putThenDelete(self) -> None:
+        """A delete removes the record, and the log records it as a None record."""
+        s = await self.makeStore()
+        await s.commit(1, puts(LEASE, CLIENT))
+        await s.commit(2, [Change.delete(LEASE)])
+        snapshot = await s.load()
+        self.assertEqual(snapshot, model.Snapshot(2, by_kind([CLIENT])))
+        self.assertEqual(await s.changesSince(1), [(2, [Change("lease", ("l-1",), None)])])
+
+    async def test_putReplaces(self) -> None:
+        """A put under an existing key replaces the record."""
+        s = await self.makeStore()
+        renewed = dataclasses.replace(LEASE, expires=999)
+        await s.commit(1, puts(LEASE))
+        await s.commit(2, puts(renewed))
+        snapshot = await s.load()
+        self.assertEqual(snapshot.records["lease"], [renewed])
+
+    async def test_deleteOfMissingKey(self) -> None:
+        """Deleting a key that holds nothing is allowed and logged."""
+        s = await self.makeStore()
+        await s.commit(1, [Change.delete(LEASE)])
+        self.assertEqual((await s.load()).revision, 1)
+
+    async def test_revisionMustGrow(self) -> None:
+        """A commit whose revision is not after the stored one is refused, writing nothing."""
+        s = await self.makeStore()
+        await s.commit(2, puts(CLIENT))
+        for revision in (2, 1, 0):
+            with self.assertRaises(ValueError):
+                await s.commit(revision, puts(LEASE))
+        self.assertEqual(await s.load(), model.Snapshot(2, by_kind([CLIENT])))
+        self.assertEqual(await s.changesSince(0), [(2, puts(CLIENT))])
+
+    async def test_malformedChangesRefused(self) -> None:
+        """Unknown kinds, keys that are not the record's, and unsplittable lists are refused."""
+        s = await self.makeStore()
+        bad = [
+            Change("widget", ("w",), None),
+            Change("lease", ("other",), LEASE),
+            Change("lease", ("l-1", "x"), None),
+            Change("client", ("l-1",), LEASE),
+            Change.put(dataclasses.replace(LEASE, licenses=("L-1,L-2",))),
+        ]
+        for change in bad:
+            with self.assertRaises(ValueError):
+                await s.commit(1, [change])
+        self.assertEqual(await s.load(), model.Snapshot(0, by_kind([])))
+
+    async def test_commitIsAtomic(self) -> None:
+        """A commit with one bad change writes none of its changes and keeps the revision."""
+        s = await self.makeStore()
+        await s.commit(1, puts(CLIENT, LEASE))
+        renewed = [dataclasses.replace(LEASE, expires=n) for n in (600, 700)]
+        changes = [Change.put(renewed[0]), Change.delete(CLIENT), Change.put(renewed[1])]
+        with self.assertRaises(ValueError):
+            await s.commit(2, changes + puts(LICENSE) + [Change("widget", ("w",), None)])
+        self.assertEqual(await s.load(), model.Snapshot(1, by_kind([CLIENT, LEASE])))
+        self.assertEqual(await s.changesSince(0), [(1, puts(CLIENT, LEASE))])
+        await s.commit(2, changes)
+
+    async def test_machineIsUnique(self) -> None:
+        """A second client with the same machine is a ConflictError; nothing is written."""
+        s = await self.makeStore()
+        await s.commit(1, puts(CLIENT))
+        twin = dataclasses.replace(OTHER_CLIENT, machine=CLIENT.machine)
+        with self.assertRaises(store.ConflictError):
+            await s.commit(2, puts(LICENSE, twin))
+        self.assertEqual(await s.load(), model.Snapshot(1, by_kind([CLIENT])))
+        await s.commit(2, [Change.delete(CLIENT), Change.put(twin)])
+        self.assertEqual((await s.load()).records["client"], [twin])
+
+    async def test_changesSinceIsIncremental(self) -> None:
+        """changesSince gives every later revision in order, and [] at the current one."""
+        s = await self.makeStore()
+        await s.commit(1, puts(CLIENT))
+        await s.commit(2, puts(PRODUCT, ASSIGNMENT))
+        await s.commit(5, [Change.delete(PRODUCT)])
+        self.assertEqual(
+            await s.changesSince(1),
+            [(2, puts(PRODUCT, ASSIGNMENT)), (5, [Change.delete(PRODUCT)])],
+        )
+        self.assertEqual(await s.changesSince(2), [(5, [Change.delete(PRODUCT)])])
+        self.assertEqual(await s.changesSince(3), [(5, [Change.delete(PRODUCT)])])
+        self.assertEqual(await s.changesSince(5), [])
+
+    async def test_changesSinceAhead(self) -> None:
+        """changesSince a revision this store never reached is None."""
+        s = await self.makeStore()
+        await s.commit(1, puts(CLIENT))
+        self.assertIsNone(await s.changesSince(2))
+
+    async def test_trimmedLog(self) -> None:
+        """Once trimmed, the log reaches back keep_changes revisions and no further."""
+        s = await self.makeStore(keep_changes=2, trim_interval=1)
+        for revision in range(1, 6):
+            await s.commit(revision, puts(dataclasses.replace(CLIENT, last_seen=revision)))
+        self.assertEqual([r for r, _ in await s.changesSince(3)], [4, 5])
+        self.assertIsNone(await s.changesSince(2))
+        self.assertIsNone(await s.changesSince(0))
+        self.assertEqual((await s.load()).records["client"][0].last_seen, 5)
+
+    async def test_trimKeepsEnough(self) -> None:
+        """However commits fall between trims, the last keep_changes revisions stay."""
+        s = await self.makeStore(keep_changes=3, trim_interval=2)
+        for revision in range(1, 11):
+            await s.commit(revision, puts(dataclasses.replace(CLIENT, last_seen=revision)))
+            since = max(0, revision - 3)
+            got = await s.changesSince(since)
+            self.assertEqual([r for r, _ in got], list(range(since + 1, revision + 1)))
+
+    async def test_replaceAll(self) -> None:
+        """replaceAll swaps every record and the revision, and restarts the log there."""
+        s = await self.makeStore()
+        await s.commit(1, puts(CLIENT, LEASE, SETTING))
+        snapshot = model.Snapshot(10, by_kind([OTHER_CLIENT, LICENSE, TEXT_SETTING]))
+        await s.replaceAll(snapshot)
+        self.assertEqual(await s.load(), snapshot)
+        self.assertEqual(await s.changesSince(10), [])
+        self.assertIsNone(await s.changesSince(9))
+        await s.commit(11, puts(AGREEMENT))
+        self.assertEqual(await s.changesSince(10), [(11, puts(AGREEMENT))])
+
+    async def test_replaceAllMayGoBack(self) -> None:
+        """replaceAll takes a lower revision too (a failover handing back)."""
+        s = await self.makeStore()
+        await s.commit(7, puts(CLIENT))
+        await s.replaceAll(model.Snapshot(3, {"lease": [LEASE]}))
+        self.assertEqual(await s.load(), model.Snapshot(3, by_kind([LEASE])))
+
+    async def test_replaceAllRefusesBadSnapshot(self) -> None:
+        """A snapshot with an unknown kind or a misfiled record changes nothing."""
+        s = await self.makeStore()
+        await s.commit(1, puts(CLIENT))
+        for records in ({"widget": [CLIENT]}, {"lease": [CLIENT]}):
+            with self.assertRaises(ValueError):
+                await s.replaceAll(model.Snapshot(5, records))
+        self.assertEqual(await s.load(), model.Snapshot(1, by_kind([CLIENT])))
+        self.assertEqual(await s.changesSince(0), [(1, puts(CLIENT))])
+
+    async def test_eventsNewestFirst(self) -> None:
+        """Events get increasing ids and come back newest first, up to the limit."""
+        s = await self.makeStore()
+        added = []
+        for n in range(3):
+            event = model.Event(1000 + n, "takeover", "info", f"event {n}", {"n": [n, None]})
+            added.append(await s.addEvent(event))
+        self.assertEqual([e.id for e in added], sorted({e.id for e in added}))
+        self.assertEqual(
+            added[0],
+            model.Event(1000, "takeover", "info", "event 0", {"n": [0, None]}, added[0].id),
+        )
+        self.assertEqual(await s.events(2), [added[2], added[1]])
+        self.assertEqual(await s.events(10), added[::-1])
+        self.assertEqual(await s.events(0), [])
+
+    async def test_eventsAreNotRevisioned(self) -> None:
+        """Events and local values do not touch the revision or the change log."""
+        s = await self.makeStore()
+        await s.addEvent(model.Event(1, "x", "info", "m"))
+        await s.setLocal("role", "failover")
+        self.assertEqual(await s.load(), model.Snapshot(0, by_kind([])))
+        self.assertEqual(await s.changesSince(0), [])
+
+    async def test_badEventRefused(self) -> None:
+        """An event whose data is not JSON is refused and not stored."""
+        s = await self.makeStore()
+        with self.assertRaises(ValueError):
+            await s.addEvent(model.Event(1, "x", "info", "m", {"bad": object()}))
+        self.assertEqual(await s.events(10), [])
+
+    async def test_localValues(self) -> None:
+        """Local values hold any JSON value; unset is None, and None removes one."""
+        s = await self.makeStore()
+        self.assertIsNone(await s.getLocal("primary"))
+        await s.setLocal("primary", {"host": "ls1", "port": 35355, "tls": False})
+        await s.setLocal("role", "failover")
+        self.assertEqual(await s.getLocal("primary"), {"host": "ls1", "port": 35355, "tls": False})
+        await s.setLocal("role", ["a", 1])
+        self.assertEqual(await s.getLocal("role"), ["a", 1])
+        await s.setLocal("role", None)
+        self.assertIsNone(await s.getLocal("role"))
+
+    async def test_nonJsonLocalRefused(self) -> None:
+        """A local value that is not JSON is refused, keeping the old one."""
+        s = await self.makeStore()
+        await s.setLocal("x", 1)
+        with self.assertRaises(ValueError):
+            await s.setLocal("x", {1, 2})
+        self.assertEqual(await s.getLocal("x"), 1)
+
+    async def test_closedStoreRefuses(self) -> None:
+        """Every call on a closed store errbacks with StoreClosedError."""
+        s = await self.makeStore()
+        await s.close()
+        with self.assertRaises(store.StoreClosedError):
+            await s.commit(1, puts(CLIENT))
+        with self.assertRaises(store.StoreClosedError):
+            await s.load()
+
+
+class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
+    """The mixin against a real file and the real writer thread, plus SQLite's own."""
+
+    def newPath(self) -> Path:
+        data = Path(self.mktemp())
+        data.mkdir()
+        return data / store.DATABASE_NAME
+
+    async def makeStore(self, path: Path | None = None, **kwargs: Any) -> store.SQLiteStore:
+        s = store.SQLiteStore(path or self.newPath(), reactor, **kwargs)
+        self.addCleanup(s.close)
+        await s.open()
+        return s
+
+    async def test_reopenKeepsEverything(self) -> None:
+        """A store reopened on the same file has every record, the log, events and locals."""
+        path = self.newPath()
+        first = await self.makeStore(path)
+        await first.commit(1, puts(*EVERY_KIND))
+        await first.commit(2, [Change.delete(LEASE)])
+        event = await first.addEvent(model.Event(5, "takeover", "warning", "took over"))
+        await first.setLocal("admin", {"hash": "x"})
+        await first.close()
+
+        second = await self.makeStore(path)
+        expected = [r for r in EVERY_KIND if r is not LEASE]
+        self.assertEqual(await second.load(), model.Snapshot(2, by_kind(expected)))
+        self.assertEqual([r for r, _ in await second.changesSince(0)], [1, 2])
+        self.assertEqual(await second.events(5), [event])
+        self.assertEqual(await second.getLocal("admin"), {"hash": "x"})
+
+    async def test_walAndFullSync(self) -> None:
+        """The connection runs in WAL mode with full syncs and no foreign keys."""
+        s = await self.makeStore()
+
+        def pragmas(conn: sqlite3.Connection) -> tuple:
+            return tuple(
+                conn.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("journal_mode", "synchronous", "foreign_keys")
+            )
+
+        self.assertEqual(await s._runInWriter(pragmas), ("wal", 2, 0))
+
+    async def test_failingJobFailsAlone(self) -> None:
+        """A job that fails inside a batch is rolled back alone; the others commit."""
+        s = await self.makeStore()
+        blocked, release = s._pauseWriter()
+        await blocked
+        try:
+            before = s.transactions
+            first = s.commit(1, puts(CLIENT))
+
+            def halfThenFail(conn: sqlite3.Connection) -> None:
+                conn.execute("INSERT INTO settings (name, value) VALUES ('half', '1')")
+                raise RuntimeError("half way")
+
+            bad = s._runInWriter(halfThenFail, store.WRITE)
+            refused = s.commit(1, puts(LEASE))
+            second = s.commit(2, puts(LICENSE))
+        finally:
+            release()
+        await first
+        with self.assertRaises(RuntimeError):
+            await bad
+        with self.assertRaises(ValueError):
+            await refused
+        await second
+        self.assertEqual(s.transactions - before, 1)
+        self.assertEqual(await s.load(), model.Snapshot(2, by_kind([CLIENT, LICENSE])))
+
+    async def test_groupCommit(self) -> None:
+        """Commits issued at once land in fewer transactions than there are commits."""
+        s = await self.makeStore()
+        blocked, release = s._pauseWriter()
+        await blocked
+        try:
+            before = s.transactions
+            clients = [dataclasses.replace(CLIENT, id=f"c{n}", machine=f"m{n}") for n in range(50)]
+            done = [s.commit(n + 1, puts(c)) for n, c in enumerate(clients)]
+        finally:
+            release()
+        await defer.gatherResults(done)
+        self.assertEqual(s.transactions - before, 1)
+        self.assertEqual(await s.load(), model.Snapshot(50, by_kind(clients)))
+
+    async def test_concurrentCommitsWithoutPause(self) -> None:
+        """Many commits issued at once all land, in revision order."""
+        s = await self.makeStore()
+        clients = [dataclasses.replace(CLIENT, id=f"c{n}", machine=f"m{n}") for n in range(300)]
+        await defer.gatherResults([s.commit(n + 1, puts(c)) for n, c in enumerate(clients)])
+        self.assertEqual([r for r, _ in await s.changesSince(0)], list(range(1, 301)))
+
+    async def test_diskFull(self) -> None:
+        """A full disk errbacks every job of the batch with StoreWriteError, writing nothing."""
+        s = await self.makeStore()
+        await s.commit(1, puts(CLIENT))
+
+        def limitSize(conn: sqlite3.Connection) -> None:
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {pages}")
+
+        await s._runInWriter(limitSize)
+        big = model.Setting("big", "x" * 200_000)
+        blocked, release = s._pauseWriter()
+        await blocked
+        try:
+            small = s.commit(2, puts(OTHER_CLIENT))
+            full = s.commit(3, puts(big))
+            failed: list[str] = []
+            small.addErrback(lambda f: failed.append("small") or f)
+            full.addErrback(lambda f: failed.append("full") or f)
+        finally:
+            release()
+        for d in (small, full):
+            with self.assertRaises(store.StoreWriteError) as caught:
+                await d
+            self.assertEqual(caught.exception.code, "SQLITE_FULL")
+            self.assertIn("disk is full", str(caught.exception))
+        self.assertEqual(failed, ["full", "small"], "a lost batch fails newest first")
+        self.assertEqual(await s.load(), model.Snapshot(1, by_kind([CLIENT])))
+        await s._runInWriter(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+        await s.commit(2, puts(big))
+        self.assertEqual((await s.load()).records["setting"], [big])
+
+    async def test_readOnly(self) -> None:
+        """A database that cannot be written errbacks with a StoreWriteError that says so."""
+        s = await self.makeStore()
+        await s._runInWriter(lambda conn: conn.execute("PRAGMA query_only = ON"))
+        with self.assertRaises(store.StoreWriteError) as caught:
+            await s.commit(1, puts(CLIENT))
+        self.assertIn("read-only", str(caught.exception))
+        await s._runInWriter(lambda conn: conn.execute("PRAGMA query_only = OFF"))
+        self.assertEqual(await s.load(), model.Snapshot(0, by_kind([])))
+
+    async def test_closeFinishesQueuedWork(self) -> None:
+        """close fires after the jobs queued before it have run and been committed."""
+        path = self.newPath()
+        s = await self.makeStore(path)
+        done = [s.commit(n, puts(dataclasses.replace(CLIENT, last_seen=n))) for n in (1, 2, 3)]
+        await s.close()
+        self.assertEqual([d.called for d in done], [True, True, True])
+        again = await self.makeStore(path)
+        self.assertEqual((await again.load()).revision, 3)
+
+    async def test_callsBeforeOpenWait(self) -> None:
+        """Calls made before open run once the database is open."""
+        s = store.SQLiteStore(self.newPath(), reactor)
+        self.addCleanup(s.close)
+        loading = s.load()
+        await s.open()
+        self.assertEqual((await loading).revision, 0)
+
+    async def test_service(self) -> None:
+        """As a service the store opens on start and closes on stop."""
+        s = store.SQLiteStore(self.newPath(), reactor)
+        s.startService()
+        self.assertEqual((await s.load()).revision, 0)
+        await s.stopService()
+        with self.assertRaises(store.StoreClosedError):
+            await s.load()
+
+    async def test_missingDirectory(self) -> None:
+        """A missing data directory fails the open clearly; later calls say why."""
+        path = Path(self.mktemp()) / store.DATABASE_NAME
+        s = store.SQLiteStore(path, reactor)
+        queued = s.load()
+        with self.assertRaises(store.StoreError) as caught:
+            await s.open()
+        self.assertIn("does not exist", str(caught.exception))
+        with self.assertRaises(store.StoreClosedError):
+            await queued
+        with self.assertRaises(store.StoreClosedError) as later:
+            await s.load()
+        self.assertIn("does not exist", str(later.exception))
+        self.assertFalse(path.parent.exists())
+
+    async def test_olderSchemaRefused(self) -> None:
+        """A database at an older schema is refused with the upgrade command, untouched."""
+        path = self.newPath()
+        await (await self.makeStore(path)).close()
+        before = path.read_bytes()
+        newer = store.MIGRATIONS + [(2, lambda conn: conn.execute("CREATE TABLE x (y)"))]
+        s = store.SQLiteStore(path, reactor, migrations=newer)
+        with self.assertRaises(store.SchemaError) as caught:
+            await s.open()
+        message = str(caught.exception)
+        self.assertIn("is at schema 1, this server needs 2", message)
+        self.assertIn(f"licenseserver upgrade --data {path.parent}", message)
+        self.assertEqual(path.read_bytes(), before)
+        self.assertEqual(store.check_database(path), 1)
+
+    async def test_newerSchemaRefused(self) -> None:
+        """A database at a schema newer than this server's is refused."""
+        path = self.newPath()
+        await (await self.makeStore(path)).close()
+        conn = sqlite3.connect(path)
+        conn.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
+        conn.close()
+        with self.assertRaises(store.SchemaError) as caught:
+            await store.SQLiteStore(path, reactor).open()
+        self.assertIn("newer than this server", str(caught.exception))
+        with self.assertRaises(store.SchemaError):
+            store.require_current_schema(path)
+
+    async def test_foreignDatabaseRefused(self) -> None:
+        """A SQLite file with tables but no schema version is not taken for ours."""
+        path = self.newPath()
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE other (x)")
+        conn.close()
+        with self.assertRaises(store.SchemaError):
+            await store.SQLiteStore(path, reactor).open()
+        with self.assertRaises(store.SchemaError):
+            store.check_database(path)
+
+    async def test_checkDatabase(self) -> None:
+        """check_database gives 0 without a file, the schema after, and leaves no files."""
+        path = self.newPath()
+        self.assertEqual(store.check_database(path), 0)
+        self.assertFalse(path.exists())
+        await (await self.makeStore(path)).close()
+        self.assertEqual(store.check_database(path), store.SCHEMA_VERSION)
+        self.assertEqual(store.require_current_schema(path), store.SCHEMA_VERSION)
+        self.assertEqual(sorted(p.name for p in path.parent.iterdir()), [path.name])
+
+    async def test_tablesMatchSchema(self) -> None:
+        """Each kind's table spec names the record's fields and the table's columns."""
+        s = await self.makeStore()
+
+        def columns(conn: sqlite3.Connection) -> dict[str, list[str]]:
+            return {
+                spec.table: [row[1] for row in conn.execute(f"PRAGMA table_info({spec.table})")]
+                for spec in store.TABLES.values()
+            }
+
+        actual = await s._runInWriter(columns)
+        self.assertEqual(set(store.TABLES), set(model.KINDS))
+        for kind, spec in store.TABLES.items():
+            fields = [f.name for f in dataclasses.fields(model.KINDS[kind])]
+            self.assertEqual([c.name for c in spec.columns], fields)
+            self.assertEqual(actual[spec.table], fields)
+            example = next(r for r in EVERY_KIND if r.kind_name == kind)
+            self.assertEqual(tuple(getattr(example, name) for name in spec.key), example.key)
+
+
+class FakeStoreTests(StoreTestsMixin, unittest.TestCase):
+    """The mixin against the in-memory fake, plus its failure hook."""
+
+    async def makeStore(self, **kwargs: Any) -> FakeStore:
+        return FakeStore(**kwargs)
+
+    async def test_failNext(self) -> None:
+        """failNext makes the next commit errback with the given error, writing nothing."""
+        s = await self.makeStore()
+        s.failNext(store.StoreWriteError("disk full"))
+        with self.assertRaises(store.StoreWriteError):
+            await s.commit(1, puts(CLIENT))
+        self.assertEqual(await s.load(), model.Snapshot(0, by_kind([])))
+        await s.commit(1, puts(CLIENT))
+        self.assertEqual((await s.load()).revision, 1)
+
+    def test_deferredsHaveFired(self) -> None:
+        """Every call returns a Deferred that has already fired."""
+        s = FakeStore()
+        self.assertEqual(self.successResultOf(s.load()).revision, 0)
+        self.failureResultOf(s.commit(0, []), ValueError)
+
+
+class SchemaTests(unittest.TestCase):
+    """The migration list itself."""
+
+    def test_migrationsInOrder(self) -> None:
+        """Migrations are numbered 1, 2, ... and end at SCHEMA_VERSION."""
+        versions = [version for version, _ in store.MIGRATIONS]
+        self.assertEqual(versions, list(range(1, len(versions) + 1)))
+        self.assertEqual(versions[-1], store.SCHEMA_VERSION)
+
+    def test_migrateOnlyRunsMissingSteps(self) -> None:
+        """migrate runs the steps a database lacks, each once."""
+        ran = []
+        steps = [(1, lambda conn: ran.append(1)), (2, lambda conn: ran.append(2))]
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        self.assertEqual(store.migrate(conn, steps[:1]), 1)
+        self.assertEqual(store.migrate(conn, steps), 2)
+        self.assertEqual(store.migrate(conn, steps), 2)
+        self.assertEqual(ran, [1, 2])
+
+    def test_failingStepLeavesPreviousVersion(self) -> None:
+        """A step that fails is rolled back with its version bump."""
+
+        def broken(conn: sqlite3.Connection) -> None:
+            conn.execute("CREATE TABLE half (x)")
+            raise RuntimeError("broken step")
+
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        with self.assertRaises(RuntimeError):
+            store.migrate(conn, store.MIGRATIONS + [(2, broken)])
+        self.assertEqual(store.schema_version(conn), 1)
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        self.assertNotIn("half", tables)
