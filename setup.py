@@ -19,8 +19,7 @@ setup(
     long_description=(_here / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["licenseserver", "licenseserver.*"])
-    + ["twisted.plugins"],
+    packages=find_packages(include=["licenseserver", "licenseserver.*"]) + ["twisted.plugins"],
     package_data={"licenseserver.web": ["templates/*.xhtml", "static/*"]},
     install_requires=[
         "Twisted[tls]>=24.7",

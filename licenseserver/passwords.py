@@ -53,3 +53,15 @@ def new_password() -> str:
 def new_secret() -> str:
     """A random pairing secret: 32 bytes in hex."""
     return secrets.token_hex(32)
+
+
+def peer_proof(secret: str, challenge: str, name: str) -> str:
+    """The failover's AUTH proof: HMAC-SHA256 keyed with the secret over ``challenge|name``."""
+    message = f"{challenge}|{name}".encode()
+    return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+
+
+def proof_matches(secret: str, challenge: str, name: str, proof: str) -> bool:
+    """Whether ``proof`` is the right AUTH proof; compares in constant time."""
+    expected = peer_proof(secret, challenge, name)
+    return hmac.compare_digest(expected.encode(), proof.encode("utf-8", "replace"))

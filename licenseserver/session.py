@@ -21,3 +21,9 @@ class Session:
     product: str = ""
     version: str = ""
     cores: int = 1
+    peer_name: str = ""
+    """The failover's name once it said PEER (on a primary)."""
+    challenge: str = ""
+    """The nonce the failover must prove the secret over; used once."""
+    peer_listen: str = ""
+    """The address the failover tells clients to use."""

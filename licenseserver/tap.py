@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import endpoints
+from twisted.internet import endpoints, threads
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web import server
@@ -29,6 +29,8 @@ from licenseserver.addresses import DEFAULT_PORT, parse_host_port
 from licenseserver.datadir import DataDir
 from licenseserver.listening import ListeningService
 from licenseserver.protocols.licensing import LicensingFactory
+from licenseserver.roles.base import ServingRole
+from licenseserver.roles.failover import FailoverRole
 from licenseserver.roles.primary import PrimaryRole
 from licenseserver.web.auth import AdminAuth
 from licenseserver.web.root import buildRoot
@@ -50,7 +52,7 @@ class Options(usage.Options):
     longdesc = "Runs a license server: a primary, or the failover of one."
 
     optParameters = [
-        ["role", None, "primary", "primary or failover"],
+        ["role", None, None, "primary or failover [default: as last chosen, else primary]"],
         ["primary", None, None, "failover only: HOST[:PORT] of the primary, or an endpoint"],
         ["port", None, f"tcp:{DEFAULT_PORT}", "licensing endpoint"],
         ["web", None, "tcp:8088", "web page and admin API endpoint"],
@@ -82,14 +84,14 @@ class Options(usage.Options):
         """Check and convert every value; raise ``UsageError`` for a wrong one."""
         from twisted.internet import reactor
 
-        if self["role"] not in ("primary", "failover"):
+        if self["role"] not in (None, "primary", "failover"):
             raise usage.UsageError(f"--role must be primary or failover, not {self['role']!r}")
         if self["role"] == "failover" and not self["primary"]:
             raise usage.UsageError("--role=failover needs --primary=HOST[:PORT]")
-        if self["role"] == "primary" and self["primary"]:
+        if self["role"] != "failover" and self["primary"]:
             raise usage.UsageError("--primary is only for --role=failover")
         if self["primary"]:
-            self["primary-endpoint"] = _client_endpoint(reactor, self["primary"])
+            _client_endpoint(reactor, self["primary"])
         for name in ("port", "web"):
             try:
                 endpoints.serverFromString(reactor, self[name])
@@ -143,14 +145,27 @@ def _default_advertise(options: Options) -> str:
     return f"{socket.getfqdn()}:{port}"
 
 
+def _resolve_role(options: Options, local: dict[str, Any]) -> tuple[str, str | None]:
+    """The role and primary address: from the command line, else as last recorded."""
+    if options["role"] is not None:
+        return options["role"], options["primary"]
+    if local.get(upgrade.ROLE) == "failover" and local.get(upgrade.PRIMARY):
+        return "failover", local[upgrade.PRIMARY]
+    return "primary", None
+
+
 def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     """Build the service tree of one server from checked ``options``."""
     if reactor is None:
         from twisted.internet import reactor
     data = DataDir(options["data"])
+    secret_file = Path(options["peer-secret-file"] or data.peer_secret)
     try:
         password = data.prepare()
-        upgrade.prepare_for_start(data.path, __version__)
+        local = upgrade.prepare_for_start(data.path, __version__)
+        role_name, primary = _resolve_role(options, local)
+        upgrade.record_role(data.path, role_name, primary)
+        peer_secret = data.read_peer_secret(secret_file)
     except (OSError, store.StoreError) as e:
         raise SystemExit(f"twistd licenseserver: data directory {data.path}: {e}") from None
     trusted = options["trusted-keys"] or signing.trusted_keys_in_dir(data.vendor_keys)
@@ -159,8 +174,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     db = store.SQLiteStore(data.database, reactor)
     db.setServiceParent(top)
     explicit_advertise = options["advertise"]
-    role = PrimaryRole(
-        db,
+    common = dict(
         clock=reactor,
         serverName=options["name"],
         advertise=explicit_advertise or _default_advertise(options),
@@ -168,6 +182,27 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         trustedKeys=trusted,
         settingDefaults=SETTING_DEFAULTS,
     )
+    role: ServingRole
+    if role_name == "failover":
+        role = FailoverRole(
+            db,
+            primaryEndpoint=_client_endpoint(reactor, primary),
+            primaryAddress=primary,
+            heartbeat=options["heartbeat"],
+            takeoverAfter=options["takeover-after"],
+            peerSecret=peer_secret,
+            **common,
+        )
+    else:
+        role = PrimaryRole(
+            db,
+            peerSecret=peer_secret,
+            takeoverAfter=options["takeover-after"],
+            runInThread=lambda f, *a: threads.deferToThreadPool(
+                reactor, reactor.getThreadPool(), f, *a
+            ),
+            **common,
+        )
     role.setServiceParent(top)
 
     def licensingListening(port: int) -> None:

@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, error
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.test import iosim
 from zope.interface import implementer
 
 from licenseserver import model
@@ -243,3 +245,58 @@ def _apply(rows: dict[tuple, tuple], spec: TableSpec, change: model.Change) -> N
             if other_key != key and [other[i] for i in positions] == values:
                 raise conflict_error(spec, key)
     rows[key] = row
+
+
+@implementer(IStreamClientEndpoint)
+class PumpEndpoint:
+    """A client endpoint that reaches ``serverFactory`` over in-memory iosim pumps.
+
+    Bytes move only when the test calls ``flush``. Set ``up`` to False for a
+    host that refuses connections, ``silent`` to True for a network that
+    drops everything (nothing moves, nothing closes); ``kill`` is a server
+    process that dies: its connections close and new ones are refused.
+    """
+
+    def __init__(self, serverFactory: Any):
+        self.serverFactory = serverFactory
+        self.up = True
+        self.silent = False
+        self.pumps: list[iosim.IOPump] = []
+
+    def connect(self, factory: Any) -> defer.Deferred:
+        if not self.up:
+            return defer.fail(error.ConnectionRefusedError("the server is down"))
+        server = self.serverFactory.buildProtocol(iosim.FakeAddress())
+        client = factory.buildProtocol(iosim.FakeAddress())
+        pump = iosim.connect(
+            server,
+            iosim.FakeTransport(server, isServer=True),
+            client,
+            iosim.FakeTransport(client, isServer=False),
+            greet=False,
+        )
+        self.pumps.append(pump)
+        return defer.succeed(client)
+
+    def flush(self) -> None:
+        """Move every byte waiting in either direction (unless ``silent``)."""
+        if self.silent:
+            return
+        for pump in list(self.pumps):
+            pump.flush()
+        self.pumps = [p for p in self.pumps if not p.clientIO.disconnected]
+
+    def kill(self) -> None:
+        """The server process dies: its connections close, new ones are refused."""
+        self.up = False
+        self.silent = False
+        for pump in self.pumps:
+            pump.serverIO.loseConnection()
+        self.flush()
+
+    def revive(self, serverFactory: Any = None) -> None:
+        """The server is back (with a new factory, if given)."""
+        if serverFactory is not None:
+            self.serverFactory = serverFactory
+        self.up = True
+        self.silent = False

@@ -23,6 +23,10 @@ from licenseserver import store, versions
 
 SERVER_VERSION = "server_version"
 """The local value that records which server version last upgraded the directory."""
+ROLE = "role"
+"""The local value that records the server's role: ``primary`` or ``failover``."""
+PRIMARY = "primary"
+"""The local value that records a failover's primary address (or endpoint)."""
 
 BeforeMigrate = Callable[[Path, dict[str, Any]], None]
 
@@ -269,3 +273,17 @@ def prepare_for_start(data_dir: Path | str, server_version: str) -> dict[str, An
             f"it was last used by the newer version {recorded}; this is {server_version}"
         )
     return local
+
+
+def record_role(data_dir: Path | str, role: str, primary: str | None) -> None:
+    """Record the server's role and its primary's address in the data directory.
+
+    ``licenseserver upgrade`` reads them to check a failover's primary, however the role
+    was chosen (command line or Settings).
+    """
+    conn = store.connect(store.database_path(data_dir))
+    try:
+        store.set_local(conn, ROLE, role)
+        store.set_local(conn, PRIMARY, primary)
+    finally:
+        conn.close()

@@ -157,11 +157,15 @@ class SessionTests(ProtocolTestCase):
         self.assertEqual(self.role.pool.count("client"), 1)
         self.assertEqual(self.role.pool.count("lease"), 0)
 
-    def test_peerVerbsNotServedYet(self):
-        """Peer verbs are unknown commands to a server that accepts no failover."""
+    def test_peerVerbsOnARoleWithoutPeers(self):
+        """A role that takes no failover refuses the peer verbs and closes the connection."""
+        self.role.peerHandlers = dict
+        self.factory = LicensingFactory(self.role)
         proto, transport = self.connect()
         proto.dataReceived(b"PEER name=x\n")
-        self.assertEqual(self.lines(transport)[0].reason, "unknown-command")
+        (answer,) = self.lines(transport)
+        self.assertEqual((answer.code, answer.reason), (403, "not-authorized"))
+        self.assertTrue(transport.disconnecting)
 
 
 class LoopbackTests(ProtocolTestCase):

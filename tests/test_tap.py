@@ -7,8 +7,10 @@ from twisted.application.service import IService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
-from licenseserver import signing, tap
+from licenseserver import signing, tap, upgrade
+from licenseserver._version import __version__
 from licenseserver.listening import ListeningService
+from licenseserver.roles.failover import FailoverRole
 from licenseserver.roles.primary import PrimaryRole
 from licenseserver.store import SQLiteStore
 
@@ -31,7 +33,7 @@ class OptionsTests(unittest.TestCase):
     def test_defaults(self):
         """The defaults are those of INTERFACES.md."""
         options = self.parse()
-        self.assertEqual(options["role"], "primary")
+        self.assertIsNone(options["role"])
         self.assertEqual(options["port"], "tcp:35355")
         self.assertEqual(options["web"], "tcp:8088")
         self.assertEqual(options["data"], "./licenseserver-data")
@@ -105,6 +107,27 @@ class MakeServiceTests(unittest.TestCase):
         tap.makeService(options, MemoryReactorClock())
         second = (data / "admin-password").read_bytes(), (data / "peer-secret").read_bytes()
         self.assertEqual(first, second)
+
+    def test_roleRecorded(self):
+        """The role and primary are recorded; a start without --role keeps the last one."""
+        data = Path(self.mktemp())
+
+        def start(*argv):
+            options = tap.Options()
+            options.parseOptions(["--data", str(data), *argv])
+            return list(IService(tap.makeService(options, MemoryReactorClock())))[1]
+
+        self.assertIsInstance(start(), PrimaryRole)
+        role = start("--role", "failover", "--primary", "ls1.example.com:35355")
+        self.assertIsInstance(role, FailoverRole)
+        again = start()
+        self.assertIsInstance(again, FailoverRole)
+        self.assertEqual(again.primaryAddress(), "ls1.example.com:35355")
+        local = upgrade.prepare_for_start(data, __version__)
+        self.assertEqual(local[upgrade.ROLE], "failover")
+        self.assertEqual(local[upgrade.PRIMARY], "ls1.example.com:35355")
+        self.assertIsInstance(start("--role", "primary"), PrimaryRole)
+        self.assertIsInstance(start(), PrimaryRole)
 
     def test_unusableDataDirectory(self):
         """A data directory that cannot be made ends the start with one line."""

@@ -1,10 +1,13 @@
-"""The licensing port: a line protocol for clients (and the failover).
+"""The licensing port: a line protocol for clients and for the failover.
 
 Each connection is a ``LicensingProtocol`` with its own ``Session``. Lines
 are parsed by ``wire`` and handed to the role one at a time: while a request
 waits for the store, the protocol stops reading, so pipelined requests are
 answered exactly once each, in order, and a client that floods cannot grow
 the server's buffers beyond one read.
+
+A handler answers with a dict (the arguments of an ``OK`` line) or with
+ready bytes (the multi-line answer to the failover's ``SYNC``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from licenseserver.session import Session
 
 
 class LicensingProtocol(LineReceiver):
-    """One client session on the licensing port."""
+    """One session on the licensing port."""
 
     delimiter = b"\n"
     MAX_LENGTH = wire.MAX_LINE - len(delimiter)
@@ -29,53 +32,57 @@ class LicensingProtocol(LineReceiver):
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
-        self.session = Session(peer=f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}")
+        address = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.session = Session(peer=address)
         self.connected = True
 
     def connectionLost(self, reason: Any = None) -> None:
         self.connected = False
+        self.factory.sessionClosed(self.session)
 
     def lineReceived(self, line: bytes) -> None:
         try:
-            request = wire.parse_request(line, self.factory.verbs)
+            request = wire.parse_request(line)
         except wire.ProtocolError as e:
             self._send(e.toLine())
             return
         if request is None:
             return
         d = defer.ensureDeferred(self.factory.dispatch(self.session, request))
-        d.addCallback(wire.format_ok)
+        d.addCallback(_encode, request.verb == "QUIT")
         d.addErrback(self._failed, request)
         if d.called:
-            d.addCallback(self._answer, request)
+            d.addCallback(self._answer)
         else:
             self.pauseProducing()
-            d.addCallback(self._answer, request)
+            d.addCallback(self._answer)
             d.addBoth(self._resume)
 
-    def _failed(self, failure: Any, request: wire.Request) -> bytes:
+    def _failed(self, failure: Any, request: wire.Request) -> tuple[bytes, bool]:
         if failure.check(wire.ProtocolError):
-            return failure.value.toLine()
+            return failure.value.toLine(), failure.value.closes
         self.log.failure(
             "Unexpected error serving {verb} for {peer}",
             failure,
             verb=request.verb,
             peer=self.session.peer,
         )
-        return wire.format_error(500, "internal-error", message="the server could not serve this")
+        line = wire.format_error(500, "internal-error", message="the server could not serve this")
+        return line, False
 
-    def _answer(self, line: bytes, request: wire.Request) -> None:
-        self._send(line)
-        if request.verb == "QUIT":
+    def _answer(self, answer: tuple[bytes, bool]) -> None:
+        data, close = answer
+        self._send(data)
+        if close:
             self.transport.loseConnection()
 
     def _resume(self, result: Any) -> None:
         if self.connected and not self.transport.disconnecting:
             self.resumeProducing()
 
-    def _send(self, line: bytes) -> None:
+    def _send(self, data: bytes) -> None:
         if self.connected:
-            self.transport.write(line)
+            self.transport.write(data)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._send(
@@ -86,11 +93,22 @@ class LicensingProtocol(LineReceiver):
         self.transport.loseConnection()
 
 
+def _encode(result: dict[str, Any] | bytes, close: bool) -> tuple[bytes, bool]:
+    """A handler's answer as bytes, and whether the connection closes after it."""
+    if isinstance(result, bytes):
+        return result, close
+    return wire.format_ok(result), close
+
+
 class LicensingFactory(Factory):
-    """Builds sessions and routes their requests to the role."""
+    """Builds sessions and routes their requests to the role.
+
+    The peer verbs go to the handlers of ``role.peerHandlers()``; a role
+    without them (a failover) refuses a peer as not authorized.
+    """
 
     protocol = LicensingProtocol
-    verbs = wire.CLIENT_VERBS
+    noisy = False
 
     def __init__(self, role: Any):
         self.role = role
@@ -101,12 +119,22 @@ class LicensingFactory(Factory):
             "RELEASE": role.release,
             "BORROW": role.borrow,
         }
+        self._handlers.update(role.peerHandlers())
 
-    async def dispatch(self, session: Session, request: wire.Request) -> dict[str, Any]:
-        """Serve one request; return the ``OK`` arguments or raise ``ProtocolError``."""
+    async def dispatch(self, session: Session, request: wire.Request) -> dict[str, Any] | bytes:
+        """Serve one request; return its answer or raise ``ProtocolError``."""
         verb = request.verb
         if verb in ("PING", "QUIT"):
             return {}
         if verb == "STATUS":
             return self.role.status()
-        return await self._handlers[verb](session, request.args)
+        handler = self._handlers.get(verb)
+        if handler is None:
+            raise wire.ProtocolError(
+                "not-authorized", f"this server ({self.role.roleName}) takes no peer", closes=True
+            )
+        return await handler(session, request.args)
+
+    def sessionClosed(self, session: Session) -> None:
+        """Tell the role that a session has ended (it may be the failover's link)."""
+        self.role.sessionClosed(session)

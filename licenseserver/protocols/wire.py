@@ -54,14 +54,18 @@ class ProtocolError(Exception):
     """An ``ERR`` answer: a code, a stable reason, arguments and a message.
 
     Raised where a request cannot be served; the protocol turns it into one
-    ``ERR`` line. ``code`` is taken from ``REASONS``.
+    ``ERR`` line, and closes the connection after it when ``closes`` is set.
+    ``code`` is taken from ``REASONS``.
     """
 
-    def __init__(self, reason: str, message: str | None = None, **args: object):
+    def __init__(
+        self, reason: str, message: str | None = None, *, closes: bool = False, **args: object
+    ):
         super().__init__(reason, message)
         self.reason = reason
         self.code = REASONS[reason]
         self.message = message
+        self.closes = closes
         self.args_ = {k: str(v) for k, v in args.items()}
 
     def __str__(self) -> str:

@@ -52,7 +52,7 @@ class AdminError(Exception):
         self.reason = reason
 
 
-def _text(args: Mapping[str, str], name: str, *, required: bool, default: str = "") -> str:
+def text_arg(args: Mapping[str, str], name: str, *, required: bool, default: str = "") -> str:
     """An argument of 1 to ``MAX_FIELD`` printable characters."""
     value = args.get(name)
     if value is None:
@@ -64,7 +64,7 @@ def _text(args: Mapping[str, str], name: str, *, required: bool, default: str = 
     return value
 
 
-def _integer(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+def integer_arg(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     """An integer argument within ``low..high``."""
     value = args.get(name)
     if value is None:
@@ -108,6 +108,8 @@ class ServingRole(service.MultiService):
         self.trustedKeys = dict(trustedKeys)
         self.settingDefaults = dict(settingDefaults)
         self.pool = Pool()
+        self.committedRevision = 0
+        """The newest revision the store has made durable."""
         self.loaded = False
         self.loadError: Any = None
         self._whenLoaded: list[defer.Deferred] = []
@@ -121,12 +123,20 @@ class ServingRole(service.MultiService):
     def startService(self) -> None:
         """Load the pool from the store, then start the children (the reaper)."""
         service.Service.startService(self)
-        self._loading = self.store.load()
-        self._loading.addCallback(self._loaded)
+        self._loading = defer.ensureDeferred(self._load())
         self._loading.addErrback(self._loadFailed)
+
+    async def _load(self) -> None:
+        snapshot = await self.store.load()
+        await self.loadLocal()
+        self._loaded(snapshot)
+
+    async def loadLocal(self) -> None:
+        """Read this role's local (never synced) values from the store, before serving."""
 
     def _loaded(self, snapshot: Any) -> None:
         self.pool = Pool.fromSnapshot(snapshot)
+        self.committedRevision = snapshot.revision
         self.loaded = True
         for child in list(self):
             child.startService()
@@ -179,11 +189,18 @@ class ServingRole(service.MultiService):
         """Whether the process serves its role (``/healthz``)."""
         return self.loaded
 
+    def peerHandlers(self) -> dict[str, Callable[..., Any]]:
+        """Handlers of the peer verbs this role answers, by verb (none here)."""
+        return {}
+
+    def sessionClosed(self, session: Session) -> None:
+        """A licensing session has ended."""
+
     def gate(self) -> None:
         """Raise the ``ProtocolError`` that refuses client requests, if any."""
 
-    def checkClient(self, session: Session) -> None:
-        """Raise a ``ProtocolError`` for a client this role does not serve."""
+    def checkClient(self, product: str, version: str) -> None:
+        """Raise a ``ProtocolError`` for a client product version this role does not serve."""
 
     def borrowAllowed(self) -> bool:
         return bool(self.setting("borrow_enabled"))
@@ -210,14 +227,18 @@ class ServingRole(service.MultiService):
         """
         undo = self.pool.apply(changes)
         self.pool.revision += 1
-        d = self.store.commit(self.pool.revision, changes)
+        revision = self.pool.revision
+        d = self.store.commit(revision, changes)
+
+        def stored(result: Any) -> None:
+            self.committedRevision = max(self.committedRevision, revision)
 
         def failed(failure: Any) -> None:
             self.pool.apply(undo)
             self.log.failure("A change could not be stored; it was taken back", failure)
             raise ProtocolError("internal-error", "the change could not be stored")
 
-        d.addErrback(failed)
+        d.addCallbacks(stored, failed)
         return d
 
     def record(self, kind: str, severity: str, message: str, **data: Any) -> None:
@@ -248,16 +269,15 @@ class ServingRole(service.MultiService):
         self.gate()
         if session.hello:
             raise ProtocolError("bad-request", "HELLO was already said on this connection")
-        product = _text(args, "product", required=True)
-        version = _text(args, "version", required=True)
+        product = text_arg(args, "product", required=True)
+        version = text_arg(args, "version", required=True)
         if not version_is_valid(version):
             raise ProtocolError("bad-request", f"{version!r} is not a product version")
-        host = _text(args, "host", required=True)
-        machine = _text(args, "machine", required=True)
-        user = _text(args, "user", required=False, default="-")
-        cores = _integer(args, "cores", 1, 1, 1 << 20)
-        candidate = Session(session.peer, True, "", machine, host, user, product, version, cores)
-        self.checkClient(candidate)
+        host = text_arg(args, "host", required=True)
+        machine = text_arg(args, "machine", required=True)
+        user = text_arg(args, "user", required=False, default="-")
+        cores = integer_arg(args, "cores", 1, 1, 1 << 20)
+        self.checkClient(product, version)
         await self.whenLoaded()
         now = self.now()
         client = self.pool.clientByMachine(machine)
@@ -271,9 +291,10 @@ class ServingRole(service.MultiService):
                 Change.put(Product(client.id, product, version, user, cores, now)),
             ]
         )
-        candidate.client = client.id
-        for f in dataclasses.fields(Session):
-            setattr(session, f.name, getattr(candidate, f.name))
+        session.hello = True
+        session.client = client.id
+        session.machine, session.host, session.user = machine, host, user
+        session.product, session.version, session.cores = product, version, cores
         status = self.status()
         return {
             **{k: status[k] for k in ("server", "role", "state", "version", "edition")},
@@ -293,11 +314,11 @@ class ServingRole(service.MultiService):
             raise ProtocolError("hello-required", "say HELLO first")
 
     def _seatRequest(self, session: Session, args: Mapping[str, str]) -> allocation.SeatRequest:
-        product = _text(args, "product", required=False, default=session.product)
+        product = text_arg(args, "product", required=False, default=session.product)
         edition = args.get("edition")
         if edition is not None:
-            edition = _text(args, "edition", required=True)
-        cores = _integer(args, "cores", session.cores, 1, 1 << 20)
+            edition = text_arg(args, "edition", required=True)
+        cores = integer_arg(args, "cores", session.cores, 1, 1 << 20)
         return allocation.SeatRequest(
             session.machine, session.user, product, session.version, cores, edition
         )
@@ -357,7 +378,7 @@ class ServingRole(service.MultiService):
         """Take a seat, or return the lease of a repeated ``request`` key."""
         self._requireHello(session)
         request = self._seatRequest(session, args)
-        key = _text(args, "request", required=False)
+        key = text_arg(args, "request", required=False)
         if key:
             earlier = self.pool.leaseByRequest(session.machine, key)
             if earlier is not None and earlier.live(self.now()):
@@ -385,7 +406,7 @@ class ServingRole(service.MultiService):
         """Renew one lease, or every lease of the session's machine."""
         self._requireHello(session)
         if "lease" in args:
-            lease = self._ownLease(session, _text(args, "lease", required=True))
+            lease = self._ownLease(session, text_arg(args, "lease", required=True))
             lease = await self._renew(lease)
             return {"expires": lease.expires, "ttl": lease.ttl}
         now = self.now()
@@ -403,7 +424,7 @@ class ServingRole(service.MultiService):
     async def release(self, session: Session, args: Mapping[str, str]) -> dict[str, Any]:
         """Free a lease."""
         self._requireHello(session)
-        lease = self._ownLease(session, _text(args, "lease", required=True))
+        lease = self._ownLease(session, text_arg(args, "lease", required=True))
         await self.commit([Change.delete(lease)])
         return {}
 
@@ -416,8 +437,8 @@ class ServingRole(service.MultiService):
         most = int(self.setting("borrow_max_days"))
         if "days" not in args:
             raise ProtocolError("bad-request", "days= is required")
-        days = _integer(args, "days", 1, 1, most)
-        key = _text(args, "request", required=False)
+        days = integer_arg(args, "days", 1, 1, most)
+        key = text_arg(args, "request", required=False)
         grant = self._allocate(request, session)
         lease = self._grant(session, request, grant, days * 86400, borrowed=True, key=key)
         await self.commit([Change.put(lease)])

@@ -1,0 +1,120 @@
+"""The failover's side of the peer link: a client of the primary's licensing port.
+
+``PeerClientProtocol`` sends one request at a time and hands each answer
+back as a ``Reply``; the answer to ``SYNC`` carries the record lines its
+header announced. Every line it receives tells the role that the primary is
+alive, whatever the line says. ``peerService`` keeps the link up with a
+``ClientService`` that retries quickly (at most one heartbeat apart), so the
+failover notices a returning primary within a heartbeat.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer, error
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+
+from licenseserver.protocols import wire
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer from the primary, with the record lines that followed it."""
+
+    response: wire.Response
+    lines: tuple[bytes, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.response.ok
+
+    @property
+    def args(self) -> dict[str, str]:
+        return self.response.args
+
+
+class PeerClientProtocol(LineReceiver):
+    """The failover's connection to the primary."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 1 << 24
+    log = Logger()
+
+    def connectionMade(self) -> None:
+        self._pending: deque[defer.Deferred] = deque()
+        self._collecting: tuple[wire.Response, list[bytes], int, defer.Deferred] | None = None
+        self.factory.role.linkMade(self)
+
+    def request(self, verb: str, args: dict[str, Any] | None = None) -> defer.Deferred:
+        """Send a request; fire with its ``Reply``, or fail if the link goes first."""
+        d: defer.Deferred = defer.Deferred()
+        self._pending.append(d)
+        self.transport.write(wire.format_request(verb, args))
+        return d
+
+    def lineReceived(self, line: bytes) -> None:
+        self.factory.role.heard()
+        if self._collecting is not None:
+            response, lines, count, d = self._collecting
+            lines.append(line)
+            if len(lines) == count:
+                self._collecting = None
+                d.callback(Reply(response, tuple(lines)))
+            return
+        try:
+            response = wire.parse_response(line)
+        except wire.ProtocolError:
+            self.log.warn("The primary sent a line that is no answer: {line!r}", line=line[:80])
+            self.transport.loseConnection()
+            return
+        if not self._pending:
+            self.log.warn("The primary answered nothing that was asked: {line!r}", line=line[:80])
+            self.transport.loseConnection()
+            return
+        d = self._pending.popleft()
+        count = int(response.args.get("lines", "0")) if response.ok else 0
+        if count > 0:
+            self._collecting = (response, [], count, d)
+        else:
+            d.callback(Reply(response))
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.log.warn("The primary sent a line longer than {n} bytes", n=self.MAX_LENGTH)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        pending = list(self._pending)
+        if self._collecting is not None:
+            pending.insert(0, self._collecting[3])
+        self._pending.clear()
+        self._collecting = None
+        for d in pending:
+            d.errback(error.ConnectionLost("the link to the primary closed"))
+        self.factory.role.linkLost(self)
+
+    def close(self) -> None:
+        self.transport.loseConnection()
+
+
+class PeerClientFactory(Factory):
+    """Builds the failover's link protocol for ``role``."""
+
+    protocol = PeerClientProtocol
+    noisy = False
+
+    def __init__(self, role: Any):
+        self.role = role
+
+
+def peerService(endpoint: Any, role: Any, clock: Any, heartbeat: float) -> ClientService:
+    """A ClientService that keeps the link to the primary, retrying at most a heartbeat apart."""
+    policy = backoffPolicy(
+        initialDelay=min(0.1, heartbeat), factor=2.0, maxDelay=heartbeat, jitter=lambda: 0.0
+    )
+    return ClientService(endpoint, PeerClientFactory(role), retryPolicy=policy, clock=clock)

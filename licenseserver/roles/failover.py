@@ -1,0 +1,368 @@
+"""The failover role: a mirror of the primary that serves only while the primary is silent.
+
+In standby the failover keeps a link to the primary's licensing port
+(``protocols.peer``), pairs with ``PEER``/``AUTH``, heartbeats with ``BEAT``
+every ``heartbeat`` seconds and applies what ``SYNC`` sends to its own
+store, so what it holds survives a restart. Clients get ``503 standby``.
+
+Only silence counts: every line from the primary re-arms a timer of
+``takeoverAfter`` seconds. When it runs out, a failover that has synced at
+least once, and whose primary last ran this very version, takes over: it
+serves from the synced pool, keeping the synced leases valid. The first line
+from the primary after that hands control back at once: the failover stops
+serving, puts back the pool as it was at the takeover (everything done while
+active is discarded) and syncs on from there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import TimerService
+from twisted.internet import defer, error
+
+from licenseserver._version import EDITION, __version__
+from licenseserver.model import Snapshot
+from licenseserver.passwords import peer_proof
+from licenseserver.pool import Pool
+from licenseserver.protocols import sync
+from licenseserver.protocols.peer import Reply, peerService
+from licenseserver.protocols.wire import ProtocolError
+from licenseserver.roles.base import AdminError, ServingRole
+from licenseserver.versions import Version, VersionError
+
+STANDBY = "standby"
+ACTIVE = "active"
+
+CONNECTING = "connecting"
+PAIRED = "paired"
+MISMATCH = "version-mismatch"
+REFUSED = "refused"
+
+# Local values of a failover's data directory.
+LAST_SYNC = "last_sync"
+PRIMARY_NAME = "primary_name"
+PRIMARY_VERSION = "primary_version"
+DIVERGED = "diverged_at"
+"""Set while the failover holds changes of its own (from a takeover) that must go."""
+
+
+class FailoverRole(ServingRole):
+    """A failover of the primary at ``primaryAddress``, reached through ``primaryEndpoint``."""
+
+    roleName = "failover"
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        primaryEndpoint: Any,
+        primaryAddress: str,
+        heartbeat: float,
+        takeoverAfter: float,
+        peerSecret: str,
+        **kw: Any,
+    ):
+        super().__init__(store, **kw)
+        self.primary = primaryAddress
+        self.beatInterval = heartbeat
+        self.takeoverAfter = takeoverAfter
+        self.peerSecret = peerSecret
+        self._state = STANDBY
+        self.stateSince = int(self.clock.seconds())
+        self.link: Any = None
+        self.linkState = CONNECTING
+        self.problem: str | None = None
+        self.primaryName: str | None = None
+        self.primaryVersion: str | None = None
+        self.lastSync: int | None = None
+        self.lastHeard: float | None = None
+        self.takeovers = 0
+        self._diverged: int | None = None
+        self._beforeTakeover: Snapshot | None = None
+        self._restoring: defer.Deferred = defer.succeed(None)
+        self._syncing = defer.DeferredLock()
+        self._silence: Any = None
+        peerService(primaryEndpoint, self, self.clock, heartbeat).setServiceParent(self)
+        beats = TimerService(heartbeat, self._beatSafely)
+        beats.clock = self.clock
+        beats.setServiceParent(self)
+
+    # Life cycle
+
+    async def loadLocal(self) -> None:
+        self.lastSync = await self.store.getLocal(LAST_SYNC)
+        self.primaryName = await self.store.getLocal(PRIMARY_NAME)
+        self.primaryVersion = await self.store.getLocal(PRIMARY_VERSION)
+        self._diverged = await self.store.getLocal(DIVERGED)
+
+    def _loaded(self, snapshot: Any) -> None:
+        super()._loaded(snapshot)
+        self._armSilence()
+
+    def stopService(self) -> defer.Deferred:
+        if self._silence is not None and self._silence.active():
+            self._silence.cancel()
+        return super().stopService()
+
+    # What the failover tells
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def primaryAddress(self) -> str | None:
+        return self.primary
+
+    def peerStatus(self) -> dict[str, Any]:
+        return {
+            "name": self.primaryName,
+            "address": self.primary,
+            "version": self.primaryVersion,
+            "link": self.linkState,
+            "problem": self.problem,
+            "last_sync": self.lastSync,
+            "last_heard": None if self.lastHeard is None else int(self.lastHeard),
+            "state_since": self.stateSince,
+            "takeovers": self.takeovers,
+        }
+
+    # Gates
+
+    def gate(self) -> None:
+        if self._state != ACTIVE:
+            raise ProtocolError(
+                "standby", "this failover is in standby: use the primary", primary=self.primary
+            )
+
+    def gateAdmin(self) -> None:
+        if self._state != ACTIVE:
+            raise AdminError(
+                409, f"standby failover: make this change on the primary {self.primary}"
+            )
+
+    def checkClient(self, product: str, version: str) -> None:
+        if not self.failoverCapable(product, version):
+            table = self.setting("failover_minimums")
+            minimum = table.get(product, table.get("*"))
+            raise ProtocolError(
+                "client-too-old",
+                f"a failover serves {product} from version {minimum} on",
+                minimum=minimum,
+            )
+
+    def borrowAllowed(self) -> bool:
+        return False
+
+    async def reap(self) -> int:
+        """Remove expired leases, while active only: in standby the primary's reaper does."""
+        if self._state != ACTIVE:
+            return 0
+        return await super().reap()
+
+    # Silence and takeover
+
+    def heard(self) -> None:
+        """The primary said something: it is alive."""
+        self.lastHeard = self.clock.seconds()
+        self._armSilence()
+        if self._state == ACTIVE:
+            self._handBack()
+
+    def _armSilence(self) -> None:
+        if not self.running:
+            return
+        if self._silence is not None and self._silence.active():
+            self._silence.reset(self.takeoverAfter)
+        else:
+            self._silence = self.clock.callLater(self.takeoverAfter, self._silenceElapsed)
+
+    def _silenceElapsed(self) -> None:
+        if self._state == ACTIVE:
+            return
+        why = self._cannotTakeOver()
+        if why:
+            self.log.warn(
+                "The primary is silent, but this failover does not take over: {why}", why=why
+            )
+            self.problem = why
+            return
+        self._takeOver()
+
+    def _cannotTakeOver(self) -> str | None:
+        if self.lastSync is None:
+            return "it has never completed a sync with the primary"
+        if self.primaryVersion not in (None, __version__):
+            return f"the primary last ran version {self.primaryVersion}, this is {__version__}"
+        return None
+
+    def _takeOver(self) -> None:
+        if self._diverged is None:
+            self._beforeTakeover = self.pool.snapshot()
+            self._diverged = self.pool.revision
+            d = self.store.setLocal(DIVERGED, self._diverged)
+            d.addErrback(lambda f: self.log.failure("Could not mark the takeover", f))
+        self._state = ACTIVE
+        self.stateSince = self.now()
+        self.takeovers += 1
+        message = (
+            f"took over: the primary {self.primary} was silent for {self.takeoverAfter:g} s;"
+            " serving licenses until it returns"
+        )
+        self.log.warn("Failover {message}", message=message)
+        self.record("takeover", "warning", message, primary=self.primary)
+
+    def _handBack(self) -> None:
+        """Stop serving at once and put the pool back as it was at the takeover."""
+        self._state = STANDBY
+        self.stateSince = self.now()
+        message = f"handed back: the primary {self.primary} answers again; back in standby"
+        self.log.info("Failover {message}", message=message)
+        self.record("handback", "info", message, primary=self.primary)
+        saved, self._beforeTakeover = self._beforeTakeover, None
+        if saved is not None:
+            self.pool = Pool.fromSnapshot(saved)
+            self.committedRevision = saved.revision
+            self._restoring = defer.ensureDeferred(self._restore(saved))
+        # Without the saved pool (a restart while active), the next sync is a snapshot.
+
+    async def _restore(self, saved: Snapshot) -> None:
+        await self.store.replaceAll(saved)
+        self._diverged = None
+        await self.store.setLocal(DIVERGED, None)
+
+    # The link
+
+    def linkMade(self, link: Any) -> None:
+        """A connection to the primary is up: pair and sync over it."""
+        self.link = link
+        self.linkState = CONNECTING
+        d = defer.ensureDeferred(self._pair(link))
+        d.addErrback(self._linkFailed, link)
+
+    def linkLost(self, link: Any) -> None:
+        if self.link is link:
+            self.link = None
+            if self.linkState == PAIRED:
+                self.linkState = CONNECTING
+
+    def _linkFailed(self, failure: Any, link: Any) -> None:
+        if not failure.check(error.ConnectionLost, error.ConnectionDone):
+            self.log.failure("The link to the primary failed", failure)
+            self.record(
+                "sync-trouble", "error", f"the link to the primary failed: {failure.value}"
+            )
+        link.close()
+
+    async def _pair(self, link: Any) -> None:
+        reply = await link.request(
+            "PEER",
+            {
+                "name": self.serverName,
+                "version": __version__,
+                "edition": EDITION,
+                "listen": self.advertise,
+            },
+        )
+        if not reply.ok:
+            self._refusedBy(reply)
+            link.close()
+            return
+        self.primaryName = reply.args.get("server")
+        await self._remember(PRIMARY_NAME, self.primaryName)
+        await self._remember(PRIMARY_VERSION, reply.args.get("version"))
+        proof = peer_proof(self.peerSecret, reply.args.get("challenge", ""), self.serverName)
+        reply = await link.request("AUTH", {"proof": proof})
+        if not reply.ok:
+            self._refusedBy(reply)
+            link.close()
+            return
+        self.linkState = PAIRED
+        self.problem = None
+        await self._syncing.run(self._sync, link)
+
+    async def _remember(self, name: str, value: str | None) -> None:
+        if name == PRIMARY_VERSION:
+            self.primaryVersion = value
+        await self.store.setLocal(name, value)
+
+    def _refusedBy(self, reply: Reply) -> None:
+        response = reply.response
+        if response.reason == "version-mismatch":
+            theirs = reply.args.get("version", "?")
+            self.primaryVersion = theirs
+            d = self.store.setLocal(PRIMARY_VERSION, theirs)
+            d.addErrback(lambda f: self.log.failure("Could not store the primary's version", f))
+            problem = _mismatchAdvice(theirs, reply.args.get("edition", "?"))
+            state = MISMATCH
+        else:
+            problem = f"the primary refused the link: {response.code} {response.reason}"
+            state = REFUSED
+        if (state, problem) != (self.linkState, self.problem):
+            self.log.warn("Failover service stopped: {problem}", problem=problem)
+            self.record(state, "error", problem, primary=self.primary)
+        self.linkState, self.problem = state, problem
+
+    def _sync(self, link: Any) -> defer.Deferred:
+        """Fetch what changed since the revision held (everything, if it must go).
+
+        Runs under ``_syncing``: one sync at a time, so revisions arrive in order.
+        """
+        return defer.ensureDeferred(self._fetch(link))
+
+    async def _fetch(self, link: Any) -> None:
+        await self._restoring
+        since = 0 if self._diverged is not None else self.pool.revision
+        reply = await link.request("SYNC", {"since": since})
+        if not reply.ok:
+            self.log.warn("SYNC refused: {r}", r=reply.response)
+            return
+        revision = int(reply.args["revision"])
+        if reply.args.get("mode") == sync.SNAPSHOT:
+            snapshot = sync.decode_snapshot(revision, reply.lines)
+            await self.store.replaceAll(snapshot)
+            self.pool = Pool.fromSnapshot(snapshot)
+            self.committedRevision = revision
+            if self._diverged is not None:
+                self._diverged = None
+                await self.store.setLocal(DIVERGED, None)
+        else:
+            writes = []
+            for rev, changes in sync.group_changes(reply.lines):
+                self.pool.apply(changes)
+                self.pool.revision = rev
+                writes.append(self.store.commit(rev, changes))
+            await defer.gatherResults(writes, consumeErrors=True)
+            self.committedRevision = self.pool.revision
+        self.lastSync = self.now()
+        await self.store.setLocal(LAST_SYNC, self.lastSync)
+
+    def _beatSafely(self) -> defer.Deferred:
+        d = defer.ensureDeferred(self._beat())
+        d.addErrback(self._beatFailed)
+        return d
+
+    def _beatFailed(self, failure: Any) -> None:
+        if not failure.check(error.ConnectionLost, error.ConnectionDone):
+            self.log.failure("A heartbeat to the primary failed", failure)
+
+    async def _beat(self) -> None:
+        link = self.link
+        if link is None or self.linkState != PAIRED or self._syncing.locked:
+            return
+        reply = await link.request("BEAT", {"revision": self.pool.revision})
+        if reply.ok and int(reply.args.get("revision", "0")) != self.pool.revision:
+            await self._syncing.run(self._sync, link)
+
+
+def _mismatchAdvice(version: str, edition: str) -> str:
+    """What the admin must do when the primary runs another version or edition."""
+    if edition != EDITION:
+        return f"the primary is the {edition} edition, this failover the {EDITION} edition"
+    try:
+        newer = Version(version) > Version(__version__)
+    except VersionError:
+        newer = True
+    if newer:
+        return f"upgrade this failover to version {version}"
+    return f"the primary runs the older version {version}: upgrade the primary to {__version__}"

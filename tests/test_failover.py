@@ -1,0 +1,459 @@
+"""Tests for the failover (licenseserver.roles.failover) and the primary's side of the link.
+
+A primary and a failover run on one Clock; their link is an in-memory iosim
+connection that moves bytes only when the test flushes it, so every rule of
+FAILOVER.md is played out deterministically.
+"""
+
+import dataclasses
+
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from licenseserver.interfaces import IRole
+from licenseserver.model import Change, Setting
+from licenseserver.passwords import peer_proof
+from licenseserver.protocols import wire
+from licenseserver.protocols.licensing import LicensingFactory
+from licenseserver.roles import failover as failover_module
+from licenseserver.roles import primary as primary_module
+from licenseserver.roles.base import AdminError
+from licenseserver.roles.failover import FailoverRole
+from licenseserver.roles.primary import PrimaryRole
+from licenseserver.testing import FakeStore, PumpEndpoint
+from tests.helpers import START, hello, licenseFile, makeRole, run, session
+
+SECRET = "s3cret-pairing"
+HEARTBEAT = 1.0
+TAKEOVER = 5.0
+
+
+def canonical(snapshot):
+    """A snapshot's revision and records, in key order: equal when the data is."""
+    return snapshot.revision, {
+        kind: sorted(records, key=lambda r: r.key) for kind, records in snapshot.records.items()
+    }
+
+
+class PairTestCase(unittest.TestCase):
+    """A primary and a failover on one Clock, linked through a PumpEndpoint."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.primaryStore = FakeStore()
+        self.primary = self.startPrimary()
+        self.endpoint = PumpEndpoint(LicensingFactory(self.primary))
+        self.failoverStore = FakeStore()
+        self.failover = self.startFailover()
+
+    def startPrimary(self, store=None, **kw):
+        return makeRole(
+            store or self.primaryStore,
+            self.clock,
+            cls=PrimaryRole,
+            serverName="ls1",
+            advertise="ls1:35355",
+            peerSecret=SECRET,
+            takeoverAfter=TAKEOVER,
+            **kw,
+        )
+
+    def startFailover(self, secret=SECRET, name="ls2", store=None):
+        role = makeRole(
+            store or self.failoverStore,
+            self.clock,
+            cls=FailoverRole,
+            serverName=name,
+            advertise=f"{name}:35355",
+            primaryEndpoint=self.endpoint,
+            primaryAddress="ls1:35355",
+            heartbeat=HEARTBEAT,
+            takeoverAfter=TAKEOVER,
+            peerSecret=secret,
+        )
+        self.addCleanup(self.stop, role)
+        self.endpoint.flush()
+        return role
+
+    def stop(self, role):
+        """Stop a failover; its link closes as the pump delivers the close."""
+        d = role.stopService()
+        self.endpoint.silent = False
+        self.endpoint.flush()
+        return d
+
+    def advance(self, seconds, step=0.1):
+        """Let ``seconds`` pass, moving bytes between the servers as they go."""
+        target = self.clock.seconds() + seconds
+        while self.clock.seconds() < target:
+            self.clock.advance(min(step, target - self.clock.seconds()))
+            self.endpoint.flush()
+
+    def beat(self):
+        """Let one heartbeat (and a little more) pass."""
+        self.advance(HEARTBEAT + 0.05)
+
+    def ok(self, coroutine):
+        return self.successResultOf(run(coroutine))
+
+    def refused(self, coroutine, reason):
+        failure = self.failureResultOf(run(coroutine), wire.ProtocolError)
+        self.assertEqual(failure.value.reason, reason)
+        return failure.value
+
+    def assertMirrors(self):
+        """The failover holds exactly the primary's committed records, memory and store."""
+        primary = canonical(self.successResultOf(self.primaryStore.load()))
+        self.assertEqual(canonical(self.failover.pool.snapshot()), primary)
+        self.assertEqual(canonical(self.successResultOf(self.failoverStore.load())), primary)
+
+    def killPrimary(self):
+        self.endpoint.kill()
+
+    def revivePrimary(self):
+        self.primary = self.startPrimary()
+        self.endpoint.revive(LicensingFactory(self.primary))
+
+
+class PairingTests(PairTestCase):
+    def test_interface(self):
+        """The failover role provides IRole."""
+        verifyObject(IRole, self.failover)
+
+    def test_paired(self):
+        """The failover pairs with the right secret; both sides show the other."""
+        self.assertEqual(self.failover.linkState, "paired")
+        self.assertEqual(self.failover.primaryName, "ls1")
+        self.assertEqual(self.failover.peerStatus()["link"], "paired")
+        peer = self.primary.peerStatus()
+        self.assertEqual(peer["name"], "ls2")
+        self.assertEqual(peer["address"], "ls2:35355")
+        self.assertTrue(peer["alive"])
+        self.assertEqual(self.primary.status()["failover"], "ls2:35355")
+        self.assertEqual(self.failover.status()["primary"], "ls1:35355")
+        self.assertEqual(self.failover.status()["state"], "standby")
+
+    def test_wrongSecret(self):
+        """A wrong secret is refused, logged on the primary, and the failover stays standby."""
+        self.stop(self.failover)
+        self.endpoint = PumpEndpoint(LicensingFactory(self.primary))
+        self.primary.peer = None
+        self.failover = self.startFailover(secret="wrong", name="ls3")
+        self.advance(TAKEOVER * 3)
+        self.assertEqual(self.failover.linkState, "refused")
+        self.assertIn("not-authorized", self.failover.problem)
+        self.assertIsNone(self.primary.peer)
+        self.assertEqual(self.failover.state, "standby")
+        events = self.successResultOf(self.primaryStore.events(50))
+        self.assertIn("peer-refused", [e.kind for e in events])
+        self.assertNotIn(SECRET, repr(events))
+
+    def test_proofNotReplayable(self):
+        """A proof from one link is useless on the next: each PEER gets a fresh challenge."""
+        s1, s2 = session("f1"), session("f2")
+        args = {"name": "ls9", "version": "1.0.0", "edition": "standard", "listen": "ls9:1"}
+        first = self.ok(self.primary.peerPeer(s1, args))
+        second = self.ok(self.primary.peerPeer(s2, args))
+        self.assertNotEqual(first["challenge"], second["challenge"])
+        self.assertGreaterEqual(len(first["challenge"]), 32)
+        proof = peer_proof(SECRET, first["challenge"], "ls9")
+        error = self.refused(self.primary.peerAuth(s2, {"proof": proof}), "not-authorized")
+        self.assertTrue(error.closes)
+        self.refused(self.primary.peerAuth(s1, {"proof": proof}), "already-paired")
+
+    def test_authWithoutPeer(self):
+        """AUTH without PEER before it is not authorized, and the connection closes."""
+        error = self.refused(self.primary.peerAuth(session(), {"proof": "00"}), "not-authorized")
+        self.assertTrue(error.closes)
+        self.refused(self.primary.peerSync(session(), {"since": "0"}), "not-authorized")
+        self.refused(self.primary.peerBeat(session(), {}), "not-authorized")
+
+    def test_secondFailoverRefused(self):
+        """While one failover is paired and alive, another is refused as already-paired."""
+        other = self.startFailover(name="ls3", store=FakeStore())
+        self.advance(2)
+        self.assertEqual(other.linkState, "refused")
+        self.assertIn("already-paired", other.problem)
+        self.assertEqual(self.primary.peer.name, "ls2")
+
+    def test_samefailoverReplacesLink(self):
+        """A failover of the same name that pairs again replaces its old link."""
+        self.stop(self.failover)
+        self.advance(0.2)
+        again = self.startFailover(store=FakeStore())
+        self.advance(1)
+        self.assertEqual(again.linkState, "paired")
+        self.assertEqual(self.primary.peer.session.peer_name, "ls2")
+        self.assertTrue(self.primary.peerAlive())
+
+    def test_versionMismatch(self):
+        """A version mismatch is refused on both sides, never serves, and resumes once fixed."""
+        self.patch(primary_module, "__version__", "1.1.0")
+        self.killPrimary()
+        self.revivePrimary()
+        self.advance(2)
+        self.assertEqual(self.failover.linkState, "version-mismatch")
+        self.assertEqual(self.failover.problem, "upgrade this failover to version 1.1.0")
+        self.assertIsNone(self.primary.peer)
+        events = self.successResultOf(self.primaryStore.events(50))
+        self.assertIn("version-mismatch", [e.kind for e in events])
+        self.killPrimary()
+        self.advance(TAKEOVER * 2)
+        self.assertEqual(self.failover.state, "standby")
+        self.assertIn("1.1.0", self.failover.problem)
+        self.patch(failover_module, "__version__", "1.1.0")
+        self.revivePrimary()
+        self.advance(2)
+        self.assertEqual(self.failover.linkState, "paired")
+        self.assertIsNone(self.failover.problem)
+
+    def test_olderPrimary(self):
+        """A failover newer than its primary says the primary needs the upgrade."""
+        self.patch(failover_module, "__version__", "1.1.0")
+        self.killPrimary()
+        self.revivePrimary()
+        self.advance(2)
+        self.assertEqual(self.failover.linkState, "version-mismatch")
+        self.assertIn("upgrade the primary", self.failover.problem)
+
+    def test_editionMismatch(self):
+        """Another edition is a mismatch too."""
+        self.patch(primary_module, "EDITION", "enterprise")
+        self.killPrimary()
+        self.revivePrimary()
+        self.advance(2)
+        self.assertEqual(self.failover.linkState, "version-mismatch")
+        self.assertIn("enterprise edition", self.failover.problem)
+
+
+class SyncTests(PairTestCase):
+    def test_syncEachKind(self):
+        """Licenses, clients, products, assignments, settings and leases all reach the failover."""
+        (lid,) = self.ok(self.primary.addLicenses(licenseFile({"kind": "installed"})))
+        (cid,) = self.ok(self.primary.addLicenses(licenseFile({"seats": 2})))
+        self.beat()
+        self.assertMirrors()
+        s = hello(self.primary, "m1")
+        self.beat()
+        self.assertMirrors()
+        self.ok(self.primary.assign(s.client, "XMLSpy", [lid]))
+        self.beat()
+        self.assertMirrors()
+        lease = self.ok(self.primary.checkout(s, {}))["lease"]
+        self.beat()
+        self.assertMirrors()
+        self.clock.advance(30)
+        self.ok(self.primary.heartbeat(s, {"lease": lease}))
+        self.beat()
+        self.assertMirrors()
+        self.ok(self.primary.commit([Change.put(Setting("borrow_max_days", 7))]))
+        self.ok(self.primary.setLicenseActive(cid, False))
+        self.beat()
+        self.assertMirrors()
+        self.ok(self.primary.release(s, {"lease": lease}))
+        self.ok(self.primary.deleteLicense(lid))
+        self.ok(self.primary.unregister(s.client))
+        self.beat()
+        self.assertMirrors()
+        self.assertEqual(self.primary.peerStatus()["lag"], 0)
+
+    def test_incremental(self):
+        """After the first sync, only the changes since the failover's revision travel."""
+        self.ok(self.primary.addLicenses(licenseFile({"seats": 2})))
+        self.beat()
+        sent = []
+        original = self.primary.peerSync
+
+        async def spy(session, args):
+            answer = await original(session, args)
+            sent.append(answer)
+            return answer
+
+        self.primary.peerHandlers = lambda: {**PrimaryRole.peerHandlers(self.primary), "SYNC": spy}
+        self.endpoint.serverFactory = LicensingFactory(self.primary)
+        for pump in self.endpoint.pumps:
+            pump.serverIO.loseConnection()
+        self.advance(2)
+        hello(self.primary, "m1")
+        self.beat()
+        self.assertMirrors()
+        modes = [wire.parse_response(a.split(b"\n")[0]).args["mode"] for a in sent]
+        self.assertEqual(modes[-1], "changes")
+        self.assertEqual(sent[-1].count(b"\n"), 3)
+
+    def test_snapshotWhenLogTrimmed(self):
+        """A failover further behind than the change log reaches gets a snapshot."""
+        self.stop(self.failover)
+        self.advance(0.5)
+        self.primaryStore.keep_changes = 1
+        self.primaryStore.trim_interval = 1
+        for i in range(5):
+            self.ok(self.primary.addLicenses(licenseFile({"seats": i + 1})))
+        self.failover = self.startFailover()
+        self.beat()
+        self.assertMirrors()
+
+    def test_lagShown(self):
+        """The primary shows how many revisions its failover lags behind."""
+        self.endpoint.silent = True
+        self.ok(self.primary.addLicenses(licenseFile({})))
+        self.assertEqual(self.primary.peerStatus()["lag"], 1)
+        self.assertFalse(self.primary.peerStatus()["in_sync"])
+        self.endpoint.silent = False
+        self.beat()
+        self.assertEqual(self.primary.peerStatus()["lag"], 0)
+        self.assertTrue(self.primary.peerStatus()["in_sync"])
+
+
+class TakeoverTests(PairTestCase):
+    def setUp(self):
+        super().setUp()
+        self.ok(self.primary.addLicenses(licenseFile({"seats": 1})))
+        self.client = hello(self.primary, "m1")
+        self.lease = self.ok(self.primary.checkout(self.client, {}))["lease"]
+        self.beat()
+        self.assertMirrors()
+
+    def test_standbyRefuses(self):
+        """In standby the failover answers clients 503 standby and admins 409."""
+        error = self.refused(self.failover.hello(session(), {}), "standby")
+        self.assertEqual(error.args_["primary"], "ls1:35355")
+        self.refused(self.failover.checkout(session(), {}), "standby")
+        failure = self.failureResultOf(run(self.failover.addLicenses(b"{}")), AdminError)
+        self.assertEqual(failure.value.status, 409)
+        self.assertIn("make this change on the primary ls1:35355", failure.value.message)
+
+    def test_takeoverExactlyAfterSilence(self):
+        """The failover takes over exactly the takeover time after the primary's last word."""
+        self.endpoint.silent = True
+        last = self.failover.lastHeard
+        self.clock.advance(last + TAKEOVER - self.clock.seconds() - 0.001)
+        self.assertEqual(self.failover.state, "standby")
+        self.clock.advance(0.001)
+        self.assertEqual(self.failover.state, "active")
+        events = self.successResultOf(self.failoverStore.events(10))
+        self.assertEqual(events[0].kind, "takeover")
+
+    def test_lateHeartbeatNoTakeover(self):
+        """A heartbeat answered late, but within the takeover time, causes no takeover."""
+        self.endpoint.silent = True
+        self.clock.advance(TAKEOVER - 0.5)
+        self.endpoint.silent = False
+        self.advance(TAKEOVER * 3)
+        self.assertEqual(self.failover.state, "standby")
+
+    def test_killedPrimary(self):
+        """After the primary dies, the failover serves: old leases keep their seats."""
+        self.killPrimary()
+        self.advance(TAKEOVER + 0.2)
+        self.assertEqual(self.failover.state, "active")
+        s = hello(self.failover, "m1")
+        self.ok(self.failover.heartbeat(s, {"lease": self.lease}))
+        self.refused(self.failover.checkout(hello(self.failover, "m2"), {}), "no-seats")
+        self.ok(self.failover.release(s, {"lease": self.lease}))
+        self.ok(self.failover.checkout(hello(self.failover, "m2"), {}))
+
+    def test_activeRules(self):
+        """An active failover refuses old clients and BORROW; the primary served them."""
+        hello(self.primary, "old", version="2015")
+        self.killPrimary()
+        self.advance(TAKEOVER + 0.2)
+        error = self.refused(
+            self.failover.hello(
+                session(), {"product": "XMLSpy", "version": "2015", "host": "h", "machine": "m"}
+            ),
+            "client-too-old",
+        )
+        self.assertEqual(error.args_["minimum"], "2015r3")
+        mts = {"product": "MobileTogetherServer", "host": "h", "machine": "m"}
+        self.refused(self.failover.hello(session(), {**mts, "version": "1.4"}), "client-too-old")
+        self.ok(self.failover.hello(session(), {**mts, "version": "1.5"}))
+        s = hello(self.failover, "m1")
+        self.refused(self.failover.borrow(s, {"days": "1"}), "borrow-disabled")
+
+    def test_handbackDiscards(self):
+        """When the primary returns, the failover stops at once and drops what it changed."""
+        self.killPrimary()
+        self.advance(TAKEOVER + 0.2)
+        self.ok(self.failover.addLicenses(licenseFile({"product": "MapForce"})))
+        s = hello(self.failover, "m9")
+        self.ok(self.failover.release(hello(self.failover, "m1"), {"lease": self.lease}))
+        self.ok(self.failover.checkout(s, {}))
+        self.revivePrimary()
+        self.advance(HEARTBEAT + 0.1)
+        self.assertEqual(self.failover.state, "standby")
+        self.refused(self.failover.checkout(s, {}), "standby")
+        self.beat()
+        self.assertMirrors()
+        self.assertEqual(self.failover.pool.licensesFor("MapForce"), [])
+        self.assertIsNotNone(self.failover.pool.lease(self.lease))
+        kinds = [e.kind for e in self.successResultOf(self.failoverStore.events(10))]
+        self.assertEqual(kinds[0], "handback")
+        self.assertIn("takeover", kinds)
+
+    def test_flapping(self):
+        """Down, up, down: the failover hands back within a heartbeat and never serves while
+        the primary lives; each silence gives a new takeover."""
+        for round in range(3):
+            self.killPrimary()
+            self.advance(TAKEOVER + 0.2)
+            self.assertEqual(self.failover.state, "active")
+            self.revivePrimary()
+            self.advance(HEARTBEAT + 0.1)
+            self.assertEqual(self.failover.state, "standby")
+            states = set()
+            for _ in range(int(TAKEOVER * 3 / 0.1)):
+                self.advance(0.1)
+                states.add(self.failover.state)
+            self.assertEqual(states, {"standby"})
+            self.ok(self.primary.addLicenses(licenseFile({"seats": round + 1})))
+            self.beat()
+            self.assertMirrors()
+        self.assertEqual(self.failover.takeovers, 3)
+
+    def test_neverSyncedNoTakeover(self):
+        """A failover that never completed a sync does not take over."""
+        self.stop(self.failover)
+        self.killPrimary()
+        fresh = self.startFailover(store=FakeStore())
+        self.advance(TAKEOVER * 3)
+        self.assertEqual(fresh.state, "standby")
+        self.assertIn("never completed a sync", fresh.problem)
+
+    def test_restartWhilePrimaryDown(self):
+        """A failover restarted while the primary is down serves what it last synced."""
+        self.stop(self.failover)
+        self.killPrimary()
+        again = self.startFailover()
+        self.advance(TAKEOVER + 0.2)
+        self.assertEqual(again.state, "active")
+        self.ok(again.heartbeat(hello(again, "m1"), {"lease": self.lease}))
+
+    def test_restartWhileActiveThenHandback(self):
+        """A failover restarted while active still discards its own changes on handback."""
+        self.killPrimary()
+        self.advance(TAKEOVER + 0.2)
+        self.ok(self.failover.addLicenses(licenseFile({"product": "MapForce"})))
+        self.stop(self.failover)
+        self.failover = self.startFailover()
+        self.advance(TAKEOVER + 0.2)
+        self.assertEqual(self.failover.state, "active")
+        self.revivePrimary()
+        self.beat()
+        self.assertEqual(self.failover.state, "standby")
+        self.assertMirrors()
+
+    def test_reaperOnlyWhenActive(self):
+        """A standby failover leaves expiry to the primary; an active one reaps."""
+        expired = dataclasses.replace(
+            self.failover.pool.lease(self.lease), id="l-old", expires=int(self.clock.seconds())
+        )
+        self.failover.pool.apply([Change.put(expired)])
+        self.assertEqual(self.successResultOf(run(self.failover.reap())), 0)
+        self.assertIsNotNone(self.failover.pool.lease("l-old"))
+        self.killPrimary()
+        self.advance(TAKEOVER + 0.2)
+        self.assertEqual(self.successResultOf(run(self.failover.reap())), 1)
+        self.assertIsNone(self.failover.pool.lease("l-old"))
