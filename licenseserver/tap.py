@@ -5,7 +5,7 @@ the licensing settings an admin has not changed yet.
 
     MultiService
      ├─ store          opens the database on start, closes it on stop
-     ├─ role           PrimaryRole (a reaper TimerService inside)
+     ├─ role           RoleSwitch running a PrimaryRole or a FailoverRole
      ├─ licensing      ListeningService(--port, LicensingFactory(role))
      └─ web            ListeningService(--web, Site(root(role)))
 """
@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web import server
 
-from licenseserver import signing, store, upgrade
+from licenseserver import localstate, signing, store, upgrade
 from licenseserver._version import __version__
 from licenseserver.addresses import DEFAULT_PORT, parse_host_port
 from licenseserver.datadir import DataDir
@@ -32,6 +32,7 @@ from licenseserver.protocols.licensing import LicensingFactory
 from licenseserver.roles.base import ServingRole
 from licenseserver.roles.failover import FailoverRole
 from licenseserver.roles.primary import PrimaryRole
+from licenseserver.switch import RoleSwitch
 from licenseserver.web.auth import AdminAuth
 from licenseserver.web.root import buildRoot
 
@@ -149,8 +150,8 @@ def _resolve_role(options: Options, local: dict[str, Any]) -> tuple[str, str | N
     """The role and primary address: from the command line, else as last recorded."""
     if options["role"] is not None:
         return options["role"], options["primary"]
-    if local.get(upgrade.ROLE) == "failover" and local.get(upgrade.PRIMARY):
-        return "failover", local[upgrade.PRIMARY]
+    if local.get(localstate.ROLE) == "failover" and local.get(localstate.PRIMARY):
+        return "failover", local[localstate.PRIMARY]
     return "primary", None
 
 
@@ -174,27 +175,28 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     db = store.SQLiteStore(data.database, reactor)
     db.setServiceParent(top)
     explicit_advertise = options["advertise"]
-    common = dict(
-        clock=reactor,
-        serverName=options["name"],
-        advertise=explicit_advertise or _default_advertise(options),
-        leaseTTL=options["lease-ttl"],
-        trustedKeys=trusted,
-        settingDefaults=SETTING_DEFAULTS,
-    )
-    role: ServingRole
-    if role_name == "failover":
-        role = FailoverRole(
-            db,
-            primaryEndpoint=_client_endpoint(reactor, primary),
-            primaryAddress=primary,
-            heartbeat=options["heartbeat"],
-            takeoverAfter=options["takeover-after"],
-            peerSecret=peer_secret,
-            **common,
+    advertise = [explicit_advertise or _default_advertise(options)]
+
+    def build(role_name: str, primary: str | None) -> ServingRole:
+        common = dict(
+            clock=reactor,
+            serverName=options["name"],
+            advertise=advertise[0],
+            leaseTTL=options["lease-ttl"],
+            trustedKeys=trusted,
+            settingDefaults=SETTING_DEFAULTS,
         )
-    else:
-        role = PrimaryRole(
+        if role_name == "failover":
+            return FailoverRole(
+                db,
+                primaryEndpoint=_client_endpoint(reactor, primary),
+                primaryAddress=primary,
+                heartbeat=options["heartbeat"],
+                takeoverAfter=options["takeover-after"],
+                peerSecret=peer_secret,
+                **common,
+            )
+        return PrimaryRole(
             db,
             peerSecret=peer_secret,
             takeoverAfter=options["takeover-after"],
@@ -203,11 +205,14 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
             ),
             **common,
         )
+
+    role = RoleSwitch(build, role_name, primary)
     role.setServiceParent(top)
 
     def licensingListening(port: int) -> None:
         if not explicit_advertise:
-            role.advertise = f"{role.advertise.rsplit(':', 1)[0]}:{port}"
+            advertise[0] = f"{advertise[0].rsplit(':', 1)[0]}:{port}"
+            role.current.advertise = advertise[0]
 
     ListeningService(
         options["port"],

@@ -20,13 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from licenseserver import store, versions
-
-SERVER_VERSION = "server_version"
-"""The local value that records which server version last upgraded the directory."""
-ROLE = "role"
-"""The local value that records the server's role: ``primary`` or ``failover``."""
-PRIMARY = "primary"
-"""The local value that records a failover's primary address (or endpoint)."""
+from licenseserver.localstate import PRIMARY, ROLE, SERVER_VERSION, role_change
 
 BeforeMigrate = Callable[[Path, dict[str, Any]], None]
 
@@ -279,11 +273,14 @@ def record_role(data_dir: Path | str, role: str, primary: str | None) -> None:
     """Record the server's role and its primary's address in the data directory.
 
     ``licenseserver upgrade`` reads them to check a failover's primary, however the role
-    was chosen (command line or Settings).
+    was chosen (command line or Settings). A new primary to mirror also marks the data
+    to be replaced by the first sync (``localstate.role_change``).
     """
+    local = _read_local(store.database_path(data_dir))
+    values = role_change(local.get(ROLE), local.get(PRIMARY), role, primary)
     conn = store.connect(store.database_path(data_dir))
     try:
-        store.set_local(conn, ROLE, role)
-        store.set_local(conn, PRIMARY, primary)
+        for name, value in values.items():
+            store.set_local(conn, name, value)
     finally:
         conn.close()

@@ -77,3 +77,34 @@ def hello(role: Any, machine: str = "m1", **args: str) -> Session:
     if failures:
         failures[0].raiseException()
     return s
+
+
+def makeSwitch(store: FakeStore, clock: Clock, endpoint: Any = None, role: str = "primary") -> Any:
+    """A started RoleSwitch over a fake store whose failovers reach ``endpoint``."""
+    from licenseserver.roles.failover import FailoverRole
+    from licenseserver.switch import RoleSwitch
+
+    def build(name: str, primary: str | None) -> Any:
+        common = dict(
+            clock=clock,
+            serverName="ls1",
+            advertise="ls1.example.com:35355",
+            leaseTTL=120,
+            trustedKeys=TRUSTED,
+            settingDefaults=SETTING_DEFAULTS,
+        )
+        if name == "failover":
+            return FailoverRole(
+                store,
+                primaryEndpoint=endpoint,
+                primaryAddress=primary,
+                heartbeat=1.0,
+                takeoverAfter=5.0,
+                peerSecret="secret",
+                **common,
+            )
+        return PrimaryRole(store, peerSecret="secret", **common)
+
+    switch = RoleSwitch(build, role, "ls0:35355" if role == "failover" else None)
+    switch.startService()
+    return switch

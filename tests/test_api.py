@@ -4,6 +4,7 @@ import base64
 import json
 
 from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 from twisted.web import server
 from twisted.web.client import Agent, readBody
@@ -12,10 +13,10 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from licenseserver import passwords
-from licenseserver.testing import FakeStore
+from licenseserver.testing import FakeStore, PumpEndpoint
 from licenseserver.web.auth import AdminAuth
 from licenseserver.web.root import buildRoot
-from tests.helpers import hello, licenseFile, makeRole
+from tests.helpers import START, hello, licenseFile, makeSwitch
 
 PASSWORD = "correct horse"
 HASH = passwords.hash_password(PASSWORD, n=2)
@@ -46,7 +47,12 @@ class Body:
 class APITests(unittest.TestCase):
     def setUp(self):
         self.store = FakeStore()
-        self.role = makeRole(self.store)
+        clock = Clock()
+        clock.advance(START)
+        nowhere = PumpEndpoint(None)
+        nowhere.up = False
+        self.role = makeSwitch(self.store, clock, nowhere)
+        self.addCleanup(self.role.stopService)
         site = server.Site(buildRoot(self.role, AdminAuth(reactor, lambda: HASH)))
         site.displayTracebacks = False
         self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
@@ -204,3 +210,34 @@ class APITests(unittest.TestCase):
         code, body = await self.call("PATCH", "/api/licenses", b"")
         self.assertEqual(code, 405)
         self.assertIn("error", body)
+
+    async def test_settings(self):
+        """GET /api/settings shows mode and licensing settings; PUT changes them."""
+        code, body = await self.call("GET", "/api/settings")
+        self.assertEqual(code, 200)
+        self.assertEqual(body["role"], "primary")
+        self.assertIsNone(body["primary"])
+        self.assertEqual(body["borrow_max_days"], 30)
+        self.assertEqual(body["lease_ttl"], 120)
+        code, body = await self.call(
+            "PUT", "/api/settings", json.dumps({"borrow_max_days": 7, "lease_ttl": 60}).encode()
+        )
+        self.assertEqual((code, body["borrow_max_days"], body["lease_ttl"]), (200, 7, 60))
+        self.assertEqual(self.role.leaseTTL, 60)
+        for bad in ({"borrow_max_days": 0}, {"lease_ttl": "x"}, {"nope": 1}, {"role": "x"}):
+            code, body = await self.call("PUT", "/api/settings", json.dumps(bad).encode())
+            self.assertEqual(code, 400, bad)
+            self.assertIn("error", body)
+        self.assertEqual(self.role.setting("borrow_max_days"), 7)
+
+    async def test_switchMode(self):
+        """PUT /api/settings with role and primary makes the server a failover."""
+        code, body = await self.call(
+            "PUT", "/api/settings", json.dumps({"role": "failover", "primary": "ls9"}).encode()
+        )
+        self.assertEqual((code, body["role"], body["primary"]), (200, "failover", "ls9"))
+        code, body = await self.call("GET", "/api/status", password=None)
+        self.assertEqual((body["role"], body["state"]), ("failover", "standby"))
+        code, body = await self.call("POST", "/api/licenses", licenseFile({}))
+        self.assertEqual(code, 409)
+        self.assertIn("make this change on the primary ls9", body["error"])

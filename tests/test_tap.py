@@ -7,12 +7,13 @@ from twisted.application.service import IService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
-from licenseserver import signing, tap, upgrade
+from licenseserver import localstate, signing, tap, upgrade
 from licenseserver._version import __version__
 from licenseserver.listening import ListeningService
 from licenseserver.roles.failover import FailoverRole
 from licenseserver.roles.primary import PrimaryRole
 from licenseserver.store import SQLiteStore
+from licenseserver.switch import RoleSwitch
 
 
 class OptionsTests(unittest.TestCase):
@@ -90,7 +91,8 @@ class MakeServiceTests(unittest.TestCase):
         top = tap.makeService(options, MemoryReactorClock())
         children = list(IService(top))
         self.assertIsInstance(children[0], SQLiteStore)
-        self.assertIsInstance(children[1], PrimaryRole)
+        self.assertIsInstance(children[1], RoleSwitch)
+        self.assertIsInstance(children[1].current, PrimaryRole)
         self.assertIsInstance(children[2], ListeningService)
         self.assertIsInstance(children[3], ListeningService)
         self.assertEqual(stat.S_IMODE((data / "initial-admin-password").stat().st_mode), 0o600)
@@ -115,7 +117,7 @@ class MakeServiceTests(unittest.TestCase):
         def start(*argv):
             options = tap.Options()
             options.parseOptions(["--data", str(data), *argv])
-            return list(IService(tap.makeService(options, MemoryReactorClock())))[1]
+            return list(IService(tap.makeService(options, MemoryReactorClock())))[1].current
 
         self.assertIsInstance(start(), PrimaryRole)
         role = start("--role", "failover", "--primary", "ls1.example.com:35355")
@@ -124,8 +126,8 @@ class MakeServiceTests(unittest.TestCase):
         self.assertIsInstance(again, FailoverRole)
         self.assertEqual(again.primaryAddress(), "ls1.example.com:35355")
         local = upgrade.prepare_for_start(data, __version__)
-        self.assertEqual(local[upgrade.ROLE], "failover")
-        self.assertEqual(local[upgrade.PRIMARY], "ls1.example.com:35355")
+        self.assertEqual(local[localstate.ROLE], "failover")
+        self.assertEqual(local[localstate.PRIMARY], "ls1.example.com:35355")
         self.assertIsInstance(start("--role", "primary"), PrimaryRole)
         self.assertIsInstance(start(), PrimaryRole)
 

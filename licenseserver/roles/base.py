@@ -26,7 +26,7 @@ from zope.interface import implementer
 from licenseserver import allocation, signing
 from licenseserver._version import EDITION, __version__
 from licenseserver.interfaces import IRole
-from licenseserver.model import Assignment, Change, Client, Event, Lease, Product
+from licenseserver.model import Assignment, Change, Client, Event, Lease, Product, Setting
 from licenseserver.pool import Pool
 from licenseserver.protocols.wire import ProtocolError
 from licenseserver.session import Session
@@ -35,6 +35,37 @@ from licenseserver.versions import meets_minimum
 
 MAX_FIELD = 128
 """Longest product, host, machine, user, edition or request value."""
+
+
+def _integer_between(low: int, high: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return f"must be a whole number from {low} to {high}"
+        return None
+
+    return check
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _minimums(value: Any) -> str | None:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) and version_is_valid(v)
+        for k, v in value.items()
+    ):
+        return 'must map product names (or "*") to product versions'
+    return None
+
+
+SETTING_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "borrow_enabled": _boolean,
+    "borrow_max_days": _integer_between(1, 365),
+    "lease_ttl": _integer_between(4, 86400),
+    "failover_minimums": _minimums,
+}
+"""How each licensing setting's value is checked."""
 
 
 class AdminError(Exception):
@@ -104,9 +135,8 @@ class ServingRole(service.MultiService):
         self.clock = clock
         self.serverName = serverName
         self.advertise = advertise
-        self.leaseTTL = leaseTTL
         self.trustedKeys = dict(trustedKeys)
-        self.settingDefaults = dict(settingDefaults)
+        self.settingDefaults = {**settingDefaults, "lease_ttl": leaseTTL}
         self.pool = Pool()
         self.committedRevision = 0
         """The newest revision the store has made durable."""
@@ -213,6 +243,37 @@ class ServingRole(service.MultiService):
     def setting(self, name: str) -> Any:
         """A licensing setting: the admin's value or the default."""
         return self.pool.setting(name, self.settingDefaults.get(name))
+
+    @property
+    def leaseTTL(self) -> int:
+        """Seconds a new lease lives without a HEARTBEAT (``--lease-ttl`` or the setting)."""
+        return int(self.setting("lease_ttl"))
+
+    def settings(self) -> dict[str, Any]:
+        """Every licensing setting with its current value."""
+        return {name: self.setting(name) for name in sorted(self.settingDefaults)}
+
+    async def updateSettings(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Change licensing settings (synced to the failover); return them all.
+
+        Every value is checked first; one bad value changes nothing.
+        """
+        self.gateAdmin()
+        changes = []
+        for name, value in values.items():
+            check = SETTING_CHECKS.get(name)
+            if check is None:
+                raise AdminError(400, f"unknown setting {name!r}")
+            problem = check(value)
+            if problem:
+                raise AdminError(400, f"{name}: {problem}")
+            if value != self.setting(name):
+                changes.append(Change.put(Setting(name, value)))
+        if changes:
+            await self.commit(changes)
+            names = ", ".join(c.key[0] for c in changes)
+            self.record("settings-changed", "info", f"settings changed: {names}")
+        return self.settings()
 
     def heartbeatInterval(self) -> int:
         """How often clients should heartbeat: a quarter of the lease time."""

@@ -22,6 +22,7 @@ from twisted.application.internet import TimerService
 from twisted.internet import defer, error
 
 from licenseserver._version import EDITION, __version__
+from licenseserver.localstate import DIVERGED, LAST_SYNC, PRIMARY_NAME, PRIMARY_VERSION
 from licenseserver.model import Snapshot
 from licenseserver.passwords import peer_proof
 from licenseserver.pool import Pool
@@ -38,13 +39,6 @@ CONNECTING = "connecting"
 PAIRED = "paired"
 MISMATCH = "version-mismatch"
 REFUSED = "refused"
-
-# Local values of a failover's data directory.
-LAST_SYNC = "last_sync"
-PRIMARY_NAME = "primary_name"
-PRIMARY_VERSION = "primary_version"
-DIVERGED = "diverged_at"
-"""Set while the failover holds changes of its own (from a takeover) that must go."""
 
 
 class FailoverRole(ServingRole):

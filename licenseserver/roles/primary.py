@@ -19,14 +19,12 @@ from twisted.internet import defer
 
 from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import parse_host_port
+from licenseserver.localstate import FAILOVER_ADDRESS
 from licenseserver.passwords import proof_matches
 from licenseserver.protocols import sync
 from licenseserver.protocols.wire import ProtocolError, format_ok
 from licenseserver.roles.base import ServingRole, integer_arg, text_arg
 from licenseserver.session import Session
-
-FAILOVER_ADDRESS = "failover_address"
-"""Local value: the address of the last failover that paired, told to clients."""
 
 
 @dataclass

@@ -50,6 +50,8 @@ class AdminAPI(resource.Resource):
         add("DELETE", r"clients/([^/]+)", True, self.deleteClient)
         add("GET", r"leases", True, self.getLeases)
         add("GET", r"messages", True, self.getMessages)
+        add("GET", r"settings", True, self.getSettings)
+        add("PUT", r"settings", True, self.putSettings)
 
     def _route(self, method: str, pattern: str, admin: bool, handler: Handler) -> None:
         self.routes.append((method, re.compile(pattern + r"\Z"), admin, handler))
@@ -141,6 +143,22 @@ class AdminAPI(resource.Resource):
     async def getMessages(self, request: server.Request) -> tuple[int, Any]:
         events = await self.role.store.events(500)
         return 200, [views.event(e) for e in events]
+
+
+    async def getSettings(self, request: server.Request) -> tuple[int, Any]:
+        return 200, views.settings(self.role)
+
+    async def putSettings(self, request: server.Request) -> tuple[int, Any]:
+        """Change licensing settings and/or the failover mode (``role``, ``primary``)."""
+        body = _jsonBody(request)
+        if not isinstance(body, dict):
+            raise AdminError(400, "the body must be a JSON object of settings")
+        mode = {k: body.pop(k) for k in ("role", "primary") if k in body}
+        if body:
+            await self.role.updateSettings(body)
+        if mode:
+            await self.role.switchTo(mode.get("role", self.role.roleName), mode.get("primary"))
+        return 200, views.settings(self.role)
 
 
 def _body(request: server.Request) -> bytes:

@@ -105,3 +105,8 @@ def event(e: Event) -> dict[str, Any]:
         "message": e.message,
         "data": e.data,
     }
+
+
+def settings(role: Any) -> dict[str, Any]:
+    """The body of ``GET /api/settings``: the failover mode and the licensing settings."""
+    return {"role": role.roleName, "primary": role.primaryAddress(), **role.settings()}

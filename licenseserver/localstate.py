@@ -1,0 +1,43 @@
+"""Names of the local values a data directory keeps: this server's own, never synced.
+
+They live in the store's ``local`` table next to the synced pool. Some belong
+to every server (version, role), some to a failover (what it knows of its
+primary), one to a primary (its failover's address).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SERVER_VERSION = "server_version"
+"""The server version that last upgraded (or created) the directory."""
+ROLE = "role"
+"""The server's role, ``primary`` or ``failover``, however it was chosen."""
+PRIMARY = "primary"
+"""A failover's primary: ``HOST[:PORT]`` or a client endpoint string."""
+
+LAST_SYNC = "last_sync"
+"""A failover's time of its last completed sync; unset until the first one."""
+PRIMARY_NAME = "primary_name"
+PRIMARY_VERSION = "primary_version"
+"""The version the failover's primary ran when it last answered."""
+DIVERGED = "diverged_at"
+"""Set while a failover holds data of its own that the next sync must replace whole."""
+
+FAILOVER_ADDRESS = "failover_address"
+"""A primary's last paired failover, which it tells clients."""
+
+
+def role_change(
+    old_role: str | None, old_primary: str | None, role: str, primary: str | None
+) -> dict[str, Any]:
+    """The local values to set when a server becomes ``role`` (of ``primary``).
+
+    A server that becomes the failover of a primary it did not mirror before
+    holds data that is not that primary's: it forgets what it knew of a
+    primary and marks its data to be replaced by the first sync.
+    """
+    values: dict[str, Any] = {ROLE: role, PRIMARY: primary}
+    if role == "failover" and (old_role != "failover" or old_primary != primary):
+        values.update({LAST_SYNC: None, PRIMARY_NAME: None, PRIMARY_VERSION: None, DIVERGED: 0})
+    return values
