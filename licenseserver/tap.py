@@ -28,6 +28,7 @@ from licenseserver._version import __version__
 from licenseserver.addresses import DEFAULT_PORT, parse_host_port
 from licenseserver.datadir import DataDir
 from licenseserver.listening import ListeningService
+from licenseserver.metrics import Metrics, MetricsResource
 from licenseserver.protocols.licensing import LicensingFactory
 from licenseserver.roles.base import ServingRole
 from licenseserver.roles.failover import FailoverRole
@@ -208,6 +209,8 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
 
     role = RoleSwitch(build, role_name, primary)
     role.setServiceParent(top)
+    metrics = Metrics()
+    metrics.watch(role)
 
     def licensingListening(port: int) -> None:
         if not explicit_advertise:
@@ -217,13 +220,15 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     ListeningService(
         options["port"],
         endpoints.serverFromString(reactor, options["port"]),
-        LicensingFactory(role),
+        LicensingFactory(role, metrics),
         portFile=data.port_file("licensing"),
         onListening=licensingListening,
     ).setServiceParent(top)
 
     auth = AdminAuth(reactor, data.admin_password_hash)
-    site = server.Site(buildRoot(role, auth))
+    root = buildRoot(role, auth)
+    root.putChild(b"metrics", MetricsResource(metrics))
+    site = server.Site(root)
     site.displayTracebacks = False
     ListeningService(
         options["web"],

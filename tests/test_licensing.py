@@ -137,7 +137,7 @@ class SessionTests(ProtocolTestCase):
         async def broken(session, args):
             raise RuntimeError("boom")
 
-        self.factory._handlers["HELLO"] = broken
+        self.role.hello = broken
         proto.dataReceived(HELLO + b"PING\n")
         error, ping = self.lines(transport)
         self.assertEqual((error.code, error.reason), (500, "internal-error"))

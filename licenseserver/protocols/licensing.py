@@ -19,6 +19,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
+from licenseserver.metrics import Metrics
 from licenseserver.protocols import wire
 from licenseserver.session import Session
 
@@ -35,9 +36,11 @@ class LicensingProtocol(LineReceiver):
         address = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
         self.session = Session(peer=address)
         self.connected = True
+        self.factory.metrics.sessions.inc()
 
     def connectionLost(self, reason: Any = None) -> None:
         self.connected = False
+        self.factory.metrics.sessions.dec()
         self.factory.sessionClosed(self.session)
 
     def lineReceived(self, line: bytes) -> None:
@@ -100,26 +103,42 @@ def _encode(result: dict[str, Any] | bytes, close: bool) -> tuple[bytes, bool]:
     return wire.format_ok(result), close
 
 
+_CLIENT_HANDLERS = {
+    "HELLO": "hello",
+    "CHECKOUT": "checkout",
+    "HEARTBEAT": "heartbeat",
+    "RELEASE": "release",
+    "BORROW": "borrow",
+}
+"""The role method that serves each client verb."""
+
+
 class LicensingFactory(Factory):
     """Builds sessions and routes their requests to the role.
 
-    The peer verbs go to the handlers of ``role.peerHandlers()``; a role
-    without them (a failover) refuses a peer as not authorized.
+    Handlers are looked up on each request, so a role switched while the
+    server runs serves the next request. The peer verbs go to the handlers of
+    ``role.peerHandlers()``; a role without them (a failover) refuses a peer
+    as not authorized.
     """
 
     protocol = LicensingProtocol
     noisy = False
 
-    def __init__(self, role: Any):
+    def __init__(self, role: Any, metrics: Metrics | None = None):
         self.role = role
-        self._handlers = {
-            "HELLO": role.hello,
-            "CHECKOUT": role.checkout,
-            "HEARTBEAT": role.heartbeat,
-            "RELEASE": role.release,
-            "BORROW": role.borrow,
-        }
-        self._handlers.update(role.peerHandlers())
+        self.metrics = metrics or Metrics()
+
+    def _handler(self, verb: str) -> Any:
+        name = _CLIENT_HANDLERS.get(verb)
+        if name is not None:
+            return getattr(self.role, name)
+        handler = self.role.peerHandlers().get(verb)
+        if handler is None:
+            raise wire.ProtocolError(
+                "not-authorized", f"this server ({self.role.roleName}) takes no peer", closes=True
+            )
+        return handler
 
     async def dispatch(self, session: Session, request: wire.Request) -> dict[str, Any] | bytes:
         """Serve one request; return its answer or raise ``ProtocolError``."""
@@ -128,12 +147,16 @@ class LicensingFactory(Factory):
             return {}
         if verb == "STATUS":
             return self.role.status()
-        handler = self._handlers.get(verb)
-        if handler is None:
-            raise wire.ProtocolError(
-                "not-authorized", f"this server ({self.role.roleName}) takes no peer", closes=True
-            )
-        return await handler(session, request.args)
+        handler = self._handler(verb)
+        if verb not in ("CHECKOUT", "BORROW"):
+            return await handler(session, request.args)
+        try:
+            answer = await handler(session, request.args)
+        except wire.ProtocolError as e:
+            self.metrics.denials.labels(e.reason).inc()
+            raise
+        self.metrics.grants.labels(verb.lower()).inc()
+        return answer
 
     def sessionClosed(self, session: Session) -> None:
         """Tell the role that a session has ended (it may be the failover's link)."""

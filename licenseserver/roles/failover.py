@@ -71,6 +71,8 @@ class FailoverRole(ServingRole):
         self.primaryVersion: str | None = None
         self.lastSync: int | None = None
         self.lastHeard: float | None = None
+        self.primaryRevision: int | None = None
+        """The primary's revision as its last answer gave it."""
         self.takeovers = 0
         self._diverged: int | None = None
         self._beforeTakeover: Snapshot | None = None
@@ -119,6 +121,12 @@ class FailoverRole(ServingRole):
             "last_heard": None if self.lastHeard is None else int(self.lastHeard),
             "state_since": self.stateSince,
             "takeovers": self.takeovers,
+            "revision": self.pool.revision,
+            "lag": (
+                None
+                if self.primaryRevision is None
+                else max(0, self.primaryRevision - self.pool.revision)
+            ),
         }
 
     # Gates
@@ -273,6 +281,7 @@ class FailoverRole(ServingRole):
             return
         self.linkState = PAIRED
         self.problem = None
+        self.primaryRevision = int(reply.args.get("revision", "0"))
         await self._syncing.run(self._sync, link)
 
     async def _remember(self, name: str, value: str | None) -> None:
@@ -345,7 +354,10 @@ class FailoverRole(ServingRole):
         if link is None or self.linkState != PAIRED or self._syncing.locked:
             return
         reply = await link.request("BEAT", {"revision": self.pool.revision})
-        if reply.ok and int(reply.args.get("revision", "0")) != self.pool.revision:
+        if not reply.ok:
+            return
+        self.primaryRevision = int(reply.args.get("revision", "0"))
+        if self.primaryRevision != self.pool.revision:
             await self._syncing.run(self._sync, link)
 
 

@@ -1,0 +1,131 @@
+"""``/metrics``: the server's state and counters in the Prometheus text format.
+
+Counters (grants, denials by reason, sessions) are counted as requests go;
+everything else is read from the current role when Prometheus scrapes, so
+it can never drift from what the pool holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from twisted.web import resource, server
+
+from licenseserver import allocation
+from licenseserver._version import EDITION, __version__
+
+
+class Metrics:
+    """One server's metrics registry and the counters the licensing port keeps."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.grants = Counter(
+            "licenseserver_grants",
+            "Seats granted, by command (checkout or borrow).",
+            ["command"],
+            registry=self.registry,
+        )
+        self.denials = Counter(
+            "licenseserver_denials",
+            "CHECKOUT and BORROW requests refused, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.sessions = Gauge(
+            "licenseserver_sessions",
+            "Connections open on the licensing port.",
+            registry=self.registry,
+        )
+
+    def watch(self, role: Any) -> None:
+        """Report ``role``'s state (the RoleSwitch: whatever role runs) at each scrape."""
+        self.registry.register(_RoleCollector(role))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _RoleCollector:
+    """Reads the pool, the role and the peer link when scraped."""
+
+    def __init__(self, role: Any):
+        self.role = role
+
+    def collect(self) -> Iterator[Any]:
+        role = self.role
+        now = role.now()
+        info = GaugeMetricFamily(
+            "licenseserver_info",
+            "This server: name, role, state, version and edition.",
+            labels=["name", "role", "state", "version", "edition"],
+        )
+        info.add_metric([role.serverName, role.roleName, role.state, __version__, EDITION], 1)
+        yield info
+        active = int(role.state == "active")
+        yield GaugeMetricFamily("licenseserver_active", "1 while serving licenses.", value=active)
+        revision = role.pool.revision
+        yield GaugeMetricFamily("licenseserver_revision", "Pool revision held.", value=revision)
+        labels = ["license", "product"]
+        total = GaugeMetricFamily(
+            "licenseserver_seats_total", "Seats of a license.", labels=labels
+        )
+        used = GaugeMetricFamily("licenseserver_seats_in_use", "Seats in use.", labels=labels)
+        for lic in role.pool.all("license"):
+            labels = [lic.id, lic.product]
+            total.add_metric(labels, lic.seats)
+            used.add_metric(
+                labels, allocation.seats_in_use(lic, role.pool.leasesFor(lic.product), now)
+            )
+        yield total
+        yield used
+        live = [lease for lease in role.pool.all("lease") if lease.live(now)]
+        leases = GaugeMetricFamily(
+            "licenseserver_leases", "Live leases, running or borrowed.", labels=["borrowed"]
+        )
+        leases.add_metric(["false"], sum(not lease.borrowed for lease in live))
+        leases.add_metric(["true"], sum(lease.borrowed for lease in live))
+        yield leases
+        yield from _peerMetrics(role, now)
+
+
+def _peerMetrics(role: Any, now: int) -> Iterator[Any]:
+    peer = role.peerStatus()
+    if peer is None:
+        return
+    if peer.get("lag") is not None:
+        yield GaugeMetricFamily(
+            "licenseserver_sync_lag_revisions",
+            "Revisions the failover is behind the primary.",
+            value=peer["lag"],
+        )
+    if peer.get("last_sync") is not None:
+        yield GaugeMetricFamily(
+            "licenseserver_last_sync_age_seconds",
+            "Seconds since the failover last completed a sync.",
+            value=max(0, now - peer["last_sync"]),
+        )
+    if "takeovers" in peer:
+        yield CounterMetricFamily(
+            "licenseserver_takeovers",
+            "Takeovers by this failover since it started.",
+            value=peer["takeovers"],
+        )
+
+
+class MetricsResource(resource.Resource):
+    """``GET /metrics`` (no auth, as INTERFACES.md says)."""
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics):
+        super().__init__()
+        self.metrics = metrics
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        return self.metrics.render()
