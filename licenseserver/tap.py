@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web import server
 
-from licenseserver import localstate, signing, store, upgrade
+from licenseserver import localstate, signing, store, tls, upgrade
 from licenseserver._version import __version__
 from licenseserver.addresses import DEFAULT_PORT, parse_host_port
 from licenseserver.datadir import DataDir
@@ -65,6 +65,7 @@ class Options(usage.Options):
         ["takeover-after", None, "5", "seconds of primary silence before a takeover"],
         ["lease-ttl", None, "120", "seconds a lease lives without a HEARTBEAT"],
         ["peer-secret-file", None, None, "pairing secret file [default: DATA/peer-secret]"],
+        ["primary-ca", None, None, "failover: PEM trust roots; the link to the primary uses TLS"],
     ]
 
     def __init__(self) -> None:
@@ -93,7 +94,7 @@ class Options(usage.Options):
         if self["role"] != "failover" and self["primary"]:
             raise usage.UsageError("--primary is only for --role=failover")
         if self["primary"]:
-            _client_endpoint(reactor, self["primary"])
+            _client_endpoint(reactor, self["primary"], self["primary-ca"])
         for name in ("port", "web"):
             try:
                 endpoints.serverFromString(reactor, self[name])
@@ -128,11 +129,20 @@ def _number(options: Options, name: str, kind: type, low: float, high: float) ->
     return value
 
 
-def _client_endpoint(reactor: Any, text: str) -> Any:
-    """The primary's address as a client endpoint: HOST[:PORT] or an endpoint string."""
+def _client_endpoint(reactor: Any, text: str, ca: str | None = None) -> Any:
+    """The primary's address as a client endpoint: HOST[:PORT] or an endpoint string.
+
+    With ``ca`` (a PEM file of trust roots), HOST[:PORT] is reached over TLS:
+    the primary's certificate must chain to one of them and name HOST.
+    """
     host_port = parse_host_port(text)
     if host_port is not None:
-        return endpoints.HostnameEndpoint(reactor, host_port[0], host_port[1])
+        endpoint = endpoints.HostnameEndpoint(reactor, host_port[0], host_port[1])
+        if ca is None:
+            return endpoint
+        return endpoints.wrapClientTLS(tls.clientOptions(host_port[0], ca), endpoint)
+    if ca is not None:
+        raise usage.UsageError("--primary-ca needs --primary as HOST[:PORT]")
     try:
         return endpoints.clientFromString(reactor, text)
     except Exception as e:
@@ -190,7 +200,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         if role_name == "failover":
             return FailoverRole(
                 db,
-                primaryEndpoint=_client_endpoint(reactor, primary),
+                primaryEndpoint=_client_endpoint(reactor, primary, options["primary-ca"]),
                 primaryAddress=primary,
                 heartbeat=options["heartbeat"],
                 takeoverAfter=options["takeover-after"],

@@ -149,6 +149,8 @@ class PairingTests(PairTestCase):
         events = self.successResultOf(self.primaryStore.events(50))
         self.assertIn("peer-refused", [e.kind for e in events])
         self.assertNotIn(SECRET, repr(events))
+        mine = [e.kind for e in self.successResultOf(self.failoverStore.events(50))]
+        self.assertEqual(mine.count("refused"), 1)
 
     def test_proofNotReplayable(self):
         """A proof from one link is useless on the next: each PEER gets a fresh challenge."""

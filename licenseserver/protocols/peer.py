@@ -96,7 +96,7 @@ class PeerClientProtocol(LineReceiver):
         self._collecting = None
         for d in pending:
             d.errback(error.ConnectionLost("the link to the primary closed"))
-        self.factory.role.linkLost(self)
+        self.factory.role.linkLost(self, reason)
 
     def close(self) -> None:
         self.transport.loseConnection()

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.application.internet import TimerService
 from twisted.internet import defer, error
 
@@ -67,6 +69,7 @@ class FailoverRole(ServingRole):
         self.link: Any = None
         self.linkState = CONNECTING
         self.problem: str | None = None
+        self._reported: tuple[str, str] | None = None
         self.primaryName: str | None = None
         self.primaryVersion: str | None = None
         self.lastSync: int | None = None
@@ -238,15 +241,18 @@ class FailoverRole(ServingRole):
     def linkMade(self, link: Any) -> None:
         """A connection to the primary is up: pair and sync over it."""
         self.link = link
-        self.linkState = CONNECTING
         d = defer.ensureDeferred(self._pair(link))
         d.addErrback(self._linkFailed, link)
 
-    def linkLost(self, link: Any) -> None:
+    def linkLost(self, link: Any, reason: Any = None) -> None:
+        """The link closed; a TLS refusal counts as an answer (the primary is up)."""
         if self.link is link:
             self.link = None
             if self.linkState == PAIRED:
                 self.linkState = CONNECTING
+        if reason is not None and reason.check(SSL.Error, VerificationError):
+            self.heard()
+            self._refused(REFUSED, f"the primary's TLS certificate was refused: {reason.value}")
 
     def _linkFailed(self, failure: Any, link: Any) -> None:
         if not failure.check(error.ConnectionLost, error.ConnectionDone):
@@ -281,6 +287,7 @@ class FailoverRole(ServingRole):
             return
         self.linkState = PAIRED
         self.problem = None
+        self._reported = None
         self.primaryRevision = int(reply.args.get("revision", "0"))
         await self._syncing.run(self._sync, link)
 
@@ -301,9 +308,14 @@ class FailoverRole(ServingRole):
         else:
             problem = f"the primary refused the link: {response.code} {response.reason}"
             state = REFUSED
-        if (state, problem) != (self.linkState, self.problem):
+        self._refused(state, problem)
+
+    def _refused(self, state: str, problem: str) -> None:
+        """Show why the link is refused; log and record it once, not on every retry."""
+        if (state, problem) != self._reported:
             self.log.warn("Failover service stopped: {problem}", problem=problem)
             self.record(state, "error", problem, primary=self.primary)
+            self._reported = (state, problem)
         self.linkState, self.problem = state, problem
 
     def _sync(self, link: Any) -> defer.Deferred:
