@@ -30,6 +30,7 @@ from licenseserver.datadir import DataDir
 from licenseserver.listening import ListeningService
 from licenseserver.metrics import Metrics, MetricsResource
 from licenseserver.protocols.licensing import LicensingFactory
+from licenseserver.protocols.shedding import Limits
 from licenseserver.roles.base import ServingRole
 from licenseserver.roles.failover import FailoverRole
 from licenseserver.roles.primary import PrimaryRole
@@ -66,6 +67,10 @@ class Options(usage.Options):
         ["lease-ttl", None, "120", "seconds a lease lives without a HEARTBEAT"],
         ["peer-secret-file", None, None, "pairing secret file [default: DATA/peer-secret]"],
         ["primary-ca", None, None, "failover: PEM trust roots; the link to the primary uses TLS"],
+        ["max-connections", None, "20000", "licensing connections at once (0: no limit)"],
+        ["max-connections-per-address", None, "1000", "connections from one address (0: none)"],
+        ["idle-timeout", None, "600", "close sessions silent this many seconds (0: never)"],
+        ["rate-limit", None, "50", "requests per second per session, bursts of twice (0: off)"],
     ]
 
     def __init__(self) -> None:
@@ -107,6 +112,15 @@ class Options(usage.Options):
         if self["takeover-after"] <= self["heartbeat"]:
             raise usage.UsageError("--takeover-after must be longer than --heartbeat")
         self["lease-ttl"] = _number(self, "lease-ttl", int, 4, 86400)
+        self["limits"] = Limits(
+            max_connections=_number(self, "max-connections", int, 0, 10**7),
+            max_per_address=_number(self, "max-connections-per-address", int, 0, 10**7),
+            idle_timeout=_number(self, "idle-timeout", float, 0, 86400 * 7),
+            rate=(rate := _number(self, "rate-limit", float, 0, 10**6)),
+            burst=max(1, int(rate * 2)),
+        )
+        if 0 < self["limits"].idle_timeout <= self["lease-ttl"] / 4:
+            raise usage.UsageError("--idle-timeout must be longer than a client's heartbeat")
         if self["name"] is None:
             self["name"] = socket.gethostname()
         if not self["name"].isprintable() or not 1 <= len(self["name"]) <= 128:
@@ -230,7 +244,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     ListeningService(
         options["port"],
         endpoints.serverFromString(reactor, options["port"]),
-        LicensingFactory(role, metrics),
+        LicensingFactory(role, metrics, options["limits"], reactor),
         portFile=data.port_file("licensing"),
         onListening=licensingListening,
     ).setServiceParent(top)

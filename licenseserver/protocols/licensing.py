@@ -16,11 +16,13 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
 from licenseserver.metrics import Metrics
 from licenseserver.protocols import wire
+from licenseserver.protocols.shedding import ConnectionCounter, Limits, TokenBucket
 from licenseserver.session import Session
 
 
@@ -31,19 +33,46 @@ class LicensingProtocol(LineReceiver):
     MAX_LENGTH = wire.MAX_LINE - len(delimiter)
     log = Logger()
 
+    admitted = False
+
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
-        address = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
-        self.session = Session(peer=address)
+        self.host = str(getattr(peer, "host", "?"))
+        self.session = Session(peer=f"{self.host}:{getattr(peer, 'port', '?')}")
         self.connected = True
-        self.factory.metrics.sessions.inc()
+        factory = self.factory
+        refusal = factory.connections.admit(self.host)
+        if refusal is not None:
+            self.log.warn("Refused a connection: {why}", why=refusal)
+            self._send(wire.ProtocolError("too-many-connections", refusal).toLine())
+            self.transport.loseConnection()
+            return
+        self.admitted = True
+        self.lastHeard = factory.clock.seconds()
+        self.bucket = TokenBucket(factory.clock, factory.limits.rate, factory.limits.burst)
+        factory.sessions.add(self)
+        factory.metrics.sessions.inc()
 
     def connectionLost(self, reason: Any = None) -> None:
         self.connected = False
-        self.factory.metrics.sessions.dec()
-        self.factory.sessionClosed(self.session)
+        if not self.admitted:
+            return
+        self.admitted = False
+        factory = self.factory
+        factory.connections.release(self.host)
+        factory.sessions.discard(self)
+        factory.metrics.sessions.dec()
+        factory.sessionClosed(self.session)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.admitted:
+            self.lastHeard = self.factory.clock.seconds()
+            super().dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
+        if not self.bucket.take():
+            self._send(wire.ProtocolError("rate-limited", "slow down").toLine())
+            return
         try:
             request = wire.parse_request(line)
         except wire.ProtocolError as e:
@@ -125,9 +154,39 @@ class LicensingFactory(Factory):
     protocol = LicensingProtocol
     noisy = False
 
-    def __init__(self, role: Any, metrics: Metrics | None = None):
+    def __init__(
+        self,
+        role: Any,
+        metrics: Metrics | None = None,
+        limits: Limits | None = None,
+        clock: Any = None,
+    ):
         self.role = role
         self.metrics = metrics or Metrics()
+        self.limits = limits = limits or Limits()
+        self.clock = clock if clock is not None else role.clock
+        self.connections = ConnectionCounter(limits)
+        self.sessions: set[LicensingProtocol] = set()
+        self._sweeper: LoopingCall | None = None
+
+    def startFactory(self) -> None:
+        """Start closing idle sessions, checking a few times per idle timeout."""
+        if self.limits.idle_timeout:
+            self._sweeper = LoopingCall(self.closeIdle)
+            self._sweeper.clock = self.clock
+            self._sweeper.start(self.limits.idle_timeout / 10, now=False)
+
+    def stopFactory(self) -> None:
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+
+    def closeIdle(self) -> int:
+        """Close the sessions that sent nothing for the idle timeout; return how many."""
+        deadline = self.clock.seconds() - self.limits.idle_timeout
+        idle = [p for p in self.sessions if p.lastHeard <= deadline]
+        for protocol in idle:
+            protocol.transport.loseConnection()
+        return len(idle)
 
     def _handler(self, verb: str) -> Any:
         name = _CLIENT_HANDLERS.get(verb)

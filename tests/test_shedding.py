@@ -1,0 +1,83 @@
+"""Tests for load shedding on the licensing port (licenseserver.protocols.shedding)."""
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from licenseserver.protocols import wire
+from licenseserver.protocols.licensing import LicensingFactory
+from licenseserver.protocols.shedding import Limits
+from licenseserver.testing import FakeStore
+from tests.helpers import makeRole
+
+
+class SheddingTests(unittest.TestCase):
+    def factory(self, **limits):
+        self.role = makeRole(FakeStore())
+        self.clock = self.role.clock
+        factory = LicensingFactory(self.role, limits=Limits(**limits))
+        factory.doStart()
+        self.addCleanup(factory.doStop)
+        return factory
+
+    def connect(self, factory, host="10.0.0.1"):
+        proto = factory.buildProtocol(None)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", host, 40000))
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def answers(self, transport):
+        data = transport.value()
+        transport.clear()
+        return [wire.parse_response(line) for line in data.split(b"\n") if line]
+
+    def test_totalCap(self):
+        """Past the connection cap a new connection gets 429 and is closed."""
+        factory = self.factory(max_connections=2)
+        first, _ = self.connect(factory)
+        self.connect(factory, "10.0.0.2")
+        _, refused = self.connect(factory, "10.0.0.3")
+        (answer,) = self.answers(refused)
+        self.assertEqual((answer.code, answer.reason), (429, "too-many-connections"))
+        self.assertTrue(refused.disconnecting)
+        first.connectionLost(None)
+        _, again = self.connect(factory, "10.0.0.3")
+        self.assertEqual(again.value(), b"")
+        self.assertFalse(again.disconnecting)
+
+    def test_perAddressCap(self):
+        """One address may not take more than its share; other addresses still get in."""
+        factory = self.factory(max_per_address=1)
+        self.connect(factory, "10.0.0.1")
+        _, refused = self.connect(factory, "10.0.0.1")
+        self.assertEqual(self.answers(refused)[0].reason, "too-many-connections")
+        _, other = self.connect(factory, "10.0.0.2")
+        self.assertFalse(other.disconnecting)
+        self.assertEqual(factory.connections.total, 2)
+
+    def test_idleSessionsClosed(self):
+        """A session silent for the idle timeout is closed; a talking one is not."""
+        factory = self.factory(idle_timeout=60)
+        quiet, quietTransport = self.connect(factory, "10.0.0.1")
+        talker, talkerTransport = self.connect(factory, "10.0.0.2")
+        for _ in range(12):
+            self.clock.advance(5)
+            talker.dataReceived(b"PING\n")
+        self.assertTrue(quietTransport.disconnecting)
+        self.assertFalse(talkerTransport.disconnecting)
+
+    def test_rateLimited(self):
+        """Requests over a session's rate get 429 rate-limited; others are unaffected."""
+        factory = self.factory(rate=1, burst=2)
+        proto, transport = self.connect(factory)
+        proto.dataReceived(b"PING\nPING\nPING\n")
+        self.assertEqual(
+            [a.reason or "ok" for a in self.answers(transport)], ["ok", "ok", "rate-limited"]
+        )
+        other, otherTransport = self.connect(factory, "10.0.0.9")
+        other.dataReceived(b"PING\n")
+        self.assertTrue(self.answers(otherTransport)[0].ok)
+        self.clock.advance(1)
+        proto.dataReceived(b"PING\n")
+        self.assertTrue(self.answers(transport)[0].ok)
+        self.assertFalse(transport.disconnecting)
