@@ -14,12 +14,16 @@ class ILicenseStore(Interface):
     def load():
         """Fire with a ``Snapshot`` of everything stored: records and revision."""
 
-    def commit(revision, changes):
+    def commit(revision, changes, audit=()):
         """Apply ``changes`` (a list of ``model.Change``) as one atomic step.
 
         The store's revision becomes ``revision`` and the changes are
-        appended to the change log under it.
+        appended to the change log under it; the ``audit.AuditEntry`` items
+        of ``audit`` are appended to the audit chain in the same step.
         """
+
+    def audit(entries):
+        """Append ``audit.AuditEntry`` items to the hash-chained audit log."""
 
     def changesSince(revision):
         """Fire with ``[(revision, [Change, ...]), ...]`` after ``revision``.

@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from licenseserver import model
+from licenseserver import audit, model
 from licenseserver.interfaces import ILicenseStore
 
 DATABASE_NAME = "licenseserver.sqlite3"
@@ -452,6 +452,14 @@ _SCHEMA_1 = (
     "CREATE INDEX leases_product ON leases (product)",
     "CREATE INDEX leases_machine ON leases (machine)",
     "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        time INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        prev TEXT NOT NULL,
+        hash TEXT NOT NULL
+    )""",
     "INSERT INTO meta (name, value) VALUES ('revision', '0'), ('log_start', '0')",
 )
 
@@ -686,7 +694,9 @@ def _apply(conn: sqlite3.Connection, spec: TableSpec, change: model.Change) -> N
         _put(conn, spec, key, change.record)
 
 
-def _commit_job(conn: sqlite3.Connection, revision: Any, changes: list) -> None:
+def _commit_job(
+    conn: sqlite3.Connection, revision: Any, changes: list, entries: list = ()
+) -> None:
     revision = check_revision(revision)
     check_newer(revision, _meta_int(conn, "revision"))
     insert = "INSERT INTO changes (revision, seq, kind, key, record) VALUES (?, ?, ?, ?, ?)"
@@ -694,6 +704,18 @@ def _commit_job(conn: sqlite3.Connection, revision: Any, changes: list) -> None:
         _apply(conn, check_change(change), change)
         conn.execute(insert, (revision, seq, *encode_change(change)))
     _set_meta(conn, "revision", revision)
+    _audit_job(conn, entries)
+
+
+def _audit_job(conn: sqlite3.Connection, entries: list) -> None:
+    """Append audit entries to the hash chain, in this job's transaction."""
+    if not entries:
+        return
+    last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    rows = audit.append_rows(last or (0, audit.GENESIS), entries)
+    conn.executemany(
+        "INSERT INTO audit (seq, time, kind, data, prev, hash) VALUES (?, ?, ?, ?, ?, ?)", rows
+    )
 
 
 def _load_job(conn: sqlite3.Connection) -> model.Snapshot:
@@ -939,14 +961,20 @@ class SQLiteStore(service.Service):
     def load(self) -> defer.Deferred:
         return self._submit(READ, _load_job)
 
-    def commit(self, revision: int, changes: Iterable[model.Change]) -> defer.Deferred:
+    def commit(
+        self, revision: int, changes: Iterable[model.Change], audit: Iterable = ()
+    ) -> defer.Deferred:
         """Write ``changes`` under ``revision``; ValueError unless it is after the stored one.
 
         Malformed changes are a ValueError, a duplicate unique field a
-        ConflictError; either way nothing of the commit is written.
+        ConflictError; either way nothing of the commit is written. The
+        ``audit`` entries are appended in the same transaction.
         """
-        job = partial(_commit_job, revision=revision, changes=list(changes))
+        job = partial(_commit_job, revision=revision, changes=list(changes), entries=list(audit))
         return self._submit(WRITE, job, commits=1)
+
+    def audit(self, entries: Iterable) -> defer.Deferred:
+        return self._submit(WRITE, partial(_audit_job, entries=list(entries)))
 
     def changesSince(self, revision: int) -> defer.Deferred:
         """The log after ``revision``: [] at the current revision, None when the

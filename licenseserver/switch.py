@@ -73,4 +73,5 @@ class RoleSwitch(service.MultiService):
         what = f"failover of {primary}" if primary else "primary"
         self.log.warn("The admin switched this server to {what}", what=what)
         new.record("mode-changed", "warning", f"this server is now the {what}")
+        new.audit("mode-changed", role=role, primary=primary)
         return self.mode()

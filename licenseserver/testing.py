@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.test import iosim
 from zope.interface import implementer
 
-from licenseserver import model
+from licenseserver import audit, model
 from licenseserver.interfaces import ILicenseStore
 from licenseserver.store import (
     DEFAULT_KEEP_CHANGES,
@@ -70,6 +70,8 @@ class FakeStore(service.Service):
         self._logStart = 0
         self._log: list[tuple[int, list[tuple[str, str, str | None]]]] = []
         self._events: list[tuple[model.Event, str]] = []
+        self.auditRows: list[tuple[int, int, str, str, str, str]] = []
+        """The audit chain as SQLite holds it: (seq, time, kind, data, prev, hash)."""
         self._local: dict[str, str] = {}
         self._failures: dict[str, list[BaseException]] = {}
         self._commitsSinceTrim = 0
@@ -115,8 +117,13 @@ class FakeStore(service.Service):
     def load(self) -> defer.Deferred:
         return self._call("load", self._load)
 
-    def commit(self, revision: int, changes: Iterable[model.Change]) -> defer.Deferred:
-        return self._call("commit", self._commit, revision, list(changes))
+    def commit(
+        self, revision: int, changes: Iterable[model.Change], audit: Iterable = ()
+    ) -> defer.Deferred:
+        return self._call("commit", self._commit, revision, list(changes), list(audit))
+
+    def audit(self, entries: Iterable) -> defer.Deferred:
+        return self._call("audit", self._audit, list(entries))
 
     def changesSince(self, revision: int) -> defer.Deferred:
         return self._call("changesSince", self._changesSince, revision)
@@ -145,7 +152,11 @@ class FakeStore(service.Service):
         }
         return model.Snapshot(self._revision, records)
 
-    def _commit(self, revision: Any, changes: list[model.Change]) -> None:
+    def _audit(self, entries: list) -> None:
+        last = self.auditRows[-1][0::5] if self.auditRows else (0, audit.GENESIS)
+        self.auditRows.extend(audit.append_rows(last, entries))
+
+    def _commit(self, revision: Any, changes: list[model.Change], entries: list = ()) -> None:
         revision = check_revision(revision)
         check_newer(revision, self._revision)
         undo: list[tuple[dict, tuple, tuple | None]] = []
@@ -163,6 +174,7 @@ class FakeStore(service.Service):
             raise
         self._revision = revision
         self._log.append((revision, logged))
+        self._audit(entries)
         self._afterCommit()
 
     def _afterCommit(self) -> None:

@@ -21,8 +21,8 @@ class HeldStore(FakeStore):
         self.held = False
         self.waiting = []
 
-    def commit(self, revision, changes):
-        done = super().commit(revision, changes)
+    def commit(self, revision, changes, audit=()):
+        done = super().commit(revision, changes, audit)
         if not self.held:
             return done
         d = defer.Deferred()

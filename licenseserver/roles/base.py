@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from licenseserver import allocation, signing
 from licenseserver._version import EDITION, __version__
+from licenseserver.audit import AuditEntry
 from licenseserver.interfaces import IRole
 from licenseserver.model import Assignment, Change, Client, Event, Lease, Product, Setting
 from licenseserver.pool import Pool
@@ -270,8 +271,9 @@ class ServingRole(service.MultiService):
             if value != self.setting(name):
                 changes.append(Change.put(Setting(name, value)))
         if changes:
-            await self.commit(changes)
-            names = ", ".join(c.key[0] for c in changes)
+            values = {c.key[0]: c.record.value for c in changes}
+            await self.commit(changes, self.entry("settings-changed", values=values))
+            names = ", ".join(values)
             self.record("settings-changed", "info", f"settings changed: {names}")
         return self.settings()
 
@@ -279,17 +281,18 @@ class ServingRole(service.MultiService):
         """How often clients should heartbeat: a quarter of the lease time."""
         return max(1, self.leaseTTL // 4)
 
-    def commit(self, changes: list[Change]) -> defer.Deferred:
+    def commit(self, changes: list[Change], *audited: AuditEntry) -> defer.Deferred:
         """Apply ``changes`` to the pool now and write them through the store.
 
-        Fires once the changes are durable. If the store refuses them, the
-        pool is put back as it was and the Deferred fails with a
-        ``ProtocolError`` of ``internal-error``.
+        Fires once the changes, and the ``audited`` entries for the audit
+        log, are durable together. If the store refuses them, the pool is
+        put back as it was and the Deferred fails with a ``ProtocolError``
+        of ``internal-error``.
         """
         undo = self.pool.apply(changes)
         self.pool.revision += 1
         revision = self.pool.revision
-        d = self.store.commit(revision, changes)
+        d = self.store.commit(revision, changes, audited)
 
         def stored(result: Any) -> None:
             self.committedRevision = max(self.committedRevision, revision)
@@ -301,6 +304,15 @@ class ServingRole(service.MultiService):
 
         d.addCallbacks(stored, failed)
         return d
+
+    def entry(self, kind: str, **data: Any) -> AuditEntry:
+        """An audit log entry of ``kind`` at this moment."""
+        return AuditEntry(self.now(), kind, data)
+
+    def audit(self, kind: str, **data: Any) -> None:
+        """Append an entry to the audit log on its own; a failure is only logged."""
+        d = self.store.audit([self.entry(kind, **data)])
+        d.addErrback(lambda f: self.log.failure("Could not write the audit log", f))
 
     def record(self, kind: str, severity: str, message: str, **data: Any) -> None:
         """Add an event for the admin's Messages; a failure is only logged."""
@@ -405,6 +417,13 @@ class ServingRole(service.MultiService):
                     host=session.host,
                     user=request.user,
                 )
+            self.audit(
+                "denial",
+                reason=result.reason,
+                product=request.product,
+                machine=request.machine,
+                user=request.user,
+            )
             raise ProtocolError(result.reason, result.message)
         return result
 
@@ -447,8 +466,20 @@ class ServingRole(service.MultiService):
                 return _leaseArgs(lease, ttl=True)
         grant = self._allocate(request, session)
         lease = self._grant(session, request, grant, self.leaseTTL, key=key)
-        await self.commit([Change.put(lease)])
+        await self.commit([Change.put(lease)], self._granted(lease, "checkout"))
         return _leaseArgs(lease, ttl=True)
+
+    def _granted(self, lease: Lease, command: str) -> AuditEntry:
+        return self.entry(
+            "grant",
+            command=command,
+            lease=lease.id,
+            machine=lease.machine,
+            user=lease.user,
+            product=lease.product,
+            licenses=list(lease.licenses),
+            expires=lease.expires,
+        )
 
     async def _renew(self, lease: Lease) -> Lease:
         if lease.borrowed:
@@ -486,7 +517,9 @@ class ServingRole(service.MultiService):
         """Free a lease."""
         self._requireHello(session)
         lease = self._ownLease(session, text_arg(args, "lease", required=True))
-        await self.commit([Change.delete(lease)])
+        await self.commit(
+            [Change.delete(lease)], self.entry("release", lease=lease.id, machine=lease.machine)
+        )
         return {}
 
     async def borrow(self, session: Session, args: Mapping[str, str]) -> dict[str, Any]:
@@ -502,7 +535,7 @@ class ServingRole(service.MultiService):
         key = text_arg(args, "request", required=False)
         grant = self._allocate(request, session)
         lease = self._grant(session, request, grant, days * 86400, borrowed=True, key=key)
-        await self.commit([Change.put(lease)])
+        await self.commit([Change.put(lease)], self._granted(lease, "borrow"))
         return _leaseArgs(lease, ttl=False)
 
     # The reaper
@@ -512,7 +545,8 @@ class ServingRole(service.MultiService):
         now = self.now()
         dead = [lease for lease in self.pool.all("lease") if not lease.live(now)]
         if dead:
-            await self.commit([Change.delete(lease) for lease in dead])
+            expired = self.entry("expire", leases=[lease.id for lease in dead])
+            await self.commit([Change.delete(lease) for lease in dead], expired)
         return len(dead)
 
     def _reapSafely(self) -> defer.Deferred:
@@ -539,7 +573,8 @@ class ServingRole(service.MultiService):
             raise AdminError(409, f"already in the pool: {', '.join(taken)}")
         now = self.now()
         added = [_replace(lic, active=True, added=now) for lic in licenses]
-        await self.commit([Change.put(lic) for lic in added])
+        ids = [lic.id for lic in added]
+        await self.commit([Change.put(lic) for lic in added], self.entry("license-added", ids=ids))
         self.record(
             "license-added",
             "info",
@@ -562,7 +597,10 @@ class ServingRole(service.MultiService):
         self.gateAdmin()
         lic = self._license(license_id)
         if lic.active != active:
-            await self.commit([Change.put(_replace(lic, active=active))])
+            kind = "license-activated" if active else "license-deactivated"
+            await self.commit(
+                [Change.put(_replace(lic, active=active))], self.entry(kind, id=lic.id)
+            )
 
     async def deleteLicense(self, license_id: str) -> None:
         """Remove a license with its assignments and the leases it gave."""
@@ -575,7 +613,7 @@ class ServingRole(service.MultiService):
             if license_id in lease.licenses
         ]
         changes.append(Change.delete(lic))
-        await self.commit(changes)
+        await self.commit(changes, self.entry("license-deleted", id=license_id))
 
     async def assign(self, client_id: str, product: str, license_ids: list[str]) -> None:
         """Make ``license_ids`` the licenses assigned to a client's product."""
@@ -600,7 +638,10 @@ class ServingRole(service.MultiService):
             Change.put(Assignment(client_id, product, lid)) for lid in wanted if lid not in have
         ]
         if changes:
-            await self.commit(changes)
+            entry = self.entry(
+                "assignment-changed", client=client_id, product=product, licenses=wanted
+            )
+            await self.commit(changes, entry)
 
     async def unregister(self, client_id: str) -> None:
         """Remove a client with its products, assignments and leases."""
@@ -612,7 +653,7 @@ class ServingRole(service.MultiService):
         changes += [Change.delete(p) for p in self.pool.productsOf(client_id)]
         changes += [Change.delete(lease) for lease in self.pool.leasesOfMachine(client.machine)]
         changes.append(Change.delete(client))
-        await self.commit(changes)
+        await self.commit(changes, self.entry("client-unregistered", client=client_id))
 
 
 _replace = dataclasses.replace

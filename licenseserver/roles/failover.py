@@ -150,6 +150,7 @@ class FailoverRole(ServingRole):
         if not self.failoverCapable(product, version):
             table = self.setting("failover_minimums")
             minimum = table.get(product, table.get("*"))
+            self.audit("denial", reason="client-too-old", product=product, version=version)
             raise ProtocolError(
                 "client-too-old",
                 f"a failover serves {product} from version {minimum} on",
@@ -216,6 +217,7 @@ class FailoverRole(ServingRole):
         )
         self.log.warn("Failover {message}", message=message)
         self.record("takeover", "warning", message, primary=self.primary)
+        self.audit("takeover", primary=self.primary, revision=self.pool.revision)
 
     def _handBack(self) -> None:
         """Stop serving at once and put the pool back as it was at the takeover."""
@@ -224,6 +226,7 @@ class FailoverRole(ServingRole):
         message = f"handed back: the primary {self.primary} answers again; back in standby"
         self.log.info("Failover {message}", message=message)
         self.record("handback", "info", message, primary=self.primary)
+        self.audit("handback", primary=self.primary)
         saved, self._beforeTakeover = self._beforeTakeover, None
         if saved is not None:
             self.pool = Pool.fromSnapshot(saved)

@@ -184,11 +184,13 @@ class PrimaryRole(ServingRole):
             d.addErrback(lambda f: self.log.failure("Could not store the failover address", f))
         self.log.info("Failover {name} paired from {peer}", name=name, peer=session.peer)
         self.record("failover-paired", "info", f"failover {name} ({session.peer_listen}) paired")
+        self.audit("failover-paired", name=name, address=session.peer_listen, peer=session.peer)
         return {"revision": self.committedRevision}
 
     def _refuse(self, session: Session, why: str) -> None:
         self.log.warn("Refused a failover from {peer}: {why}", peer=session.peer, why=why)
         self.record("peer-refused", "warning", f"refused a failover from {session.peer}: {why}")
+        self.audit("peer-refused", peer=session.peer, why=why)
         raise ProtocolError("not-authorized", "not authorized", closes=True)
 
     def _link(self, session: Session) -> PeerLink:

@@ -1,0 +1,100 @@
+"""The audit log: every admin change, grant, release, denial and takeover, hash-chained.
+
+Each entry carries the hash of the one before it, so an entry changed,
+removed or inserted after the fact breaks the chain from there on.
+``verify`` walks the chain and names the first broken link;
+``licenseserver audit verify --data DIR`` runs it on a data directory.
+
+    hash = SHA-256( previous hash + canonical JSON of {seq, time, kind, data} )
+
+The first entry's previous hash is ``GENESIS``. Entries live in the store's
+``audit`` table, written in the same transaction as the change they record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """Something that happened: a stable ``kind`` and its details."""
+
+    time: int
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def canonical(seq: int, entry: AuditEntry) -> str:
+    """The text an entry's hash covers."""
+    body = {"seq": seq, "time": entry.time, "kind": entry.kind, "data": entry.data}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain(previous: str, seq: int, entry: AuditEntry) -> str:
+    """The hash of entry ``seq`` that follows an entry hashed ``previous``."""
+    return hashlib.sha256((previous + canonical(seq, entry)).encode("utf-8")).hexdigest()
+
+
+def append_rows(
+    last: tuple[int, str], entries: Iterable[AuditEntry]
+) -> list[tuple[int, int, str, str, str, str]]:
+    """Rows ``(seq, time, kind, data, prev, hash)`` that continue a chain ending at ``last``."""
+    seq, previous = last
+    rows = []
+    for entry in entries:
+        seq += 1
+        digest = chain(previous, seq, entry)
+        data = json.dumps(entry.data, sort_keys=True, ensure_ascii=False)
+        rows.append((seq, entry.time, entry.kind, data, previous, digest))
+        previous = digest
+    return rows
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What ``verify`` found: how many entries hold, and the first broken one."""
+
+    entries: int
+    broken_at: int | None = None
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_at is None
+
+
+def verify(rows: Iterable[tuple[int, int, str, str, str, str]]) -> Verdict:
+    """Walk rows in ``seq`` order and report the first link that does not hold."""
+    previous, expected_seq, count = GENESIS, 1, 0
+    for seq, time, kind, data, prev, digest in rows:
+        if seq != expected_seq:
+            return Verdict(count, expected_seq, f"entry {expected_seq} is missing")
+        if prev != previous:
+            return Verdict(count, seq, f"entry {seq} does not follow entry {seq - 1}")
+        try:
+            entry = AuditEntry(time, kind, json.loads(data))
+        except ValueError:
+            return Verdict(count, seq, f"entry {seq} has unreadable data")
+        if chain(previous, seq, entry) != digest:
+            return Verdict(count, seq, f"entry {seq} was changed after it was written")
+        previous, expected_seq, count = digest, seq + 1, count + 1
+    return Verdict(count)
+
+
+def verify_database(path: str | Path) -> Verdict:
+    """Verify the audit log of the database at ``path`` (read only)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT seq, time, kind, data, prev, hash FROM audit ORDER BY seq")
+        return verify(rows)
+    finally:
+        conn.close()
