@@ -63,12 +63,14 @@ class StoreWriteError(StoreError):
     """SQLite could not do the job (disk full, read-only, I/O error, locked).
 
     Nothing of the failed job is stored. ``code`` is SQLite's error name,
-    such as ``SQLITE_FULL``.
+    such as ``SQLITE_FULL``; ``reason`` says what went wrong in words fit to
+    tell a client (no paths).
     """
 
-    def __init__(self, message: str, code: str = "") -> None:
+    def __init__(self, message: str, code: str = "", reason: str = "a storage error") -> None:
         super().__init__(message)
         self.code = code
+        self.reason = reason
 
 
 class ConflictError(StoreError):
@@ -659,7 +661,9 @@ def translate_error(error: sqlite3.Error, path: Path | str) -> StoreWriteError:
     code = "_".join(primary)
     reason = _ERROR_REASONS.get(code, f"database error: {error}")
     return StoreWriteError(
-        f"the store {path} failed: {reason} ({error}); nothing was stored", code
+        f"the store {path} failed: {reason} ({error}); nothing was stored",
+        code,
+        _ERROR_REASONS.get(code, "a storage error"),
     )
 
 

@@ -300,7 +300,8 @@ class ServingRole(service.MultiService):
         def failed(failure: Any) -> None:
             self.pool.apply(undo)
             self.log.failure("A change could not be stored; it was taken back", failure)
-            raise ProtocolError("internal-error", "the change could not be stored")
+            why = getattr(failure.value, "reason", None) or "a storage error"
+            raise ProtocolError("internal-error", f"nothing was stored: {why}")
 
         d.addCallbacks(stored, failed)
         return d
