@@ -459,3 +459,29 @@ class TakeoverTests(PairTestCase):
         self.advance(TAKEOVER + 0.2)
         self.assertEqual(self.successResultOf(run(self.failover.reap())), 1)
         self.assertIsNone(self.failover.pool.lease("l-old"))
+
+
+class SecretTests(PairTestCase):
+    def test_secretNeverShown(self):
+        """The pairing secret appears in no log event, status, setting or message."""
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        seen = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        self.stop(self.failover)
+        self.advance(0.5)
+        self.primary.peer = None
+        self.failover = self.startFailover(secret="wrong-" + SECRET, name="ls3")
+        self.advance(3)
+        self.failover = self.startFailover(name="ls4", store=FakeStore())
+        self.advance(3)
+        shown = [formatEvent(event) for event in seen]
+        shown += [repr(self.primary.peerStatus()), repr(self.failover.peerStatus())]
+        shown += [repr(self.primary.status()), repr(self.failover.settings())]
+        for store in (self.primaryStore, self.failoverStore):
+            shown += [repr(e) for e in self.successResultOf(store.events(100))]
+            shown += [repr(row) for row in store.auditRows]
+        self.assertTrue(any("refused" in text for text in shown))
+        for text in shown:
+            self.assertNotIn(SECRET, text)
