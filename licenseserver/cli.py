@@ -171,13 +171,28 @@ def _status(args: argparse.Namespace) -> None:
 
 
 def _upgrade(args: argparse.Namespace) -> None:
-    """Migrate a data directory to this version (backup first, rollback on failure)."""
-    from licenseserver import upgrade
+    """Migrate a data directory to this version (backup first, rollback on failure).
+
+    A failover's directory is upgraded only when its recorded primary runs
+    this version or a newer one; ``--force`` goes on when the primary cannot
+    be asked (never when it answers with an older version).
+    """
+    from licenseserver import store, upgrade
+
+    def warn(message: str) -> None:
+        print(f"licenseserver: warning: {message}", file=sys.stderr)
+
+    def check_primary(data_dir: Path, local_values: dict) -> None:
+        upgrade.check_primary_version(
+            data_dir, local_values, force=args.force, target_version=__version__, warn=warn
+        )
 
     try:
-        result = upgrade.upgrade_data_dir(Path(args.data), target_version=__version__)
-    except upgrade.UpgradeError as e:
-        raise CommandError(str(e)) from e
+        result = upgrade.upgrade_data_dir(
+            Path(args.data), target_version=__version__, before_migrate=check_primary
+        )
+    except (upgrade.UpgradeError, store.StoreError) as e:
+        raise CommandError(" ".join(str(e).split("\n"))) from e
     print(result.summary())
 
 
@@ -202,6 +217,25 @@ def _passwd(args: argparse.Namespace) -> None:
     except OSError as e:
         raise CommandError(f"cannot write in {data.path}: {e.strerror or e}") from e
     print(f"admin password of {data.path} set")
+
+
+def _audit_verify(args: argparse.Namespace) -> None:
+    """Check the audit log's hash chain; name the first broken link."""
+    from licenseserver import audit
+
+    data = DataDir(args.data)
+    if not data.database.exists():
+        raise CommandError(f"{data.path} holds no database")
+    try:
+        verdict = audit.verify_database(data.database)
+    except Exception as e:
+        raise CommandError(f"cannot read the audit log in {data.database}: {e}") from e
+    if not verdict.ok:
+        raise CommandError(
+            f"audit log broken at entry {verdict.broken_at}: {verdict.problem}"
+            f" ({verdict.entries} entries before it hold)"
+        )
+    print(f"audit log intact: {verdict.entries} entries")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,7 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     upgrade = commands.add_parser("upgrade", help="migrate a data directory to this version")
     upgrade.add_argument("--data", required=True, metavar="DIR")
+    upgrade.add_argument(
+        "--force",
+        action="store_true",
+        help="upgrade a failover even when its primary cannot be asked for its version",
+    )
     upgrade.set_defaults(func=_upgrade)
+
+    audit_ = commands.add_parser("audit", help="the hash-chained audit log")
+    audit_commands = audit_.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser("verify", help="check the chain of a data directory")
+    verify.add_argument("--data", required=True, metavar="DIR")
+    verify.set_defaults(func=_audit_verify)
 
     passwd = commands.add_parser("passwd", help="set the admin password")
     passwd.add_argument("--data", required=True, metavar="DIR")

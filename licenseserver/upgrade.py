@@ -11,7 +11,9 @@ the backup is and how to put it back by hand.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from licenseserver import store, versions
+from licenseserver.addresses import parse_host_port
 from licenseserver.localstate import PRIMARY, ROLE, SERVER_VERSION, role_change
+from licenseserver.protocols import wire
 
 BeforeMigrate = Callable[[Path, dict[str, Any]], None]
 
@@ -217,7 +221,10 @@ def _restore(data_dir: Path, backup: Path) -> None:
 
 def _roll_back(data_dir: Path, backup: Path, error: BaseException) -> None:
     """Put the directory back from the backup and raise the UpgradeError that says so."""
-    reason = f"{type(error).__name__}: {error}"
+    if isinstance(error, UpgradeRefusedError):
+        reason = str(error)
+    else:
+        reason = f"{type(error).__name__}: {error}"
     try:
         _restore(data_dir, backup)
     except BaseException as restore_error:
@@ -284,3 +291,163 @@ def record_role(data_dir: Path | str, role: str, primary: str | None) -> None:
             store.set_local(conn, name, value)
     finally:
         conn.close()
+
+
+# ---------------------------------------------------------------------------
+# A failover is upgraded after its primary (FAILOVER.md rule 13)
+
+STATUS_TIMEOUT = 5.0
+"""Seconds that asking the primary for its STATUS may take, connecting included."""
+
+
+class UpgradeRefusedError(Exception):
+    """The upgrade must not happen now; the message says why and what to do instead."""
+
+
+class PrimaryUnreachableError(Exception):
+    """The primary's STATUS could not be had; the message says what went wrong."""
+
+
+AskStatus = Callable[[tuple[str, int], float], dict[str, str]]
+"""``ask(address, timeout)``: the arguments of the ``OK`` answer to ``STATUS``."""
+
+
+def ask_primary_status(
+    address: tuple[str, int], timeout: float = STATUS_TIMEOUT
+) -> dict[str, str]:
+    """Send ``STATUS`` to the licensing port at ``address``; return the answer's arguments.
+
+    A plain blocking socket: the upgrade runs with no reactor. Raises
+    ``PrimaryUnreachableError`` when there is no connection, no answer in
+    ``timeout`` seconds, or an answer other than ``OK``.
+    """
+    try:
+        with socket.create_connection(address, timeout=timeout) as conn:
+            conn.sendall(wire.format_request("STATUS"))
+            with conn.makefile("rb") as answer:
+                line = answer.readline(wire.MAX_LINE)
+    except OSError as e:
+        raise PrimaryUnreachableError(_os_reason(e)) from e
+    if not line.endswith(b"\n"):
+        raise PrimaryUnreachableError("it closed the connection without answering STATUS")
+    try:
+        response = wire.parse_response(line.rstrip(b"\n"))
+    except (wire.ProtocolError, ValueError) as e:
+        raise PrimaryUnreachableError(
+            f"it answered STATUS with a line that is no answer: {e}"
+        ) from e
+    if not response.ok:
+        raise PrimaryUnreachableError(f"it refused STATUS: {response.code} {response.reason}")
+    return response.args
+
+
+def _os_reason(error: OSError) -> str:
+    if isinstance(error, TimeoutError):
+        return "no answer in time"
+    return error.strerror or str(error) or type(error).__name__
+
+
+def primary_address(text: str) -> tuple[str, int] | None:
+    """Where to ask a recorded primary: ``HOST[:PORT]`` or a plain ``tcp:`` endpoint.
+
+    None for any other endpoint (such as TLS), which a plain socket cannot ask.
+    """
+    address = parse_host_port(text)
+    if address is not None:
+        return address
+    kind, _, rest = text.partition(":")
+    if kind != "tcp" or not rest:
+        return None
+    positional: list[str] = []
+    named: dict[str, str] = {}
+    for part in re.split(r"(?<!\\):", rest):
+        part = part.replace("\\:", ":")
+        key, equals, value = part.partition("=")
+        if equals:
+            named[key] = value
+        else:
+            positional.append(part)
+    for name in ("host", "port"):
+        if name not in named and positional:
+            named[name] = positional.pop(0)
+    host, port = named.get("host"), named.get("port", "")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return None
+    return host, int(port)
+
+
+def _show(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_primary_version(
+    data_dir: Path,
+    local_values: dict[str, Any],
+    *,
+    force: bool,
+    target_version: str,
+    ask_status: AskStatus | None = None,
+    timeout: float = STATUS_TIMEOUT,
+    warn: Callable[[str], None] | None = None,
+) -> None:
+    """Refuse to upgrade a failover to ``target_version`` while its primary runs an older one.
+
+    The ``before_migrate`` hook of ``licenseserver upgrade``. A directory
+    whose recorded role is not ``failover`` passes without asking anyone.
+    A failover's recorded primary is asked for its ``STATUS`` (with
+    ``ask_status``, ``ask_primary_status`` by default); a primary older than
+    ``target_version`` raises ``UpgradeRefusedError``. So does a primary
+    that cannot be asked, unless ``force`` is set: then ``warn`` is told
+    and the upgrade goes on. A primary at ``target_version`` or newer passes.
+    """
+    if local_values.get(ROLE) != "failover":
+        return
+    recorded = local_values.get(PRIMARY)
+    try:
+        shown, version = _primary_version(recorded, ask_status or ask_primary_status, timeout)
+    except PrimaryUnreachableError as e:
+        if force:
+            if warn is not None:
+                warn(f"{e}; upgrading this failover anyway (--force)")
+            return
+        raise UpgradeRefusedError(
+            f"{e}; a failover is upgraded after its primary: start the primary, or give "
+            "--force to upgrade this failover without checking its primary's version"
+        ) from e
+    if version < versions.Version(target_version):
+        raise UpgradeRefusedError(
+            f"the primary {shown} runs {version}, older than {target_version}: "
+            "upgrade the primary first"
+        )
+
+
+def _primary_version(
+    recorded: Any, ask: AskStatus, timeout: float
+) -> tuple[str, versions.Version]:
+    """How to name the recorded primary, and the version it runs now."""
+    if not isinstance(recorded, str) or not recorded:
+        raise PrimaryUnreachableError(
+            "this failover's data directory records no primary to ask for its version"
+        )
+    address = primary_address(recorded)
+    if address is None:
+        raise PrimaryUnreachableError(
+            f"cannot ask the primary {recorded} for its version: only a HOST[:PORT] "
+            "or tcp: address can be asked"
+        )
+    shown = _show(address)
+    try:
+        status = ask(address, timeout)
+    except (PrimaryUnreachableError, OSError) as e:
+        reason = _os_reason(e) if isinstance(e, OSError) else str(e)
+        raise PrimaryUnreachableError(
+            f"cannot ask the primary {shown} for its version: {reason}"
+        ) from e
+    text = status.get("version", "")
+    try:
+        return shown, versions.Version(text)
+    except versions.VersionError as e:
+        raise PrimaryUnreachableError(
+            f"the primary {shown} answered STATUS without a version ({text!r})"
+        ) from e

@@ -10,7 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import reactor
+from twisted.internet import reactor, threads
+from twisted.internet.protocol import Factory
+from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
 
 from licenseserver import model, store, upgrade
@@ -279,3 +281,313 @@ class PrepareForStartTests(unittest.TestCase):
         with self.assertRaises(store.SchemaError) as caught:
             upgrade.prepare_for_start(self.data, "1.0.0")
         self.assertIn("newer version 1.1.0", str(caught.exception))
+
+
+class AskedPrimary:
+    """A fake ``ask_status``: answers with ``version``, or raises ``error``; logs the asks."""
+
+    def __init__(self, version: str = "1.0.0", error: Exception | None = None):
+        self.version = version
+        self.error = error
+        self.asked: list[tuple[tuple[str, int], float]] = []
+
+    def __call__(self, address: tuple[str, int], timeout: float) -> dict[str, str]:
+        self.asked.append((address, timeout))
+        if self.error is not None:
+            raise self.error
+        return {
+            "server": "ls1",
+            "role": "primary",
+            "state": "active",
+            "version": self.version,
+            "edition": "standard",
+        }
+
+
+class CheckPrimaryVersionTests(unittest.TestCase):
+    """The before_migrate hook that keeps a failover from overtaking its primary."""
+
+    makeDataDir = UpgradeTests.makeDataDir
+
+    async def upgradeWith(
+        self, ask: AskedPrimary, *, force: bool = False, target: str = "1.1.0", **local: Any
+    ) -> tuple[Path, dict, list[str]]:
+        """Upgrade a failover directory to ``target``, asking ``ask`` about its primary.
+
+        Returns the directory, its tree before the upgrade and the warnings given.
+        """
+        data_dir = await self.makeDataDir()
+        if local:
+            conn = store.connect(store.database_path(data_dir))
+            for name, value in local.items():
+                store.set_local(conn, name, value)
+            conn.close()
+        before = tree(data_dir)
+        warnings: list[str] = []
+
+        def check(path: Path, values: dict[str, Any]) -> None:
+            upgrade.check_primary_version(
+                path,
+                values,
+                force=force,
+                target_version=target,
+                ask_status=ask,
+                warn=warnings.append,
+            )
+
+        self.result = upgrade_data_dir(
+            data_dir, target_version=target, before_migrate=check, migrations=TWO, now=WHEN
+        )
+        return data_dir, before, warnings
+
+    async def assertRefused(self, ask: AskedPrimary, **kw: Any) -> str:
+        """The upgrade is refused, the directory is byte for byte as it was; the message."""
+        data_dir = await self.makeDataDir()
+        before = tree(data_dir)
+        with self.assertRaises(UpgradeError) as caught:
+            upgrade_data_dir(
+                data_dir,
+                target_version="1.1.0",
+                before_migrate=lambda path, values: upgrade.check_primary_version(
+                    path, values, target_version="1.1.0", ask_status=ask, **kw
+                ),
+                migrations=TWO,
+                now=WHEN,
+            )
+        self.assertEqual(tree(data_dir), before)
+        self.assertEqual(siblings(data_dir), [])
+        message = str(caught.exception)
+        self.assertNotIn("\n", message)
+        self.assertIn("rolled back", message)
+        return message
+
+    async def test_olderPrimaryRefused(self) -> None:
+        """A failover whose primary runs an older version is refused and left as it was."""
+        ask = AskedPrimary("1.0.0")
+        message = await self.assertRefused(ask, force=False)
+        self.assertIn(
+            "the primary ls1:35355 runs 1.0.0, older than 1.1.0: upgrade the primary first",
+            message,
+        )
+        self.assertEqual([address for address, _ in ask.asked], [("ls1", 35355)])
+
+    async def test_forceDoesNotOvertakeOlderPrimary(self) -> None:
+        """--force does not let a failover overtake a primary that answers as older."""
+        message = await self.assertRefused(AskedPrimary("1.0.0"), force=True)
+        self.assertIn("upgrade the primary first", message)
+
+    async def test_samePrimaryAllowed(self) -> None:
+        """A failover whose primary already runs the target version is upgraded."""
+        ask = AskedPrimary("1.1.0")
+        data_dir, before, warnings = await self.upgradeWith(ask)
+        self.assertEqual(store.check_database(store.database_path(data_dir)), 2)
+        self.assertEqual(tree(self.result.backup), before)
+        self.assertEqual(len(ask.asked), 1)
+        self.assertEqual(warnings, [])
+
+    async def test_newerPrimaryAllowed(self) -> None:
+        """A failover whose primary runs a newer version than the target is upgraded."""
+        data_dir, _, _ = await self.upgradeWith(AskedPrimary("1.2.0"))
+        self.assertEqual(store.check_database(store.database_path(data_dir)), 2)
+
+    async def test_unreachableRefused(self) -> None:
+        """A failover whose primary cannot be reached is refused, pointing at --force."""
+        ask = AskedPrimary(error=upgrade.PrimaryUnreachableError("Connection refused"))
+        message = await self.assertRefused(ask, force=False)
+        self.assertIn("cannot ask the primary ls1:35355 for its version", message)
+        self.assertIn("Connection refused", message)
+        self.assertIn("--force", message)
+
+    async def test_socketErrorIsUnreachable(self) -> None:
+        """An OSError from asking counts as an unreachable primary, not a crash."""
+        ask = AskedPrimary(error=ConnectionRefusedError(111, "Connection refused"))
+        message = await self.assertRefused(ask, force=False)
+        self.assertIn("Connection refused", message)
+        self.assertIn("--force", message)
+
+    async def test_unreachableForced(self) -> None:
+        """With --force, a failover whose primary cannot be reached is upgraded, with a warning."""
+        ask = AskedPrimary(error=upgrade.PrimaryUnreachableError("no answer in time"))
+        data_dir, _, warnings = await self.upgradeWith(ask, force=True)
+        self.assertEqual(store.check_database(store.database_path(data_dir)), 2)
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("no answer in time", warnings[0])
+        self.assertIn("--force", warnings[0])
+
+    async def test_versionlessAnswerRefused(self) -> None:
+        """A STATUS answer without a readable version is refused like an unreachable primary."""
+        message = await self.assertRefused(AskedPrimary("banana"), force=False)
+        self.assertIn("without a version", message)
+        self.assertIn("--force", message)
+
+    async def test_primaryNeverAsks(self) -> None:
+        """A primary's data directory is upgraded without asking anyone."""
+        ask = AskedPrimary(error=AssertionError("a primary must not ask"))
+        data_dir, _, _ = await self.upgradeWith(ask, role="primary", primary=None)
+        self.assertEqual(ask.asked, [])
+        self.assertEqual(store.check_database(store.database_path(data_dir)), 2)
+
+    async def test_noRoleRecordedNeverAsks(self) -> None:
+        """A directory with no recorded role is a primary's and upgrades without asking."""
+        ask = AskedPrimary(error=AssertionError("must not ask"))
+        data_dir = await self.makeDataDir()
+        conn = store.connect(store.database_path(data_dir))
+        store.set_local(conn, "role", None)
+        conn.close()
+        upgrade_data_dir(
+            data_dir,
+            target_version="1.1.0",
+            before_migrate=lambda path, values: upgrade.check_primary_version(
+                path, values, force=False, target_version="1.1.0", ask_status=ask
+            ),
+        )
+        self.assertEqual(ask.asked, [])
+
+    async def test_noPrimaryRecorded(self) -> None:
+        """A failover directory without a recorded primary is refused unless forced."""
+        data_dir = await self.makeDataDir()
+        conn = store.connect(store.database_path(data_dir))
+        store.set_local(conn, "primary", None)
+        conn.close()
+        before = tree(data_dir)
+        ask = AskedPrimary()
+
+        def check(force: bool) -> Any:
+            return lambda path, values: upgrade.check_primary_version(
+                path, values, force=force, target_version="1.1.0", ask_status=ask
+            )
+
+        with self.assertRaises(UpgradeError) as caught:
+            upgrade_data_dir(data_dir, target_version="1.1.0", before_migrate=check(False))
+        self.assertIn("records no primary", str(caught.exception))
+        self.assertEqual(tree(data_dir), before)
+        upgrade_data_dir(data_dir, target_version="1.1.0", before_migrate=check(True))
+        self.assertEqual(ask.asked, [])
+
+    async def test_tlsEndpointNotAsked(self) -> None:
+        """A primary recorded as a TLS endpoint cannot be asked: refused unless forced."""
+        ask = AskedPrimary("1.1.0")
+        data_dir = await self.makeDataDir()
+        conn = store.connect(store.database_path(data_dir))
+        store.set_local(conn, "primary", "ssl:host=ls1:port=35355")
+        conn.close()
+        with self.assertRaises(UpgradeError) as caught:
+            upgrade_data_dir(
+                data_dir,
+                target_version="1.1.0",
+                before_migrate=lambda path, values: upgrade.check_primary_version(
+                    path, values, force=False, target_version="1.1.0", ask_status=ask
+                ),
+            )
+        self.assertIn("ssl:host=ls1:port=35355", str(caught.exception))
+        self.assertIn("--force", str(caught.exception))
+        self.assertEqual(ask.asked, [])
+
+    def test_primaryAddress(self) -> None:
+        """HOST[:PORT] and plain tcp: endpoints name an address to ask; other endpoints not."""
+        cases = {
+            "ls1": ("ls1", 35355),
+            "ls1:4000": ("ls1", 4000),
+            "[::1]:4000": ("::1", 4000),
+            "tcp:ls1:4000": ("ls1", 4000),
+            "tcp:host=ls1:port=4000:timeout=3": ("ls1", 4000),
+            "tcp:port=4000:host=10.0.0.5": ("10.0.0.5", 4000),
+            r"tcp:host=fe80\:\:1:port=4000": ("fe80::1", 4000),
+            "tcp:ls1": None,
+            "tcp:ls1:99999": None,
+            "ssl:host=ls1:port=4000": None,
+            "unix:/tmp/sock": None,
+            "": None,
+        }
+        for text, expected in cases.items():
+            self.assertEqual(upgrade.primary_address(text), expected, text)
+
+
+class StatusAnswerer(LineReceiver):
+    """A primary's licensing port reduced to answering STATUS with a fixed line."""
+
+    delimiter = b"\n"
+
+    def lineReceived(self, line: bytes) -> None:
+        self.factory.received.append(line)
+        answer = self.factory.answer
+        if answer is None:
+            return
+        self.transport.write(answer)
+        self.transport.loseConnection()
+
+
+class AskPrimaryStatusTests(unittest.TestCase):
+    """ask_primary_status over a real socket, against a tiny server on an ephemeral port."""
+
+    def listen(self, answer: bytes | None) -> tuple[str, int]:
+        factory = Factory.forProtocol(StatusAnswerer)
+        factory.answer = answer
+        factory.received = []
+        self.factory = factory
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return "127.0.0.1", port.getHost().port
+
+    def ask(self, address: tuple[str, int], timeout: float = 5.0) -> Any:
+        return threads.deferToThread(upgrade.ask_primary_status, address, timeout)
+
+    async def test_statusAnswered(self) -> None:
+        """STATUS goes out as one line; the OK answer's arguments come back."""
+        address = self.listen(b"OK server=ls1 role=primary state=active version=1.1.0 edition=x\n")
+        status = await self.ask(address)
+        self.assertEqual(self.factory.received, [b"STATUS"])
+        self.assertEqual(status["version"], "1.1.0")
+        self.assertEqual(status["role"], "primary")
+
+    async def test_errAnswer(self) -> None:
+        """An ERR answer to STATUS is reported as an unreachable primary with its reason."""
+        address = self.listen(b"ERR 429 rate-limited\n")
+        with self.assertRaises(upgrade.PrimaryUnreachableError) as caught:
+            await self.ask(address)
+        self.assertIn("429 rate-limited", str(caught.exception))
+
+    async def test_garbageAnswer(self) -> None:
+        """A line that is no protocol answer is reported, not raised as something else."""
+        address = self.listen(b"HTTP/1.1 400 Bad Request\n")
+        with self.assertRaises(upgrade.PrimaryUnreachableError) as caught:
+            await self.ask(address)
+        self.assertIn("no answer", str(caught.exception))
+
+    async def test_closedWithoutAnswer(self) -> None:
+        """A connection closed before a whole line came is reported."""
+        address = self.listen(b"OK server=ls1")
+        with self.assertRaises(upgrade.PrimaryUnreachableError) as caught:
+            await self.ask(address)
+        self.assertIn("without answering", str(caught.exception))
+
+    async def test_silentServerTimesOut(self) -> None:
+        """A server that accepts but never answers is given up on after the timeout."""
+        address = self.listen(None)
+        with self.assertRaises(upgrade.PrimaryUnreachableError) as caught:
+            await self.ask(address, timeout=0.2)
+        self.assertIn("no answer in time", str(caught.exception))
+
+    async def test_nobodyListening(self) -> None:
+        """A port where nobody listens is reported as unreachable."""
+        port = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+        closed = port.getHost().port
+        await port.stopListening()
+        with self.assertRaises(upgrade.PrimaryUnreachableError):
+            await self.ask(("127.0.0.1", closed))
+
+    async def test_hookOverRealSocket(self) -> None:
+        """The hook asks the recorded primary over the network and names it when it is older."""
+        host, port = self.listen(b"OK server=ls1 role=primary state=active version=1.0.0\n")
+        with self.assertRaises(upgrade.UpgradeRefusedError) as caught:
+            await threads.deferToThread(
+                upgrade.check_primary_version,
+                Path("unused"),
+                {"role": "failover", "primary": f"{host}:{port}"},
+                force=True,
+                target_version="1.1.0",
+            )
+        self.assertEqual(
+            str(caught.exception),
+            f"the primary {host}:{port} runs 1.0.0, older than 1.1.0: upgrade the primary first",
+        )

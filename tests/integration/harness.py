@@ -1,7 +1,8 @@
 """Real server processes for integration tests, driven through the command line only.
 
-A ServerProcess runs ``twistd licenseserver`` on 127.0.0.1 with ephemeral ports and learns
-them from the port files the server writes into its data directory. The helpers around it
+A ServerProcess runs ``twistd licenseserver`` on 127.0.0.1 with ephemeral ports (or a
+licensing port kept across restarts) and learns them from the port files the server writes
+into its data directory. The helpers around it
 make a vendor key, issue license files with the ``licenseserver`` tool and talk to the admin
 API with urllib. Nothing here imports the server's code.
 """
@@ -13,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -29,6 +31,8 @@ STOP_TIMEOUT = 20.0
 CLI_TIMEOUT = 60.0
 HTTP_TIMEOUT = 10.0
 POLL_INTERVAL = 0.05
+EPHEMERAL = "tcp:0:interface=127.0.0.1"
+"""The endpoint of a listener on 127.0.0.1 with a port the system picks."""
 
 
 class HarnessError(AssertionError):
@@ -56,10 +60,57 @@ def wait_for(
         time.sleep(POLL_INTERVAL)
 
 
-def child_env() -> dict[str, str]:
-    """The environment for processes that must run the working tree's code."""
+def hold_for(
+    predicate: Callable[[], Any],
+    duration: float,
+    what: str,
+    describe: Callable[[], str] | None = None,
+) -> None:
+    """Poll ``predicate`` for ``duration`` seconds; fail with ``what`` as soon as it is false.
+
+    The counterpart of ``wait_for`` for a condition that must keep holding.
+    """
+    start = time.monotonic()
+    deadline = start + duration
+    while True:
+        if not predicate():
+            elapsed = time.monotonic() - start
+            detail = f"\n{describe()}" if describe is not None else ""
+            raise HarnessError(f"after {elapsed:.2f} s, no longer {what}{detail}")
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(POLL_INTERVAL)
+
+
+def local_endpoint(port: int) -> str:
+    """The endpoint of a listener on 127.0.0.1 with a given port."""
+    return f"tcp:{port}:interface=127.0.0.1"
+
+
+def tls_endpoint(port: int, key: str | os.PathLike[str], cert: str | os.PathLike[str]) -> str:
+    """The endpoint of a TLS listener on 127.0.0.1 (port 0: the system picks one).
+
+    ``key`` is a PEM private key file, ``cert`` the PEM file of its certificate.
+    """
+    from twisted.internet.endpoints import quoteStringArgument
+
+    key_text = quoteStringArgument(str(Path(key).resolve()))
+    cert_text = quoteStringArgument(str(Path(cert).resolve()))
+    return f"ssl:{port}:interface=127.0.0.1:privateKey={key_text}:certKey={cert_text}"
+
+
+def tls_client_context(cafile: str | os.PathLike[str]) -> ssl.SSLContext:
+    """A client TLS context that trusts only the certificates in ``cafile`` and checks names."""
+    return ssl.create_default_context(cafile=str(cafile))
+
+
+def child_env(code_root: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The environment for processes that must run the working tree's code.
+
+    With ``code_root``, they run the code under that directory instead (another build).
+    """
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["PYTHONPATH"] = str(code_root or REPO_ROOT)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -87,7 +138,11 @@ def _read_port(path: Path) -> int | None:
 
 
 class ServerProcess:
-    """One ``twistd licenseserver`` process on 127.0.0.1 with ephemeral ports."""
+    """One ``twistd licenseserver`` process on 127.0.0.1, with ephemeral ports by default.
+
+    ``licensing_endpoint`` is the ``--port`` it listens on; ``keep_licensing_port()``
+    pins it to the port the process has now, so that a later start uses the same one.
+    """
 
     def __init__(
         self,
@@ -95,9 +150,19 @@ class ServerProcess:
         *extra_args: str,
         name: str = "",
         wait_healthy: bool = True,
+        licensing_endpoint: str = EPHEMERAL,
+        code_root: str | os.PathLike[str] | None = None,
+        web_endpoint: str = EPHEMERAL,
+        web_tls: ssl.SSLContext | None = None,
     ):
         self.data_dir = Path(data_dir).resolve()
+        self.code_root = Path(code_root) if code_root else REPO_ROOT
         self.wait_healthy = wait_healthy
+        self.licensing_endpoint = licensing_endpoint
+        self.web_endpoint = web_endpoint
+        """The ``--web`` endpoint; with an ``ssl:`` one, give ``web_tls`` too."""
+        self.web_tls = web_tls
+        """The client TLS context for the web port, when it serves TLS (``https``)."""
         self.name = name or self.data_dir.name
         self.extra_args = list(extra_args)
         self.log_path = self.data_dir.parent / f"{self.name}.log"
@@ -129,7 +194,8 @@ class ServerProcess:
 
     @property
     def web_url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+        scheme = "https" if self.web_tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.web_port}"
 
     @property
     def running(self) -> bool:
@@ -145,11 +211,17 @@ class ServerProcess:
             "--data",
             str(self.data_dir),
             "--port",
-            "tcp:0:interface=127.0.0.1",
+            self.licensing_endpoint,
             "--web",
-            "tcp:0:interface=127.0.0.1",
+            self.web_endpoint,
             *self.extra_args,
         ]
+
+    def keep_licensing_port(self) -> int:
+        """Make every later start listen on the licensing port it has now; return it."""
+        port = self.licensing_port
+        self.licensing_endpoint = local_endpoint(port)
+        return port
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of the process's log and of its stdout/stderr, for failure messages."""
@@ -179,8 +251,8 @@ class ServerProcess:
         with open(self.out_path, "ab") as out:
             self.process = subprocess.Popen(
                 self.command(),
-                cwd=REPO_ROOT,
-                env=child_env(),
+                cwd=self.code_root,
+                env=child_env(self.code_root),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -271,10 +343,13 @@ class ServerProcess:
 
 
 def start_server(
-    testcase: Any, data_dir: str | os.PathLike[str], *extra_args: str
+    testcase: Any, data_dir: str | os.PathLike[str], *extra_args: str, **options: Any
 ) -> ServerProcess:
-    """Start a server whose stop is already registered as the test's cleanup."""
-    server = ServerProcess(data_dir, *extra_args)
+    """Start a server whose stop is already registered as the test's cleanup.
+
+    ``options`` go to ``ServerProcess`` (``name``, ``licensing_endpoint``, ...).
+    """
+    server = ServerProcess(data_dir, *extra_args, **options)
     testcase.addCleanup(server.stop)
     server.start()
     return server
@@ -304,6 +379,52 @@ def run_cli(*args: str) -> str:
             f"stdout: {result.stdout}\nstderr: {result.stderr}"
         )
     return result.stdout
+
+
+def run_cli_result(
+    *args: str, code_root: str | os.PathLike[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m licenseserver.cli ARGS`` and return the result, whatever its exit code.
+
+    ``code_root`` runs another build's code instead of the working tree's.
+    """
+    root = Path(code_root) if code_root else REPO_ROOT
+    command = [sys.executable, "-m", "licenseserver.cli", *args]
+    try:
+        return subprocess.run(
+            command,
+            cwd=root,
+            env=child_env(root),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise HarnessError(f"{command} took longer than {CLI_TIMEOUT} s") from None
+
+
+def copy_build(target: str | os.PathLike[str], version: str | None = None) -> Path:
+    """Copy the working tree's code (``licenseserver/``, ``twisted/plugins/``) to ``target``.
+
+    With ``version``, the copy's ``_version.py`` says that version (the edition stays):
+    two builds that differ only in their version. Returns ``target``, for ``code_root``.
+    """
+    root = Path(target).resolve()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "dropin.cache")
+    shutil.copytree(REPO_ROOT / "licenseserver", root / "licenseserver", ignore=ignore)
+    shutil.copytree(REPO_ROOT / "twisted" / "plugins", root / "twisted" / "plugins", ignore=ignore)
+    if version is not None:
+        version_file = root / "licenseserver" / "_version.py"
+        lines = version_file.read_text().splitlines()
+        if not any(line.startswith("__version__ =") for line in lines):
+            raise HarnessError(f"no __version__ line in {version_file}")
+        lines = [
+            f'__version__ = "{version}"' if line.startswith("__version__ =") else line
+            for line in lines
+        ]
+        version_file.write_text("\n".join(lines) + "\n")
+    return root
 
 
 def make_vendor_key(
@@ -402,7 +523,9 @@ def http_request(
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
+        with urllib.request.urlopen(
+            request, timeout=HTTP_TIMEOUT, context=server.web_tls
+        ) as response:
             return HTTPResult(response.status, response.headers, response.read())
     except urllib.error.HTTPError as e:
         with e:

@@ -1,0 +1,111 @@
+"""Tests for the hash-chained audit log (licenseserver.audit) and what the server writes to it."""
+
+import contextlib
+import io
+import sqlite3
+from pathlib import Path
+
+from twisted.trial import unittest
+
+from licenseserver import audit, cli
+from licenseserver.audit import GENESIS, AuditEntry
+from licenseserver.store import SQLiteStore
+from licenseserver.testing import FakeStore
+from tests.helpers import HELLO, hello, licenseFile, makeRole, run, session
+
+
+def rows(n):
+    return audit.append_rows(
+        (0, GENESIS), [AuditEntry(100 + i, "grant", {"i": i}) for i in range(n)]
+    )
+
+
+class ChainTests(unittest.TestCase):
+    def test_intact(self):
+        """An untouched chain verifies, entry by entry."""
+        self.assertEqual(audit.verify(rows(5)), audit.Verdict(5))
+        self.assertEqual(audit.verify([]), audit.Verdict(0))
+
+    def test_changedEntry(self):
+        """An entry whose data changed breaks the chain at that entry."""
+        chain = rows(5)
+        seq, time, kind, data, prev, digest = chain[2]
+        chain[2] = (seq, time, kind, data.replace("2", "7"), prev, digest)
+        verdict = audit.verify(chain)
+        self.assertEqual((verdict.broken_at, verdict.entries), (3, 2))
+        self.assertIn("changed", verdict.problem)
+
+    def test_removedEntry(self):
+        """A removed entry is reported as missing."""
+        chain = rows(5)
+        del chain[1]
+        self.assertEqual(audit.verify(chain).broken_at, 2)
+
+    def test_rehashedEntry(self):
+        """Recomputing a changed entry's own hash still breaks the next link."""
+        chain = rows(4)
+        seq, time, kind, _, prev, _ = chain[1]
+        forged = AuditEntry(time, kind, {"i": 99})
+        chain[1] = (seq, time, kind, '{"i": 99}', prev, audit.chain(prev, seq, forged))
+        self.assertEqual(audit.verify(chain).broken_at, 3)
+
+
+class RoleAuditTests(unittest.TestCase):
+    def test_operationsAudited(self):
+        """Grants, releases, denials and admin changes all reach the audit chain."""
+        store = FakeStore()
+        role = makeRole(store)
+        (lid,) = self.successResultOf(run(role.addLicenses(licenseFile({"seats": 1}))))
+        s = hello(role, "m1")
+        lease = self.successResultOf(run(role.checkout(s, {})))["lease"]
+        run(role.checkout(hello(role, "m2"), {})).addErrback(lambda f: None)
+        self.successResultOf(run(role.release(s, {"lease": lease})))
+        self.successResultOf(run(role.setLicenseActive(lid, False)))
+        self.successResultOf(run(role.updateSettings({"borrow_max_days": 3})))
+        kinds = [row[2] for row in store.auditRows]
+        self.assertEqual(
+            kinds,
+            [
+                "license-added",
+                "grant",
+                "denial",
+                "release",
+                "license-deactivated",
+                "settings-changed",
+            ],
+        )
+        self.assertTrue(audit.verify(store.auditRows).ok)
+
+
+class DatabaseAuditTests(unittest.TestCase):
+    async def test_verifyCommand(self):
+        """`licenseserver audit verify` passes an intact log and names the first broken link."""
+        from twisted.internet import reactor
+
+        data = Path(self.mktemp())
+        data.mkdir()
+        store = SQLiteStore(data / "licenseserver.sqlite3", reactor)
+        await store.open()
+        role = makeRole(store)
+        await role.whenLoaded()
+        await run(role.addLicenses(licenseFile({"seats": 2})))
+        s = session("m1")
+        await run(role.hello(s, {**HELLO, "machine": "m1"}))
+        await run(role.checkout(s, {}))
+        await store.close()
+
+        def verify():
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                status = cli.main(["audit", "verify", "--data", str(data)])
+            return status, out.getvalue(), err.getvalue()
+
+        self.assertEqual(verify(), (0, "audit log intact: 2 entries\n", ""))
+        conn = sqlite3.connect(data / "licenseserver.sqlite3")
+        conn.execute("UPDATE audit SET data = replace(data, 'm1', 'm9') WHERE seq = 2")
+        conn.commit()
+        conn.close()
+        status, out, err = verify()
+        self.assertEqual(status, 1)
+        self.assertEqual(err.count("\n"), 1)
+        self.assertIn("broken at entry 2", err)
