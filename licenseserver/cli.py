@@ -135,10 +135,13 @@ def _license_upload(args: argparse.Namespace) -> None:
 
 
 def _api_error(error: urllib.error.HTTPError) -> str:
+    """The API's JSON error of a failed request, with its reason token when it has one."""
     try:
-        return json.load(error)["error"]
+        body = json.load(error)
+        message = body["error"]
     except (ValueError, KeyError, TypeError):
         return error.reason
+    return f"{body['reason']}: {message}" if body.get("reason") else message
 
 
 def _reason(error: Exception) -> str:

@@ -8,6 +8,7 @@ to a callback, so tests and scripts can find it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,11 @@ class ListeningService(service.Service):
             failure = failures[0]
             if failure.check(CannotListenError):
                 reason = failure.value.socketError
-                raise SystemExit(f"licenseserver: cannot listen on {self.description}: {reason}")
+                message = f"licenseserver: cannot listen on {self.description}: {reason}"
+                # twistd has sent sys.stderr to its log by now; the admin at the
+                # terminal should see the line too.
+                print(message, file=sys.__stderr__, flush=True)
+                raise SystemExit(message)
             failure.raiseException()
 
     def _listening(self, port: Any) -> None:
