@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -39,6 +40,21 @@ class DataDir:
         self.initial_password = self.path / "initial-admin-password"
         self.peer_secret = self.path / "peer-secret"
         self.vendor_keys = self.path / "vendor-keys"
+
+    def lock(self) -> int:
+        """Lock the directory for this process; return the descriptor that holds the lock.
+
+        The lock is on the directory itself (no lock file changes its contents) and
+        lasts while the descriptor is open, so it ends with the process however it
+        ends. Raises ``OSError`` when another process holds it: a server runs here.
+        """
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OSError(f"a server is running on {self.path}; stop it first") from None
+        return fd
 
     def port_file(self, name: str) -> Path:
         return self.path / f"{name}.port"

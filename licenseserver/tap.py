@@ -188,15 +188,26 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     secret_file = Path(options["peer-secret-file"] or data.peer_secret)
     try:
         password = data.prepare()
+    except OSError as e:
+        raise SystemExit(f"twistd licenseserver: data directory {data.path}: {e}") from None
+    try:
+        trusted = options["trusted-keys"] or signing.trusted_keys_in_dir(data.vendor_keys)
+    except signing.LicenseError as e:
+        raise SystemExit(f"twistd licenseserver: {data.vendor_keys}: {e}") from None
+    try:
+        lock = data.lock()
+    except OSError as e:
+        raise SystemExit(f"twistd licenseserver: {e}") from None
+    try:
         local = upgrade.prepare_for_start(data.path, __version__)
         role_name, primary = _resolve_role(options, local)
         upgrade.record_role(data.path, role_name, primary)
         peer_secret = data.read_peer_secret(secret_file)
     except (OSError, store.StoreError) as e:
         raise SystemExit(f"twistd licenseserver: data directory {data.path}: {e}") from None
-    trusted = options["trusted-keys"] or signing.trusted_keys_in_dir(data.vendor_keys)
 
     top = service.MultiService()
+    top.dataLock = lock  # held open while the server runs: no second server, no upgrade
     db = store.SQLiteStore(data.database, reactor)
     db.setServiceParent(top)
     explicit_advertise = options["advertise"]
@@ -250,7 +261,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     ).setServiceParent(top)
 
     auth = AdminAuth(reactor, data.admin_password_hash)
-    root = buildRoot(role, auth)
+    root = buildRoot(role, auth, setPassword=data.set_admin_password)
     root.putChild(b"metrics", MetricsResource(metrics))
     site = server.Site(root)
     site.displayTracebacks = False

@@ -23,6 +23,7 @@ from typing import Any
 
 from licenseserver import store, versions
 from licenseserver.addresses import parse_host_port
+from licenseserver.datadir import DataDir
 from licenseserver.localstate import PRIMARY, ROLE, SERVER_VERSION, role_change
 from licenseserver.protocols import wire
 
@@ -93,14 +94,21 @@ def upgrade_data_dir(
     old_version = local.get(SERVER_VERSION)
     if old_schema == new_schema and old_version == target_version:
         return UpgradeResult(data_dir, None, old_schema, new_schema, old_version, target_version)
-    _checkpoint(database)
-    backup = _back_up(data_dir, now or datetime.now())
     try:
-        if before_migrate is not None:
-            before_migrate(data_dir, dict(local))
-        _migrate(database, migrations, target_version)
-    except BaseException as e:
-        _roll_back(data_dir, backup, e)
+        lock = DataDir(data_dir).lock()
+    except OSError as e:
+        raise UpgradeError(f"{e}; nothing was changed") from None
+    try:
+        _checkpoint(database)
+        backup = _back_up(data_dir, now or datetime.now())
+        try:
+            if before_migrate is not None:
+                before_migrate(data_dir, dict(local))
+            _migrate(database, migrations, target_version)
+        except BaseException as e:
+            _roll_back(data_dir, backup, e)
+    finally:
+        os.close(lock)
     return UpgradeResult(data_dir, backup, old_schema, new_schema, old_version, target_version)
 
 

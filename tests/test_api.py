@@ -97,6 +97,7 @@ class APITests(unittest.TestCase):
                 "failover",
                 "revision",
                 "peer",
+                "refused_peer",
             },
         )
 

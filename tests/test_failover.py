@@ -161,9 +161,38 @@ class PairingTests(PairTestCase):
         self.assertNotEqual(first["challenge"], second["challenge"])
         self.assertGreaterEqual(len(first["challenge"]), 32)
         proof = peer_proof(SECRET, first["challenge"], "ls9")
+        self.refused(self.primary.peerAuth(s1, {"proof": proof}), "already-paired")
         error = self.refused(self.primary.peerAuth(s2, {"proof": proof}), "not-authorized")
         self.assertTrue(error.closes)
-        self.refused(self.primary.peerAuth(s1, {"proof": proof}), "already-paired")
+
+    def test_wrongProofsThrottled(self):
+        """After a wrong proof, that address's next proofs are refused unchecked for a while."""
+        self.primary.peer = None
+        args = {"name": "ls9", "version": "1.0.0", "edition": "standard", "listen": "ls9:1"}
+
+        def attempt(secret):
+            s = session("f9")
+            challenge = self.ok(self.primary.peerPeer(s, args))["challenge"]
+            return run(self.primary.peerAuth(s, {"proof": peer_proof(secret, challenge, "ls9")}))
+
+        self.failureResultOf(attempt("wrong"), wire.ProtocolError)
+        self.failureResultOf(attempt(SECRET), wire.ProtocolError)
+        self.clock.advance(1)
+        self.successResultOf(attempt(SECRET))
+        refusal = self.primary.refusedPeer()
+        self.assertIsNone(refusal)
+
+    def test_refusalShownOnPrimary(self):
+        """A refused failover shows on the primary's status, its log line once per while."""
+        self.primary.peer = None
+        args = {"name": "ls9", "version": "0.9", "edition": "standard", "listen": "ls9:1"}
+        for _ in range(5):
+            self.refused(self.primary.peerPeer(session("f9"), args), "version-mismatch")
+        refusal = self.primary.refusedPeer()
+        self.assertEqual((refusal["reason"], refusal["count"]), ("version-mismatch", 5))
+        self.assertIn("upgrade the failover", refusal["message"])
+        kinds = [e.kind for e in self.successResultOf(self.primaryStore.events(50))]
+        self.assertEqual(kinds.count("version-mismatch"), 1)
 
     def test_authWithoutPeer(self):
         """AUTH without PEER before it is not authorized, and the connection closes."""

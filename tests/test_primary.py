@@ -245,6 +245,13 @@ class LeaseTests(RoleTestCase):
             self.assertEqual(self.role.pool.lease(lid).expires, int(self.clock.seconds()) + 120)
         self.refused(self.role.heartbeat(hello(self.role, "m9"), {}), "unknown-lease")
 
+    def test_heartbeatAllAnswersSoonest(self):
+        """HEARTBEAT without a lease answers the expiry of the lease that ends first."""
+        self.ok(self.role.updateSettings({"lease_ttl": 60}))
+        self.ok(self.role.checkout(hello(self.role, "m1", user="bob"), {}))
+        answer = self.ok(self.role.heartbeat(self.s, {}))
+        self.assertEqual(answer, {"expires": int(self.clock.seconds()) + 60, "ttl": 60})
+
     def test_expiredUnknown(self):
         """An expired lease is unknown to HEARTBEAT and RELEASE."""
         self.clock.advance(120)

@@ -36,7 +36,9 @@ class SheddingTests(unittest.TestCase):
         factory = self.factory(max_connections=2)
         first, _ = self.connect(factory)
         self.connect(factory, "10.0.0.2")
-        _, refused = self.connect(factory, "10.0.0.3")
+        over, refused = self.connect(factory, "10.0.0.3")
+        self.assertEqual(refused.value(), b"", "nothing is sent before a request")
+        over.dataReceived(b"HELLO product=x version=1.0 host=h machine=m\nPING\n")
         (answer,) = self.answers(refused)
         self.assertEqual((answer.code, answer.reason), (429, "too-many-connections"))
         self.assertTrue(refused.disconnecting)
@@ -49,7 +51,8 @@ class SheddingTests(unittest.TestCase):
         """One address may not take more than its share; other addresses still get in."""
         factory = self.factory(max_per_address=1)
         self.connect(factory, "10.0.0.1")
-        _, refused = self.connect(factory, "10.0.0.1")
+        over, refused = self.connect(factory, "10.0.0.1")
+        over.dataReceived(b"PING\n")
         self.assertEqual(self.answers(refused)[0].reason, "too-many-connections")
         _, other = self.connect(factory, "10.0.0.2")
         self.assertFalse(other.disconnecting)
@@ -81,3 +84,14 @@ class SheddingTests(unittest.TestCase):
         proto.dataReceived(b"PING\n")
         self.assertTrue(self.answers(transport)[0].ok)
         self.assertFalse(transport.disconnecting)
+
+    def test_silentRefusedConnectionClosed(self):
+        """A connection over the cap that asks nothing is dropped after a short grace."""
+        factory = self.factory(max_connections=1)
+        self.connect(factory)
+        over, refused = self.connect(factory, "10.0.0.2")
+        self.clock.advance(9)
+        self.assertFalse(refused.disconnecting)
+        self.clock.advance(1)
+        self.assertEqual(refused.value(), b"")
+        self.assertTrue(refused.disconnecting or refused.disconnected)

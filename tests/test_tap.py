@@ -1,5 +1,6 @@
 """Tests for licenseserver.tap: the options of twistd licenseserver and the service tree."""
 
+import os
 import stat
 from pathlib import Path
 
@@ -89,6 +90,7 @@ class MakeServiceTests(unittest.TestCase):
         options = tap.Options()
         options.parseOptions(["--data", str(data), "--port", "tcp:0", "--web", "tcp:0"])
         top = tap.makeService(options, MemoryReactorClock())
+        self.addCleanup(os.close, top.dataLock)
         children = list(IService(top))
         self.assertIsInstance(children[0], SQLiteStore)
         self.assertIsInstance(children[1], RoleSwitch)
@@ -104,11 +106,22 @@ class MakeServiceTests(unittest.TestCase):
         data = Path(self.mktemp())
         options = tap.Options()
         options.parseOptions(["--data", str(data)])
-        tap.makeService(options, MemoryReactorClock())
+        os.close(tap.makeService(options, MemoryReactorClock()).dataLock)
         first = (data / "admin-password").read_bytes(), (data / "peer-secret").read_bytes()
-        tap.makeService(options, MemoryReactorClock())
+        os.close(tap.makeService(options, MemoryReactorClock()).dataLock)
         second = (data / "admin-password").read_bytes(), (data / "peer-secret").read_bytes()
         self.assertEqual(first, second)
+
+    def test_oneServerPerDirectory(self):
+        """While one server holds a data directory, a second one ends with one line."""
+        data = Path(self.mktemp())
+        options = tap.Options()
+        options.parseOptions(["--data", str(data)])
+        held = tap.makeService(options, MemoryReactorClock()).dataLock
+        self.addCleanup(os.close, held)
+        with self.assertRaises(SystemExit) as caught:
+            tap.makeService(options, MemoryReactorClock())
+        self.assertIn("a server is running on", str(caught.exception.code))
 
     def test_roleRecorded(self):
         """The role and primary are recorded; a start without --role keeps the last one."""
@@ -117,7 +130,9 @@ class MakeServiceTests(unittest.TestCase):
         def start(*argv):
             options = tap.Options()
             options.parseOptions(["--data", str(data), *argv])
-            return list(IService(tap.makeService(options, MemoryReactorClock())))[1].current
+            top = tap.makeService(options, MemoryReactorClock())
+            os.close(top.dataLock)
+            return list(IService(top))[1].current
 
         self.assertIsInstance(start(), PrimaryRole)
         role = start("--role", "failover", "--primary", "ls1.example.com:35355")
@@ -130,6 +145,19 @@ class MakeServiceTests(unittest.TestCase):
         self.assertEqual(local[localstate.PRIMARY], "ls1.example.com:35355")
         self.assertIsInstance(start("--role", "primary"), PrimaryRole)
         self.assertIsInstance(start(), PrimaryRole)
+
+    def test_badVendorKeyFile(self):
+        """A vendor key file that is no key ends the start with one line naming it."""
+        data = Path(self.mktemp())
+        (data / "vendor-keys").mkdir(parents=True)
+        (data / "vendor-keys" / "acme.pub").write_text("not a key")
+        options = tap.Options()
+        options.parseOptions(["--data", str(data)])
+        with self.assertRaises(SystemExit) as caught:
+            tap.makeService(options, MemoryReactorClock())
+        message = str(caught.exception.code)
+        self.assertIn("acme.pub", message)
+        self.assertEqual(message.count("\n"), 0)
 
     def test_unusableDataDirectory(self):
         """A data directory that cannot be made ends the start with one line."""

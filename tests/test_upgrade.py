@@ -16,6 +16,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
 
 from licenseserver import model, store, upgrade
+from licenseserver.datadir import DataDir
 from licenseserver.upgrade import UpgradeError, upgrade_data_dir
 
 WHEN = datetime(2025, 1, 2, 3, 4, 5)
@@ -104,6 +105,18 @@ class UpgradeTests(unittest.TestCase):
             ('"1.1.0"',),
         )
         self.assertEqual(conn.execute("SELECT id, note FROM clients").fetchall(), [("c-1", "")])
+
+    async def test_refusedWhileServerRuns(self) -> None:
+        """An upgrade of a directory a running server holds is refused; nothing changes."""
+        data_dir = await self.makeDataDir()
+        before = tree(data_dir)
+        held = DataDir(data_dir).lock()
+        self.addCleanup(os.close, held)
+        with self.assertRaises(UpgradeError) as caught:
+            upgrade_data_dir(data_dir, target_version="1.1.0", migrations=TWO, now=WHEN)
+        self.assertIn("a server is running", str(caught.exception))
+        self.assertEqual(tree(data_dir), before)
+        self.assertFalse(data_dir.with_name("licenseserver-data.backup-20250102T030405").exists())
 
     async def test_versionOnlyUpgrade(self) -> None:
         """A new server version at the same schema is recorded, with a backup."""

@@ -25,6 +25,9 @@ from licenseserver.protocols import wire
 from licenseserver.protocols.shedding import ConnectionCounter, Limits, TokenBucket
 from licenseserver.session import Session
 
+REFUSED_GRACE = 10.0
+"""Seconds a connection over the caps may stay open without asking anything."""
+
 
 class LicensingProtocol(LineReceiver):
     """One session on the licensing port."""
@@ -34,6 +37,9 @@ class LicensingProtocol(LineReceiver):
     log = Logger()
 
     admitted = False
+    refusal: str | None = None
+    """Why a connection over the caps is refused; told in answer to its first request."""
+    _refusedTimeout: Any = None
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
@@ -43,9 +49,12 @@ class LicensingProtocol(LineReceiver):
         factory = self.factory
         refusal = factory.connections.admit(self.host)
         if refusal is not None:
-            self.log.warn("Refused a connection: {why}", why=refusal)
-            self._send(wire.ProtocolError("too-many-connections", refusal).toLine())
-            self.transport.loseConnection()
+            # The server sends nothing unasked: the refusal answers the first
+            # request, and a connection that asks nothing is closed soon.
+            self.refusal = refusal
+            self._refusedTimeout = factory.clock.callLater(
+                REFUSED_GRACE, self.transport.abortConnection
+            )
             return
         self.admitted = True
         self.lastHeard = factory.clock.seconds()
@@ -55,6 +64,8 @@ class LicensingProtocol(LineReceiver):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.connected = False
+        if self._refusedTimeout is not None and self._refusedTimeout.active():
+            self._refusedTimeout.cancel()
         if not self.admitted:
             return
         self.admitted = False
@@ -68,6 +79,11 @@ class LicensingProtocol(LineReceiver):
         if self.admitted:
             self.lastHeard = self.factory.clock.seconds()
             super().dataReceived(data)
+        elif self.refusal is not None and b"\n" in data:
+            self.log.warn("Refused a connection: {why}", why=self.refusal)
+            self._send(wire.ProtocolError("too-many-connections", self.refusal).toLine())
+            self.refusal = None
+            self.transport.loseConnection()
 
     def lineReceived(self, line: bytes) -> None:
         if not self.bucket.take():

@@ -113,8 +113,16 @@ class PeerClientFactory(Factory):
 
 
 def peerService(endpoint: Any, role: Any, clock: Any, heartbeat: float) -> ClientService:
-    """A ClientService that keeps the link to the primary, retrying at most a heartbeat apart."""
-    policy = backoffPolicy(
+    """A ClientService that keeps the link to the primary, retrying at most a heartbeat apart.
+
+    A primary that refused the link (``role.refused()``) is asked again once a
+    heartbeat, not at once: it is alive, and it said why.
+    """
+    backoff = backoffPolicy(
         initialDelay=min(0.1, heartbeat), factor=2.0, maxDelay=heartbeat, jitter=lambda: 0.0
     )
+
+    def policy(attempt: int) -> float:
+        return heartbeat if role.refused() else backoff(attempt)
+
     return ClientService(endpoint, PeerClientFactory(role), retryPolicy=policy, clock=clock)

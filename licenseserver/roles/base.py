@@ -216,6 +216,10 @@ class ServingRole(service.MultiService):
         """The peer this server is paired with, for ``/api/status``; None when none."""
         return None
 
+    def refusedPeer(self) -> dict[str, Any] | None:
+        """A failover this server refused lately, for ``/api/status``; None when none."""
+        return None
+
     def serving(self) -> bool:
         """Whether the process serves its role (``/healthz``)."""
         return self.loaded
@@ -512,7 +516,8 @@ class ServingRole(service.MultiService):
             raise ProtocolError("unknown-lease", "this machine holds no lease here")
         renewed = [_replace(lease, expires=now + lease.ttl) for lease in leases]
         await self.commit([Change.put(lease) for lease in renewed])
-        return {"expires": now + self.leaseTTL, "ttl": self.leaseTTL}
+        soonest = min(renewed, key=lambda lease: lease.expires)
+        return {"expires": soonest.expires, "ttl": soonest.ttl}
 
     async def release(self, session: Session, args: Mapping[str, str]) -> dict[str, Any]:
         """Free a lease."""

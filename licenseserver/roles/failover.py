@@ -241,6 +241,10 @@ class FailoverRole(ServingRole):
 
     # The link
 
+    def refused(self) -> bool:
+        """Whether the primary refused the last link (it is asked again a heartbeat later)."""
+        return self.linkState in (REFUSED, MISMATCH)
+
     def linkMade(self, link: Any) -> None:
         """A connection to the primary is up: pair and sync over it."""
         self.link = link

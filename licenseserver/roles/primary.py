@@ -43,6 +43,26 @@ class PeerLink:
     connected: bool = True
 
 
+@dataclass
+class PeerRefusal:
+    """A failover the primary refused, as the status page shows it."""
+
+    name: str
+    seen_from: str
+    reason: str
+    message: str
+    first: int
+    last: int
+    count: int = 1
+    reported: int = 0
+
+
+REPORT_EVERY = 300
+"""Seconds between two log lines (and Messages) about the same refusal."""
+PENALTY_CAP = 60.0
+"""Longest wait imposed on an address after wrong pairing proofs."""
+
+
 def _inline(function: Callable[..., Any], *args: Any) -> defer.Deferred:
     return defer.maybeDeferred(function, *args)
 
@@ -73,6 +93,10 @@ class PrimaryRole(ServingRole):
         self.runInThread = runInThread
         self.peer: PeerLink | None = None
         self.rememberedFailover: str | None = None
+        self.refusal: PeerRefusal | None = None
+        """The last failover refused, until one pairs."""
+        self._penalties: dict[str, tuple[int, float]] = {}
+        """Per address: wrong proofs in a row, and when the next proof is checked."""
 
     async def loadLocal(self) -> None:
         self.rememberedFailover = await self.store.getLocal(FAILOVER_ADDRESS)
@@ -93,6 +117,21 @@ class PrimaryRole(ServingRole):
             and link.connected
             and self.clock.seconds() - link.last_beat <= self.takeoverAfter
         )
+
+    def refusedPeer(self) -> dict[str, Any] | None:
+        """The last failover refused (reason, message, from where, how often), until one pairs."""
+        refusal = self.refusal
+        if refusal is None:
+            return None
+        return {
+            "name": refusal.name,
+            "seen_from": refusal.seen_from,
+            "reason": refusal.reason,
+            "message": refusal.message,
+            "first": refusal.first,
+            "last": refusal.last,
+            "count": refusal.count,
+        }
 
     def peerStatus(self) -> dict[str, Any] | None:
         link = self.peer
@@ -142,8 +181,7 @@ class PrimaryRole(ServingRole):
                 f"failover {name} runs {version} ({edition}); this primary runs "
                 f"{__version__} ({EDITION}): upgrade the failover to {__version__}"
             )
-            self.log.warn("Refused failover: {message}", message=message)
-            self.record("version-mismatch", "error", message, name=name, version=version)
+            self._noteRefusal(session, name, "version-mismatch", message)
             raise ProtocolError("version-mismatch", message, version=__version__, edition=EDITION)
         session.peer_name = name
         session.peer_listen = listen
@@ -160,15 +198,23 @@ class PrimaryRole(ServingRole):
         challenge, session.challenge = session.challenge, ""
         proof = args.get("proof", "")
         name = session.peer_name
+        host = session.peer.rsplit(":", 1)[0]
         if not challenge or not self.peerSecret:
-            self._refuse(session, "AUTH without a PEER before it")
+            self._refuse(session, name, "AUTH without a PEER before it")
+        failures, notBefore = self._penalties.get(host, (0, 0.0))
+        if self.clock.seconds() < notBefore:
+            self._refuse(session, name, "a wrong pairing proof came from this address lately")
         if not proof_matches(self.peerSecret, challenge, name, proof):
-            self._refuse(session, f"wrong pairing proof from failover {name}")
+            wait = min(PENALTY_CAP, 2.0**failures)
+            self._penalties[host] = (failures + 1, self.clock.seconds() + wait)
+            self._refuse(session, name, "wrong pairing proof (check the peer secret file)")
+        self._penalties.pop(host, None)
         if self.peer is not None and self.peer.name != name and self.peerAlive():
-            raise ProtocolError(
-                "already-paired", "another failover is paired", name=self.peer.name
-            )
+            message = f"another failover ({self.peer.name}) is paired"
+            self._noteRefusal(session, name, "already-paired", message)
+            raise ProtocolError("already-paired", message, name=self.peer.name)
         now = self.now()
+        self.refusal = None
         self.peer = PeerLink(
             name=name,
             version=__version__,
@@ -187,11 +233,28 @@ class PrimaryRole(ServingRole):
         self.audit("failover-paired", name=name, address=session.peer_listen, peer=session.peer)
         return {"revision": self.committedRevision}
 
-    def _refuse(self, session: Session, why: str) -> None:
-        self.log.warn("Refused a failover from {peer}: {why}", peer=session.peer, why=why)
-        self.record("peer-refused", "warning", f"refused a failover from {session.peer}: {why}")
-        self.audit("peer-refused", peer=session.peer, why=why)
+    def _refuse(self, session: Session, name: str, why: str) -> None:
+        self._noteRefusal(session, name, "peer-refused", why)
         raise ProtocolError("not-authorized", "not authorized", closes=True)
+
+    def _noteRefusal(self, session: Session, name: str, reason: str, message: str) -> None:
+        """Show a refused failover on the status page; log it once per ``REPORT_EVERY``."""
+        now = self.now()
+        known = self.refusal
+        if known is not None and (known.seen_from.rsplit(":", 1)[0], known.reason) == (
+            session.peer.rsplit(":", 1)[0],
+            reason,
+        ):
+            known.last, known.count, known.message = now, known.count + 1, message
+        else:
+            known = self.refusal = PeerRefusal(name, session.peer, reason, message, now, now)
+        if now - known.reported < REPORT_EVERY and known.count > 1:
+            return
+        known.reported = now
+        text = f"refused failover {name or '?'} from {session.peer}: {message}"
+        self.log.warn("{text}", text=text)
+        self.record(reason, "error" if reason == "version-mismatch" else "warning", text)
+        self.audit(reason, peer=session.peer, name=name, why=message)
 
     def _link(self, session: Session) -> PeerLink:
         link = self.peer

@@ -19,8 +19,9 @@ def status(role: Any) -> dict[str, Any]:
         "edition": EDITION,
         "primary": role.primaryAddress(),
         "failover": role.failoverAddress(),
-        "revision": role.pool.revision,
+        "revision": role.committedRevision,
         "peer": role.peerStatus(),
+        "refused_peer": role.refusedPeer(),
     }
 
 
