@@ -13,15 +13,17 @@ import getpass
 import json
 import os
 import socket
+import ssl
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from licenseserver import signing
+from licenseserver import certs, signing
 from licenseserver._version import __version__
 from licenseserver.addresses import parse_host_port
+from licenseserver.client.cli import register as register_client
 from licenseserver.datadir import DataDir
 from licenseserver.protocols import wire
 
@@ -155,9 +157,15 @@ def _status(args: argparse.Namespace) -> None:
     if address is None:
         raise CommandError(f"{args.server!r} is not HOST[:PORT]")
     try:
-        with socket.create_connection(address, timeout=10) as conn:
+        with socket.create_connection(address, timeout=10) as raw:
+            conn = raw
+            if args.ca:
+                context = ssl.create_default_context(cafile=args.ca)
+                conn = context.wrap_socket(raw, server_hostname=address[0])
             conn.sendall(wire.format_request("STATUS"))
             line = conn.makefile("rb").readline(wire.MAX_LINE)
+    except ssl.SSLError as e:
+        raise CommandError(f"TLS with {args.server} failed: {e.reason or e}") from e
     except OSError as e:
         raise CommandError(f"cannot reach {args.server}: {e.strerror or e}") from e
     try:
@@ -279,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="print the STATUS of a server")
     status.add_argument("--server", default="localhost:35355", metavar="HOST:PORT")
     status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--ca", metavar="FILE", help="speak TLS; trust roots (PEM) to check with")
     status.set_defaults(func=_status)
 
     upgrade = commands.add_parser("upgrade", help="migrate a data directory to this version")
@@ -300,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     passwd.add_argument("--data", required=True, metavar="DIR")
     passwd.add_argument("--password-file", metavar="F")
     passwd.set_defaults(func=_passwd)
+
+    certs.register(commands, CommandError)
+    register_client(commands)
 
     return parser
 
@@ -323,4 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the module's one copy, so that CommandError raised by commands that other
+    # modules define (they import licenseserver.cli) is the class main() catches.
+    from licenseserver.cli import main as _main
+
+    sys.exit(_main())

@@ -219,6 +219,21 @@ class PairingTests(PairTestCase):
         self.assertEqual(self.primary.peer.session.peer_name, "ls2")
         self.assertTrue(self.primary.peerAlive())
 
+    def test_silentCloseIsAlive(self):
+        """A primary port that accepts and closes without a word is alive: no takeover."""
+        from twisted.internet.protocol import Factory, Protocol
+
+        class Closer(Protocol):
+            def connectionMade(self):
+                self.transport.loseConnection()
+
+        self.endpoint.kill()
+        self.endpoint.revive(Factory.forProtocol(Closer))
+        self.advance(TAKEOVER * 3)
+        self.assertEqual(self.failover.state, "standby")
+        self.assertEqual(self.failover.linkState, "refused")
+        self.assertIn("--primary-ca", self.failover.problem)
+
     def test_versionMismatch(self):
         """A version mismatch is refused on both sides, never serves, and resumes once fixed."""
         self.patch(primary_module, "__version__", "1.1.0")

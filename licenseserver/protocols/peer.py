@@ -46,6 +46,9 @@ class PeerClientProtocol(LineReceiver):
     MAX_LENGTH = 1 << 24
     log = Logger()
 
+    heardAny = False
+    """Whether the primary has sent a single line on this connection."""
+
     def connectionMade(self) -> None:
         self._pending: deque[defer.Deferred] = deque()
         self._collecting: tuple[wire.Response, list[bytes], int, defer.Deferred] | None = None
@@ -59,6 +62,7 @@ class PeerClientProtocol(LineReceiver):
         return d
 
     def lineReceived(self, line: bytes) -> None:
+        self.heardAny = True
         self.factory.role.heard()
         if self._collecting is not None:
             response, lines, count, d = self._collecting

@@ -259,7 +259,16 @@ class FailoverRole(ServingRole):
                 self.linkState = CONNECTING
         if reason is not None and reason.check(SSL.Error, VerificationError):
             self.heard()
-            self._refused(REFUSED, f"the primary's TLS certificate was refused: {reason.value}")
+            self._refused(REFUSED, _tlsProblem(reason.value, self.primary))
+        elif not link.heardAny and self.linkState != PAIRED:
+            # Something accepted the connection and closed it without a word: the
+            # primary is up but will not talk like this (a TLS port, say).
+            self.heard()
+            self._refused(
+                REFUSED,
+                "the primary closed the link without answering:"
+                " if it serves TLS, give this failover --primary-ca",
+            )
 
     def _linkFailed(self, failure: Any, link: Any) -> None:
         if not failure.check(error.ConnectionLost, error.ConnectionDone):
@@ -391,3 +400,18 @@ def _mismatchAdvice(version: str, edition: str) -> str:
     if newer:
         return f"upgrade this failover to version {version}"
     return f"the primary runs the older version {version}: upgrade the primary to {__version__}"
+
+
+def _tlsProblem(error: Exception, primary: str) -> str:
+    """Why TLS with the primary failed, in words an admin can act on."""
+    if isinstance(error, VerificationError):
+        return f"the primary's certificate does not name {primary.rsplit(':', 1)[0]}"
+    text = str(error)
+    if "wrong version number" in text or "packet length too long" in text:
+        return "the primary does not speak TLS on that port: drop --primary-ca or fix --primary"
+    if "certificate verify failed" in text:
+        return (
+            "the primary's certificate does not verify against --primary-ca"
+            " (another issuer, or expired)"
+        )
+    return f"TLS with the primary failed: {text}"

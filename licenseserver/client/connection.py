@@ -1,0 +1,206 @@
+"""One connection to a license server: requests out, answers back in order, on Twisted.
+
+``ServerConnection`` writes request lines with ``wire`` and matches each
+answer to the oldest request still waiting (the server answers in request
+order). An ``OK`` fires the request's Deferred with its arguments, an
+``ERR`` fails it with the typed ``ServerError``. A request that gets no
+answer within ``timeout`` breaks the connection: it and every request behind
+it fail with ``ServerTimeout``, since answers could no longer be matched.
+
+``open_connection`` connects through any client endpoint, so tests can use
+in-memory ones; ``AddressEndpoint`` is the default for ``host:port``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.internet import defer, threads
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.error import ConnectError
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from zope.interface import implementer
+
+from licenseserver.client import errors
+from licenseserver.client.core import split_address, without_none
+from licenseserver.protocols import wire
+
+MAX_ANSWER = 1 << 20
+"""Longest answer line accepted from a server."""
+
+
+class ServerConnection(LineReceiver):
+    """A client's connection to one server at ``address``."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = MAX_ANSWER
+    log = Logger()
+
+    def __init__(self, address: str, clock: Any, timeout: float):
+        self.address = address
+        self.clock = clock
+        self.timeout = timeout
+        self.hello: dict[str, str] = {}
+        """The arguments of the server's answer to HELLO, once said."""
+        self.onLost: Callable[[ServerConnection], None] | None = None
+        self._pending: deque[tuple[defer.Deferred, Any]] = deque()
+        self._broken: errors.ServerUnavailable | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Whether requests can still be sent."""
+        return self._broken is None and self.transport is not None
+
+    def request(self, verb: str, args: Mapping[str, object] | None = None) -> defer.Deferred:
+        """Send one request; fire with the ``OK`` arguments or fail with a typed error."""
+        if self._broken is not None:
+            return defer.fail(self._broken)
+        d: defer.Deferred = defer.Deferred()
+        timer = self.clock.callLater(self.timeout, self._timedOut, verb)
+        self._pending.append((d, timer))
+        self.transport.write(wire.format_request(verb, without_none(args or {})))
+        return d
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._broken is not None:
+            return
+        try:
+            response = wire.parse_response(line)
+        except wire.ProtocolError:
+            self._break(
+                errors.ProtocolViolation(self.address, f"answered with junk: {line[:80]!r}")
+            )
+            return
+        if not self._pending:
+            self._break(errors.ProtocolViolation(self.address, "answered what was not asked"))
+            return
+        d, timer = self._pending.popleft()
+        if timer.active():
+            timer.cancel()
+        if response.ok:
+            d.callback(dict(response.args))
+        else:
+            d.errback(errors.error_from_response(response, self.address))
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._break(errors.ProtocolViolation(self.address, "sent an overlong line"))
+
+    def _timedOut(self, verb: str) -> None:
+        self._break(
+            errors.ServerTimeout(self.address, f"no answer to {verb} in {self.timeout:g} s")
+        )
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._break(errors.ConnectionLost(self.address, "the connection closed"), close=False)
+
+    def close(self) -> None:
+        """Drop the connection; requests still waiting fail with ``ConnectionLost``."""
+        self._break(errors.ConnectionLost(self.address, "the connection was closed"))
+
+    def _break(self, problem: errors.ServerUnavailable, close: bool = True) -> None:
+        if self._broken is None:
+            self._broken = problem
+        pending, self._pending = list(self._pending), deque()
+        for _, timer in pending:
+            if timer.active():
+                timer.cancel()
+        if close and self.transport is not None:
+            self.transport.abortConnection()
+        for d, _ in pending:
+            d.errback(self._broken)
+        if self.onLost is not None:
+            onLost, self.onLost = self.onLost, None
+            onLost(self)
+
+
+class _ConnectionFactory(Factory):
+    noisy = False
+
+    def __init__(self, address: str, clock: Any, timeout: float):
+        self.address = address
+        self.clock = clock
+        self.timeout = timeout
+
+    def buildProtocol(self, addr: Any) -> ServerConnection:
+        connection = ServerConnection(self.address, self.clock, self.timeout)
+        connection.factory = self
+        return connection
+
+
+async def open_connection(
+    endpoint: Any, address: str, clock: Any, timeout: float
+) -> ServerConnection:
+    """Connect to ``address`` through ``endpoint`` within ``timeout`` seconds."""
+    d = endpoint.connect(_ConnectionFactory(address, clock, timeout))
+    d.addTimeout(timeout, clock)
+    try:
+        return await d
+    except (defer.TimeoutError, defer.CancelledError):
+        raise errors.ServerTimeout(address, f"no connection within {timeout:g} s") from None
+    except errors.LicenseClientError:
+        raise
+    except Exception as e:
+        raise errors.ConnectFailed(address, _describe(e)) from e
+
+
+def _describe(error: Exception) -> str:
+    """A short text for why a connection could not be made."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    if isinstance(error, ConnectError):
+        what = (type(error).__doc__ or "").strip().splitlines()
+        if what:
+            return what[0].rstrip(".")
+    return str(error).strip().rstrip(".") or type(error).__name__
+
+
+@implementer(IStreamClientEndpoint)
+class AddressEndpoint:
+    """TCP to ``host:port``: resolve the name (in a thread), then try each address in turn."""
+
+    def __init__(self, reactor: Any, address: str, timeout: float):
+        self.reactor = reactor
+        self.host, self.port = split_address(address)
+        self.timeout = timeout
+
+    def connect(self, factory: Any) -> defer.Deferred:
+        return defer.Deferred.fromCoroutine(self._connect(factory))
+
+    async def _connect(self, factory: Any) -> Any:
+        try:
+            infos = await threads.deferToThreadPool(
+                self.reactor,
+                self.reactor.getThreadPool(),
+                socket.getaddrinfo,
+                self.host,
+                self.port,
+                0,
+                socket.SOCK_STREAM,
+            )
+        except OSError as e:
+            raise errors.ConnectFailed(
+                f"{self.host}:{self.port}", f"cannot resolve {self.host}: {e.strerror or e}"
+            ) from None
+        last: Exception | None = None
+        seen = set()
+        for family, _, _, _, sockaddr in infos:
+            ip = sockaddr[0]
+            if ip in seen:
+                continue
+            seen.add(ip)
+            cls = TCP6ClientEndpoint if family == socket.AF_INET6 else TCP4ClientEndpoint
+            try:
+                return await cls(self.reactor, ip, self.port, timeout=self.timeout).connect(
+                    factory
+                )
+            except Exception as e:
+                last = e
+        if last is None:
+            raise errors.ConnectFailed(f"{self.host}:{self.port}", f"no address for {self.host}")
+        raise last
