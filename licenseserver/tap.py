@@ -166,9 +166,16 @@ def _client_endpoint(reactor: Any, text: str, ca: str | None = None) -> Any:
 
 
 def _default_advertise(options: Options) -> str:
-    match = re.match(r"^tcp:(?:port=)?(\d+)", options["port"])
+    """``HOST:PORT`` to tell clients: the listening interface if one is named, else
+    this machine's name; the port of ``--port`` (fixed up once listening, for port 0)."""
+    endpoint = options["port"]
+    match = re.match(r"^(?:tcp|ssl):(?:port=)?(\d+)", endpoint)
     port = int(match.group(1)) if match and int(match.group(1)) else DEFAULT_PORT
-    return f"{socket.getfqdn()}:{port}"
+    interface = re.search(r":interface=([^:]+)", endpoint)
+    host = interface.group(1) if interface else ""
+    if host in ("", "0.0.0.0", "::", "\\:\\:"):
+        host = socket.getfqdn()
+    return f"{host}:{port}"
 
 
 def _resolve_role(options: Options, local: dict[str, Any]) -> tuple[str, str | None]:

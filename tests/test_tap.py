@@ -168,3 +168,15 @@ class MakeServiceTests(unittest.TestCase):
         with self.assertRaises(SystemExit) as caught:
             tap.makeService(options, MemoryReactorClock())
         self.assertIn("data directory", str(caught.exception.code))
+
+
+class AdvertiseTests(unittest.TestCase):
+    def test_defaultAdvertise(self):
+        """Clients are told the listening interface when --port names one, else the host name."""
+        self.assertEqual(
+            tap._default_advertise({"port": "tcp:35356:interface=10.0.0.5"}), "10.0.0.5:35356"
+        )
+        self.assertTrue(tap._default_advertise({"port": "tcp:35355"}).endswith(":35355"))
+        self.assertNotIn(
+            "0.0.0.0", tap._default_advertise({"port": "tcp:35355:interface=0.0.0.0"})
+        )
