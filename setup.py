@@ -27,7 +27,7 @@ setup(
         "prometheus_client>=0.20",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "ruff>=0.6"],
+        "test": ["hypothesis>=6.100", "ruff>=0.6", "selenium>=4.20"],
     },
     entry_points={"console_scripts": ["licenseserver = licenseserver.cli:main"]},
 )

@@ -37,8 +37,21 @@ class ListeningService(service.Service):
         self.onListening = onListening
         self.port: Any = None
 
+    _bound = False
+
     def privilegedStartService(self) -> None:
+        """Listen now: ``twistd`` calls this before it drops privileges."""
         service.Service.privilegedStartService(self)
+        self._listen()
+
+    def startService(self) -> None:
+        """Listen, unless ``privilegedStartService`` did (the ``twist`` runner never calls it)."""
+        service.Service.startService(self)
+        if not self._bound:
+            self._listen()
+
+    def _listen(self) -> None:
+        self._bound = True
         if self.portFile is not None and self.portFile.exists():
             self.portFile.unlink()
         d = self.endpoint.listen(self.factory)
@@ -67,6 +80,7 @@ class ListeningService(service.Service):
 
     def stopService(self) -> defer.Deferred:
         service.Service.stopService(self)
+        self._bound = False
         if self.portFile is not None and self.portFile.exists():
             self.portFile.unlink()
         if self.port is None:

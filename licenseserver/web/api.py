@@ -1,4 +1,4 @@
-"""The admin HTTP API: JSON in and out, HTTP Basic auth for changes and views.
+"""The admin HTTP API: JSON in and out; Basic auth or a browser session for the admin.
 
 ``AdminAPI`` is one leaf resource that routes ``METHOD /api/...`` to a
 handler by pattern. Handlers return ``(status, body)``; an ``AdminError``
@@ -83,9 +83,13 @@ class AdminAPI(resource.Resource):
     async def _serve(
         self, request: server.Request, admin: bool, handler: Handler, args: list[str]
     ) -> tuple[int, Any]:
-        if admin and not await self.auth.isAdmin(request):
-            request.setHeader(b"www-authenticate", b'Basic realm="licenseserver"')
-            return 401, {"error": "admin password required"}
+        if admin:
+            refused = await self.auth.refusal(request)
+            if refused is not None:
+                status, message = refused
+                if status == 401:
+                    request.setHeader(b"www-authenticate", b'Basic realm="licenseserver"')
+                return status, {"error": message}
         try:
             return await handler(request, *args)
         except AdminError as e:
@@ -143,7 +147,6 @@ class AdminAPI(resource.Resource):
     async def getMessages(self, request: server.Request) -> tuple[int, Any]:
         events = await self.role.store.events(500)
         return 200, [views.event(e) for e in events]
-
 
     async def getSettings(self, request: server.Request) -> tuple[int, Any]:
         return 200, views.settings(self.role)

@@ -1,14 +1,16 @@
-"""The web endpoint's resource tree: health, the admin API (and the pages)."""
+"""The web endpoint's resource tree: health, the admin API and the configuration pages."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.web import resource, server
 
 from licenseserver.web.api import AdminAPI
 from licenseserver.web.auth import AdminAuth
+from licenseserver.web.pages import WebSite, addPages
 
 
 class Health(resource.Resource):
@@ -28,9 +30,18 @@ class Health(resource.Resource):
         return json.dumps(body).encode() + b"\n"
 
 
-def buildRoot(role: Any, auth: AdminAuth) -> resource.Resource:
-    """The root resource of the web endpoint."""
+def buildRoot(
+    role: Any,
+    auth: AdminAuth,
+    setPassword: Callable[[str], None] | None = None,
+    runInThread: Callable[..., Awaitable[Any]] | None = None,
+) -> resource.Resource:
+    """The root resource of the web endpoint.
+
+    ``setPassword`` stores a new admin password for the Settings tab; see ``WebSite``.
+    """
     root = resource.Resource()
     root.putChild(b"healthz", Health(role))
     root.putChild(b"api", AdminAPI(role, auth))
+    addPages(root, WebSite(role, auth, setPassword, runInThread))
     return root

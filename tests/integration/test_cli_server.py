@@ -108,3 +108,39 @@ class ToolTests(unittest.TestCase):
         self.assertEqual(result.returncode, 1, result)
         self.assertNotIn("Traceback", result.stderr + result.stdout)
         self.assertIn("cannot listen on", result.stderr)
+
+
+class TwistRunnerTests(unittest.TestCase):
+    def test_pythonMTwisted(self):
+        """`python -m twisted licenseserver` runs a server as twistd does."""
+        import socket
+        import sys
+
+        from tests.integration.harness import wait_for
+
+        data = Path(self.mktemp()).resolve()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "twisted",
+                "licenseserver",
+                "--data",
+                str(data),
+                "--port",
+                "tcp:0:interface=127.0.0.1",
+                "--web",
+                "tcp:0:interface=127.0.0.1",
+            ],
+            cwd=REPO_ROOT,
+            env=child_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.addCleanup(process.wait, 30)
+        self.addCleanup(process.terminate)
+        portFile = data / "licensing.port"
+        wait_for(lambda: portFile.exists() and portFile.read_text().strip(), 20, "the port file")
+        with socket.create_connection(("127.0.0.1", int(portFile.read_text()))) as conn:
+            conn.sendall(b"PING\n")
+            self.assertEqual(conn.makefile("rb").readline(), b"OK\n")

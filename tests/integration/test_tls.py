@@ -531,4 +531,3 @@ class TLSMismatchTests(TLSFailoverTestCase):
         peer = self.status(self.failover)["peer"]
         self.assertEqual(peer["link"], "refused", peer)
         self.assertIn("--primary-ca", peer["problem"], peer)
-

@@ -1,0 +1,269 @@
+"""What the pages say, as plain values: times, ages, the status header and its warnings.
+
+Pure functions of a role's state and the time: the Elements in ``elements``
+lay these values out, and the tests check them without a browser.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from licenseserver import allocation
+from licenseserver._version import EDITION, __version__
+from licenseserver.web import views
+
+EXPIRY_WARNING_DAYS = 30
+DAY = 86400
+
+POOL = "pool"
+CLIENTS = "clients"
+MONITORING = "monitoring"
+MESSAGES = "messages"
+SETTINGS = "settings"
+
+TABS: tuple[tuple[str, str], ...] = (
+    (POOL, "License Pool"),
+    (CLIENTS, "Client Management"),
+    (MONITORING, "Client Monitoring"),
+    (MESSAGES, "Messages"),
+    (SETTINGS, "Settings"),
+)
+"""Every tab: its path segment and its title, in order."""
+
+POOL_TABS = frozenset({POOL, CLIENTS, MONITORING})
+"""The tabs a standby failover does not show (FAILOVER.md rule 5)."""
+
+
+def standby(role: Any) -> bool:
+    """Whether ``role`` is a failover in standby, which takes no pool changes."""
+    return role.roleName == "failover" and role.state != "active"
+
+
+def visible_tabs(role: Any) -> list[tuple[str, str]]:
+    """The tabs the navigation shows for ``role`` now."""
+    if standby(role):
+        return [(name, title) for name, title in TABS if name not in POOL_TABS]
+    return list(TABS)
+
+
+def home_tab(role: Any) -> str:
+    """Where ``/`` leads: the pool, or Messages on a standby failover."""
+    return MESSAGES if standby(role) else POOL
+
+
+def timestamp(seconds: float | None) -> str:
+    """A Unix time as ``YYYY-MM-DD HH:MM:SS UTC``; ``never`` for None."""
+    if seconds is None:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+
+def duration(seconds: float) -> str:
+    """A span of time for people: ``45 s``, ``12 min``, ``3 h 5 min``, ``4 d 2 h``."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def ago(then: float | None, now: float) -> str:
+    """``12 min ago`` (``never`` for None)."""
+    if then is None:
+        return "never"
+    return f"{duration(now - then)} ago"
+
+
+def day_start(now: float) -> int:
+    """00:00 UTC of the day of ``now``."""
+    return int(now) - int(now) % DAY
+
+
+@dataclass(frozen=True)
+class Alert:
+    """Something in the header that needs the admin, with the tab that shows more."""
+
+    text: str
+    tab: str
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One labelled value of the status header; ``tone`` is ``ok``, ``warn``, ``bad`` or ``""``."""
+
+    label: str
+    value: str
+    tone: str = ""
+
+
+@dataclass(frozen=True)
+class HeaderFacts:
+    """What the status header says."""
+
+    name: str
+    role: str
+    state: str
+    version: str
+    peer_title: str
+    peer: list[Fact] = field(default_factory=list)
+    problem: str | None = None
+    warnings: list[Alert] = field(default_factory=list)
+
+
+def expiring_licenses(role: Any, now: float) -> list[dict[str, Any]]:
+    """Active licenses that end within ``EXPIRY_WARNING_DAYS`` days, soonest first."""
+    soon = []
+    for lic in role.pool.all("license"):
+        if not lic.expires or allocation.license_status(lic, now) != allocation.ACTIVE:
+            continue
+        ends = allocation.day_start(lic.expires) + DAY
+        if ends - now <= EXPIRY_WARNING_DAYS * DAY:
+            soon.append({"id": lic.id, "product": lic.product, "expires": lic.expires})
+    soon.sort(key=lambda item: (item["expires"], item["id"]))
+    return soon
+
+
+def unmet_today(events: Iterable[Any], now: float) -> int:
+    """How many ``unmet-request`` events happened since 00:00 UTC today."""
+    since = day_start(now)
+    return sum(1 for e in events if e.kind == "unmet-request" and e.time >= since)
+
+
+def not_failover_capable(role: Any) -> list[dict[str, Any]]:
+    """Registered machines that a failover would not serve (views.clients entries)."""
+    return [c for c in views.clients(role) if not c["failover_capable"]]
+
+
+def warnings(role: Any, events: Iterable[Any], now: float) -> list[Alert]:
+    """What needs the admin: expiring licenses, unmet requests today, non-failover clients.
+
+    Each links to the tab that shows more, unless that tab is hidden (``tab`` is "").
+    """
+    shown = {name for name, _ in visible_tabs(role)}
+    return [a if a.tab in shown else Alert(a.text, "") for a in _warnings(role, events, now)]
+
+
+def _warnings(role: Any, events: Iterable[Any], now: float) -> list[Alert]:
+    out = []
+    soon = expiring_licenses(role, now)
+    if soon:
+        first = soon[0]
+        text = f"license {first['id']} ({first['product']}) expires on {first['expires']}"
+        if len(soon) > 1:
+            text = f"{len(soon)} licenses expire within {EXPIRY_WARNING_DAYS} days; first: {text}"
+        out.append(Alert(text, POOL))
+    unmet = unmet_today(events, now)
+    if unmet:
+        plural = "s" if unmet != 1 else ""
+        out.append(Alert(f"{unmet} request{plural} for a seat could not be met today", MESSAGES))
+    clients = not_failover_capable(role)
+    if clients:
+        names = ", ".join(c["host"] or c["machine"] for c in clients[:3])
+        more = f" and {len(clients) - 3} more" if len(clients) > 3 else ""
+        verb = "is" if len(clients) == 1 else "are"
+        out.append(
+            Alert(
+                f"{len(clients)} client machine{'s' if len(clients) != 1 else ''} "
+                f"({names}{more}) {verb} not failover-capable: "
+                "a failover would not serve them",
+                MONITORING,
+            )
+        )
+    return out
+
+
+def _primary_peer(role: Any, now: float) -> tuple[str, list[Fact]]:
+    peer = role.peerStatus()
+    if peer is None:
+        remembered = role.failoverAddress()
+        if remembered:
+            return "Failover", [Fact("address", remembered), Fact("link", "not connected", "bad")]
+        return "Failover", [Fact("", "none paired")]
+    if not peer["alive"]:
+        sync = Fact("sync", "not connected", "bad")
+    elif peer["in_sync"]:
+        sync = Fact("sync", "in sync", "ok")
+    else:
+        lag = peer["lag"]
+        sync = Fact("sync", f"lagging ({lag} change{'s' if lag != 1 else ''} behind)", "warn")
+    last = peer["last_sync"]
+    return "Failover", [
+        Fact("name", peer["name"]),
+        Fact("address", peer["address"]),
+        sync,
+        Fact("last sync", f"{timestamp(last)} ({ago(last, now)})" if last else "never"),
+    ]
+
+
+LINK_WORDS = {
+    "paired": ("linked", "ok"),
+    "connecting": ("not connected", "bad"),
+    "version-mismatch": ("version mismatch", "bad"),
+    "refused": ("refused", "bad"),
+}
+
+
+def _failover_peer(role: Any, now: float) -> tuple[str, list[Fact]]:
+    peer = role.peerStatus() or {}
+    link, tone = LINK_WORDS.get(peer.get("link") or "", (peer.get("link") or "unknown", ""))
+    since = peer.get("state_since")
+    state = role.state
+    facts = [
+        Fact("name", peer.get("name") or "not known yet"),
+        Fact("address", peer.get("address") or role.primaryAddress() or "?"),
+        Fact("link", link, tone),
+        Fact(
+            "this server",
+            f"{state} since {timestamp(since)} ({ago(since, now)})",
+            "warn" if state == "active" else "ok",
+        ),
+        Fact("last sync", timestamp(peer.get("last_sync"))),
+    ]
+    return "Primary", facts
+
+
+PEER_EVENTS = ("failover-paired", "version-mismatch", "peer-refused")
+REFUSAL_RECENT = 600
+"""Seconds for which a refused failover stays in a primary's header."""
+
+
+def refused_failover(events: Iterable[Any], now: float) -> str | None:
+    """On a primary: why a failover was refused lately, unless one paired since."""
+    for e in events:
+        if now - e.time > REFUSAL_RECENT:
+            return None
+        if e.kind in PEER_EVENTS:
+            return None if e.kind == "failover-paired" else e.message
+    return None
+
+
+def header_facts(role: Any, events: Iterable[Any] = (), now: float | None = None) -> HeaderFacts:
+    """The status header of ``role`` (FAILOVER.md rule 4), with warnings from ``events``."""
+    if now is None:
+        now = role.now()
+    if role.roleName == "failover":
+        title, peer = _failover_peer(role, now)
+        problem = (role.peerStatus() or {}).get("problem")
+    else:
+        title, peer = _primary_peer(role, now)
+        alive = (role.peerStatus() or {}).get("alive")
+        problem = None if alive else refused_failover(events, now)
+    return HeaderFacts(
+        name=role.serverName,
+        role=role.roleName,
+        state=role.state,
+        version=f"{__version__} ({EDITION})",
+        peer_title=title,
+        peer=peer,
+        problem=problem,
+        warnings=warnings(role, events, now),
+    )

@@ -1,0 +1,536 @@
+"""The pages' twisted.web.template Elements; their markup is in ``templates/*.xhtml``.
+
+``PageElement`` lays out every page: the status header (``HeaderElement``),
+the tabs, the notices of the last action and one content Element. The
+content Elements take the role (or plain values) and the session's CSRF
+token, which every form carries. Values go into the markup through slots and
+attributes only, so the template engine escapes all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.python.filepath import FilePath
+from twisted.web.template import Element, Tag, TagLoader, XMLFile, renderer, tags
+
+from licenseserver import allocation
+from licenseserver._version import __version__
+from licenseserver.model import CONCURRENT
+from licenseserver.web import display, views
+
+TEMPLATES = FilePath(__file__).sibling("templates")
+
+
+def template(name: str) -> XMLFile:
+    """The template ``templates/NAME.xhtml``."""
+    return XMLFile(TEMPLATES.child(f"{name}.xhtml"))
+
+
+def capable_mark(capable: bool) -> Tag:
+    """The failover-capable mark of a client, product or lease."""
+    if capable:
+        return tags.span("failover-capable", class_="mark-yes")
+    return tags.span("not failover-capable", class_="mark-no")
+
+
+class FormPart(Element):
+    """An Element whose ``<input t:render="csrf">`` fields get the session's CSRF token."""
+
+    def __init__(self, token: str = "", loader: Any = None):
+        super().__init__(loader)
+        self.token = token
+
+    @renderer
+    def csrf(self, request: Any, tag: Tag) -> Tag:
+        return tag(value=self.token)
+
+
+class HeaderElement(FormPart):
+    """The status header of every page (FAILOVER.md rule 4)."""
+
+    loader = template("header")
+
+    def __init__(self, facts: display.HeaderFacts, token: str | None = None):
+        super().__init__(token or "")
+        self.facts = facts
+        self.loggedIn = token is not None
+
+    @renderer
+    def header(self, request: Any, tag: Tag) -> Tag:
+        f = self.facts
+        tag(**{"data-role": f.role, "data-state": f.state})
+        return tag.fillSlots(
+            hdrName=f.name,
+            hdrRole=f.role,
+            hdrState=f.state,
+            hdrVersion=f.version,
+            hdrPeerTitle=f.peer_title,
+        )
+
+    @renderer
+    def logout(self, request: Any, tag: Tag) -> Tag | str:
+        return tag if self.loggedIn else ""
+
+    @renderer
+    def peerFact(self, request: Any, tag: Tag) -> list[Tag]:
+        return [
+            tag.clone().fillSlots(
+                factLabel=fact.label, factValue=fact.value, factTone=fact.tone or "plain"
+            )
+            for fact in self.facts.peer
+        ]
+
+    @renderer
+    def problem(self, request: Any, tag: Tag) -> Tag | str:
+        if not self.facts.problem:
+            return ""
+        return tag.fillSlots(hdrProblem=self.facts.problem)
+
+    @renderer
+    def warnings(self, request: Any, tag: Tag) -> Tag | str:
+        return tag if self.loggedIn and self.facts.warnings else ""
+
+    @renderer
+    def warning(self, request: Any, tag: Tag) -> list[Tag]:
+        return [
+            tag.clone().fillSlots(warnText=w.text, warnTab=w.tab) if w.tab else tags.li(w.text)
+            for w in self.facts.warnings
+        ]
+
+
+class PageElement(FormPart):
+    """One whole page: header, tabs (``current`` marked), notices, ``title`` and ``content``.
+
+    ``tabs`` are ``(name, title)`` pairs; ``token`` is None before login.
+    """
+
+    loader = template("page")
+
+    def __init__(
+        self,
+        *,
+        title: str,
+        facts: display.HeaderFacts,
+        content: Any,
+        tabs: Sequence[tuple[str, str]] = (),
+        current: str = "",
+        notices: Sequence[tuple[str, str]] = (),
+        token: str | None = None,
+    ):
+        super().__init__(token or "")
+        self.title = title
+        self.facts = facts
+        self.content_ = content
+        self.tabs_ = list(tabs)
+        self.current = current
+        self.notices_ = list(notices)
+        self.loggedIn = token is not None
+
+    @renderer
+    def page(self, request: Any, tag: Tag) -> Tag:
+        return tag.fillSlots(
+            pageTitle=self.title, pageServer=self.facts.name, pageVersion=__version__
+        )
+
+    @renderer
+    def csrfMeta(self, request: Any, tag: Tag) -> Tag | str:
+        return tag(content=self.token) if self.loggedIn else ""
+
+    @renderer
+    def header(self, request: Any, tag: Tag) -> Element:
+        return HeaderElement(self.facts, self.token if self.loggedIn else None)
+
+    @renderer
+    def tabs(self, request: Any, tag: Tag) -> Tag | str:
+        return tag if self.tabs_ else ""
+
+    @renderer
+    def tab(self, request: Any, tag: Tag) -> list[Tag]:
+        return [
+            tag.clone().fillSlots(
+                tabName=name, tabTitle=title, tabCurrent="current" if name == self.current else ""
+            )
+            for name, title in self.tabs_
+        ]
+
+    @renderer
+    def notices(self, request: Any, tag: Tag) -> Tag | str:
+        return tag if self.notices_ else ""
+
+    @renderer
+    def notice(self, request: Any, tag: Tag) -> list[Tag]:
+        return [
+            tag.clone().fillSlots(noticeKind=kind, noticeText=text) for kind, text in self.notices_
+        ]
+
+    @renderer
+    def content(self, request: Any, tag: Tag) -> Any:
+        return self.content_
+
+
+class LoginElement(Element):
+    """The login form; ``next`` is the page to go to after it."""
+
+    loader = template("login")
+
+    def __init__(self, next: str = "/"):
+        super().__init__()
+        self.next = next
+
+    @renderer
+    def login(self, request: Any, tag: Tag) -> Tag:
+        return tag.fillSlots(next=self.next)
+
+
+class LogoutElement(FormPart):
+    """The logout button of ``GET /logout``."""
+
+    loader = template("logout")
+
+
+class StandbyElement(Element):
+    """What a pool tab says on a standby failover: make changes on the primary."""
+
+    loader = template("standby")
+
+    def __init__(self, role: Any, tabTitle: str):
+        super().__init__()
+        self.role = role
+        self.tabTitle = tabTitle
+
+    @renderer
+    def standby(self, request: Any, tag: Tag) -> Tag:
+        peer = self.role.peerStatus() or {}
+        return tag.fillSlots(
+            tab=self.tabTitle,
+            primaryName=peer.get("name") or "(name not known yet)",
+            primary=self.role.primaryAddress() or "?",
+        )
+
+
+class PoolElement(FormPart):
+    """License Pool: upload, and each license with status, seats, dates and actions."""
+
+    loader = template("pool")
+
+    def __init__(self, role: Any, token: str):
+        super().__init__(token)
+        self.role = role
+        self.licenses = views.licenses(role)
+        now = role.now()
+        self.expiring = {item["id"] for item in display.expiring_licenses(role, now)}
+
+    @renderer
+    def summary(self, request: Any, tag: Tag) -> Tag | str:
+        if not self.licenses:
+            return ""
+        seats = sum(lic["seats"] for lic in self.licenses)
+        used = sum(lic["in_use"] for lic in self.licenses)
+        return tag(f"({len(self.licenses)}; {used} of {seats} seats in use)")
+
+    @renderer
+    def empty(self, request: Any, tag: Tag) -> Tag | str:
+        return "" if self.licenses else tag
+
+    @renderer
+    def table(self, request: Any, tag: Tag) -> Tag | str:
+        return tag if self.licenses else ""
+
+    @renderer
+    def license(self, request: Any, tag: Tag) -> list[Tag]:
+        rows = []
+        for lic in self.licenses:
+            active = lic["active"]
+            rows.append(
+                tag.clone().fillSlots(
+                    id=lic["id"],
+                    product=lic["product"],
+                    edition=lic["edition"] or "—",
+                    kind=lic["kind"],
+                    cores=f" ({lic['cores']} cores)" if lic["cores"] else "",
+                    status=lic["status"],
+                    expiring=tags.span(" expires soon", class_="mark-warn")
+                    if lic["id"] in self.expiring
+                    else "",
+                    in_use=str(lic["in_use"]),
+                    seats=str(lic["seats"]),
+                    starts=lic["starts"] or "—",
+                    expires=lic["expires"] or "never",
+                    max_version=lic["max_version"] or "any",
+                    licensee=lic["licensee"] or "—",
+                    assigned=", ".join(lic["assigned"]) or "—",
+                    toggle="deactivate" if active else "activate",
+                    toggleLabel="Deactivate" if active else "Activate",
+                )
+            )
+        return rows
+
+
+class ClientsElement(FormPart):
+    """Client Management: registered machines, their products and assigned licenses."""
+
+    loader = template("clients")
+
+    def __init__(self, role: Any, token: str):
+        super().__init__(token)
+        self.role = role
+        self.clients = views.clients(role)
+
+    @renderer
+    def empty(self, request: Any, tag: Tag) -> Tag | str:
+        return "" if self.clients else tag
+
+    @renderer
+    def table(self, request: Any, tag: Tag) -> Tag | str:
+        return tag if self.clients else ""
+
+    @renderer
+    def client(self, request: Any, tag: Tag) -> list[Element]:
+        now = self.role.now()
+        out = []
+        for c in self.clients:
+            filled = tag.clone().fillSlots(
+                id=c["id"],
+                host=c["host"],
+                machine=c["machine"],
+                registered=display.timestamp(c["registered"]),
+                last_seen=display.ago(c["last_seen"], now),
+                capable=capable_mark(c["failover_capable"]),
+            )
+            out.append(ClientElement(self.role, c, self.token, TagLoader(filled)))
+        return out
+
+
+class ClientElement(FormPart):
+    """The rows of one registered machine in Client Management."""
+
+    def __init__(self, role: Any, client: dict[str, Any], token: str, loader: Any):
+        super().__init__(token, loader)
+        self.role = role
+        self.client = client
+
+    @renderer
+    def product(self, request: Any, tag: Tag) -> list[Element]:
+        out = []
+        for p in self.client["products"]:
+            filled = tag.clone().fillSlots(
+                client=self.client["id"],
+                product=p["product"],
+                version=p["version"],
+                user=p["user"],
+                cores=str(p["cores"]),
+                capable=capable_mark(p["failover_capable"]),
+            )
+            out.append(
+                ProductElement(self.role, self.client["id"], p, self.token, TagLoader(filled))
+            )
+        return out
+
+
+class ProductElement(FormPart):
+    """One product of a machine: its assigned licenses and the licenses it could get."""
+
+    def __init__(self, role: Any, client: str, product: dict[str, Any], token: str, loader: Any):
+        super().__init__(token, loader)
+        self.role = role
+        self.clientId = client
+        self.product = product
+
+    def choices(self) -> list[dict[str, Any]]:
+        """Licenses of this product that could be assigned here (not concurrent, not yet)."""
+        have = set(self.product["licenses"])
+        now = self.role.now()
+        out = []
+        for lic in sorted(self.role.pool.licensesFor(self.product["product"]), key=_by_id):
+            if lic.kind == CONCURRENT or lic.id in have:
+                continue
+            holders = {a.client for a in self.role.pool.assignmentsOfLicense(lic.id)}
+            status = allocation.license_status(lic, now)
+            label = f"{lic.id} · {lic.kind} · {len(holders)}/{lic.seats} machines"
+            if status != allocation.ACTIVE:
+                label += f" · {status}"
+            out.append({"id": lic.id, "label": label})
+        return out
+
+    @renderer
+    def assigned(self, request: Any, tag: Tag) -> Tag | str:
+        return tag if self.product["licenses"] else "—"
+
+    @renderer
+    def assignment(self, request: Any, tag: Tag) -> list[Tag]:
+        return [tag.clone().fillSlots(license=lid) for lid in self.product["licenses"]]
+
+    @renderer
+    def assign(self, request: Any, tag: Tag) -> Any:
+        if not self.choices():
+            return tags.span("no license to assign", class_="muted")
+        return tag
+
+    @renderer
+    def choice(self, request: Any, tag: Tag) -> list[Tag]:
+        return [
+            tag.clone().fillSlots(choiceId=c["id"], choiceLabel=c["label"]) for c in self.choices()
+        ]
+
+
+def _by_id(lic: Any) -> str:
+    return lic.id
+
+
+class MonitoringElement(Element):
+    """Client Monitoring: running leases with heartbeat age, and checked-out seats."""
+
+    loader = template("monitoring")
+
+    def __init__(self, role: Any):
+        super().__init__()
+        self.role = role
+        self.now = role.now()
+        leases = views.leases(role)
+        self.runningLeases = [item for item in leases if not item["borrowed"]]
+        self.borrowedLeases = [item for item in leases if item["borrowed"]]
+
+    @renderer
+    def runningCount(self, request: Any, tag: Tag) -> Tag:
+        return tag(f"({len(self.runningLeases)})")
+
+    @renderer
+    def borrowedCount(self, request: Any, tag: Tag) -> Tag:
+        return tag(f"({len(self.borrowedLeases)})")
+
+    @renderer
+    def noRunning(self, request: Any, tag: Tag) -> Tag | str:
+        return "" if self.runningLeases else tag
+
+    @renderer
+    def noBorrowed(self, request: Any, tag: Tag) -> Tag | str:
+        return "" if self.borrowedLeases else tag
+
+    @renderer
+    def runningTable(self, request: Any, tag: Tag) -> Tag | str:
+        return tag if self.runningLeases else ""
+
+    @renderer
+    def borrowedTable(self, request: Any, tag: Tag) -> Tag | str:
+        return tag if self.borrowedLeases else ""
+
+    def _common(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": item["id"],
+            "product": item["product"],
+            "version": item["version"],
+            "host": item["host"] or "—",
+            "machine": item["machine"],
+            "user": item["user"],
+            "licenses": ", ".join(item["licenses"]),
+            "granted": display.timestamp(item["granted"]),
+            "capable": capable_mark(item["failover_capable"]),
+        }
+
+    @renderer
+    def running(self, request: Any, tag: Tag) -> list[Tag]:
+        rows = []
+        for item in self.runningLeases:
+            last_beat = item["expires"] - item["ttl"]
+            rows.append(
+                tag.clone().fillSlots(
+                    heartbeat=display.ago(last_beat, self.now),
+                    left=display.duration(item["ttl_left"]),
+                    **self._common(item),
+                )
+            )
+        return rows
+
+    @renderer
+    def borrowed(self, request: Any, tag: Tag) -> list[Tag]:
+        return [
+            tag.clone().fillSlots(until=display.timestamp(item["expires"]), **self._common(item))
+            for item in self.borrowedLeases
+        ]
+
+
+class MessagesElement(Element):
+    """Messages: events, newest first."""
+
+    loader = template("messages")
+
+    def __init__(self, events: Sequence[Any], limit: int):
+        super().__init__()
+        self.events = list(events)
+        self.limit_ = limit
+
+    @renderer
+    def empty(self, request: Any, tag: Tag) -> Tag | str:
+        return "" if self.events else tag
+
+    @renderer
+    def table(self, request: Any, tag: Tag) -> Tag | str:
+        return tag if self.events else ""
+
+    @renderer
+    def event(self, request: Any, tag: Tag) -> list[Tag]:
+        return [
+            tag.clone().fillSlots(
+                time=display.timestamp(e.time),
+                severity=e.severity,
+                kind=e.kind,
+                message=e.message,
+            )
+            for e in self.events
+        ]
+
+    @renderer
+    def limit(self, request: Any, tag: Tag) -> Tag | str:
+        return tag.fillSlots(limit=str(self.limit_)) if len(self.events) >= self.limit_ else ""
+
+
+class SettingsElement(FormPart):
+    """Settings: the failover mode, the lease and borrow limits, the admin password."""
+
+    loader = template("settings")
+
+    def __init__(self, role: Any, token: str, form: dict[str, str] | None = None):
+        super().__init__(token)
+        self.role = role
+        self.values = role.settings()
+        self.mode = role.mode()
+        self.form = form or {}
+
+    @renderer
+    def settings(self, request: Any, tag: Tag) -> Tag:
+        mode = self.mode
+        if mode["role"] == "failover":
+            text = f"failover of {mode['primary']}"
+        else:
+            text = "primary"
+        minimums = self.values.get("failover_minimums") or {}
+        return tag.fillSlots(
+            mode=text,
+            primary=self.form.get("primary", mode["primary"] or ""),
+            lease_ttl=str(self.values.get("lease_ttl", "")),
+            borrow_max_days=str(self.values.get("borrow_max_days", "")),
+            minimums=json.dumps(minimums, sort_keys=True),
+        )
+
+    @renderer
+    def primaryChecked(self, request: Any, tag: Tag) -> Tag:
+        return tag(checked="checked") if self.mode["role"] == "primary" else tag
+
+    @renderer
+    def failoverChecked(self, request: Any, tag: Tag) -> Tag:
+        return tag(checked="checked") if self.mode["role"] == "failover" else tag
+
+    @renderer
+    def borrowChecked(self, request: Any, tag: Tag) -> Tag:
+        return tag(checked="checked") if self.values.get("borrow_enabled") else tag
+
+    @renderer
+    def syncedNote(self, request: Any, tag: Tag) -> Tag | str:
+        return tag if display.standby(self.role) else ""
+
+    @renderer
+    def licensingFields(self, request: Any, tag: Tag) -> Tag:
+        return tag(disabled="disabled") if display.standby(self.role) else tag

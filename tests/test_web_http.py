@@ -1,0 +1,649 @@
+"""Tests for the web pages over HTTP: login, sessions, CSRF, the tabs' forms, standby.
+
+Requests go through a real ``Site`` and ``HTTPChannel`` into a
+``StringTransport``. Time is one ``Clock`` for the role, the sessions and
+the login throttle, and password checks run at once instead of in a thread,
+so every answer is there as soon as the request is fed in (or after the
+Clock is advanced past a throttle's delay).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+from twisted.web import server
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from zope.interface import directlyProvides
+
+from licenseserver import passwords
+from licenseserver.testing import FakeStore, PumpEndpoint
+from licenseserver.web import sessions as sessions_module
+from licenseserver.web.auth import AdminAuth
+from licenseserver.web.root import buildRoot
+from licenseserver.web.sessions import SessionStore
+from licenseserver.web.throttle import LoginThrottle
+from tests.helpers import START, hello, licenseFile, makeSwitch, run
+
+PASSWORD = "correct horse"
+HASH = passwords.hash_password(PASSWORD, n=2)
+COOKIE = sessions_module.COOKIE.decode()
+
+
+class InlineThreads:
+    """A thread pool that runs each call at once."""
+
+    def callInThreadWithCallback(self, onResult: Any, f: Any, *args: Any, **kw: Any) -> None:
+        try:
+            result = f(*args, **kw)
+        except BaseException:
+            onResult(False, Failure())
+        else:
+            onResult(True, result)
+
+
+class InlineReactor(Clock):
+    """A Clock that is also the reactor of ``deferToThreadPool``: no real threads."""
+
+    def getThreadPool(self) -> InlineThreads:
+        return InlineThreads()
+
+    def callFromThread(self, f: Any, *args: Any, **kw: Any) -> None:
+        f(*args, **kw)
+
+
+@dataclass
+class Response:
+    """One parsed HTTP/1.0 answer."""
+
+    status: int
+    headers: dict[str, list[str]]
+    body: str
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+    @property
+    def location(self) -> str | None:
+        return self.header("location")
+
+    def cookie(self) -> str | None:
+        """The Set-Cookie line of the session cookie, if any."""
+        for line in self.headers.get("set-cookie", []):
+            if line.startswith(COOKIE + "="):
+                return line
+        return None
+
+    def csrf(self) -> str:
+        match = re.search(r'<meta name="csrf-token" content="([^"]+)"', self.body)
+        assert match, "no CSRF token on the page"
+        return match.group(1)
+
+
+class Pending:
+    """A request fed into a channel; ``result()`` once its answer is complete."""
+
+    def __init__(self, transport: StringTransport):
+        self.transport = transport
+
+    def done(self) -> bool:
+        return self.transport.disconnecting
+
+    def result(self) -> Response:
+        assert self.done(), "the answer is not complete yet"
+        raw = self.transport.value()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers: dict[str, list[str]] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.setdefault(name.strip().lower(), []).append(value.strip())
+        return Response(status, headers, body.decode("utf-8"))
+
+
+class WebTestCase(unittest.TestCase):
+    """A primary (or failover) role with the whole web site in front of it."""
+
+    role_name = "primary"
+
+    def setUp(self) -> None:
+        self.clock = InlineReactor()
+        self.clock.advance(START)
+        self.store = FakeStore()
+        nowhere = PumpEndpoint(None)
+        nowhere.up = False
+        self.role = makeSwitch(self.store, self.clock, nowhere, role=self.role_name)
+        self.addCleanup(self.role.stopService)
+        self.hash = HASH
+        self.sessions = SessionStore(self.clock)
+        self.throttle = LoginThrottle(self.clock)
+        self.auth = AdminAuth(
+            self.clock, lambda: self.hash, sessions=self.sessions, throttle=self.throttle
+        )
+        self.passwordsSet: list[str] = []
+        root = buildRoot(self.role, self.auth, setPassword=self.setPassword)
+        self.site = server.Site(root, reactor=self.clock)
+        self.site.displayTracebacks = False
+        self.cookie: str | None = None
+
+    def setPassword(self, password: str) -> None:
+        self.passwordsSet.append(password)
+        self.hash = passwords.hash_password(password, n=2)
+
+    # Requests
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        cookie: str | None = None,
+        peer: str = "10.0.0.1",
+        secure: bool = False,
+    ) -> Pending:
+        """Feed one request into a fresh channel; the answer may still be pending."""
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8088),
+            peerAddress=IPv4Address("TCP", peer, 40000),
+        )
+        if secure:
+            directlyProvides(transport, ISSLTransport)
+            transport.setTcpNoDelay = lambda enabled: None
+        channel = self.site.buildProtocol(None)
+        channel.makeConnection(transport)
+        fields = {"Host": "127.0.0.1:8088", "Content-Length": str(len(body))}
+        fields.update(headers or {})
+        cookie = cookie if cookie is not None else self.cookie
+        if cookie:
+            fields["Cookie"] = f"{COOKIE}={cookie}"
+        head = f"{method} {path} HTTP/1.0\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in fields.items()
+        )
+        channel.dataReceived(head.encode("latin-1") + b"\r\n" + body)
+        return Pending(transport)
+
+    def request(self, method: str, path: str, body: bytes = b"", **kw: Any) -> Response:
+        pending = self.send(method, path, body, **kw)
+        return pending.result()
+
+    def get(self, path: str, **kw: Any) -> Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, fields: dict[str, str], **kw: Any) -> Response:
+        body = urlencode(fields).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded", **kw.pop("headers", {})}
+        return self.request("POST", path, body, headers=headers, **kw)
+
+    def upload(self, path: str, fields: dict[str, str], files: list[bytes]) -> Response:
+        boundary = "----licenseserver-test-boundary"
+        parts = []
+        for name, value in fields.items():
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+                f"{value}\r\n".encode()
+            )
+        for number, data in enumerate(files):
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                f'filename="l{number}.lic"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n".encode()
+                + data
+                + b"\r\n"
+            )
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        return self.request("POST", path, body, headers=headers)
+
+    def login(self, password: str = PASSWORD, **kw: Any) -> Response:
+        """Log in; keep the session cookie for the following requests."""
+        response = self.post("/login", {"password": password}, cookie="", **kw)
+        line = response.cookie()
+        if line:
+            self.cookie = line.split(";", 1)[0].split("=", 1)[1]
+        return response
+
+    def token(self, path: str = "/messages") -> str:
+        """The CSRF token that a page of the session carries."""
+        return self.get(path).csrf()
+
+    def assertRedirect(self, response: Response, location: str) -> None:
+        self.assertEqual((response.status, response.location), (303, location), response.body)
+
+
+class LoginTests(WebTestCase):
+    def test_pagesNeedLogin(self):
+        """Every tab and / lead to the login page without a session."""
+        for path in ("/pool", "/clients", "/monitoring", "/messages", "/settings"):
+            self.assertRedirect(self.get(path), f"/login?next=%2F{path[1:]}")
+        self.assertRedirect(self.get("/"), "/pool")
+
+    def test_loginPage(self):
+        """The login page has a password form and the status header, but no tabs."""
+        response = self.get("/login?next=/clients")
+        self.assertEqual(response.status, 200)
+        self.assertIn('name="password"', response.body)
+        self.assertIn('name="next" value="/clients"', response.body)
+        self.assertIn('id="status-header"', response.body)
+        self.assertNotIn('id="tabs"', response.body)
+        self.assertNotIn("csrf-token", response.body)
+
+    def test_loginSetsSessionCookie(self):
+        """The right password starts a session: an HttpOnly, SameSite=Strict cookie on /."""
+        response = self.login()
+        self.assertRedirect(response, "/")
+        line = response.cookie()
+        self.assertIsNotNone(line)
+        attributes = [part.strip() for part in line.split(";")[1:]]
+        self.assertEqual(set(attributes), {"Path=/", "HttpOnly", "SameSite=Strict"})
+        self.assertEqual(len(self.sessions), 1)
+        page = self.get("/pool")
+        self.assertEqual(page.status, 200)
+        self.assertIn('id="tab-pool"', page.body)
+
+    def test_secureCookieOverTLS(self):
+        """Over TLS the session cookie is also Secure."""
+        response = self.login(secure=True)
+        self.assertIn("Secure", [p.strip() for p in response.cookie().split(";")])
+
+    def test_loginGoesToNext(self):
+        """After login the browser goes to the page it asked for, but never off the site."""
+        response = self.post("/login", {"password": PASSWORD, "next": "/settings"})
+        self.assertRedirect(response, "/settings")
+        response = self.post("/login", {"password": PASSWORD, "next": "//evil.example/x"})
+        self.assertRedirect(response, "/")
+
+    def test_wrongPassword(self):
+        """A wrong password starts no session and says so on the login page."""
+        response = self.login("wrong")
+        self.assertRedirect(response, "/login?failed=1")
+        self.assertIsNone(response.cookie())
+        self.assertEqual(len(self.sessions), 0)
+        self.assertIn("Wrong password.", self.get("/login?failed=1").body)
+
+    def test_wrongPasswordsSlowDown(self):
+        """Each wrong password doubles the wait before the next check from that address."""
+        self.login("wrong-1")
+        pending = self.send("POST", "/login", b"password=wrong-2", headers=FORM)
+        self.assertFalse(pending.done())
+        self.clock.advance(0.9)
+        self.assertFalse(pending.done())
+        self.clock.advance(0.1)
+        self.assertRedirect(pending.result(), "/login?failed=1")
+        pending = self.send("POST", "/login", b"password=correct+horse", headers=FORM)
+        self.clock.advance(1.9)
+        self.assertFalse(pending.done())
+        other = self.send("POST", "/login", b"password=nope", headers=FORM, peer="10.0.0.2")
+        self.assertTrue(other.done(), "another address waits for nothing")
+        self.clock.advance(0.1)
+        self.assertRedirect(pending.result(), "/")
+
+    def test_manyWaitingGuessesAreRefused(self):
+        """Guesses beyond the few that may wait are refused at once with 429."""
+        self.login("wrong")
+        waiting = [self.send("POST", "/login", b"password=x", headers=FORM) for _ in range(5)]
+        refused = self.send("POST", "/login", b"password=x", headers=FORM).result()
+        self.assertEqual(refused.status, 429)
+        self.assertIn("too many attempts", refused.body)
+        self.clock.advance(120)
+        self.clock.advance(120)
+        self.clock.pump([30] * 10)
+        self.assertTrue(all(p.done() for p in waiting))
+
+    def test_basicAuthIsThrottledToo(self):
+        """Wrong Basic credentials on the API slow down the login page of that address."""
+        bad = {"Authorization": "Basic " + _basic("admin:wrong")}
+        self.assertEqual(self.get("/api/licenses", headers=bad).status, 401)
+        pending = self.send("POST", "/login", b"password=correct+horse", headers=FORM)
+        self.assertFalse(pending.done())
+        self.clock.advance(1)
+        self.assertRedirect(pending.result(), "/")
+
+    def test_sessionIdleTimeout(self):
+        """A session ends after 8 hours without a request; each request restarts that time."""
+        self.login()
+        self.clock.advance(7 * 3600)
+        self.assertEqual(self.get("/pool").status, 200)
+        self.clock.advance(7 * 3600)
+        self.assertEqual(self.get("/pool").status, 200)
+        self.clock.advance(8 * 3600)
+        self.assertRedirect(self.get("/pool"), "/login?next=%2Fpool")
+
+    def test_backgroundRequestsDoNotKeepSessionAlive(self):
+        """The status script's refreshes do not keep an idle session alive."""
+        self.login()
+        for _ in range(9):
+            self.clock.advance(3600)
+            self.get("/pool", headers={"X-Background": "1"})
+        self.assertRedirect(self.get("/pool"), "/login?next=%2Fpool")
+
+    def test_unknownCookie(self):
+        """A made-up session id is no session."""
+        self.assertRedirect(self.get("/pool", cookie="made-up"), "/login?next=%2Fpool")
+
+    def test_logout(self):
+        """Logout (a POST with the CSRF token) ends the session and clears the cookie."""
+        self.login()
+        token = self.token()
+        self.assertIn('action="/logout"', self.get("/logout").body)
+        response = self.post("/logout", {"csrf": token})
+        self.assertRedirect(response, "/login?out=1")
+        self.assertIn("Max-Age=0", response.cookie())
+        self.assertEqual(len(self.sessions), 0)
+        self.assertRedirect(self.get("/pool"), "/login?next=%2Fpool")
+
+    def test_logoutNeedsCSRF(self):
+        """A logout post without the token changes nothing."""
+        self.login()
+        self.assertEqual(self.post("/logout", {}).status, 403)
+        self.assertEqual(self.get("/pool").status, 200)
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def _basic(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+class CSRFTests(WebTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.login()
+
+    def test_formsCarryTheToken(self):
+        """Every form that posts carries the session's CSRF token."""
+        run(self.role.addLicenses(licenseFile({"kind": "installed"})))
+        hello(self.role, "m1")
+        for path in ("/pool", "/clients", "/settings"):
+            page = self.get(path)
+            token = page.csrf()
+            forms = re.findall(r'<form method="post".*?</form>', page.body, re.S)
+            self.assertTrue(forms, path)
+            for form in forms:
+                self.assertIn(f'name="csrf" value="{token}"', form, path)
+
+    def test_postWithoutTokenChangesNothing(self):
+        """A form post without the token, or with another one, is refused with 403."""
+        for fields in ({}, {"csrf": "forged"}):
+            response = self.post(
+                "/settings",
+                {"action": "licensing", "lease_ttl": "60", "borrow_max_days": "3", **fields},
+            )
+            self.assertEqual(response.status, 403)
+            self.assertIn("nothing was changed", response.body)
+        self.assertEqual(self.role.leaseTTL, 120)
+
+    def test_tokenIsPerSession(self):
+        """One session's token does not work for another session."""
+        token = self.token()
+        first = self.cookie
+        self.login()
+        self.assertNotEqual(first, self.cookie)
+        response = self.post(
+            "/settings",
+            {"action": "licensing", "lease_ttl": "60", "borrow_max_days": "3", "csrf": token},
+        )
+        self.assertEqual(response.status, 403)
+
+    def test_apiWithSession(self):
+        """The API takes the session: reads freely, changes only with X-CSRF-Token."""
+        self.assertEqual(self.get("/api/licenses").status, 200)
+        body = licenseFile({})
+        response = self.request("POST", "/api/licenses", body)
+        self.assertEqual(response.status, 403)
+        self.assertIn("CSRF", response.body)
+        self.assertEqual(self.role.pool.count("license"), 0)
+        response = self.request(
+            "POST", "/api/licenses", body, headers={"X-CSRF-Token": self.token()}
+        )
+        self.assertEqual(response.status, 201)
+
+    def test_apiBasicStillWorks(self):
+        """Basic credentials still work for the API, without any session or token."""
+        auth = {"Authorization": "Basic " + _basic(f"admin:{PASSWORD}")}
+        response = self.request("POST", "/api/licenses", licenseFile({}), headers=auth, cookie="")
+        self.assertEqual(response.status, 201)
+
+
+class TabTests(WebTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.login()
+        self.csrf = self.token()
+
+    def act(self, path: str, **fields: str) -> Response:
+        response = self.post(path, {"csrf": self.csrf, **fields})
+        self.assertRedirect(response, path)
+        return self.get(path)
+
+    def test_securityHeaders(self):
+        """Pages forbid framing and foreign scripts, and are not cached."""
+        page = self.get("/pool")
+        self.assertEqual(page.header("x-frame-options"), "DENY")
+        self.assertIn("frame-ancestors 'none'", page.header("content-security-policy"))
+        self.assertIn("script-src 'self'", page.header("content-security-policy"))
+        self.assertEqual(page.header("cache-control"), "no-store")
+        self.assertEqual(page.header("content-type"), "text/html; charset=utf-8")
+
+    def test_uploadAndManageLicenses(self):
+        """Upload shows the license in the pool; deactivate, activate and delete work."""
+        page = self.upload("/pool", {"csrf": self.csrf, "action": "upload"}, [licenseFile({})])
+        self.assertRedirect(page, "/pool")
+        (lic,) = self.role.pool.all("license")
+        page = self.get("/pool")
+        self.assertIn(f"Added license {lic.id}.", page.body)
+        self.assertIn(f'id="license-{lic.id}"', page.body)
+        page = self.act("/pool", action="deactivate", license=lic.id)
+        self.assertFalse(self.role.pool.license(lic.id).active)
+        self.assertIn("status-inactive", page.body)
+        self.act("/pool", action="activate", license=lic.id)
+        self.assertTrue(self.role.pool.license(lic.id).active)
+        page = self.act("/pool", action="delete", license=lic.id)
+        self.assertEqual(self.role.pool.count("license"), 0)
+        self.assertIn(f"License {lic.id} deleted.", page.body)
+
+    def test_uploadRefusalIsShown(self):
+        """A file that is refused is named on the page; nothing is added."""
+        self.upload("/pool", {"csrf": self.csrf, "action": "upload"}, [b"not a license"])
+        page = self.get("/pool")
+        self.assertIn("notice-error", page.body)
+        self.assertEqual(self.role.pool.count("license"), 0)
+
+    def test_uploadWithoutToken(self):
+        """An upload without the CSRF token adds nothing."""
+        response = self.upload("/pool", {"action": "upload"}, [licenseFile({})])
+        self.assertEqual(response.status, 403)
+        self.assertEqual(self.role.pool.count("license"), 0)
+
+    def test_assignUnassignUnregister(self):
+        """Client Management assigns and unassigns licenses, and unregisters machines."""
+        (lid,) = self.successResultOf(
+            run(self.role.addLicenses(licenseFile({"kind": "installed", "seats": 2})))
+        )
+        s = hello(self.role, "m1")
+        page = self.get("/clients")
+        self.assertIn(f'id="client-{s.client}"', page.body)
+        self.assertIn(f'<option value="{lid}">', page.body)
+        page = self.act(
+            "/clients", action="assign", client=s.client, product="XMLSpy", license=lid
+        )
+        self.assertEqual([a.license for a in self.role.pool.assignmentsOf(s.client)], [lid])
+        self.assertIn(f"Assigned {lid} to {s.client} (XMLSpy).", page.body)
+        self.act("/clients", action="unassign", client=s.client, product="XMLSpy", license=lid)
+        self.assertEqual(self.role.pool.assignmentsOf(s.client), [])
+        self.act("/clients", action="unregister", client=s.client)
+        self.assertIsNone(self.role.pool.client(s.client))
+
+    def test_refusedChangeIsShown(self):
+        """A change the role refuses shows its reason after the redirect."""
+        (lid,) = self.successResultOf(run(self.role.addLicenses(licenseFile({}))))
+        s = hello(self.role, "m1")
+        page = self.act(
+            "/clients", action="assign", client=s.client, product="XMLSpy", license=lid
+        )
+        self.assertIn("is concurrent: its seats need no assignment", page.body)
+
+    def test_monitoring(self):
+        """Client Monitoring lists a running client with its heartbeat age."""
+        run(self.role.addLicenses(licenseFile({})))
+        s = hello(self.role, "m1", version="2014r2")
+        run(self.role.checkout(s, {}))
+        self.clock.advance(30)
+        page = self.get("/monitoring")
+        self.assertIn("30 s ago", page.body)
+        self.assertIn("not failover-capable", page.body)
+
+    def test_messagesNewestFirst(self):
+        """Messages lists events newest first."""
+        self.role.record("first-thing", "info", "the first thing")
+        self.clock.advance(1)
+        self.role.record("second-thing", "warning", "the second thing")
+        body = self.get("/messages").body
+        self.assertLess(body.index("the second thing"), body.index("the first thing"))
+
+    def test_licensingSettings(self):
+        """Settings changes lease and borrow limits; a bad value changes nothing."""
+        page = self.act("/settings", action="licensing", lease_ttl="60", borrow_max_days="7")
+        self.assertEqual(self.role.leaseTTL, 60)
+        self.assertEqual(self.role.setting("borrow_max_days"), 7)
+        self.assertFalse(self.role.setting("borrow_enabled"))
+        self.assertIn("Settings saved.", page.body)
+        page = self.act("/settings", action="licensing", lease_ttl="1", borrow_max_days="7")
+        self.assertIn("lease_ttl: must be a whole number from 4 to 86400", page.body)
+        page = self.act("/settings", action="licensing", lease_ttl="x", borrow_max_days="7")
+        self.assertIn("must be a whole number", page.body)
+        self.assertEqual(self.role.leaseTTL, 60)
+
+    def test_switchMode(self):
+        """Settings switches the server to a failover of a primary, at once."""
+        page = self.act("/settings", action="mode", role="failover", primary="ls0:35355")
+        self.assertEqual(self.role.mode(), {"role": "failover", "primary": "ls0:35355"})
+        self.assertIn("now the failover of ls0:35355", page.body)
+        page = self.act("/settings", action="mode", role="failover", primary="")
+        self.assertIn("a failover needs its primary", page.body)
+        self.act("/settings", action="mode", role="primary", primary="")
+        self.assertEqual(self.role.mode(), {"role": "primary", "primary": None})
+
+    def test_changePassword(self):
+        """The password changes with the current one and the new one twice; others log out."""
+        other = self.sessions.start()
+        fields = {"action": "password", "current": PASSWORD, "new": "new-secret-1"}
+        page = self.act("/settings", **fields, repeat="different")
+        self.assertIn("the two new passwords differ", page.body)
+        page = self.act("/settings", **{**fields, "new": "short"}, repeat="short")
+        self.assertIn("at least 8 characters", page.body)
+        page = self.act("/settings", **{**fields, "current": "wrong"}, repeat="new-secret-1")
+        self.assertIn("the current password is wrong", page.body)
+        self.assertEqual(self.passwordsSet, [])
+        self.clock.advance(1)
+        page = self.act("/settings", **fields, repeat="new-secret-1")
+        self.assertIn("Password changed.", page.body)
+        self.assertEqual(self.passwordsSet, ["new-secret-1"])
+        self.assertIsNone(self.sessions.get(other.id))
+        self.assertEqual(self.get("/pool").status, 200)
+        self.assertEqual(self.login("new-secret-1").location, "/")
+
+    def test_notFound(self):
+        """Paths below a tab are 404 pages."""
+        self.assertEqual(self.get("/pool/nothing").status, 404)
+
+
+class StaticTests(unittest.TestCase):
+    """The static files over a real socket (a file is sent by a producer the reactor drives)."""
+
+    def setUp(self) -> None:
+        store = FakeStore()
+        clock = Clock()
+        clock.advance(START)
+        nowhere = PumpEndpoint(None)
+        nowhere.up = False
+        role = makeSwitch(store, clock, nowhere)
+        self.addCleanup(role.stopService)
+        site = server.Site(buildRoot(role, AdminAuth(reactor, lambda: HASH)))
+        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.base = f"http://127.0.0.1:{self.port.getHost().port}"
+        self.agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+
+    async def fetch(self, path: str) -> tuple[int, list[str] | None, bytes]:
+        response = await self.agent.request(b"GET", (self.base + path).encode())
+        body = await readBody(response)
+        return response.code, response.headers.getRawHeaders("content-type"), body
+
+    async def test_static(self):
+        """The stylesheet and the status script are served; the folder is not listed."""
+        code, kind, body = await self.fetch("/static/style.css")
+        self.assertEqual((code, kind), (200, ["text/css"]))
+        self.assertIn(b".status", body)
+        code, kind, body = await self.fetch("/static/status.js")
+        self.assertEqual(code, 200)
+        self.assertIn(b"/api/status", body)
+        code, _, _ = await self.fetch("/static/")
+        self.assertEqual(code, 404)
+
+
+class StandbyTests(WebTestCase):
+    role_name = "failover"
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.login()
+        self.csrf = self.token()
+
+    def test_homeIsMessages(self):
+        """On a standby failover / leads to Messages."""
+        self.assertRedirect(self.get("/"), "/messages")
+
+    def test_poolTabsHidden(self):
+        """A standby failover's navigation has no License Pool, Clients or Monitoring tab."""
+        body = self.get("/messages").body
+        for tab in ("pool", "clients", "monitoring"):
+            self.assertNotIn(f'href="/{tab}"', body)
+        self.assertIn('href="/settings"', body)
+        self.assertIn('href="/messages"', body)
+
+    def test_poolPagesNamePrimary(self):
+        """The hidden tabs' URLs name the primary instead and answer 409."""
+        for path in ("/pool", "/clients", "/monitoring"):
+            page = self.get(path)
+            self.assertEqual(page.status, 409, path)
+            self.assertIn("failover in standby", page.body)
+            self.assertIn("ls0:35355", page.body)
+
+    def test_poolChangesRefused(self):
+        """Form posts to the hidden tabs change nothing and say where to go."""
+        page = self.upload("/pool", {"csrf": self.csrf, "action": "upload"}, [licenseFile({})])
+        self.assertRedirect(page, "/pool")
+        self.assertIn("make this change on the primary ls0:35355", self.get("/pool").body)
+        self.assertEqual(self.role.pool.count("license"), 0)
+
+    def test_headerNamesPrimary(self):
+        """The header says failover, standby, and names the primary's address."""
+        body = self.get("/settings").body
+        self.assertIn('id="server-role">failover<', body)
+        self.assertIn("state-standby", body)
+        self.assertIn("ls0:35355", body)
+
+    def test_tabsReturnOnTakeover(self):
+        """When the failover takes over, the three tabs come back and take changes."""
+        self.role.current.lastSync = int(self.clock.seconds())
+        self.clock.advance(6)
+        self.assertEqual(self.role.state, "active")
+        body = self.get("/messages").body
+        for tab in ("pool", "clients", "monitoring"):
+            self.assertIn(f'href="/{tab}"', body)
+        self.assertRedirect(self.get("/"), "/pool")
+        self.assertEqual(self.get("/pool").status, 200)
