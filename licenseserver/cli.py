@@ -223,8 +223,7 @@ def _passwd(args: argparse.Namespace) -> None:
     if len(password) < 8:
         raise CommandError("the password needs at least 8 characters; nothing changed")
     try:
-        data.set_admin_password(password)
-        data.initial_password.unlink(missing_ok=True)
+        data.change_admin_password(password)
     except OSError as e:
         raise CommandError(f"cannot write in {data.path}: {e.strerror or e}") from e
     print(f"admin password of {data.path} set")

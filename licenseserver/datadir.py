@@ -80,6 +80,11 @@ class DataDir:
         """Store the scrypt hash of a new admin password."""
         write_private(self.admin_password, passwords.hash_password(password) + "\n")
 
+    def change_admin_password(self, password: str) -> None:
+        """The admin's new password: store its hash and drop the initial password file."""
+        self.set_admin_password(password)
+        self.initial_password.unlink(missing_ok=True)
+
     def admin_password_hash(self) -> str:
         return self.admin_password.read_text(encoding="utf-8").strip()
 

@@ -268,7 +268,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     ).setServiceParent(top)
 
     auth = AdminAuth(reactor, data.admin_password_hash)
-    root = buildRoot(role, auth, setPassword=data.set_admin_password)
+    root = buildRoot(role, auth, setPassword=data.change_admin_password)
     root.putChild(b"metrics", MetricsResource(metrics))
     site = server.Site(root)
     site.displayTracebacks = False

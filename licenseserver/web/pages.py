@@ -109,7 +109,7 @@ def _threaded(reactor: Any) -> Callable[..., Awaitable[Any]]:
 class WebSite:
     """What every page needs: the role, the admin's auth and sessions, the password writer.
 
-    ``setPassword(new)`` stores a new admin password (``DataDir.set_admin_password``);
+    ``setPassword(new)`` stores a new admin password (``DataDir.change_admin_password``);
     it runs through ``runInThread`` (the reactor's thread pool by default), since
     hashing is slow on purpose. Without it the Settings tab cannot change the password.
     """
