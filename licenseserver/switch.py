@@ -53,7 +53,7 @@ class RoleSwitch(service.MultiService):
         if role not in ("primary", "failover"):
             raise AdminError(400, "role must be primary or failover")
         if role == "failover":
-            if not primary or parse_host_port(primary) is None:
+            if not isinstance(primary, str) or parse_host_port(primary) is None:
                 raise AdminError(400, "a failover needs its primary as HOST[:PORT]")
         else:
             primary = None
