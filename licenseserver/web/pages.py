@@ -214,25 +214,39 @@ class WebSite:
         )
 
 
-class Page(resource.Resource):
-    """One tab: ``GET`` shows it, ``POST`` acts on its forms and redirects back."""
+class SiteResource(resource.Resource):
+    """A page of the site: ``GET`` and ``POST`` are served by ``_get`` and ``_post``."""
 
     isLeaf = True
-    name = ""
-    title = ""
-    poolTab = False
-    """Whether a standby failover hides this tab and refuses its changes."""
 
     def __init__(self, site: WebSite):
         super().__init__()
         self.site = site
-        self.role = site.role
 
     def render_GET(self, request: server.Request) -> Any:
         return self.site.serve(request, self._get)
 
     def render_POST(self, request: server.Request) -> Any:
         return self.site.serve(request, self._post)
+
+    async def _get(self, request: server.Request) -> Answer:
+        raise NotImplementedError
+
+    async def _post(self, request: server.Request) -> Answer:
+        raise NotImplementedError
+
+
+class Page(SiteResource):
+    """One tab: ``GET`` shows it, ``POST`` acts on its forms and redirects back."""
+
+    name = ""
+    title = ""
+    poolTab = False
+    """Whether a standby failover hides this tab and refuses its changes."""
+
+    def __init__(self, site: WebSite):
+        super().__init__(site)
+        self.role = site.role
 
     def hidden(self) -> bool:
         return self.poolTab and display.standby(self.role)
@@ -445,20 +459,8 @@ class SettingsPage(Page):
         return "Password changed. Other browser sessions were logged out."
 
 
-class LoginPage(resource.Resource):
+class LoginPage(SiteResource):
     """``/login``: the password form; a right password starts a session."""
-
-    isLeaf = True
-
-    def __init__(self, site: WebSite):
-        super().__init__()
-        self.site = site
-
-    def render_GET(self, request: server.Request) -> Any:
-        return self.site.serve(request, self._get)
-
-    def render_POST(self, request: server.Request) -> Any:
-        return self.site.serve(request, self._post)
 
     async def _get(self, request: server.Request) -> Answer:
         next = safe_next(form(request, "next"))
@@ -507,20 +509,8 @@ class LoginPage(resource.Resource):
         return Redirect(next)
 
 
-class LogoutPage(resource.Resource):
+class LogoutPage(SiteResource):
     """``/logout``: ``GET`` asks, ``POST`` (with the CSRF token) ends the session."""
-
-    isLeaf = True
-
-    def __init__(self, site: WebSite):
-        super().__init__()
-        self.site = site
-
-    def render_GET(self, request: server.Request) -> Any:
-        return self.site.serve(request, self._get)
-
-    def render_POST(self, request: server.Request) -> Any:
-        return self.site.serve(request, self._post)
 
     async def _get(self, request: server.Request) -> Answer:
         session = self.site.sessions.fromRequest(request)
