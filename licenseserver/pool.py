@@ -31,6 +31,9 @@ class Pool:
         self.revision = revision
         self._records: dict[str, dict[tuple[str, ...], Any]] = {k: {} for k in KINDS}
         self._client_by_machine: dict[str, str] = {}
+        self._licenses_by_product: dict[str, set[str]] = defaultdict(set)
+        self.highestClientNumber = 0
+        """The highest n of the client ids ``c-<n>`` ever held: new clients count on."""
         self._leases_by_product: dict[str, set[str]] = defaultdict(set)
         self._leases_by_machine: dict[str, set[str]] = defaultdict(set)
         self._lease_by_request: dict[tuple[str, str], str] = {}
@@ -68,6 +71,11 @@ class Pool:
         self._records[kind][key] = record
         if kind == "client":
             self._client_by_machine[record.machine] = record.id
+            number = record.id[2:]
+            if record.id.startswith("c-") and number.isdigit():
+                self.highestClientNumber = max(self.highestClientNumber, int(number))
+        elif kind == "license":
+            self._licenses_by_product[record.product].add(record.id)
         elif kind == "lease":
             self._leases_by_product[record.product].add(record.id)
             self._leases_by_machine[record.machine].add(record.id)
@@ -82,6 +90,8 @@ class Pool:
             return
         if kind == "client":
             self._client_by_machine.pop(record.machine, None)
+        elif kind == "license":
+            _discard(self._licenses_by_product, record.product, record.id)
         elif kind == "lease":
             _discard(self._leases_by_product, record.product, record.id)
             _discard(self._leases_by_machine, record.machine, record.id)
@@ -109,10 +119,8 @@ class Pool:
 
     def licensesFor(self, product: str) -> list[License]:
         """The licenses of ``product``, in id order."""
-        return sorted(
-            (lic for lic in self._records["license"].values() if lic.product == product),
-            key=lambda lic: lic.id,
-        )
+        licenses = self._records["license"]
+        return [licenses[(i,)] for i in sorted(self._licenses_by_product.get(product, ()))]
 
     def client(self, client_id: str) -> Client | None:
         return self._records["client"].get((client_id,))

@@ -48,3 +48,20 @@ class PoolTests(unittest.TestCase):
         self.assertEqual(again.revision, 7)
         self.assertEqual([x.id for x in again.licensesFor("XMLSpy")], ["L-1", "L-2"])
         self.assertEqual(again.count("lease"), 1)
+
+    def test_licensesByProduct(self):
+        """Licenses are found by product, in id order, and forgotten when deleted."""
+        pool = Pool(0, [lic("L-2"), lic("L-1"), lic("L-3", product="MapForce")])
+        self.assertEqual([x.id for x in pool.licensesFor("XMLSpy")], ["L-1", "L-2"])
+        pool.apply([Change.delete(lic("L-1"))])
+        self.assertEqual([x.id for x in pool.licensesFor("XMLSpy")], ["L-2"])
+        pool.apply([Change.put(lic("L-2", product="MapForce"))])
+        self.assertEqual(pool.licensesFor("XMLSpy"), [])
+        self.assertEqual([x.id for x in pool.licensesFor("MapForce")], ["L-2", "L-3"])
+
+    def test_clientNumbersCountOn(self):
+        """The highest client number stays, even when that client goes."""
+        pool = Pool(0, [Client("c-7", "m7", "h", 1, 1), Client("c-2", "m2", "h", 1, 1)])
+        self.assertEqual(pool.highestClientNumber, 7)
+        pool.apply([Change.delete(Client("c-7", "m7", "h", 1, 1))])
+        self.assertEqual(pool.highestClientNumber, 7)

@@ -383,8 +383,7 @@ class ServingRole(service.MultiService):
         }
 
     def _newClientId(self) -> str:
-        numbers = [int(c.id[2:]) for c in self.pool.all("client") if c.id[2:].isdigit()]
-        return f"c-{max(numbers, default=0) + 1}"
+        return f"c-{self.pool.highestClientNumber + 1}"
 
     def _requireHello(self, session: Session) -> None:
         self.gate()
