@@ -72,7 +72,7 @@ class Pool:
         if kind == "client":
             self._client_by_machine[record.machine] = record.id
             number = record.id[2:]
-            if record.id.startswith("c-") and number.isdigit():
+            if record.id.startswith("c-") and number.isascii() and number.isdigit():
                 self.highestClientNumber = max(self.highestClientNumber, int(number))
         elif kind == "license":
             self._licenses_by_product[record.product].add(record.id)

@@ -379,7 +379,7 @@ def primary_address(text: str) -> tuple[str, int] | None:
         if name not in named and positional:
             named[name] = positional.pop(0)
     host, port = named.get("host"), named.get("port", "")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         return None
     return host, int(port)
 

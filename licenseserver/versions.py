@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from functools import total_ordering
 
-_YEAR = re.compile(r"^(\d{4})(?:r(\d{1,4}))?(?:sp(\d{1,4}))?$", re.IGNORECASE)
-_DOTTED = re.compile(r"^\d{1,9}(?:\.\d{1,9}){0,5}$")
+_YEAR = re.compile(r"(\d{4})(?:r(\d{1,4}))?(?:sp(\d{1,4}))?", re.IGNORECASE | re.ASCII)
+_DOTTED = re.compile(r"\d{1,9}(?:\.\d{1,9}){0,5}", re.ASCII)
 
 
 class VersionError(ValueError):
@@ -29,11 +29,11 @@ class Version:
     __slots__ = ("text", "parts")
 
     def __init__(self, text: str):
-        match = _YEAR.match(text)
+        match = _YEAR.fullmatch(text)
         if match:
             year, release, sp = match.groups()
             parts = [int(year), int(release or 1), int(sp or 0)]
-        elif _DOTTED.match(text):
+        elif _DOTTED.fullmatch(text):
             parts = [int(p) for p in text.split(".")]
         else:
             raise VersionError(f"not a product version: {text!r}")

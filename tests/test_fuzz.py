@@ -23,7 +23,10 @@ PRODUCTS = ["XMLSpy", "MapForce", "Nothing"]
 
 words = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 valueish = st.one_of(
-    st.sampled_from(["1", "0", "-1", "31", "2015", "2025r2", "1.5", "x" * 200]), words
+    st.sampled_from(
+        ["1", "0", "-1", "31", "2015", "2025r2", "1.5", "x" * 200, "\u00b2", "\u0663"]
+    ),
+    words,
 )
 
 
@@ -48,6 +51,7 @@ def command(leases):
         st.just(wire.format_request("HEARTBEAT")),
         st.builds(lambda lid: wire.format_request("RELEASE", {"lease": lid}), lease),
         st.builds(lambda d: wire.format_request("BORROW", {"days": d}), valueish),
+        st.builds(lambda c: wire.format_request("CHECKOUT", {"cores": c}), valueish),
         st.sampled_from([b"PING\n", b"STATUS\n", b"PEER name=x\n", b"AUTH proof=00\n"]),
         st.builds(lambda k, v: f"CHECKOUT {k}={v}\n".encode(), words, words),
         st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"") + b"\n"),

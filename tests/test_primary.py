@@ -74,6 +74,8 @@ class HelloTests(RoleTestCase):
             {**good, "version": "latest"},
             {**good, "cores": "0"},
             {**good, "cores": "many"},
+            {**good, "cores": "\u00b2"},
+            {**good, "version": "\uff12\uff10\uff11\uff15"},
             {**good, "machine": "x" * 129},
         ):
             self.refused(self.role.hello(session(), broken), "bad-request")

@@ -27,7 +27,17 @@ class VersionTests(unittest.TestCase):
 
     def test_invalid(self):
         """Text that is neither scheme is refused."""
-        for text in ("", "v1", "1..2", "2015r", "2015rx", "1.5-beta", "2015 r3"):
+        for text in (
+            "",
+            "v1",
+            "1..2",
+            "2015r",
+            "2015rx",
+            "1.5-beta",
+            "2015 r3",
+            "1.5\n",
+            "\u0662015",
+        ):
             self.assertRaises(VersionError, Version, text)
             self.assertFalse(versions.is_valid(text))
 

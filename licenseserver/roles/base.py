@@ -101,7 +101,7 @@ def integer_arg(args: Mapping[str, str], name: str, default: int, low: int, high
     value = args.get(name)
     if value is None:
         return default
-    if not value.isdigit() or not (low <= int(value) <= high):
+    if not (value.isascii() and value.isdigit()) or not (low <= int(value) <= high):
         raise ProtocolError("bad-request", f"{name} must be an integer from {low} to {high}")
     return int(value)
 

@@ -430,7 +430,7 @@ class SettingsPage(Page):
         values: dict[str, Any] = {}
         for name, label in (("lease_ttl", "lease time"), ("borrow_max_days", "longest checkout")):
             text = form(request, name)
-            if not text.isdigit():
+            if not (text.isascii() and text.isdigit()):
                 raise FormError(f"the {label} must be a whole number")
             values[name] = int(text)
         values["borrow_enabled"] = bool(form(request, "borrow_enabled"))

@@ -75,7 +75,7 @@ def clients(role: Any) -> list[dict[str, Any]]:
 
 def _client_order(c: Client) -> tuple[int, str]:
     number = c.id[2:]
-    return (int(number), c.id) if number.isdigit() else (1 << 62, c.id)
+    return (int(number), c.id) if number.isascii() and number.isdigit() else (1 << 62, c.id)
 
 
 def lease(role: Any, item: Lease) -> dict[str, Any]:
