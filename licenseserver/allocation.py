@@ -100,20 +100,31 @@ def usable(lic: License, request: SeatRequest, now: float) -> bool:
     )
 
 
-def seat_holders(lic: License, leases: Iterable[Lease], now: float) -> set[tuple]:
-    """Who holds a seat of ``lic`` at ``now``.
+def holders_by_license(
+    licenses: Sequence[License], leases: Iterable[Lease], now: float
+) -> dict[str, set[tuple]]:
+    """Who holds a seat of each of ``licenses`` at ``now``, in one pass over ``leases``.
 
     For a concurrent license a holder is a (machine, user, product); for the
     other kinds, a machine.
     """
-    holders = set()
+    kinds = {lic.id: lic.kind for lic in licenses}
+    holders: dict[str, set[tuple]] = {lic.id: set() for lic in licenses}
     for lease in leases:
-        if lic.id in lease.licenses and lease.live(now):
-            if lic.kind == CONCURRENT:
-                holders.add((lease.machine, lease.user, lease.product))
-            else:
-                holders.add((lease.machine,))
+        if not lease.live(now):
+            continue
+        for license_id in lease.licenses:
+            kind = kinds.get(license_id)
+            if kind == CONCURRENT:
+                holders[license_id].add((lease.machine, lease.user, lease.product))
+            elif kind is not None:
+                holders[license_id].add((lease.machine,))
     return holders
+
+
+def seat_holders(lic: License, leases: Iterable[Lease], now: float) -> set[tuple]:
+    """Who holds a seat of ``lic`` at ``now`` (see ``holders_by_license``)."""
+    return holders_by_license([lic], leases, now)[lic.id]
 
 
 def seats_in_use(lic: License, leases: Iterable[Lease], now: float) -> int:
@@ -142,11 +153,12 @@ def allocate(
 
     concurrent = [lic for lic in candidates if lic.kind == CONCURRENT]
     holder = (request.machine, request.user, request.product)
+    holders = holders_by_license(concurrent, leases, now) if concurrent else {}
     for lic in concurrent:
-        if holder in seat_holders(lic, leases, now):
+        if holder in holders[lic.id]:
             return Grant((lic.id,), CONCURRENT)
     for lic in concurrent:
-        if seats_in_use(lic, leases, now) < lic.seats:
+        if len(holders[lic.id]) < lic.seats:
             return Grant((lic.id,), CONCURRENT)
 
     for lic in candidates:

@@ -15,7 +15,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.web import resource, server
 
-from licenseserver import allocation
 from licenseserver._version import EDITION, __version__
 
 
@@ -75,12 +74,11 @@ class _RoleCollector:
             "licenseserver_seats_total", "Seats of a license.", labels=labels
         )
         used = GaugeMetricFamily("licenseserver_seats_in_use", "Seats in use.", labels=labels)
+        inUse = role.pool.seatsInUse(now)
         for lic in role.pool.all("license"):
             labels = [lic.id, lic.product]
             total.add_metric(labels, lic.seats)
-            used.add_metric(
-                labels, allocation.seats_in_use(lic, role.pool.leasesFor(lic.product), now)
-            )
+            used.add_metric(labels, inUse[lic.id])
         yield total
         yield used
         live = [lease for lease in role.pool.all("lease") if lease.live(now)]

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from licenseserver import allocation
 from licenseserver.model import (
     KINDS,
     Assignment,
@@ -38,6 +39,7 @@ class Pool:
         self._leases_by_machine: dict[str, set[str]] = defaultdict(set)
         self._lease_by_request: dict[tuple[str, str], str] = {}
         self._assignments_by_client: dict[str, set[tuple[str, ...]]] = defaultdict(set)
+        self._assignments_by_license: dict[str, set[tuple[str, ...]]] = defaultdict(set)
         for record in records:
             self._put(record.kind_name, record.key, record)
 
@@ -83,6 +85,7 @@ class Pool:
                 self._lease_by_request[(record.machine, record.request)] = record.id
         elif kind == "assignment":
             self._assignments_by_client[record.client].add(key)
+            self._assignments_by_license[record.license].add(key)
 
     def _delete(self, kind: str, key: tuple[str, ...]) -> None:
         record = self._records[kind].pop(key, None)
@@ -99,6 +102,7 @@ class Pool:
                 self._lease_by_request.pop((record.machine, record.request), None)
         elif kind == "assignment":
             _discard(self._assignments_by_client, record.client, key)
+            _discard(self._assignments_by_license, record.license, key)
 
     # Reading
 
@@ -145,10 +149,15 @@ class Pool:
         return sorted(out, key=lambda a: a.key)
 
     def assignmentsOfLicense(self, license_id: str) -> list[Assignment]:
-        return sorted(
-            (a for a in self._records["assignment"].values() if a.license == license_id),
-            key=lambda a: a.key,
+        assignments = self._records["assignment"]
+        return [assignments[k] for k in sorted(self._assignments_by_license.get(license_id, ()))]
+
+    def seatsInUse(self, now: float) -> dict[str, int]:
+        """Seats in use of every license at ``now``, in one pass over the leases."""
+        holders = allocation.holders_by_license(
+            list(self._records["license"].values()), self._records["lease"].values(), now
         )
+        return {license_id: len(found) for license_id, found in holders.items()}
 
     def lease(self, lease_id: str) -> Lease | None:
         return self._records["lease"].get((lease_id,))

@@ -25,13 +25,15 @@ def status(role: Any) -> dict[str, Any]:
     }
 
 
-def license(role: Any, lic: License) -> dict[str, Any]:
+def license(role: Any, lic: License, inUse: int | None = None) -> dict[str, Any]:
     """One license with its status, seats in use and assignments."""
     now = role.now()
     out = record_to_dict(lic)
     out.pop("signature")
     out["status"] = allocation.license_status(lic, now)
-    out["in_use"] = allocation.seats_in_use(lic, role.pool.leasesFor(lic.product), now)
+    if inUse is None:
+        inUse = allocation.seats_in_use(lic, role.pool.leasesFor(lic.product), now)
+    out["in_use"] = inUse
     out["assigned"] = [a.client for a in role.pool.assignmentsOfLicense(lic.id)]
     return out
 
@@ -39,7 +41,9 @@ def license(role: Any, lic: License) -> dict[str, Any]:
 def licenses(role: Any) -> list[dict[str, Any]]:
     """The license pool, in id order."""
     pool = role.pool
-    return [license(role, lic) for lic in sorted(pool.all("license"), key=lambda lic: lic.id)]
+    inUse = pool.seatsInUse(role.now())
+    ordered = sorted(pool.all("license"), key=lambda lic: lic.id)
+    return [license(role, lic, inUse[lic.id]) for lic in ordered]
 
 
 def client(role: Any, c: Client) -> dict[str, Any]:
