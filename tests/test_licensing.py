@@ -69,7 +69,7 @@ class SessionTests(ProtocolTestCase):
         self.store.held = True
         proto.dataReceived(HELLO + b"CHECKOUT request=r1\nPING\nHEARTBEAT\nSTATUS\n")
         self.assertEqual(transport.value(), b"")
-        self.assertTrue(transport.producerState == "paused")
+        self.assertEqual(transport.producerState, "producing", "a few lines are only held")
         self.store.releaseOne()
         self.assertEqual(len(self.lines(transport)), 1)
         self.store.releaseOne()
@@ -82,6 +82,17 @@ class SessionTests(ProtocolTestCase):
         self.assertEqual(heartbeat.args["ttl"], "120")
         self.assertEqual(status.args["state"], "active")
         self.assertEqual(transport.producerState, "producing")
+
+    def test_floodStopsReading(self):
+        """Past a line's worth of held requests the server stops reading the socket."""
+        proto, transport = self.connect()
+        self.store.held = True
+        proto.dataReceived(HELLO)
+        proto.dataReceived(b"PING\n" * 2000)
+        self.assertEqual(transport.producerState, "paused")
+        self.store.releaseOne()
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(len(self.lines(transport)), 2001)
 
     def test_errorsKeepSession(self):
         """Bad lines get their ERR and the session goes on."""
