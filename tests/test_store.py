@@ -426,6 +426,44 @@ class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
         self.assertEqual(s.transactions - before, 1)
         self.assertEqual(await s.load(), model.Snapshot(50, by_kind(clients)))
 
+    async def test_batchWritingAKeyTwice(self) -> None:
+        """Commits of one batch that write the same key land in order."""
+        s = await self.makeStore()
+        blocked, release = s._pauseWriter()
+        await blocked
+        try:
+            renamed = dataclasses.replace(CLIENT, host="renamed")
+            done = [
+                s.commit(1, puts(CLIENT)),
+                s.commit(2, puts(renamed)),
+                s.commit(3, [model.Change.put(LICENSE), model.Change.delete(CLIENT)]),
+                s.commit(4, puts(CLIENT)),
+            ]
+        finally:
+            release()
+        await defer.gatherResults(done)
+        self.assertEqual(await s.load(), model.Snapshot(4, by_kind([CLIENT, LICENSE])))
+
+    async def test_conflictInBatchFailsAlone(self) -> None:
+        """A commit that breaks a unique machine fails alone; its batch commits the rest."""
+        s = await self.makeStore()
+        blocked, release = s._pauseWriter()
+        await blocked
+        try:
+            before = s.transactions
+            twin = dataclasses.replace(CLIENT, id="c-twin")
+            first = s.commit(1, puts(CLIENT))
+            clash = s.commit(2, puts(twin))
+            third = s.commit(3, puts(LICENSE))
+        finally:
+            release()
+        await first
+        with self.assertRaises(store.ConflictError):
+            await clash
+        await third
+        self.assertEqual(s.transactions - before, 1)
+        self.assertEqual(await s.load(), model.Snapshot(3, by_kind([CLIENT, LICENSE])))
+
     async def test_concurrentCommitsWithoutPause(self) -> None:
         """Many commits issued at once all land, in revision order."""
         s = await self.makeStore()
