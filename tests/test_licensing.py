@@ -73,7 +73,7 @@ class SessionTests(ProtocolTestCase):
         self.store.releaseOne()
         self.assertEqual(len(self.lines(transport)), 1)
         self.store.releaseOne()
-        self.store.releaseOne()
+        self.assertEqual(self.store.waiting, [], "a fresh lease's renewal needs no write")
         answers = self.lines(transport)
         self.assertEqual(len(answers), 4)
         checkout, ping, heartbeat, status = answers

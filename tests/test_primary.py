@@ -238,6 +238,33 @@ class LeaseTests(RoleTestCase):
         self.clock.advance(100)
         self.ok(self.role.heartbeat(self.s, {"lease": self.lease}))
 
+    def test_renewalsWrittenWhenDue(self):
+        """A renewal reaches the store only once the stored expiry is less than half a
+        lease time ahead; the pool always has the new expiry."""
+        revision = self.store_revision()
+        for _ in range(2):
+            self.clock.advance(30)
+            answer = self.ok(self.role.heartbeat(self.s, {"lease": self.lease}))
+            self.assertEqual(answer["expires"], int(self.clock.seconds()) + 120)
+            self.assertEqual(self.role.pool.lease(self.lease).expires, answer["expires"])
+            self.assertEqual(self.store_revision(), revision)
+        self.clock.advance(30)
+        answer = self.ok(self.role.heartbeat(self.s, {"lease": self.lease}))
+        self.assertEqual(self.store_revision(), revision + 1)
+        stored = self.successResultOf(self.store.load()).records["lease"][0]
+        self.assertEqual(stored.expires, answer["expires"])
+
+    def test_crashKeepsHalfALeaseTime(self):
+        """What a restart would load keeps a heartbeated lease half a lease time more."""
+        for _ in range(20):
+            self.clock.advance(30)
+            self.ok(self.role.heartbeat(self.s, {"lease": self.lease}))
+            (stored,) = self.successResultOf(self.store.load()).records["lease"]
+            self.assertGreaterEqual(stored.expires - self.clock.seconds(), 60)
+
+    def store_revision(self):
+        return self.successResultOf(self.store.load()).revision
+
     def test_heartbeatAllOfMachine(self):
         """HEARTBEAT without a lease renews every lease of the session's machine."""
         other = self.ok(self.role.checkout(hello(self.role, "m1", user="bob"), {}))["lease"]

@@ -141,6 +141,8 @@ class ServingRole(service.MultiService):
         self.pool = Pool()
         self.committedRevision = 0
         """The newest revision the store has made durable."""
+        self.storedExpiry: dict[str, int] = {}
+        """Each lease's expiry as the store holds it (the pool's may be later)."""
         self.loaded = False
         self.loadError: Any = None
         self._whenLoaded: list[defer.Deferred] = []
@@ -168,6 +170,7 @@ class ServingRole(service.MultiService):
     def _loaded(self, snapshot: Any) -> None:
         self.pool = Pool.fromSnapshot(snapshot)
         self.committedRevision = snapshot.revision
+        self.storedExpiry = {lease.id: lease.expires for lease in self.pool.all("lease")}
         self.loaded = True
         for child in list(self):
             child.startService()
@@ -300,6 +303,12 @@ class ServingRole(service.MultiService):
 
         def stored(result: Any) -> None:
             self.committedRevision = max(self.committedRevision, revision)
+            for change in changes:
+                if change.kind == "lease":
+                    if change.record is None:
+                        self.storedExpiry.pop(change.key[0], None)
+                    else:
+                        self.storedExpiry[change.key[0]] = change.record.expires
 
         def failed(failure: Any) -> None:
             self.pool.apply(undo)
@@ -488,8 +497,25 @@ class ServingRole(service.MultiService):
     async def _renew(self, lease: Lease) -> Lease:
         if lease.borrowed:
             return lease
-        renewed = _replace(lease, expires=self.now() + lease.ttl)
-        await self.commit([Change.put(renewed)])
+        (renewed,) = await self._renewAll([lease])
+        return renewed
+
+    async def _renewAll(self, leases: list[Lease]) -> list[Lease]:
+        """Move the leases' expiry to now plus their lease time.
+
+        The pool takes the new expiry at once; the store only when the expiry it
+        holds is less than half a lease time ahead. A client heartbeats every
+        quarter lease time, so most heartbeats cost no disk write, and after a
+        crash a lease still lives at least half a lease time past its last
+        heartbeat (the failover, which syncs from the store, sees the same).
+        """
+        now = self.now()
+        renewed = [_replace(lease, expires=now + lease.ttl) for lease in leases]
+        due = any(self.storedExpiry.get(lease.id, 0) - now < lease.ttl / 2 for lease in leases)
+        if due:
+            await self.commit([Change.put(lease) for lease in renewed])
+        else:
+            self.pool.apply([Change.put(lease) for lease in renewed])
         return renewed
 
     def _ownLease(self, session: Session, lease_id: str) -> Lease:
@@ -513,8 +539,7 @@ class ServingRole(service.MultiService):
         ]
         if not leases:
             raise ProtocolError("unknown-lease", "this machine holds no lease here")
-        renewed = [_replace(lease, expires=now + lease.ttl) for lease in leases]
-        await self.commit([Change.put(lease) for lease in renewed])
+        renewed = await self._renewAll(leases)
         soonest = min(renewed, key=lambda lease: lease.expires)
         return {"expires": soonest.expires, "ttl": soonest.ttl}
 

@@ -228,6 +228,7 @@ class FailoverRole(ServingRole):
         self.record("handback", "info", message, primary=self.primary)
         self.audit("handback", primary=self.primary)
         saved, self._beforeTakeover = self._beforeTakeover, None
+        self.storedExpiry.clear()
         if saved is not None:
             self.pool = Pool.fromSnapshot(saved)
             self.committedRevision = saved.revision
@@ -349,6 +350,7 @@ class FailoverRole(ServingRole):
             self.log.warn("SYNC refused: {r}", r=reply.response)
             return
         revision = int(reply.args["revision"])
+        self.storedExpiry.clear()  # the sync writes leases past commit(): renew durably
         if reply.args.get("mode") == sync.SNAPSHOT:
             snapshot = sync.decode_snapshot(revision, reply.lines)
             await self.store.replaceAll(snapshot)
