@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import calendar
 import datetime
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from licenseserver.model import CONCURRENT, CORE, INSTALLED, Lease, License
@@ -132,20 +132,49 @@ def seats_in_use(lic: License, leases: Iterable[Lease], now: float) -> int:
     return len(seat_holders(lic, leases, now))
 
 
+Holders = Mapping[tuple[str, str, str], Mapping[str, Lease]]
+"""Of one license: each (machine, user, product) with its leases by id, live or not."""
+
+
+def index_holders(leases: Iterable[Lease]) -> dict[str, dict[tuple, dict[str, Lease]]]:
+    """The ``Holders`` of every license the leases name (``Pool`` keeps this up to date)."""
+    index: dict[str, dict[tuple, dict[str, Lease]]] = {}
+    for lease in leases:
+        holder = (lease.machine, lease.user, lease.product)
+        for license_id in lease.licenses:
+            index.setdefault(license_id, {}).setdefault(holder, {})[lease.id] = lease
+    return index
+
+
+def _holds(leases: Mapping[str, Lease] | None, now: float) -> bool:
+    return leases is not None and any(lease.live(now) for lease in leases.values())
+
+
 def allocate(
     request: SeatRequest,
     licenses: Sequence[License],
     leases: Sequence[Lease],
     assigned: Iterable[str],
     now: float,
+    holders: Callable[[str], Holders] | None = None,
 ) -> Grant | Denial:
     """Choose the licenses that give ``request`` a seat, or say why none do.
 
-    ``licenses`` and ``leases`` are those of the requested product;
+    ``licenses`` and ``leases`` are those of the requested product (``leases``
+    only matter without ``holders``);
     ``assigned`` are the ids of the licenses the admin assigned to this
     client's product. Concurrent licenses are tried first (a seat the
     machine and user already hold is shared), then installed, then core.
+
+    ``holders(license_id)`` gives a license's holders from an index kept
+    elsewhere (the pool's), so that a request need not look at every lease:
+    a license with fewer holders than seats, live or not, has a free seat;
+    only a license that looks full has its holders' leases checked for life.
+    Without it, the index is built from ``leases``.
     """
+    if holders is None:
+        index = index_holders(leases)
+        holders = lambda license_id: index.get(license_id, {})  # noqa: E731
     candidates = [lic for lic in licenses if usable(lic, request, now)]
     if not candidates:
         return Denial("no-license", f"no usable license of {request.product} exists")
@@ -153,12 +182,14 @@ def allocate(
 
     concurrent = [lic for lic in candidates if lic.kind == CONCURRENT]
     holder = (request.machine, request.user, request.product)
-    holders = holders_by_license(concurrent, leases, now) if concurrent else {}
     for lic in concurrent:
-        if holder in holders[lic.id]:
+        if _holds(holders(lic.id).get(holder), now):
             return Grant((lic.id,), CONCURRENT)
     for lic in concurrent:
-        if len(holders[lic.id]) < lic.seats:
+        found = holders(lic.id)
+        if len(found) < lic.seats:
+            return Grant((lic.id,), CONCURRENT)
+        if sum(_holds(leases, now) for leases in found.values()) < lic.seats:
             return Grant((lic.id,), CONCURRENT)
 
     for lic in candidates:

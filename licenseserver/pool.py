@@ -38,6 +38,7 @@ class Pool:
         self._leases_by_product: dict[str, set[str]] = defaultdict(set)
         self._leases_by_machine: dict[str, set[str]] = defaultdict(set)
         self._lease_by_request: dict[tuple[str, str], str] = {}
+        self._holders: dict[str, dict[tuple, dict[str, Lease]]] = {}
         self._assignments_by_client: dict[str, set[tuple[str, ...]]] = defaultdict(set)
         self._assignments_by_license: dict[str, set[tuple[str, ...]]] = defaultdict(set)
         for record in records:
@@ -83,6 +84,9 @@ class Pool:
             self._leases_by_machine[record.machine].add(record.id)
             if record.request:
                 self._lease_by_request[(record.machine, record.request)] = record.id
+            holder = (record.machine, record.user, record.product)
+            for license_id in record.licenses:
+                self._holders.setdefault(license_id, {}).setdefault(holder, {})[record.id] = record
         elif kind == "assignment":
             self._assignments_by_client[record.client].add(key)
             self._assignments_by_license[record.license].add(key)
@@ -100,6 +104,14 @@ class Pool:
             _discard(self._leases_by_machine, record.machine, record.id)
             if record.request:
                 self._lease_by_request.pop((record.machine, record.request), None)
+            holder = (record.machine, record.user, record.product)
+            for license_id in record.licenses:
+                found = self._holders[license_id]
+                found[holder].pop(record.id)
+                if not found[holder]:
+                    del found[holder]
+                if not found:
+                    del self._holders[license_id]
         elif kind == "assignment":
             _discard(self._assignments_by_client, record.client, key)
             _discard(self._assignments_by_license, record.license, key)
@@ -165,6 +177,10 @@ class Pool:
     def leasesFor(self, product: str) -> list[Lease]:
         leases = self._records["lease"]
         return [leases[(i,)] for i in self._leases_by_product.get(product, ())]
+
+    def holdersOf(self, license_id: str) -> allocation.Holders:
+        """Who holds leases of a license (``allocation.Holders``), live or not."""
+        return self._holders.get(license_id, {})
 
     def leasesOfMachine(self, machine: str) -> list[Lease]:
         leases = self._records["lease"]

@@ -216,3 +216,48 @@ class CoreTests(unittest.TestCase):
         self.assertEqual(allocation.seats_in_use(core, leases, NOW), 2)
         concurrent = dataclasses.replace(core, kind="concurrent")
         self.assertEqual(allocation.seats_in_use(concurrent, leases, NOW), 3)
+
+
+class HolderIndexTests(unittest.TestCase):
+    def test_decisionsMatchACount(self):
+        """allocate grants exactly when the live holders, counted lease by lease, leave room."""
+        licenses = [lic("L-1", seats=2)]
+        cases = [
+            [],
+            [lease("m1"), lease("m2")],
+            [lease("m1"), lease("m2", expires=NOW), lease("m3", licenses=("L-2",))],
+            [lease("m1", expires=NOW - 1), lease("m1", id="x"), lease("m2")],
+            [lease("m1", expires=NOW), lease("m2", expires=NOW), lease("m3")],
+        ]
+        for leases in cases:
+            live = allocation.holders_by_license(licenses, leases, NOW)["L-1"]
+            for who in ("m1", "m2", "m3", "m4"):
+                result = allocation.allocate(ask(who), licenses, leases, [], NOW)
+                expected = (who, "anna", "XMLSpy") in live or len(live) < 2
+                self.assertEqual(isinstance(result, Grant), expected, (who, leases))
+
+    def test_poolIndexFollowsChanges(self):
+        """The pool's holder index is what the leases it holds say, through puts and undos."""
+        from licenseserver.model import Change
+        from licenseserver.pool import Pool
+
+        pool = Pool(0, [lease("m1"), lease("m2", id="b")])
+        undo = pool.apply(
+            [Change.delete(lease("m1")), Change.put(lease("m3", id="b")), Change.put(lease("m4"))]
+        )
+        self.assertEqual(
+            {k: dict(v) for k, v in pool.holdersOf("L-1").items()},
+            allocation.index_holders(pool.all("lease"))["L-1"],
+        )
+        pool.apply(undo)
+        self.assertEqual(
+            {k: dict(v) for k, v in pool.holdersOf("L-1").items()},
+            allocation.index_holders(pool.all("lease"))["L-1"],
+        )
+
+    def test_expiredHolderTakesFreeSeatOnly(self):
+        """A holder whose lease expired shares nothing: it needs a free seat like anyone."""
+        licenses = [lic("L-1", seats=1)]
+        leases = [lease("m1", expires=NOW), lease("m2")]
+        result = allocation.allocate(ask("m1"), licenses, leases, [], NOW)
+        self.assertEqual(result.reason, "no-seats")

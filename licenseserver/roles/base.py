@@ -415,9 +415,10 @@ class ServingRole(service.MultiService):
         result = allocation.allocate(
             request,
             self.pool.licensesFor(request.product),
-            self.pool.leasesFor(request.product),
+            (),
             assigned,
             now,
+            self.pool.holdersOf,
         )
         if isinstance(result, allocation.Denial):
             if result.reason == "no-seats":
