@@ -151,3 +151,30 @@ class RoundTripTests(unittest.TestCase):
         """A response that is neither OK nor ERR with code and reason is refused."""
         for line in (b"HELLO", b"ERR", b"ERR 4x1 bad", b"ERR 400 Bad"):
             self.assertRaises(ProtocolError, wire.parse_response, line)
+
+
+class QuickPathTests(unittest.TestCase):
+    @given(st.text(st.characters(blacklist_characters='"\n', blacklist_categories=("Cs",))))
+    @settings(max_examples=500)
+    def test_quickPathAgreesWithScan(self, text):
+        """Lines without quotes split the same on the quick path as in the full scan."""
+
+        def outcome(tokens):
+            try:
+                return tokens(text)
+            except ProtocolError as e:
+                return e.reason
+
+        self.assertEqual(outcome(wire._tokens), outcome(wire._scan_tokens))
+
+    def test_quickPathCases(self):
+        """Extra spaces, '=' in values and missing values split as in the full scan."""
+        for text in ("a=1  b==2 ", "=x", "a", "a=", "a=x\ty", " a=b c=d"):
+            try:
+                expected = wire._scan_tokens(text)
+            except ProtocolError as e:
+                with self.assertRaises(ProtocolError) as caught:
+                    wire._tokens(text)
+                self.assertEqual(caught.exception.reason, e.reason)
+            else:
+                self.assertEqual(wire._tokens(text), expected)
