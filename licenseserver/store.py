@@ -25,6 +25,7 @@ import json
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, partial
@@ -872,6 +873,7 @@ class SQLiteStore(service.Service):
         keep_changes: int = DEFAULT_KEEP_CHANGES,
         trim_interval: int = DEFAULT_TRIM_INTERVAL,
         max_batch: int = MAX_BATCH,
+        commit_delay: float = 0.0,
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
         """
@@ -879,6 +881,8 @@ class SQLiteStore(service.Service):
         @param keep_changes: the change log keeps at least this many revisions.
         @param trim_interval: trim the change log after this many commits.
         @param max_batch: most jobs run in one group commit.
+        @param commit_delay: seconds a write that finds the queue empty waits
+            for others to share its transaction (and its disk sync).
         @param migrations: the schema steps this server knows.
         """
         if keep_changes < 0 or trim_interval < 1 or max_batch < 1:
@@ -888,6 +892,7 @@ class SQLiteStore(service.Service):
         self._keepChanges = keep_changes
         self._trimInterval = trim_interval
         self._maxBatch = max_batch
+        self._commitDelay = commit_delay
         self._migrations = tuple(migrations)
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
@@ -1101,9 +1106,11 @@ class SQLiteStore(service.Service):
         if first is _STOP:
             return [], True
         batch = [first]
+        deadline = time.monotonic() + self._commitDelay if first.mode == WRITE else 0.0
         while len(batch) < self._maxBatch:
+            wait = deadline - time.monotonic()
             try:
-                job = self._queue.get_nowait()
+                job = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if job is _STOP:

@@ -71,6 +71,7 @@ class Options(usage.Options):
         ["max-connections-per-address", None, "1000", "connections from one address (0: none)"],
         ["idle-timeout", None, "600", "close sessions silent this many seconds (0: never)"],
         ["rate-limit", None, "50", "requests per second per session, bursts of twice (0: off)"],
+        ["commit-delay", None, "0.01", "seconds a lone write waits to share its disk sync"],
     ]
 
     def __init__(self) -> None:
@@ -112,6 +113,7 @@ class Options(usage.Options):
         if self["takeover-after"] <= self["heartbeat"]:
             raise usage.UsageError("--takeover-after must be longer than --heartbeat")
         self["lease-ttl"] = _number(self, "lease-ttl", int, 4, 86400)
+        self["commit-delay"] = _number(self, "commit-delay", float, 0, 1)
         self["limits"] = Limits(
             max_connections=_number(self, "max-connections", int, 0, 10**7),
             max_per_address=_number(self, "max-connections-per-address", int, 0, 10**7),
@@ -215,7 +217,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
 
     top = service.MultiService()
     top.dataLock = lock  # held open while the server runs: no second server, no upgrade
-    db = store.SQLiteStore(data.database, reactor)
+    db = store.SQLiteStore(data.database, reactor, commit_delay=options["commit-delay"])
     db.setServiceParent(top)
     explicit_advertise = options["advertise"]
     advertise = [explicit_advertise or _default_advertise(options)]

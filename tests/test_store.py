@@ -9,6 +9,7 @@ tested in ``SQLiteStoreTests`` alone.
 from __future__ import annotations
 
 import dataclasses
+import queue
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -622,6 +623,44 @@ class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
             self.assertEqual(actual[spec.table], fields)
             example = next(r for r in EVERY_KIND if r.kind_name == kind)
             self.assertEqual(tuple(getattr(example, name) for name in spec.key), example.key)
+
+
+class CommitDelayTests(unittest.TestCase):
+    """How the writer thread gathers a batch, with its queue replaced by a recording one."""
+
+    class RecordingQueue:
+        def __init__(self, jobs):
+            self.jobs = list(jobs)
+            self.waits = []
+
+        def get(self, timeout=None):
+            self.waits.append(timeout)
+            if not self.jobs:
+                raise queue.Empty
+            return self.jobs.pop(0)
+
+        def get_nowait(self):
+            return self.get(None)
+
+    def gather(self, delay, first_mode):
+        s = store.SQLiteStore(Path(self.mktemp()), reactor, commit_delay=delay)
+        first = store._Job(first_mode, lambda conn: None, defer.Deferred(), 0)
+        s._queue = self.RecordingQueue([first])
+        batch, stop = s._nextBatch()
+        return s._queue.waits, batch
+
+    def test_loneWriteWaits(self):
+        """A write that finds the queue empty waits up to the commit delay for company."""
+        waits, batch = self.gather(0.5, store.WRITE)
+        self.assertIsNone(waits[0])
+        self.assertTrue(0 < waits[1] <= 0.5)
+        self.assertEqual(len(batch), 1)
+
+    def test_noDelayNoWait(self):
+        """Without a commit delay, and for reads, the batch takes only what is queued."""
+        for delay, mode in ((0.0, store.WRITE), (0.5, store.READ)):
+            waits, _ = self.gather(delay, mode)
+            self.assertEqual(waits, [None, None])
 
 
 class FakeStoreTests(StoreTestsMixin, unittest.TestCase):
