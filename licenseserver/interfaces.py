@@ -14,12 +14,13 @@ class ILicenseStore(Interface):
     def load():
         """Fire with a ``Snapshot`` of everything stored: records and revision."""
 
-    def commit(revision, changes, audit=()):
+    def commit(revision, changes, audit=(), patient=False):
         """Apply ``changes`` (a list of ``model.Change``) as one atomic step.
 
         The store's revision becomes ``revision`` and the changes are
         appended to the change log under it; the ``audit.AuditEntry`` items
-        of ``audit`` are appended to the audit chain in the same step.
+        of ``audit`` are appended to the audit chain in the same step. A
+        ``patient`` commit may wait a little to share a transaction.
         """
 
     def audit(entries):

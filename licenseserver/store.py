@@ -840,6 +840,8 @@ class _Job:
     run: Callable[[sqlite3.Connection], Any]
     deferred: defer.Deferred
     commits: int = 0
+    patient: bool = False
+    """Whether the job may wait ``commit_delay`` for others to share its transaction."""
 
 
 _STOP = object()
@@ -881,8 +883,8 @@ class SQLiteStore(service.Service):
         @param keep_changes: the change log keeps at least this many revisions.
         @param trim_interval: trim the change log after this many commits.
         @param max_batch: most jobs run in one group commit.
-        @param commit_delay: seconds a write that finds the queue empty waits
-            for others to share its transaction (and its disk sync).
+        @param commit_delay: seconds a patient write (a lease renewal) that
+            finds the queue empty waits for others to share its transaction.
         @param migrations: the schema steps this server knows.
         """
         if keep_changes < 0 or trim_interval < 1 or max_batch < 1:
@@ -982,16 +984,22 @@ class SQLiteStore(service.Service):
         return self._submit(READ, _load_job)
 
     def commit(
-        self, revision: int, changes: Iterable[model.Change], audit: Iterable = ()
+        self,
+        revision: int,
+        changes: Iterable[model.Change],
+        audit: Iterable = (),
+        patient: bool = False,
     ) -> defer.Deferred:
         """Write ``changes`` under ``revision``; ValueError unless it is after the stored one.
 
         Malformed changes are a ValueError, a duplicate unique field a
         ConflictError; either way nothing of the commit is written. The
-        ``audit`` entries are appended in the same transaction.
+        ``audit`` entries are appended in the same transaction. A ``patient``
+        commit (nobody waits on it much) may wait ``commit_delay`` for others
+        to share its transaction and disk sync.
         """
         job = partial(_commit_job, revision=revision, changes=list(changes), entries=list(audit))
-        return self._submit(WRITE, job, commits=1)
+        return self._submit(WRITE, job, commits=1, patient=patient)
 
     def audit(self, entries: Iterable) -> defer.Deferred:
         return self._submit(WRITE, partial(_audit_job, entries=list(entries)))
@@ -1040,12 +1048,14 @@ class SQLiteStore(service.Service):
 
     # -- the reactor side of the queue ------------------------------------
 
-    def _submit(self, mode: str, run: Callable, commits: int = 0) -> defer.Deferred:
+    def _submit(
+        self, mode: str, run: Callable, commits: int = 0, patient: bool = False
+    ) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
         with self._lock:
             refused = self._state in ("closing", "closed")
             if not refused:
-                self._queue.put(_Job(mode, run, d, commits))
+                self._queue.put(_Job(mode, run, d, commits, patient))
         if refused:
             return defer.fail(self._closedError())
         return d
@@ -1106,13 +1116,15 @@ class SQLiteStore(service.Service):
         if first is _STOP:
             return [], True
         batch = [first]
-        deadline = time.monotonic() + self._commitDelay if first.mode == WRITE else 0.0
+        deadline = time.monotonic() + self._commitDelay if first.patient else 0.0
         while len(batch) < self._maxBatch:
             wait = deadline - time.monotonic()
             try:
                 job = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
+            if job is not _STOP and not job.patient:
+                deadline = 0.0  # someone waits for this one: take what is queued and go
             if job is _STOP:
                 return batch, True
             batch.append(job)

@@ -71,7 +71,7 @@ class Options(usage.Options):
         ["max-connections-per-address", None, "1000", "connections from one address (0: none)"],
         ["idle-timeout", None, "600", "close sessions silent this many seconds (0: never)"],
         ["rate-limit", None, "50", "requests per second per session, bursts of twice (0: off)"],
-        ["commit-delay", None, "0.01", "seconds a lone write waits to share its disk sync"],
+        ["commit-delay", None, "0.01", "seconds a lease renewal waits to share a disk sync"],
     ]
 
     def __init__(self) -> None:

@@ -118,7 +118,11 @@ class FakeStore(service.Service):
         return self._call("load", self._load)
 
     def commit(
-        self, revision: int, changes: Iterable[model.Change], audit: Iterable = ()
+        self,
+        revision: int,
+        changes: Iterable[model.Change],
+        audit: Iterable = (),
+        patient: bool = False,
     ) -> defer.Deferred:
         return self._call("commit", self._commit, revision, list(changes), list(audit))
 

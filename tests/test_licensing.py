@@ -21,8 +21,8 @@ class HeldStore(FakeStore):
         self.held = False
         self.waiting = []
 
-    def commit(self, revision, changes, audit=()):
-        done = super().commit(revision, changes, audit)
+    def commit(self, revision, changes, audit=(), patient=False):
+        done = super().commit(revision, changes, audit, patient)
         if not self.held:
             return done
         d = defer.Deferred()

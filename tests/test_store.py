@@ -642,24 +642,31 @@ class CommitDelayTests(unittest.TestCase):
         def get_nowait(self):
             return self.get(None)
 
-    def gather(self, delay, first_mode):
+    def gather(self, delay, patient, *later):
         s = store.SQLiteStore(Path(self.mktemp()), reactor, commit_delay=delay)
-        first = store._Job(first_mode, lambda conn: None, defer.Deferred(), 0)
-        s._queue = self.RecordingQueue([first])
+        first = store._Job(store.WRITE, lambda conn: None, defer.Deferred(), 1, patient)
+        s._queue = self.RecordingQueue([first, *later])
         batch, stop = s._nextBatch()
         return s._queue.waits, batch
 
-    def test_loneWriteWaits(self):
-        """A write that finds the queue empty waits up to the commit delay for company."""
-        waits, batch = self.gather(0.5, store.WRITE)
+    def test_patientWriteWaits(self):
+        """A patient write (a renewal) that finds the queue empty waits up to the delay."""
+        waits, batch = self.gather(0.5, True)
         self.assertIsNone(waits[0])
         self.assertTrue(0 < waits[1] <= 0.5)
         self.assertEqual(len(batch), 1)
 
-    def test_noDelayNoWait(self):
-        """Without a commit delay, and for reads, the batch takes only what is queued."""
-        for delay, mode in ((0.0, store.WRITE), (0.5, store.READ)):
-            waits, _ = self.gather(delay, mode)
+    def test_urgentWriteEndsTheWait(self):
+        """A write someone waits for, arriving during the wait, ends it at once."""
+        grant = store._Job(store.WRITE, lambda conn: None, defer.Deferred(), 1, False)
+        waits, batch = self.gather(0.5, True, grant)
+        self.assertEqual(waits[2], None)
+        self.assertEqual(len(batch), 2)
+
+    def test_urgentWritesDoNotWait(self):
+        """Without a commit delay, or for a write someone waits on, nothing waits."""
+        for delay, patient in ((0.0, True), (0.5, False)):
+            waits, _ = self.gather(delay, patient)
             self.assertEqual(waits, [None, None])
 
 

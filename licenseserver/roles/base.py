@@ -288,7 +288,9 @@ class ServingRole(service.MultiService):
         """How often clients should heartbeat: a quarter of the lease time."""
         return max(1, self.leaseTTL // 4)
 
-    def commit(self, changes: list[Change], *audited: AuditEntry) -> defer.Deferred:
+    def commit(
+        self, changes: list[Change], *audited: AuditEntry, patient: bool = False
+    ) -> defer.Deferred:
         """Apply ``changes`` to the pool now and write them through the store.
 
         Fires once the changes, and the ``audited`` entries for the audit
@@ -299,7 +301,7 @@ class ServingRole(service.MultiService):
         undo = self.pool.apply(changes)
         self.pool.revision += 1
         revision = self.pool.revision
-        d = self.store.commit(revision, changes, audited)
+        d = self.store.commit(revision, changes, audited, patient)
 
         def stored(result: Any) -> None:
             self.committedRevision = max(self.committedRevision, revision)
@@ -514,7 +516,7 @@ class ServingRole(service.MultiService):
         renewed = [_replace(lease, expires=now + lease.ttl) for lease in leases]
         due = any(self.storedExpiry.get(lease.id, 0) - now < lease.ttl / 2 for lease in leases)
         if due:
-            await self.commit([Change.put(lease) for lease in renewed])
+            await self.commit([Change.put(lease) for lease in renewed], patient=True)
         else:
             self.pool.apply([Change.put(lease) for lease in renewed])
         return renewed
