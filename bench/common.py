@@ -471,7 +471,8 @@ async def http_get(reactor: Any, url: str, timeout: float = 10.0) -> tuple[int, 
 # Server processes
 
 
-def _read_port(path: Path) -> int | None:
+def read_port(path: Path) -> int | None:
+    """The port number a server wrote to ``path``, once the whole line is there."""
     try:
         text = path.read_text()
     except OSError:
@@ -567,8 +568,8 @@ class Server:
     def listening(self) -> bool:
         """Whether both port files are written (the ports listen); learns the ports."""
         self._check_alive()
-        licensing = _read_port(self.data_dir / "licensing.port")
-        web = _read_port(self.data_dir / "web.port")
+        licensing = read_port(self.data_dir / "licensing.port")
+        web = read_port(self.data_dir / "web.port")
         if licensing and web:
             self.port, self.web_port = licensing, web
             return True
@@ -659,7 +660,7 @@ class Baseline:
         def ready() -> int | None:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the baseline server exited: {self.out.read_text()}")
-            return _read_port(self.port_file)
+            return read_port(self.port_file)
 
         self.port = await wait_until(reactor, ready, START_TIMEOUT, "the baseline server")
 

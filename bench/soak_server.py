@@ -26,6 +26,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import read_port
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -119,19 +121,6 @@ def make_license_files(workdir: Path, data_dir: Path, plan: list[LicenseSpec]) -
     return files
 
 
-def _read_port(path: Path) -> int | None:
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    if not text.endswith("\n"):
-        return None
-    try:
-        return int(text.strip())
-    except ValueError:
-        return None
-
-
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -220,8 +209,8 @@ class SoakServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 return False
-            licensing = _read_port(ports["licensing"])
-            web = _read_port(ports["web"])
+            licensing = read_port(ports["licensing"])
+            web = read_port(ports["web"])
             if licensing and web:
                 self.web_port = web
                 health = self._health()
