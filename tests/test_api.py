@@ -159,6 +159,21 @@ class APITests(unittest.TestCase):
         code, _ = await self.call("DELETE", f"/api/licenses/{lid}")
         self.assertEqual(code, 404)
 
+    async def test_acceptAgreement(self):
+        """Accepting a license's agreement is recorded once and shown with the license."""
+        _, body = await self.call("POST", "/api/licenses", licenseFile({}))
+        (lid,) = body["ids"]
+        code, body = await self.call("GET", "/api/licenses")
+        self.assertIsNone(body[0]["agreement"])
+        code, body = await self.call("POST", f"/api/licenses/{lid}/agreement", b"")
+        self.assertEqual(code, 200)
+        self.assertEqual(body["agreement"]["accepted_by"], "admin")
+        first = body["agreement"]["accepted"]
+        code, body = await self.call("POST", f"/api/licenses/{lid}/agreement", b"")
+        self.assertEqual(body["agreement"]["accepted"], first)
+        code, _ = await self.call("POST", "/api/licenses/L-none/agreement", b"")
+        self.assertEqual(code, 404)
+
     async def test_clientsAndAssignment(self):
         """Clients are listed with products; PUT assigns licenses; DELETE unregisters."""
         _, body = await self.call("POST", "/api/licenses", licenseFile({"kind": "installed"}))

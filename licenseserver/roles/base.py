@@ -27,7 +27,16 @@ from licenseserver import allocation, signing
 from licenseserver._version import EDITION, __version__
 from licenseserver.audit import AuditEntry
 from licenseserver.interfaces import IRole
-from licenseserver.model import Assignment, Change, Client, Event, Lease, Product, Setting
+from licenseserver.model import (
+    Agreement,
+    Assignment,
+    Change,
+    Client,
+    Event,
+    Lease,
+    Product,
+    Setting,
+)
 from licenseserver.pool import Pool
 from licenseserver.protocols.wire import ProtocolError
 from licenseserver.session import Session
@@ -635,11 +644,26 @@ class ServingRole(service.MultiService):
                 [Change.put(_replace(lic, active=active))], self.entry(kind, id=lic.id)
             )
 
+    async def acceptAgreement(self, license_id: str, acceptedBy: str = "admin") -> Agreement:
+        """Record that the admin accepted a license's agreement (synced to the failover)."""
+        self.gateAdmin()
+        self._license(license_id)
+        known = self.pool.get("agreement", license_id)
+        if known is not None:
+            return known
+        agreement = Agreement(license_id, acceptedBy, self.now())
+        entry = self.entry("agreement-accepted", license=license_id, by=acceptedBy)
+        await self.commit([Change.put(agreement)], entry)
+        return agreement
+
     async def deleteLicense(self, license_id: str) -> None:
         """Remove a license with its assignments and the leases it gave."""
         self.gateAdmin()
         lic = self._license(license_id)
         changes = [Change.delete(a) for a in self.pool.assignmentsOfLicense(license_id)]
+        agreement = self.pool.get("agreement", license_id)
+        if agreement is not None:
+            changes.append(Change.delete(agreement))
         changes += [
             Change.delete(lease)
             for lease in self.pool.leasesFor(lic.product)

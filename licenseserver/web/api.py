@@ -44,6 +44,7 @@ class AdminAPI(resource.Resource):
         add("GET", r"licenses", True, self.getLicenses)
         add("POST", r"licenses", True, self.postLicenses)
         add("POST", r"licenses/([^/]+)/(activate|deactivate)", True, self.postActivate)
+        add("POST", r"licenses/([^/]+)/agreement", True, self.postAgreement)
         add("DELETE", r"licenses/([^/]+)", True, self.deleteLicense)
         add("GET", r"clients", True, self.getClients)
         add("PUT", r"clients/([^/]+)/products/([^/]+)/licenses", True, self.putAssignment)
@@ -118,6 +119,11 @@ class AdminAPI(resource.Resource):
         self, request: server.Request, license_id: str, action: str
     ) -> tuple[int, Any]:
         await self.role.setLicenseActive(license_id, action == "activate")
+        return 200, views.license(self.role, self.role.pool.license(license_id))
+
+    async def postAgreement(self, request: server.Request, license_id: str) -> tuple[int, Any]:
+        """Accept the license agreement of a license, as the admin."""
+        await self.role.acceptAgreement(license_id)
         return 200, views.license(self.role, self.role.pool.license(license_id))
 
     async def deleteLicense(self, request: server.Request, license_id: str) -> tuple[int, Any]:

@@ -264,6 +264,11 @@ class PoolElement(FormPart):
                     assigned=", ".join(lic["assigned"]) or "—",
                     toggle="deactivate" if active else "activate",
                     toggleLabel="Deactivate" if active else "Activate",
+                    agreement=tags.span("agreement accepted", class_="mark-yes")
+                    if lic["agreement"]
+                    else tags.button(
+                        "Accept agreement", type="submit", name="action", value="accept"
+                    ),
                 )
             )
         return rows

@@ -307,7 +307,7 @@ class Page(SiteResource):
 
 
 class PoolPage(Page):
-    """``/pool``: upload license files; activate, deactivate or delete licenses."""
+    """``/pool``: upload license files; activate, deactivate, accept or delete licenses."""
 
     name = display.POOL
     title = "License Pool"
@@ -325,6 +325,9 @@ class PoolPage(Page):
         if action in ("activate", "deactivate"):
             await self.role.setLicenseActive(license_id, action == "activate")
             return f"License {license_id} {action}d."
+        if action == "accept":
+            await self.role.acceptAgreement(license_id)
+            return f"The license agreement of {license_id} is accepted."
         if action == "delete":
             await self.role.deleteLicense(license_id)
             return f"License {license_id} deleted."

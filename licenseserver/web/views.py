@@ -35,6 +35,12 @@ def license(role: Any, lic: License, inUse: int | None = None) -> dict[str, Any]
         inUse = allocation.seats_in_use(lic, role.pool.leasesFor(lic.product), now)
     out["in_use"] = inUse
     out["assigned"] = [a.client for a in role.pool.assignmentsOfLicense(lic.id)]
+    agreement = role.pool.get("agreement", lic.id)
+    out["agreement"] = (
+        None
+        if agreement is None
+        else {"accepted_by": agreement.accepted_by, "accepted": agreement.accepted}
+    )
     return out
 
 
