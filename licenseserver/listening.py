@@ -3,19 +3,56 @@
 Like ``strports.service``, but a port that cannot be had ends the process
 with a one-line reason and exit status 1 instead of a traceback, and the
 port actually bound (useful with ``tcp:0``) is written to a file and passed
-to a callback, so tests and scripts can find it.
+to a callback, so tests and scripts can find it. A plain ``tcp:PORT`` listens
+on IPv4 and IPv6 alike.
 """
 
 from __future__ import annotations
 
+import re
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, endpoints
 from twisted.internet.error import CannotListenError
+
+_PLAIN_TCP = re.compile(r"tcp:(?:port=)?([0-9]{1,5})")
+
+
+def _dual_stack() -> bool:
+    """Whether an IPv6 socket on ``::`` can be had here (it takes IPv4 too)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::", 0))
+    except OSError:
+        return False
+    return True
+
+
+def serverEndpoint(reactor: Any, description: str) -> Any:
+    """The endpoint of a ``--port`` or ``--web`` string.
+
+    ``tcp:PORT`` without an interface listens on every IPv4 and IPv6 address
+    (one dual-stack socket on ``::``) where the host has IPv6, on every IPv4
+    address otherwise; any other string means what Twisted says it means.
+    """
+    match = _PLAIN_TCP.fullmatch(description)
+    if match and _dual_stack():
+        return endpoints.TCP6ServerEndpoint(reactor, int(match.group(1)), interface="::")
+    return endpoints.serverFromString(reactor, description)
+
+
+def addressText(address: Any) -> str:
+    """A peer's host as people write it: IPv4 clients of a dual-stack socket without
+    their ``::ffff:`` prefix."""
+    host = str(getattr(address, "host", "?"))
+    return host.removeprefix("::ffff:") if host.startswith("::ffff:") and "." in host else host
 
 
 class ListeningService(service.Service):

@@ -27,7 +27,7 @@ from licenseserver import localstate, signing, store, tls, upgrade
 from licenseserver._version import __version__
 from licenseserver.addresses import DEFAULT_PORT, parse_host_port
 from licenseserver.datadir import DataDir
-from licenseserver.listening import ListeningService
+from licenseserver.listening import ListeningService, serverEndpoint
 from licenseserver.metrics import Metrics, MetricsResource
 from licenseserver.protocols.licensing import LicensingFactory
 from licenseserver.protocols.shedding import Limits
@@ -263,7 +263,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
 
     ListeningService(
         options["port"],
-        endpoints.serverFromString(reactor, options["port"]),
+        serverEndpoint(reactor, options["port"]),
         LicensingFactory(role, metrics, options["limits"], reactor),
         portFile=data.port_file("licensing"),
         onListening=licensingListening,
@@ -276,7 +276,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     site.displayTracebacks = False
     ListeningService(
         options["web"],
-        endpoints.serverFromString(reactor, options["web"]),
+        serverEndpoint(reactor, options["web"]),
         site,
         portFile=data.port_file("web"),
     ).setServiceParent(top)

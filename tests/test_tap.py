@@ -180,3 +180,30 @@ class AdvertiseTests(unittest.TestCase):
         self.assertNotIn(
             "0.0.0.0", tap._default_advertise({"port": "tcp:35355:interface=0.0.0.0"})
         )
+
+
+class EndpointTests(unittest.TestCase):
+    def test_plainTcpIsDualStack(self):
+        """A plain tcp:PORT listens on IPv6 and IPv4 where the host has IPv6."""
+        from twisted.internet import endpoints
+
+        from licenseserver import listening
+
+        endpoint = listening.serverEndpoint(MemoryReactorClock(), "tcp:35355")
+        if listening._dual_stack():
+            self.assertIsInstance(endpoint, endpoints.TCP6ServerEndpoint)
+            self.assertEqual(endpoint._interface, "::")
+        else:
+            self.assertIsInstance(endpoint, endpoints.TCP4ServerEndpoint)
+        named = listening.serverEndpoint(MemoryReactorClock(), "tcp:35355:interface=10.0.0.5")
+        self.assertIsInstance(named, endpoints.TCP4ServerEndpoint)
+
+    def test_mappedAddressesShownAsIPv4(self):
+        """IPv4 clients of a dual-stack socket are shown by their IPv4 address."""
+        from twisted.internet.address import IPv4Address, IPv6Address
+
+        from licenseserver.listening import addressText
+
+        self.assertEqual(addressText(IPv6Address("TCP", "::ffff:10.0.0.7", 1)), "10.0.0.7")
+        self.assertEqual(addressText(IPv6Address("TCP", "::1", 1)), "::1")
+        self.assertEqual(addressText(IPv4Address("TCP", "10.0.0.8", 1)), "10.0.0.8")

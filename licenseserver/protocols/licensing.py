@@ -22,6 +22,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
+from licenseserver.listening import addressText
 from licenseserver.metrics import Metrics
 from licenseserver.protocols import wire
 from licenseserver.protocols.shedding import ConnectionCounter, Limits, TokenBucket
@@ -45,8 +46,9 @@ class LicensingProtocol(LineReceiver):
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
-        self.host = str(getattr(peer, "host", "?"))
-        self.session = Session(peer=f"{self.host}:{getattr(peer, 'port', '?')}")
+        self.host = addressText(peer)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.session = Session(peer=f"{host}:{getattr(peer, 'port', '?')}")
         self.connected = True
         factory = self.factory
         refusal = factory.connections.admit(self.host)

@@ -144,3 +144,18 @@ class TwistRunnerTests(unittest.TestCase):
         with socket.create_connection(("127.0.0.1", int(portFile.read_text()))) as conn:
             conn.sendall(b"PING\n")
             self.assertEqual(conn.makefile("rb").readline(), b"OK\n")
+
+
+class DualStackTests(unittest.TestCase):
+    def test_ipv4AndIPv6(self):
+        """With a plain tcp:PORT, clients reach the licensing port over IPv4 and IPv6."""
+        import socket
+
+        data = Path(self.mktemp()).resolve()
+        server = start_server(self, data, licensing_endpoint="tcp:0")
+        for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            if family == socket.AF_INET6 and not socket.has_ipv6:
+                continue
+            with socket.create_connection((address, server.licensing_port), timeout=10) as conn:
+                conn.sendall(b"PING\n")
+                self.assertEqual(conn.makefile("rb").readline(), b"OK\n", address)
