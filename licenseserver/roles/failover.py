@@ -294,8 +294,9 @@ class FailoverRole(ServingRole):
             link.close()
             return
         self.primaryName = reply.args.get("server")
-        await self._remember(PRIMARY_NAME, self.primaryName)
-        await self._remember(PRIMARY_VERSION, reply.args.get("version"))
+        self.primaryVersion = reply.args.get("version")
+        await self.store.setLocal(PRIMARY_NAME, self.primaryName)
+        await self.store.setLocal(PRIMARY_VERSION, self.primaryVersion)
         proof = peer_proof(self.peerSecret, reply.args.get("challenge", ""), self.serverName)
         reply = await link.request("AUTH", {"proof": proof})
         if not reply.ok:
@@ -307,11 +308,6 @@ class FailoverRole(ServingRole):
         self._reported = None
         self.primaryRevision = int(reply.args.get("revision", "0"))
         await self._syncing.run(self._sync, link)
-
-    async def _remember(self, name: str, value: str | None) -> None:
-        if name == PRIMARY_VERSION:
-            self.primaryVersion = value
-        await self.store.setLocal(name, value)
 
     def _refusedBy(self, reply: Reply) -> None:
         response = reply.response
