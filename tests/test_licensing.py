@@ -6,7 +6,7 @@ from twisted.test import iosim
 from twisted.trial import unittest
 
 from licenseserver.protocols import wire
-from licenseserver.protocols.licensing import LicensingFactory
+from licenseserver.protocols.licensing import MAX_IN_FLIGHT, LicensingFactory
 from licenseserver.testing import FakeStore
 from tests.helpers import licenseFile, makeRole, run
 
@@ -82,6 +82,60 @@ class SessionTests(ProtocolTestCase):
         self.assertEqual(heartbeat.args["ttl"], "120")
         self.assertEqual(status.args["state"], "active")
         self.assertEqual(transport.producerState, "producing")
+
+    def test_sideBySide(self):
+        """Pipelined CHECKOUTs are decided and written together; answers keep their order."""
+        proto, transport = self.connect()
+        proto.dataReceived(HELLO)
+        self.lines(transport)
+        self.store.held = True
+        proto.dataReceived(b"CHECKOUT\nCHECKOUT\nFROB\nPING\n")
+        self.assertEqual(len(self.store.waiting), 2, "both grants wait for the store at once")
+        self.assertEqual(transport.value(), b"", "the error and PING wait their turn")
+        d, done = self.store.waiting.pop(1)
+        done.chainDeferred(d)
+        self.assertEqual(transport.value(), b"", "the second answer waits for the first")
+        self.store.releaseOne()
+        answers = self.lines(transport)
+        self.assertEqual(
+            [(a.code, a.reason) for a in answers],
+            [(0, ""), (0, ""), (400, "unknown-command"), (0, "")],
+        )
+        self.assertNotEqual(answers[0].args["lease"], answers[1].args["lease"])
+
+    def test_sessionChangesWaitTheirTurn(self):
+        """HELLO waits until the answers before it are out, and the lines after it wait for it."""
+        proto, transport = self.connect()
+        self.store.held = True
+        proto.dataReceived(HELLO + b"CHECKOUT\n")
+        self.assertEqual(len(self.store.waiting), 1, "CHECKOUT waits for HELLO's answer")
+        self.store.releaseOne()
+        self.assertEqual(len(self.store.waiting), 1)
+        proto.dataReceived(b"HELLO product=XMLSpy version=2025r2 host=ws1 machine=m2\nPING\n")
+        self.assertEqual(len(self.store.waiting), 1, "the second HELLO waits for CHECKOUT")
+        self.store.releaseOne()
+        hello, checkout, again, ping = self.lines(transport)
+        self.assertTrue(hello.ok and checkout.ok and ping.ok)
+        self.assertEqual(again.reason, "bad-request")
+
+    def test_inFlightCap(self):
+        """At most MAX_IN_FLIGHT requests of a session are outstanding; the rest wait."""
+        self.successResultOf(run(self.role.addLicenses(licenseFile({"seats": 100}))))
+        proto, transport = self.connect()
+        proto.dataReceived(HELLO)
+        self.lines(transport)
+        self.store.held = True
+        proto.dataReceived(b"CHECKOUT\n" * (MAX_IN_FLIGHT + 8))
+        self.assertEqual(len(self.store.waiting), MAX_IN_FLIGHT)
+        self.assertEqual(transport.producerState, "producing")
+        self.store.releaseOne()
+        self.assertEqual(len(self.store.waiting), MAX_IN_FLIGHT)
+        self.assertEqual(len(self.lines(transport)), 1)
+        while self.store.waiting:
+            self.store.releaseOne()
+        answers = self.lines(transport)
+        self.assertEqual(len(answers), MAX_IN_FLIGHT + 7)
+        self.assertTrue(all(a.ok for a in answers))
 
     def test_floodStopsReading(self):
         """Past a line's worth of held requests the server stops reading the socket."""

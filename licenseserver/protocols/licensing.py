@@ -1,12 +1,20 @@
 """The licensing port: a line protocol for clients and for the failover.
 
 Each connection is a ``LicensingProtocol`` with its own ``Session``. Lines
-are parsed by ``wire`` and handed to the role one at a time: while a request
-waits for the store, the protocol holds the lines that follow, so pipelined
-requests are answered exactly once each, in order. Only when more than a
-line's worth piles up does it stop reading from the socket, so a client that
-floods cannot grow the server's buffers, while the usual client costs no
-system call to pause and resume.
+are parsed by ``wire`` and handed to the role in order. Requests that leave
+the session as it is (CHECKOUT, RELEASE, HEARTBEAT, BORROW, PING, STATUS) are
+served side by side: each is decided at once against the in-memory pool, so
+a later one sees what an earlier one did, and their writes share the store's
+transactions. Their answers leave in request order, exactly one each. A
+request that changes the session (HELLO, QUIT, the peer verbs) waits until
+everything before it is answered, and the lines behind it wait for its
+answer.
+
+At most ``MAX_IN_FLIGHT`` answers of a session are outstanding; the lines
+behind them are held in the receive buffer, and once more than a line's worth
+piles up the protocol stops reading from the socket, so a client that floods
+cannot grow the server's buffers, while the usual client costs no system call
+to pause and resume.
 
 A handler answers with a dict (the arguments of an ``OK`` line) or with
 ready bytes (the multi-line answer to the failover's ``SYNC``).
@@ -14,6 +22,7 @@ ready bytes (the multi-line answer to the failover's ``SYNC``).
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from twisted.internet import defer
@@ -31,6 +40,12 @@ from licenseserver.session import Session
 REFUSED_GRACE = 10.0
 """Seconds a connection over the caps may stay open without asking anything."""
 
+MAX_IN_FLIGHT = 32
+"""Most outstanding answers of one session; the lines behind them wait."""
+
+SIDE_BY_SIDE = frozenset({"CHECKOUT", "RELEASE", "HEARTBEAT", "BORROW", "PING", "STATUS"})
+"""Verbs that leave the session as it is, and so may be served side by side."""
+
 
 class LicensingProtocol(LineReceiver):
     """One session on the licensing port."""
@@ -43,12 +58,19 @@ class LicensingProtocol(LineReceiver):
     refusal: str | None = None
     """Why a connection over the caps is refused; told in answer to its first request."""
     _refusedTimeout: Any = None
+    _serial = False
+    """A request that changes the session is being served; nothing else is."""
+    _held: wire.Request | None = None
+    """A request that changes the session, waiting for the answers before it."""
+    _ending = False
+    """An answer that closes the connection is queued; no more lines are served."""
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
         self.host = addressText(peer)
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.session = Session(peer=f"{host}:{getattr(peer, 'port', '?')}")
+        self._answers: deque[_Answer] = deque()
         self.connected = True
         factory = self.factory
         refusal = factory.connections.admit(self.host)
@@ -96,24 +118,43 @@ class LicensingProtocol(LineReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         if not self.bucket.take():
-            self._send(wire.ProtocolError("rate-limited", "slow down").toLine())
-            return
-        try:
-            request = wire.parse_request(line)
-        except wire.ProtocolError as e:
-            self._send(e.toLine())
-            return
-        if request is None:
-            return
+            self._queueAnswer(wire.ProtocolError("rate-limited", "slow down").toLine())
+        else:
+            try:
+                request = wire.parse_request(line)
+            except wire.ProtocolError as e:
+                self._queueAnswer(e.toLine())
+            else:
+                if request is not None:
+                    self._take(request)
+        if self._mustWait():
+            self.paused = True  # LineReceiver delivers no line until _resume
+
+    def _take(self, request: wire.Request) -> None:
+        """Serve ``request`` now, or hold it until the answers before it are out."""
+        if request.verb not in SIDE_BY_SIDE:
+            if self._answers:
+                self._held = request
+                return
+            self._serial = True
+        self._serve(request)
+
+    def _serve(self, request: wire.Request) -> None:
+        answer = _Answer()
+        self._answers.append(answer)
         d = defer.ensureDeferred(self.factory.dispatch(self.session, request))
         d.addCallback(_encode, request.verb == "QUIT")
         d.addErrback(self._failed, request)
-        if d.called:
-            d.addCallback(self._answer)
-        else:
-            self.paused = True  # LineReceiver delivers no line until _resume
-            d.addCallback(self._answer)
-            d.addBoth(self._resume)
+        d.addCallback(self._done, answer)
+
+    def _mustWait(self) -> bool:
+        """Whether the lines not yet read must wait for answers still outstanding."""
+        return (
+            self._ending
+            or self._serial
+            or self._held is not None
+            or len(self._answers) >= MAX_IN_FLIGHT
+        )
 
     def _failed(self, failure: Any, request: wire.Request) -> tuple[bytes, bool]:
         if failure.check(wire.ProtocolError):
@@ -127,13 +168,38 @@ class LicensingProtocol(LineReceiver):
         line = wire.format_error(500, "internal-error", message="the server could not serve this")
         return line, False
 
-    def _answer(self, answer: tuple[bytes, bool]) -> None:
-        data, close = answer
-        self._send(data)
-        if close:
-            self.transport.loseConnection()
+    def _done(self, result: tuple[bytes, bool], answer: _Answer) -> None:
+        answer.data, answer.close = result
+        self._serial = False  # a serial request is the only one outstanding
+        self._flush()
+        if self.paused and not self._mustWait():
+            self._resume()
 
-    def _resume(self, result: Any) -> None:
+    def _queueAnswer(self, data: bytes, close: bool = False) -> None:
+        """Answer a line that needs no serving, after the answers before it."""
+        answer = _Answer()
+        answer.data, answer.close = data, close
+        self._answers.append(answer)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send the ready answers at the head, in order; then serve a held request."""
+        answers = self._answers
+        while answers and answers[0].data is not None:
+            answer = answers.popleft()
+            self._send(answer.data)
+            if answer.close:
+                self._ending = True
+                answers.clear()
+                if self.connected:
+                    self.transport.loseConnection()
+                return
+        if not answers and self._held is not None and not self._ending:
+            request, self._held = self._held, None
+            self._serial = True
+            self._serve(request)
+
+    def _resume(self) -> None:
         if self.connected and not self.transport.disconnecting:
             self.paused = False
             if self._socketPaused:
@@ -146,12 +212,24 @@ class LicensingProtocol(LineReceiver):
             self.transport.write(data)
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self._send(
+        self.paused = True
+        self._queueAnswer(
             wire.format_error(
                 413, "line-too-long", message=f"a line may have at most {wire.MAX_LINE} bytes"
-            )
+            ),
+            close=True,
         )
-        self.transport.loseConnection()
+        self._ending = True
+
+
+class _Answer:
+    """One request's place in its session's answers: its bytes once they are ready."""
+
+    __slots__ = ("data", "close")
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+        self.close = False
 
 
 def _encode(result: dict[str, Any] | bytes, close: bool) -> tuple[bytes, bool]:

@@ -151,7 +151,9 @@ class ServingRole(service.MultiService):
         self.committedRevision = 0
         """The newest revision the store has made durable."""
         self.storedExpiry: dict[str, int] = {}
-        """Each lease's expiry as the store holds it (the pool's may be later)."""
+        """Each lease's expiry as the store holds it, or will once the write
+        on its way is durable (the pool's may be later). A write that fails
+        puts back what was there before it."""
         self.loaded = False
         self.loadError: Any = None
         self._whenLoaded: list[defer.Deferred] = []
@@ -310,19 +312,28 @@ class ServingRole(service.MultiService):
         undo = self.pool.apply(changes)
         self.pool.revision += 1
         revision = self.pool.revision
+        written = self.storedExpiry
+        before = {}
+        for change in changes:
+            if change.kind == "lease":
+                lease_id = change.key[0]
+                before[lease_id] = written.get(lease_id)
+                if change.record is None:
+                    written.pop(lease_id, None)
+                else:
+                    written[lease_id] = change.record.expires
         d = self.store.commit(revision, changes, audited, patient)
 
         def stored(result: Any) -> None:
             self.committedRevision = max(self.committedRevision, revision)
-            for change in changes:
-                if change.kind == "lease":
-                    if change.record is None:
-                        self.storedExpiry.pop(change.key[0], None)
-                    else:
-                        self.storedExpiry[change.key[0]] = change.record.expires
 
         def failed(failure: Any) -> None:
             self.pool.apply(undo)
+            for lease_id, expires in before.items():
+                if expires is None:
+                    written.pop(lease_id, None)
+                else:
+                    written[lease_id] = expires
             self.log.failure("A change could not be stored; it was taken back", failure)
             why = getattr(failure.value, "reason", None) or "a storage error"
             raise ProtocolError("internal-error", f"nothing was stored: {why}")
