@@ -22,6 +22,7 @@ ready bytes (the multi-line answer to the failover's ``SYNC``).
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from typing import Any
 
@@ -30,6 +31,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 
 from licenseserver.listening import addressText
 from licenseserver.metrics import Metrics
@@ -142,10 +144,19 @@ class LicensingProtocol(LineReceiver):
     def _serve(self, request: wire.Request) -> None:
         answer = _Answer()
         self._answers.append(answer)
-        d = defer.ensureDeferred(self.factory.dispatch(self.session, request))
-        d.addCallback(_encode, request.verb == "QUIT")
-        d.addErrback(self._failed, request)
-        d.addCallback(self._done, answer)
+        closes = request.verb == "QUIT"
+        try:
+            result = self.factory.dispatch(self.session, request)
+        except Exception:
+            self._done(self._failed(Failure(), request), answer)
+            return
+        if isinstance(result, defer.Deferred):
+            result.addCallbacks(
+                _encode, self._failed, callbackArgs=(closes,), errbackArgs=(request,)
+            )
+            result.addCallback(self._done, answer)
+        else:
+            self._done(_encode(result, closes), answer)
 
     def _mustWait(self) -> bool:
         """Whether the lines not yet read must wait for answers still outstanding."""
@@ -241,12 +252,12 @@ def _encode(result: dict[str, Any] | bytes, close: bool) -> tuple[bytes, bool]:
 
 _CLIENT_HANDLERS = {
     "HELLO": "hello",
-    "CHECKOUT": "checkout",
-    "HEARTBEAT": "heartbeat",
-    "RELEASE": "release",
+    "CHECKOUT": "serveCheckout",
+    "HEARTBEAT": "serveHeartbeat",
+    "RELEASE": "serveRelease",
     "BORROW": "borrow",
 }
-"""The role method that serves each client verb."""
+"""The role method that serves each client verb (the busiest without a coroutine)."""
 
 
 class LicensingFactory(Factory):
@@ -306,23 +317,40 @@ class LicensingFactory(Factory):
             )
         return handler
 
-    async def dispatch(self, session: Session, request: wire.Request) -> dict[str, Any] | bytes:
-        """Serve one request; return its answer or raise ``ProtocolError``."""
+    def dispatch(self, session: Session, request: wire.Request) -> Any:
+        """Serve one request: its answer, or a Deferred of it; raise ``ProtocolError``.
+
+        An answer is a dict (the arguments of an ``OK`` line) or ready bytes.
+        A handler may return either, or a coroutine.
+        """
         verb = request.verb
         if verb in ("PING", "QUIT"):
             return {}
         if verb == "STATUS":
             return self.role.status()
-        handler = self._handler(verb)
-        if verb not in ("CHECKOUT", "BORROW"):
-            return await handler(session, request.args)
+        granting = verb in ("CHECKOUT", "BORROW")
         try:
-            answer = await handler(session, request.args)
+            result = self._handler(verb)(session, request.args)
         except wire.ProtocolError as e:
-            self.metrics.denials.labels(e.reason).inc()
+            if granting:
+                self.metrics.denials.labels(e.reason).inc()
             raise
+        if inspect.iscoroutine(result):
+            result = defer.Deferred.fromCoroutine(result)
+        if not granting:
+            return result
+        if isinstance(result, defer.Deferred):
+            return result.addCallbacks(self._countGrant, self._countDenial, callbackArgs=(verb,))
+        return self._countGrant(result, verb)
+
+    def _countGrant(self, answer: Any, verb: str) -> Any:
         self.metrics.grants.labels(verb.lower()).inc()
         return answer
+
+    def _countDenial(self, failure: Failure) -> Failure:
+        if failure.check(wire.ProtocolError):
+            self.metrics.denials.labels(failure.value.reason).inc()
+        return failure
 
     def sessionClosed(self, session: Session) -> None:
         """Tell the role that a session has ended (it may be the failover's link)."""

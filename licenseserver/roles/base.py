@@ -43,6 +43,10 @@ from licenseserver.session import Session
 from licenseserver.versions import is_valid as version_is_valid
 from licenseserver.versions import meets_minimum
 
+Answer = dict[str, Any] | defer.Deferred
+"""What a request handler gives: its answer, or a Deferred that fires with it."""
+
+
 MAX_FIELD = 128
 """Longest product, host, machine, user, edition or request value."""
 
@@ -300,14 +304,18 @@ class ServingRole(service.MultiService):
         return max(1, self.leaseTTL // 4)
 
     def commit(
-        self, changes: list[Change], *audited: AuditEntry, patient: bool = False
+        self,
+        changes: list[Change],
+        *audited: AuditEntry,
+        patient: bool = False,
+        result: Any = None,
     ) -> defer.Deferred:
         """Apply ``changes`` to the pool now and write them through the store.
 
-        Fires once the changes, and the ``audited`` entries for the audit
-        log, are durable together. If the store refuses them, the pool is
-        put back as it was and the Deferred fails with a ``ProtocolError``
-        of ``internal-error``.
+        Fires with ``result`` once the changes, and the ``audited`` entries
+        for the audit log, are durable together. If the store refuses them,
+        the pool is put back as it was and the Deferred fails with a
+        ``ProtocolError`` of ``internal-error``.
         """
         undo = self.pool.apply(changes)
         self.pool.revision += 1
@@ -324,8 +332,10 @@ class ServingRole(service.MultiService):
                     written[lease_id] = change.record.expires
         d = self.store.commit(revision, changes, audited, patient)
 
-        def stored(result: Any) -> None:
-            self.committedRevision = max(self.committedRevision, revision)
+        def stored(ignored: Any) -> Any:
+            if revision > self.committedRevision:
+                self.committedRevision = revision
+            return result
 
         def failed(failure: Any) -> None:
             self.pool.apply(undo)
@@ -490,20 +500,39 @@ class ServingRole(service.MultiService):
             request=key,
         )
 
-    async def checkout(self, session: Session, args: Mapping[str, str]) -> dict[str, Any]:
+    def checkout(self, session: Session, args: Mapping[str, str]) -> defer.Deferred:
         """Take a seat, or return the lease of a repeated ``request`` key."""
+        return defer.maybeDeferred(self.serveCheckout, session, args)
+
+    def heartbeat(self, session: Session, args: Mapping[str, str]) -> defer.Deferred:
+        """Renew one lease, or every lease of the session's machine."""
+        return defer.maybeDeferred(self.serveHeartbeat, session, args)
+
+    def release(self, session: Session, args: Mapping[str, str]) -> defer.Deferred:
+        """Free a lease."""
+        return defer.maybeDeferred(self.serveRelease, session, args)
+
+    # The licensing port's busiest requests are served without coroutines: each
+    # returns its answer when it needs no write, a Deferred of it otherwise, and
+    # raises ProtocolError to refuse. The methods above wrap them for callers
+    # that want a Deferred always.
+
+    def serveCheckout(self, session: Session, args: Mapping[str, str]) -> Answer:
+        """CHECKOUT: the answer, or a Deferred that fires with it once the grant is durable."""
         self._requireHello(session)
         request = self._seatRequest(session, args)
         key = text_arg(args, "request", required=False)
         if key:
             earlier = self.pool.leaseByRequest(session.machine, key)
             if earlier is not None and earlier.live(self.now()):
-                lease = await self._renew(earlier)
-                return _leaseArgs(lease, ttl=True)
+                if earlier.borrowed:
+                    return _leaseArgs(earlier, ttl=True)
+                (renewed,), written = self._renewAll([earlier])
+                return _after(written, _leaseArgs(renewed, ttl=True))
         grant = self._allocate(request, session)
         lease = self._grant(session, request, grant, self.leaseTTL, key=key)
-        await self.commit([Change.put(lease)], self._granted(lease, "checkout"))
-        return _leaseArgs(lease, ttl=True)
+        answer = _leaseArgs(lease, ttl=True)
+        return self.commit([Change.put(lease)], self._granted(lease, "checkout"), result=answer)
 
     def _granted(self, lease: Lease, command: str) -> AuditEntry:
         return self.entry(
@@ -517,29 +546,25 @@ class ServingRole(service.MultiService):
             expires=lease.expires,
         )
 
-    async def _renew(self, lease: Lease) -> Lease:
-        if lease.borrowed:
-            return lease
-        (renewed,) = await self._renewAll([lease])
-        return renewed
-
-    async def _renewAll(self, leases: list[Lease]) -> list[Lease]:
+    def _renewAll(self, leases: list[Lease]) -> tuple[list[Lease], defer.Deferred | None]:
         """Move the leases' expiry to now plus their lease time.
 
-        The pool takes the new expiry at once; the store only when the expiry it
-        holds is less than half a lease time ahead. A client heartbeats every
-        quarter lease time, so most heartbeats cost no disk write, and after a
-        crash a lease still lives at least half a lease time past its last
-        heartbeat (the failover, which syncs from the store, sees the same).
+        Returns the renewed leases, and the Deferred of their write or None
+        when none is needed. The pool takes the new expiry at once; the store
+        only when the expiry it holds is less than half a lease time ahead. A
+        client heartbeats every quarter lease time, so most heartbeats cost no
+        disk write, and after a crash a lease still lives at least half a lease
+        time past its last heartbeat (the failover, which syncs from the store,
+        sees the same).
         """
         now = self.now()
         renewed = [_replace(lease, expires=now + lease.ttl) for lease in leases]
-        due = any(self.storedExpiry.get(lease.id, 0) - now < lease.ttl / 2 for lease in leases)
-        if due:
-            await self.commit([Change.put(lease) for lease in renewed], patient=True)
-        else:
-            self.pool.apply([Change.put(lease) for lease in renewed])
-        return renewed
+        changes = [Change.put(lease) for lease in renewed]
+        stored = self.storedExpiry
+        if any(stored.get(lease.id, 0) - now < lease.ttl / 2 for lease in leases):
+            return renewed, self.commit(changes, patient=True)
+        self.pool.apply(changes)
+        return renewed, None
 
     def _ownLease(self, session: Session, lease_id: str) -> Lease:
         lease = self.pool.lease(lease_id)
@@ -547,13 +572,15 @@ class ServingRole(service.MultiService):
             raise ProtocolError("unknown-lease", f"this server holds no lease {lease_id}")
         return lease
 
-    async def heartbeat(self, session: Session, args: Mapping[str, str]) -> dict[str, Any]:
-        """Renew one lease, or every lease of the session's machine."""
+    def serveHeartbeat(self, session: Session, args: Mapping[str, str]) -> Answer:
+        """HEARTBEAT: the answer, or a Deferred of it when the renewal must be written."""
         self._requireHello(session)
         if "lease" in args:
             lease = self._ownLease(session, text_arg(args, "lease", required=True))
-            lease = await self._renew(lease)
-            return {"expires": lease.expires, "ttl": lease.ttl}
+            if lease.borrowed:
+                return {"expires": lease.expires, "ttl": lease.ttl}
+            (lease,), written = self._renewAll([lease])
+            return _after(written, {"expires": lease.expires, "ttl": lease.ttl})
         now = self.now()
         leases = [
             lease
@@ -562,18 +589,16 @@ class ServingRole(service.MultiService):
         ]
         if not leases:
             raise ProtocolError("unknown-lease", "this machine holds no lease here")
-        renewed = await self._renewAll(leases)
+        renewed, written = self._renewAll(leases)
         soonest = min(renewed, key=lambda lease: lease.expires)
-        return {"expires": soonest.expires, "ttl": soonest.ttl}
+        return _after(written, {"expires": soonest.expires, "ttl": soonest.ttl})
 
-    async def release(self, session: Session, args: Mapping[str, str]) -> dict[str, Any]:
-        """Free a lease."""
+    def serveRelease(self, session: Session, args: Mapping[str, str]) -> Answer:
+        """RELEASE: a Deferred that fires with the answer once the release is durable."""
         self._requireHello(session)
         lease = self._ownLease(session, text_arg(args, "lease", required=True))
-        await self.commit(
-            [Change.delete(lease)], self.entry("release", lease=lease.id, machine=lease.machine)
-        )
-        return {}
+        released = self.entry("release", lease=lease.id, machine=lease.machine)
+        return self.commit([Change.delete(lease)], released, result={})
 
     async def borrow(self, session: Session, args: Mapping[str, str]) -> dict[str, Any]:
         """Take a seat for 1 to the maximum number of days, without heartbeats."""
@@ -725,6 +750,13 @@ class ServingRole(service.MultiService):
 
 
 _replace = dataclasses.replace
+
+
+def _after(written: defer.Deferred | None, answer: dict[str, Any]) -> Answer:
+    """``answer`` now when nothing was written, else once ``written`` is durable."""
+    if written is None:
+        return answer
+    return written.addCallback(lambda ignored: answer)
 
 
 def _leaseArgs(lease: Lease, *, ttl: bool) -> dict[str, Any]:
