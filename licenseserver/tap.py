@@ -6,6 +6,7 @@ the licensing settings an admin has not changed yet.
     MultiService
      ├─ store          opens the database on start, closes it on stop
      ├─ role           RoleSwitch running a PrimaryRole or a FailoverRole
+     ├─ (heap)         FreezeWhenLoaded: gc.freeze() once the pool is loaded
      ├─ licensing      ListeningService(--port, LicensingFactory(role))
      └─ web            ListeningService(--web, Site(root(role)))
 """
@@ -27,6 +28,7 @@ from licenseserver import localstate, signing, store, tls, upgrade
 from licenseserver._version import __version__
 from licenseserver.addresses import DEFAULT_PORT, parse_host_port
 from licenseserver.datadir import DataDir
+from licenseserver.heap import FreezeWhenLoaded
 from licenseserver.listening import ListeningService, serverEndpoint
 from licenseserver.metrics import Metrics, MetricsResource
 from licenseserver.protocols.licensing import LicensingFactory
@@ -253,6 +255,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
 
     role = RoleSwitch(build, role_name, primary)
     role.setServiceParent(top)
+    FreezeWhenLoaded(role).setServiceParent(top)
     metrics = Metrics()
     metrics.watch(role)
 
