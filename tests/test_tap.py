@@ -10,6 +10,7 @@ from twisted.trial import unittest
 
 from licenseserver import localstate, signing, tap, upgrade
 from licenseserver._version import __version__
+from licenseserver.heap import FreezeWhenLoaded
 from licenseserver.listening import ListeningService
 from licenseserver.roles.failover import FailoverRole
 from licenseserver.roles.primary import PrimaryRole
@@ -85,7 +86,7 @@ class OptionsTests(unittest.TestCase):
 
 class MakeServiceTests(unittest.TestCase):
     def test_tree(self):
-        """makeService builds store, role, licensing and web services, and the data directory."""
+        """makeService builds store, role, heap, licensing and web services, and the data dir."""
         data = Path(self.mktemp())
         options = tap.Options()
         options.parseOptions(["--data", str(data), "--port", "tcp:0", "--web", "tcp:0"])
@@ -95,8 +96,10 @@ class MakeServiceTests(unittest.TestCase):
         self.assertIsInstance(children[0], SQLiteStore)
         self.assertIsInstance(children[1], RoleSwitch)
         self.assertIsInstance(children[1].current, PrimaryRole)
-        self.assertIsInstance(children[2], ListeningService)
+        self.assertIsInstance(children[2], FreezeWhenLoaded)
+        self.assertIs(children[2].role, children[1])
         self.assertIsInstance(children[3], ListeningService)
+        self.assertIsInstance(children[4], ListeningService)
         self.assertEqual(stat.S_IMODE((data / "initial-admin-password").stat().st_mode), 0o600)
         self.assertEqual(stat.S_IMODE((data / "peer-secret").stat().st_mode), 0o600)
         self.assertTrue((data / "vendor-keys").is_dir())
