@@ -33,27 +33,48 @@ class AuditEntry:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+_compact = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical(seq: int, entry: AuditEntry) -> str:
-    """The text an entry's hash covers."""
-    body = {"seq": seq, "time": entry.time, "kind": entry.kind, "data": entry.data}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The text an entry's hash covers: the compact, key-sorted JSON of
+    ``{seq, time, kind, data}``."""
+    return _canonical(seq, entry, _compact(entry.data))
+
+
+def _canonical(seq: int, entry: AuditEntry, data: str) -> str:
+    """``canonical`` with the entry's data already in compact JSON.
+
+    The keys sort as data, kind, seq, time, so the text is put together
+    around ``data`` rather than encoding the data a second time.
+    """
+    if type(seq) is int and type(entry.time) is int:
+        return f'{{"data":{data},"kind":{_compact(entry.kind)},"seq":{seq},"time":{entry.time}}}'
+    return _compact({"seq": seq, "time": entry.time, "kind": entry.kind, "data": entry.data})
 
 
 def chain(previous: str, seq: int, entry: AuditEntry) -> str:
     """The hash of entry ``seq`` that follows an entry hashed ``previous``."""
-    return hashlib.sha256((previous + canonical(seq, entry)).encode("utf-8")).hexdigest()
+    return _digest(previous, canonical(seq, entry))
+
+
+def _digest(previous: str, text: str) -> str:
+    return hashlib.sha256((previous + text).encode("utf-8")).hexdigest()
 
 
 def append_rows(
     last: tuple[int, str], entries: Iterable[AuditEntry]
 ) -> list[tuple[int, int, str, str, str, str]]:
-    """Rows ``(seq, time, kind, data, prev, hash)`` that continue a chain ending at ``last``."""
+    """Rows ``(seq, time, kind, data, prev, hash)`` that continue a chain ending at ``last``.
+
+    ``data`` is stored as the compact JSON the hash covers.
+    """
     seq, previous = last
     rows = []
     for entry in entries:
         seq += 1
-        digest = chain(previous, seq, entry)
-        data = json.dumps(entry.data, sort_keys=True, ensure_ascii=False)
+        data = _compact(entry.data)
+        digest = _digest(previous, _canonical(seq, entry, data))
         rows.append((seq, entry.time, entry.kind, data, previous, digest))
         previous = digest
     return rows

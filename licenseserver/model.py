@@ -219,12 +219,23 @@ class Event:
     id: int = 0
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """The names of a record class's fields, in order (looked up once per class)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def record_to_dict(record: Any) -> dict:
     """The JSON-ready fields of a record (tuples become lists)."""
     out = {}
-    for f in dataclasses.fields(record):
-        value = getattr(record, f.name)
-        out[f.name] = list(value) if isinstance(value, tuple) else value
+    for name in field_names(type(record)):
+        value = getattr(record, name)
+        out[name] = list(value) if isinstance(value, tuple) else value
     return out
 
 

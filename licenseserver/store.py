@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 import queue
 import sqlite3
 import threading
@@ -86,10 +87,13 @@ class StoreClosedError(StoreError):
 # JSON values
 
 
+_encode_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode
+
+
 def to_json(value: Any) -> str:
     """Encode a JSON value compactly; ValueError when it is not one."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return _encode_json(value)
     except (TypeError, ValueError) as e:
         raise ValueError(f"not a JSON value: {value!r} ({e})") from e
 
@@ -165,8 +169,24 @@ class TableSpec:
 
     def to_row(self, record: Any) -> tuple:
         """The row that stores ``record``; ValueError when a value cannot be stored."""
-        data = model.record_to_dict(record)
-        return tuple(column.encode(data[column.name]) for column in self.columns)
+        values = self._fields(record)
+        if not self._encoded:
+            return values
+        row = list(values)
+        for index, encode in self._encoded:
+            row[index] = encode(row[index])
+        return tuple(row)
+
+    @cached_property
+    def _fields(self) -> Callable[[Any], tuple]:
+        """Gets the columns' fields of a record, as a tuple, in one call."""
+        getter = operator.attrgetter(*(c.name for c in self.columns))
+        return getter if len(self.columns) > 1 else lambda record: (getter(record),)
+
+    @cached_property
+    def _encoded(self) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
+        """The columns whose values are encoded to be stored, by position."""
+        return tuple((i, c.encode) for i, c in enumerate(self.columns) if c.encode is not _same)
 
     def from_row(self, row: Sequence) -> Any:
         """The record that ``row`` stores."""
@@ -896,7 +916,7 @@ class SQLiteStore(service.Service):
         self._maxBatch = max_batch
         self._commitDelay = commit_delay
         self._migrations = tuple(migrations)
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._state = "new"
         self._thread: threading.Thread | None = None

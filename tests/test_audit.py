@@ -2,9 +2,12 @@
 
 import contextlib
 import io
+import json
 import sqlite3
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from licenseserver import audit, cli
@@ -16,8 +19,17 @@ from tests.helpers import HELLO, hello, licenseFile, makeRole, run, session
 
 def rows(n):
     return audit.append_rows(
-        (0, GENESIS), [AuditEntry(100 + i, "grant", {"i": i}) for i in range(n)]
+        (0, GENESIS), [AuditEntry(100 + i, "grant", {"i": i, "x": "é"}) for i in range(n)]
     )
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 
 
 class ChainTests(unittest.TestCase):
@@ -40,6 +52,33 @@ class ChainTests(unittest.TestCase):
         chain = rows(5)
         del chain[1]
         self.assertEqual(audit.verify(chain).broken_at, 2)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        seq=st.integers(min_value=0, max_value=2**62),
+        time=st.integers(min_value=0, max_value=2**40),
+        kind=st.text(max_size=20),
+        data=st.dictionaries(st.text(max_size=10), JSON_VALUES, max_size=5),
+    )
+    def test_canonicalIsTheSortedCompactJSON(self, seq, time, kind, data):
+        """The hashed text is exactly the compact, key-sorted JSON of the whole entry."""
+        body = {"seq": seq, "time": time, "kind": kind, "data": data}
+        expected = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        self.assertEqual(audit.canonical(seq, AuditEntry(time, kind, data)), expected)
+        ((_, _, _, stored, _, digest),) = audit.append_rows(
+            (seq, GENESIS), [AuditEntry(time, kind, data)]
+        )
+        self.assertEqual(json.loads(stored), data)
+        self.assertEqual(digest, audit.chain(GENESIS, seq + 1, AuditEntry(time, kind, data)))
+
+    def test_oldSpacedDataStillVerifies(self):
+        """Entries whose data was stored with spaces after separators verify too."""
+        chain = []
+        for seq, (_, time, kind, data, prev, digest) in enumerate(rows(3), start=1):
+            spaced = json.dumps(json.loads(data), sort_keys=True, ensure_ascii=False)
+            self.assertNotEqual(spaced, data)
+            chain.append((seq, time, kind, spaced, prev, digest))
+        self.assertEqual(audit.verify(chain), audit.Verdict(3))
 
     def test_rehashedEntry(self):
         """Recomputing a changed entry's own hash still breaks the next link."""
