@@ -21,6 +21,7 @@ server never migrates a database silently.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import operator
 import queue
@@ -204,23 +205,33 @@ class TableSpec:
 
     @cached_property
     def upsertSQL(self) -> str:
-        marks = ", ".join("?" for _ in self.columns)
+        return self.upsertRowsSQL(1)
+
+    @cached_property
+    def _onConflict(self) -> str:
         keys = ", ".join(self.key)
         others = [c.name for c in self.columns if c.name not in self.key]
         if others:
             sets = ", ".join(f"{name} = excluded.{name}" for name in others)
-            action = f"DO UPDATE SET {sets}"
-        else:
-            action = "DO NOTHING"
-        return (
-            f"INSERT INTO {self.table} ({self._names}) VALUES ({marks}) "
-            f"ON CONFLICT ({keys}) {action}"
-        )
+            return f"ON CONFLICT ({keys}) DO UPDATE SET {sets}"
+        return f"ON CONFLICT ({keys}) DO NOTHING"
 
     @cached_property
     def deleteSQL(self) -> str:
         where = " AND ".join(f"{name} = ?" for name in self.key)
         return f"DELETE FROM {self.table} WHERE {where}"
+
+    def upsertRowsSQL(self, count: int) -> str:
+        """Insert or replace ``count`` rows in one statement."""
+        marks = _marks(len(self.columns), count)
+        return f"INSERT INTO {self.table} ({self._names}) VALUES {marks} {self._onConflict}"
+
+    def deleteRowsSQL(self, count: int) -> str:
+        """``deleteSQL`` for ``count`` keys in one statement."""
+        keys = ", ".join(self.key)
+        return (
+            f"DELETE FROM {self.table} WHERE ({keys}) IN (VALUES {_marks(len(self.key), count)})"
+        )
 
     @cached_property
     def selectSQL(self) -> str:
@@ -229,6 +240,34 @@ class TableSpec:
     @cached_property
     def clearSQL(self) -> str:
         return f"DELETE FROM {self.table}"
+
+
+@functools.cache
+def _marks(width: int, count: int) -> str:
+    """``count`` rows of ``width`` parameters: ``(?, ?), (?, ?)``."""
+    row = "(" + ", ".join(["?"] * width) + ")"
+    return ", ".join([row] * count)
+
+
+ROWS_PER_STATEMENT = (256, 64, 16, 4, 1)
+"""The row counts of the multi-row statements ``execute_rows`` uses, largest first."""
+
+
+def execute_rows(conn: sqlite3.Connection, sql: Callable[[int], str], rows: Sequence) -> None:
+    """Write ``rows`` with as few statements ``sql(count)`` as ``ROWS_PER_STATEMENT`` allow.
+
+    One statement is one step of SQLite, and Python's sqlite3 lets go of the
+    GIL around each step: ``executemany`` of a batch's rows hands the GIL
+    back and forth with the reactor thread once per row, a multi-row
+    statement once per statement. The few fixed sizes keep the statements
+    in the connection's cache.
+    """
+    start, total = 0, len(rows)
+    for count in ROWS_PER_STATEMENT:
+        while total - start >= count:
+            chunk = rows[start : start + count]
+            conn.execute(sql(count), [value for row in chunk for value in row])
+            start += count
 
 
 def _columns(*names: str | Column) -> tuple[Column, ...]:
@@ -592,6 +631,7 @@ def connect(path: Path | str, *, create: bool = False) -> sqlite3.Connection:
             uri=True,
             isolation_level=None,
             timeout=10.0,
+            cached_statements=256,
         )
     except sqlite3.Error as e:
         raise StoreError(f"cannot open {path}: {e}") from e
@@ -732,15 +772,21 @@ def _commit_job(
     _audit_job(conn, entries)
 
 
+def _changes_sql(count: int) -> str:
+    return f"INSERT INTO changes (revision, seq, kind, key, record) VALUES {_marks(5, count)}"
+
+
+def _audit_sql(count: int) -> str:
+    return f"INSERT INTO audit (seq, time, kind, data, prev, hash) VALUES {_marks(6, count)}"
+
+
 def _audit_job(conn: sqlite3.Connection, entries: list) -> None:
     """Append audit entries to the hash chain, in this job's transaction."""
     if not entries:
         return
     last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     rows = audit.append_rows(last or (0, audit.GENESIS), entries)
-    conn.executemany(
-        "INSERT INTO audit (seq, time, kind, data, prev, hash) VALUES (?, ?, ?, ?, ?, ?)", rows
-    )
+    execute_rows(conn, _audit_sql, rows)
 
 
 def _load_job(conn: sqlite3.Connection) -> model.Snapshot:
@@ -1236,13 +1282,10 @@ class SQLiteStore(service.Service):
         try:
             conn.execute("BEGIN IMMEDIATE")
             for kind, keys in deletes.items():
-                conn.executemany(TABLES[kind].deleteSQL, keys)
+                execute_rows(conn, TABLES[kind].deleteRowsSQL, keys)
             for kind, rows in puts.items():
-                conn.executemany(TABLES[kind].upsertSQL, rows)
-            conn.executemany(
-                "INSERT INTO changes (revision, seq, kind, key, record) VALUES (?, ?, ?, ?, ?)",
-                logged,
-            )
+                execute_rows(conn, TABLES[kind].upsertRowsSQL, rows)
+            execute_rows(conn, _changes_sql, logged)
             _set_meta(conn, "revision", revision)
             _audit_job(conn, entries)
             conn.execute("COMMIT")

@@ -18,7 +18,8 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from licenseserver import model, store
+from licenseserver import audit, model, store
+from licenseserver.audit import AuditEntry
 from licenseserver.interfaces import ILicenseStore
 from licenseserver.model import Change
 from licenseserver.testing import FakeStore
@@ -384,6 +385,35 @@ class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
             )
 
         self.assertEqual(await s._runInWriter(pragmas), ("wal", 2, 0))
+
+    async def test_batchInMultiRowStatements(self) -> None:
+        """A batch's rows go in multi-row statements of a few fixed sizes, every row landing."""
+        s = await self.makeStore()
+        statements: list[str] = []
+        await s._runInWriter(lambda conn: conn.set_trace_callback(statements.append))
+        count = sum(store.ROWS_PER_STATEMENT)
+        products = [dataclasses.replace(PRODUCT, client=f"c-{n}") for n in range(count)]
+        entries = [AuditEntry(n, "grant", {"n": n}) for n in range(count)]
+        await s.commit(1, puts(*products), entries)
+        snapshot = await s.load()
+        self.assertEqual(snapshot, model.Snapshot(1, by_kind(products)))
+        await s.commit(2, [Change.delete(p) for p in products[1:]])
+        self.assertEqual(await s.load(), model.Snapshot(2, by_kind(products[:1])))
+        self.assertEqual(len(await s.changesSince(0)), 2)
+        self.assertEqual(len((await s.changesSince(0))[0][1]), count)
+
+        def written(prefix: str) -> list[str]:
+            return [t for t in statements if t.startswith(prefix)]
+
+        sizes = len(store.ROWS_PER_STATEMENT)
+        self.assertEqual(len(written("INSERT INTO products")), sizes)
+        self.assertEqual(len(written("INSERT INTO changes")), 2 * sizes - 1)
+        self.assertEqual(len(written("INSERT INTO audit")), sizes)
+        self.assertEqual(len(written("DELETE FROM products")), sizes - 1)
+        verdict = await s._runInWriter(
+            lambda conn: audit.verify(conn.execute("SELECT * FROM audit ORDER BY seq"))
+        )
+        self.assertEqual(verdict, audit.Verdict(count))
 
     async def test_failingJobFailsAlone(self) -> None:
         """A job that fails inside a batch is rolled back alone; the others commit."""
