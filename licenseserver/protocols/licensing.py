@@ -144,19 +144,20 @@ class LicensingProtocol(LineReceiver):
     def _serve(self, request: wire.Request) -> None:
         answer = _Answer()
         self._answers.append(answer)
-        closes = request.verb == "QUIT"
         try:
             result = self.factory.dispatch(self.session, request)
         except Exception:
-            self._done(self._failed(Failure(), request), answer)
+            self._refused(Failure(), answer, request)
             return
         if isinstance(result, defer.Deferred):
             result.addCallbacks(
-                _encode, self._failed, callbackArgs=(closes,), errbackArgs=(request,)
+                self._served,
+                self._refused,
+                callbackArgs=(answer, request),
+                errbackArgs=(answer, request),
             )
-            result.addCallback(self._done, answer)
         else:
-            self._done(_encode(result, closes), answer)
+            self._served(result, answer, request)
 
     def _mustWait(self) -> bool:
         """Whether the lines not yet read must wait for answers still outstanding."""
@@ -167,9 +168,21 @@ class LicensingProtocol(LineReceiver):
             or len(self._answers) >= MAX_IN_FLIGHT
         )
 
-    def _failed(self, failure: Any, request: wire.Request) -> tuple[bytes, bool]:
-        if failure.check(wire.ProtocolError):
-            return failure.value.toLine(), failure.value.closes
+    def _served(
+        self, result: dict[str, Any] | bytes, answer: _Answer, request: wire.Request
+    ) -> None:
+        """A handler's answer: a dict (the arguments of an ``OK`` line) or ready bytes."""
+        verb = request.verb
+        self.factory.counted(verb)
+        data = result if isinstance(result, bytes) else wire.format_ok(result)
+        self._done(answer, data, verb == "QUIT")
+
+    def _refused(self, failure: Failure, answer: _Answer, request: wire.Request) -> None:
+        error = failure.value
+        if isinstance(error, wire.ProtocolError):
+            self.factory.counted(request.verb, error)
+            self._done(answer, error.toLine(), error.closes)
+            return
         self.log.failure(
             "Unexpected error serving {verb} for {peer}",
             failure,
@@ -177,10 +190,10 @@ class LicensingProtocol(LineReceiver):
             peer=self.session.peer,
         )
         line = wire.format_error(500, "internal-error", message="the server could not serve this")
-        return line, False
+        self._done(answer, line, False)
 
-    def _done(self, result: tuple[bytes, bool], answer: _Answer) -> None:
-        answer.data, answer.close = result
+    def _done(self, answer: _Answer, data: bytes, close: bool) -> None:
+        answer.data, answer.close = data, close
         self._serial = False  # a serial request is the only one outstanding
         self._flush()
         if self.paused and not self._mustWait():
@@ -243,13 +256,6 @@ class _Answer:
         self.close = False
 
 
-def _encode(result: dict[str, Any] | bytes, close: bool) -> tuple[bytes, bool]:
-    """A handler's answer as bytes, and whether the connection closes after it."""
-    if isinstance(result, bytes):
-        return result, close
-    return wire.format_ok(result), close
-
-
 _CLIENT_HANDLERS = {
     "HELLO": "hello",
     "CHECKOUT": "serveCheckout",
@@ -258,6 +264,9 @@ _CLIENT_HANDLERS = {
     "BORROW": "borrow",
 }
 """The role method that serves each client verb (the busiest without a coroutine)."""
+
+_GRANTING = ("CHECKOUT", "BORROW")
+"""The verbs whose outcomes the grant and denial metrics count."""
 
 
 class LicensingFactory(Factory):
@@ -284,6 +293,7 @@ class LicensingFactory(Factory):
         self.limits = limits = limits or Limits()
         self.clock = clock if clock is not None else role.clock
         self.connections = ConnectionCounter(limits)
+        self._grants = {verb: self.metrics.grants.labels(verb.lower()) for verb in _GRANTING}
         self.sessions: set[LicensingProtocol] = set()
         self._sweeper: LoopingCall | None = None
 
@@ -328,29 +338,18 @@ class LicensingFactory(Factory):
             return {}
         if verb == "STATUS":
             return self.role.status()
-        granting = verb in ("CHECKOUT", "BORROW")
-        try:
-            result = self._handler(verb)(session, request.args)
-        except wire.ProtocolError as e:
-            if granting:
-                self.metrics.denials.labels(e.reason).inc()
-            raise
+        result = self._handler(verb)(session, request.args)
         if inspect.iscoroutine(result):
-            result = defer.Deferred.fromCoroutine(result)
-        if not granting:
-            return result
-        if isinstance(result, defer.Deferred):
-            return result.addCallbacks(self._countGrant, self._countDenial, callbackArgs=(verb,))
-        return self._countGrant(result, verb)
+            return defer.Deferred.fromCoroutine(result)
+        return result
 
-    def _countGrant(self, answer: Any, verb: str) -> Any:
-        self.metrics.grants.labels(verb.lower()).inc()
-        return answer
-
-    def _countDenial(self, failure: Failure) -> Failure:
-        if failure.check(wire.ProtocolError):
-            self.metrics.denials.labels(failure.value.reason).inc()
-        return failure
+    def counted(self, verb: str, refusal: wire.ProtocolError | None = None) -> None:
+        """Count the outcome of a request in the metrics: grants and denials of seats."""
+        if verb in _GRANTING:
+            if refusal is None:
+                self._grants[verb].inc()
+            else:
+                self.metrics.denials.labels(refusal.reason).inc()
 
     def sessionClosed(self, session: Session) -> None:
         """Tell the role that a session has ended (it may be the failover's link)."""
