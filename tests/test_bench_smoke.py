@@ -116,6 +116,18 @@ class BenchSmokeTests(unittest.TestCase):
         self.assertEqual(first["lines"], first["changes"])
         self.assertLess(first["bytes"], result["full"]["bytes"])
 
+    def test_requestPath(self) -> None:
+        """request_path.py measures both halves of a checkout's cost in one process."""
+        result = self.runBench("request_path")
+        self.assertMachine(result)
+        for depth in ("1", "16"):
+            entry = result["depths"][depth]
+            self.assertGreater(entry["decide_pairs"], 0)
+            self.assertGreater(entry["decide_us_per_pair"], 0)
+            self.assertGreater(entry["durable_pairs"], 0)
+            self.assertGreater(entry["durable_us_per_pair"], 0)
+            self.assertGreaterEqual(entry["commits_per_transaction"], 1)
+
 
 def _endGroup(process: subprocess.Popen) -> None:
     """SIGKILL what is left of the benchmark's process group: it and the servers it started."""

@@ -1,0 +1,216 @@
+"""Where a checkout's CPU goes: its two halves, each measured alone in this process.
+
+    python bench/request_path.py [--seconds N] [--quick] [--connections C]
+
+Not one of the four scenarios, but the floor under the first: what CHECKOUT+RELEASE
+pairs cost without sockets, a reactor loop or a second thread.
+
+- **Decide and answer**: 50 licensing sessions (``LicensingProtocol`` of the real
+  factory and role, over in-memory transports) send CHECKOUTs, then RELEASEs of the
+  leases they got, one or 16 at a time; the store is a stand-in that costs nothing and
+  fires its writes in batches, as the real one does. This is the reactor thread's
+  Python per pair: parsing, the seat rules, the pool, the audit entry, the answer.
+- **Make it durable**: the same pairs' writes (one commit with the lease and its audit
+  entry per CHECKOUT, one per RELEASE) through a real ``SQLiteStore`` in a temporary
+  directory, 50 or 800 commits at a time. This is the store's part: rows, change log,
+  audit chain, SQL, the disk sync, and the Deferreds back on the reactor thread.
+
+CPU is this process's (``time.process_time``), per pair. The heap is frozen after the
+set-up, as the server freezes it once its pool is loaded.
+"""
+
+from __future__ import annotations
+
+import gc
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import common
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+DEPTHS = (1, 16)
+
+
+class ParkedStore:
+    """A store that writes nothing: commits wait until ``flush`` fires them all."""
+
+    def __init__(self, snapshot: Any):
+        self.snapshot = snapshot
+        self.parked: list[defer.Deferred] = []
+
+    def load(self) -> defer.Deferred:
+        return defer.succeed(self.snapshot)
+
+    def getLocal(self, name: str) -> defer.Deferred:
+        return defer.succeed(None)
+
+    def commit(self, revision: int, changes: Any, audit: Any = (), patient: bool = False):
+        d: defer.Deferred = defer.Deferred()
+        self.parked.append(d)
+        return d
+
+    def audit(self, entries: Any) -> defer.Deferred:
+        return defer.succeed(None)
+
+    def addEvent(self, event: Any) -> defer.Deferred:
+        return defer.succeed(None)
+
+    def flush(self) -> None:
+        parked, self.parked = self.parked, []
+        for d in parked:
+            d.callback(None)
+
+
+def decide_and_answer(license: Any, trusted: dict, depth: int, connections: int, seconds: float):
+    """CPU per pair of the reactor-side path, and pairs measured."""
+    from licenseserver.model import Snapshot
+    from licenseserver.protocols.licensing import LicensingFactory
+    from licenseserver.roles.primary import PrimaryRole
+    from licenseserver.tap import SETTING_DEFAULTS
+
+    clock = Clock()
+    clock.advance(time.time())
+    store = ParkedStore(Snapshot(1, {"license": [license]}))
+    role = PrimaryRole(
+        store,
+        clock=clock,
+        serverName="bench",
+        advertise="bench:35355",
+        leaseTTL=120,
+        trustedKeys=trusted,
+        settingDefaults=SETTING_DEFAULTS,
+    )
+    role.startService()
+    factory = LicensingFactory(role, clock=clock)
+    sessions = []
+    for n in range(connections):
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(common.hello_line(f"machine-{n}") + b"\n")
+        sessions.append((protocol, transport))
+    store.flush()
+    for _, transport in sessions:
+        transport.clear()
+    checkouts = b"CHECKOUT\n" * depth
+
+    def one_round() -> None:
+        for protocol, _ in sessions:
+            protocol.dataReceived(checkouts)
+        store.flush()
+        for protocol, transport in sessions:
+            answers = transport.value().split(b"\n")[:-1]
+            transport.clear()
+            leases = [common.args_of(answer)["lease"].encode() for answer in answers]
+            protocol.dataReceived(b"".join(b"RELEASE lease=" + lease + b"\n" for lease in leases))
+        store.flush()
+        for _, transport in sessions:
+            if transport.value().count(b"OK\n") != depth:
+                raise SystemExit(f"unexpected answers: {transport.value()[:200]!r}")
+            transport.clear()
+
+    one_round()
+    gc.freeze()
+    rounds, start = 0, time.process_time()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        one_round()
+        rounds += 1
+    pairs = rounds * depth * connections
+    return (time.process_time() - start) / pairs * 1e6, pairs
+
+
+async def make_durable(reactor: Any, batch: int, seconds: float) -> tuple[float, int, int]:
+    """CPU per pair of the store's part, pairs measured and transactions."""
+    from licenseserver.audit import AuditEntry
+    from licenseserver.model import Change, Lease
+    from licenseserver.store import SQLiteStore
+
+    directory = tempfile.TemporaryDirectory()
+    db = SQLiteStore(Path(directory.name) / "bench.sqlite3", reactor)
+    await db.open()
+    gc.freeze()
+    revision, pairs, round_ = 0, 0, 0
+    before = db.transactions
+    start = time.process_time()
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            round_ += 1
+            leases = [
+                Lease(f"l-{round_}-{n}", f"c-{n}", f"machine-{n}", "bench", common.PRODUCT,
+                      "2025", ("L-1",), "concurrent", 1000, 1120, 120, False, "")
+                for n in range(batch)
+            ]  # fmt: skip
+            granted = []
+            for lease in leases:
+                revision += 1
+                entry = AuditEntry(1000, "grant", {"lease": lease.id, "machine": lease.machine})
+                granted.append(db.commit(revision, [Change.put(lease)], [entry]))
+            await defer.gatherResults(granted)
+            released = []
+            for lease in leases:
+                revision += 1
+                entry = AuditEntry(1000, "release", {"lease": lease.id, "machine": lease.machine})
+                released.append(db.commit(revision, [Change.delete(lease)], [entry]))
+            await defer.gatherResults(released)
+            pairs += batch
+        cpu = (time.process_time() - start) / pairs * 1e6
+        return cpu, pairs, db.transactions - before
+    finally:
+        await db.close()
+        directory.cleanup()
+
+
+async def main(reactor: Any, args: Any) -> dict[str, Any]:
+    info = common.machine()
+    common.say(common.describe_machine(info))
+    work = common.work_dir(args, "request-path")
+    key = common.vendor_key(work / "keys")
+    license = common.licenses(key, common.PRODUCT, 1, 200)[0]
+    from licenseserver import signing
+
+    trusted = {signing.key_id(key.public_key()): key.public_key()}
+    rows = []
+    result: dict[str, Any] = {"machine": info, "connections": args.connections, "depths": {}}
+    for depth in DEPTHS:
+        cpu, pairs = decide_and_answer(license, trusted, depth, args.connections, args.seconds)
+        batch = args.connections * depth
+        store_cpu, store_pairs, transactions = await make_durable(reactor, batch, args.seconds)
+        result["depths"][str(depth)] = {
+            "decide_us_per_pair": cpu,
+            "decide_pairs": pairs,
+            "durable_us_per_pair": store_cpu,
+            "durable_pairs": store_pairs,
+            "commits_per_transaction": 2 * store_pairs / max(1, transactions),
+        }
+        rows.append((depth, f"{cpu:.1f}", f"{store_cpu:.1f}", f"{cpu + store_cpu:.1f}", batch))
+        common.say(
+            f"depth {depth:2d}: decide and answer {cpu:.1f} us/pair ({pairs} pairs), "
+            f"make durable {store_cpu:.1f} us/pair ({store_pairs} pairs, {batch} at a time)"
+        )
+    common.say()
+    common.say(
+        common.table(
+            ["in flight", "decide and answer us/pair", "make durable us/pair", "sum", "batch"],
+            rows,
+        )
+    )
+    return result
+
+
+def run(argv: list[str] | None = None) -> None:
+    p = common.parser(__doc__.splitlines()[0], seconds=5.0)
+    p.add_argument("--connections", type=int, default=50)
+    args = common.parse(p, argv)
+    if args.quick:
+        args.connections = min(args.connections, 10)
+    common.run_scenario("request_path", main, args)
+
+
+if __name__ == "__main__":
+    run()
