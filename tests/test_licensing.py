@@ -7,6 +7,7 @@ from twisted.trial import unittest
 
 from licenseserver.protocols import wire
 from licenseserver.protocols.licensing import MAX_IN_FLIGHT, LicensingFactory
+from licenseserver.store import StoreWriteError
 from licenseserver.testing import FakeStore
 from tests.helpers import licenseFile, makeRole, run
 
@@ -102,6 +103,25 @@ class SessionTests(ProtocolTestCase):
             [(0, ""), (0, ""), (400, "unknown-command"), (0, "")],
         )
         self.assertNotEqual(answers[0].args["lease"], answers[1].args["lease"])
+
+    def test_sideBySideWriteFails(self):
+        """A failed write is answered 500 in its turn; the request behind it keeps its own."""
+        proto, transport = self.connect()
+        proto.dataReceived(HELLO)
+        self.lines(transport)
+        self.store.held = True
+        proto.dataReceived(b"CHECKOUT request=a\nCHECKOUT request=b\n")
+        d, done = self.store.waiting.pop(0)
+        d.errback(StoreWriteError("disk full", "SQLITE_FULL", "the disk is full"))
+        (failed,) = self.lines(transport)
+        self.assertEqual((failed.code, failed.reason), (500, "internal-error"))
+        self.store.releaseOne()
+        (granted,) = self.lines(transport)
+        self.assertTrue(granted.ok)
+        leases = list(self.role.pool.all("lease"))
+        self.assertEqual([lease.id for lease in leases], [granted.args["lease"]])
+        self.assertEqual(leases[0].request, "b")
+        self.flushLoggedErrors(StoreWriteError)
 
     def test_sessionChangesWaitTheirTurn(self):
         """HELLO waits until the answers before it are out, and the lines after it wait for it."""
