@@ -242,6 +242,25 @@ class SessionTests(ProtocolTestCase):
         self.assertEqual(self.role.pool.count("client"), 1)
         self.assertEqual(self.role.pool.count("lease"), 0)
 
+    def test_disconnectWithAHeldRequest(self):
+        """A request held behind a pending one is not served once the client has gone."""
+        proto, transport = self.connect()
+        proto.dataReceived(HELLO)
+        self.lines(transport)
+        served = []
+
+        async def hello(session, args):
+            served.append(args)
+            return {}
+
+        self.role.hello = hello
+        self.store.held = True
+        proto.dataReceived(b"CHECKOUT\n" + HELLO)
+        proto.connectionLost(None)
+        self.store.releaseOne()
+        self.assertEqual(served, [])
+        self.assertEqual(transport.value(), b"")
+
     def test_peerVerbsOnARoleWithoutPeers(self):
         """A role that takes no failover refuses the peer verbs and closes the connection."""
         self.role.peerHandlers = dict

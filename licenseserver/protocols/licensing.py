@@ -219,13 +219,17 @@ class LicensingProtocol(LineReceiver):
                 if self.connected:
                     self.transport.loseConnection()
                 return
-        if not answers and self._held is not None and not self._ending:
+        if not answers and self._held is not None and self._open():
             request, self._held = self._held, None
             self._serial = True
             self._serve(request)
 
+    def _open(self) -> bool:
+        """Whether lines may still be served: connected, and not closing."""
+        return self.connected and not self._ending and not self.transport.disconnecting
+
     def _resume(self) -> None:
-        if self.connected and not self.transport.disconnecting:
+        if self._open():
             self.paused = False
             if self._socketPaused:
                 self._socketPaused = False
