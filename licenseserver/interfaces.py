@@ -80,3 +80,15 @@ class IRole(Interface):
 
     def borrow(session, args):
         """Take a seat for days (BORROW)."""
+
+    def serveCheckout(session, args):
+        """CHECKOUT for the licensing port: the answer's arguments, or a Deferred
+        of them once the grant is durable; raises ``wire.ProtocolError`` to refuse."""
+
+    def serveHeartbeat(session, args):
+        """HEARTBEAT for the licensing port: the answer's arguments, or a Deferred
+        of them when the renewal must be written; raises ``wire.ProtocolError``."""
+
+    def serveRelease(session, args):
+        """RELEASE for the licensing port: a Deferred of the answer's arguments
+        once the release is durable; raises ``wire.ProtocolError`` to refuse."""

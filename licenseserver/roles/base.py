@@ -325,7 +325,7 @@ class ServingRole(service.MultiService):
         for change in changes:
             if change.kind == "lease":
                 lease_id = change.key[0]
-                before[lease_id] = written.get(lease_id)
+                before.setdefault(lease_id, written.get(lease_id))
                 if change.record is None:
                     written.pop(lease_id, None)
                 else:
