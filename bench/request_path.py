@@ -142,22 +142,30 @@ async def make_durable(reactor: Any, batch: int, seconds: float) -> tuple[float,
         while time.monotonic() < deadline:
             round_ += 1
             leases = [
-                Lease(f"l-{round_}-{n}", f"c-{n}", f"machine-{n}", "bench", common.PRODUCT,
-                      "2025", ("L-1",), "concurrent", 1000, 1120, 120, False, "")
+                Lease(
+                    f"l-{round_}-{n}",
+                    f"c-{n}",
+                    f"machine-{n}",
+                    "bench",
+                    common.PRODUCT,
+                    "2025",
+                    ("L-1",),
+                    "concurrent",
+                    1000,
+                    1120,
+                    120,
+                    False,
+                    "",
+                )
                 for n in range(batch)
-            ]  # fmt: skip
-            granted = []
-            for lease in leases:
-                revision += 1
-                entry = AuditEntry(1000, "grant", {"lease": lease.id, "machine": lease.machine})
-                granted.append(db.commit(revision, [Change.put(lease)], [entry]))
-            await defer.gatherResults(granted)
-            released = []
-            for lease in leases:
-                revision += 1
-                entry = AuditEntry(1000, "release", {"lease": lease.id, "machine": lease.machine})
-                released.append(db.commit(revision, [Change.delete(lease)], [entry]))
-            await defer.gatherResults(released)
+            ]
+            for change, kind in ((Change.put, "grant"), (Change.delete, "release")):
+                written = []
+                for lease in leases:
+                    revision += 1
+                    entry = AuditEntry(1000, kind, {"lease": lease.id, "machine": lease.machine})
+                    written.append(db.commit(revision, [change(lease)], [entry]))
+                await defer.gatherResults(written)
             pairs += batch
         cpu = (time.process_time() - start) / pairs * 1e6
         return cpu, pairs, db.transactions - before
