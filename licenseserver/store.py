@@ -932,6 +932,8 @@ class SQLiteStore(service.Service):
     """
 
     log = Logger()
+    _sleep = staticmethod(time.sleep)
+    """How the writer thread lets ``gather_delay`` pass (replaced in tests)."""
 
     def __init__(
         self,
@@ -942,6 +944,7 @@ class SQLiteStore(service.Service):
         trim_interval: int = DEFAULT_TRIM_INTERVAL,
         max_batch: int = MAX_BATCH,
         commit_delay: float = 0.0,
+        gather_delay: float = 0.0,
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
         """
@@ -951,16 +954,23 @@ class SQLiteStore(service.Service):
         @param max_batch: most jobs run in one group commit.
         @param commit_delay: seconds a patient write (a lease renewal) that
             finds the queue empty waits for others to share its transaction.
+        @param gather_delay: seconds the writer lets pass before it takes
+            a batch, when the last batch held more than one job (0: never).
         @param migrations: the schema steps this server knows.
         """
-        if keep_changes < 0 or trim_interval < 1 or max_batch < 1:
-            raise ValueError("keep_changes >= 0, trim_interval >= 1 and max_batch >= 1")
+        if keep_changes < 0 or trim_interval < 1 or max_batch < 1 or gather_delay < 0:
+            raise ValueError(
+                "keep_changes >= 0, trim_interval >= 1, max_batch >= 1 and gather_delay >= 0"
+            )
         self.path = Path(path)
         self._reactor = reactor
         self._keepChanges = keep_changes
         self._trimInterval = trim_interval
         self._maxBatch = max_batch
         self._commitDelay = commit_delay
+        self._gatherDelay = gather_delay
+        self._lastBatch = 0
+        """Jobs in the last batch the writer took."""
         self._migrations = tuple(migrations)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -1177,10 +1187,21 @@ class SQLiteStore(service.Service):
                 return
 
     def _nextBatch(self) -> tuple[list[_Job], bool]:
-        """Wait for one job, then take what else is queued already (up to the limit)."""
+        """Wait for one job, then take what else is queued already (up to the limit).
+
+        A patient first job (a renewal) may wait ``commit_delay`` for company;
+        a job someone waits for ends that wait. Under load, when the last
+        batch held more than one job, the writer first lets ``gather_delay``
+        pass, so that the writes arriving meanwhile share this batch's
+        transaction and disk sync (group commit): more jobs per sync for half
+        a millisecond of latency (``--commit-gather``), where each sync saved
+        is some 250 us of CPU. A lone write on a quiet server never waits.
+        """
         first = self._queue.get()
         if first is _STOP:
             return [], True
+        if self._gatherDelay and self._lastBatch > 1 and not first.patient:
+            self._sleep(self._gatherDelay)
         batch = [first]
         deadline = time.monotonic() + self._commitDelay if first.patient else 0.0
         while len(batch) < self._maxBatch:
@@ -1194,6 +1215,7 @@ class SQLiteStore(service.Service):
             if job is _STOP:
                 return batch, True
             batch.append(job)
+        self._lastBatch = len(batch)
         return batch, False
 
     def _runBatch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:

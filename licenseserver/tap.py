@@ -74,6 +74,12 @@ class Options(usage.Options):
         ["idle-timeout", None, "600", "close sessions silent this many seconds (0: never)"],
         ["rate-limit", None, "50", "requests per second per session, bursts of twice (0: off)"],
         ["commit-delay", None, "0.01", "seconds a lease renewal waits to share a disk sync"],
+        [
+            "commit-gather",
+            None,
+            "0.0005",
+            "seconds the store waits under load before each write, to share its disk sync",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -116,6 +122,7 @@ class Options(usage.Options):
             raise usage.UsageError("--takeover-after must be longer than --heartbeat")
         self["lease-ttl"] = _number(self, "lease-ttl", int, 4, 86400)
         self["commit-delay"] = _number(self, "commit-delay", float, 0, 1)
+        self["commit-gather"] = _number(self, "commit-gather", float, 0, 0.1)
         self["limits"] = Limits(
             max_connections=_number(self, "max-connections", int, 0, 10**7),
             max_per_address=_number(self, "max-connections-per-address", int, 0, 10**7),
@@ -219,7 +226,12 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
 
     top = service.MultiService()
     top.dataLock = lock  # held open while the server runs: no second server, no upgrade
-    db = store.SQLiteStore(data.database, reactor, commit_delay=options["commit-delay"])
+    db = store.SQLiteStore(
+        data.database,
+        reactor,
+        commit_delay=options["commit-delay"],
+        gather_delay=options["commit-gather"],
+    )
     db.setServiceParent(top)
     explicit_advertise = options["advertise"]
     advertise = [explicit_advertise or _default_advertise(options)]

@@ -679,6 +679,37 @@ class CommitDelayTests(unittest.TestCase):
         batch, stop = s._nextBatch()
         return s._queue.waits, batch
 
+    def job(self, patient=False):
+        return store._Job(store.WRITE, lambda conn: None, defer.Deferred(), 1, patient)
+
+    def test_gatherUnderLoad(self):
+        """After a batch of several jobs, the writer lets the gather delay pass first."""
+        s = store.SQLiteStore(Path(self.mktemp()), reactor, gather_delay=0.002)
+        slept = []
+        s._sleep = slept.append
+        s._queue = self.RecordingQueue([self.job(), self.job(), self.job()])
+        batch, _ = s._nextBatch()
+        self.assertEqual((len(batch), slept), (3, []), "a first batch does not wait")
+        s._queue = self.RecordingQueue([self.job(), self.job()])
+        batch, _ = s._nextBatch()
+        self.assertEqual((len(batch), slept), (2, [0.002]))
+        s._queue = self.RecordingQueue([self.job()])
+        s._nextBatch()
+        s._queue = self.RecordingQueue([self.job()])
+        s._nextBatch()
+        self.assertEqual(slept, [0.002, 0.002], "after a lone job, the next does not wait")
+
+    def test_noGatherByDefaultOrForRenewals(self):
+        """Without a gather delay, or for a renewal (it has its own wait), nothing sleeps."""
+        for delay, patient in ((0.0, False), (0.002, True)):
+            s = store.SQLiteStore(Path(self.mktemp()), reactor, gather_delay=delay)
+            slept = []
+            s._sleep = slept.append
+            s._lastBatch = 5
+            s._queue = self.RecordingQueue([self.job(patient)])
+            s._nextBatch()
+            self.assertEqual(slept, [])
+
     def test_patientWriteWaits(self):
         """A patient write (a renewal) that finds the queue empty waits up to the delay."""
         waits, batch = self.gather(0.5, True)

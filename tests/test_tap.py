@@ -45,6 +45,8 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(options["lease-ttl"], 120)
         self.assertTrue(options["name"])
         self.assertEqual(options["vendor-key"], [])
+        self.assertEqual(options["commit-delay"], 0.01)
+        self.assertEqual(options["commit-gather"], 0.0005)
 
     def test_wrongValues(self):
         """Each wrong value ends the parse with a one-line reason."""
@@ -63,6 +65,9 @@ class OptionsTests(unittest.TestCase):
             (["--advertise", "a b"], "--advertise"),
             (["--name", ""], "--name"),
             (["--vendor-key", "/nonexistent.pub"], "--vendor-key"),
+            (["--commit-delay", "2"], "--commit-delay"),
+            (["--commit-gather", "0.5"], "--commit-gather"),
+            (["--commit-gather", "-1"], "--commit-gather"),
         ]
         for argv, words in cases:
             self.assertExits(argv, words)
