@@ -674,8 +674,7 @@ class CommitDelayTests(unittest.TestCase):
 
     def gather(self, delay, patient, *later):
         s = store.SQLiteStore(Path(self.mktemp()), reactor, commit_delay=delay)
-        first = store._Job(store.WRITE, lambda conn: None, defer.Deferred(), 1, patient)
-        s._queue = self.RecordingQueue([first, *later])
+        s._queue = self.RecordingQueue([self.job(patient), *later])
         batch, stop = s._nextBatch()
         return s._queue.waits, batch
 
@@ -719,8 +718,7 @@ class CommitDelayTests(unittest.TestCase):
 
     def test_urgentWriteEndsTheWait(self):
         """A write someone waits for, arriving during the wait, ends it at once."""
-        grant = store._Job(store.WRITE, lambda conn: None, defer.Deferred(), 1, False)
-        waits, batch = self.gather(0.5, True, grant)
+        waits, batch = self.gather(0.5, True, self.job())
         self.assertEqual(waits[2], None)
         self.assertEqual(len(batch), 2)
 
