@@ -1200,7 +1200,7 @@ class SQLiteStore(service.Service):
         first = self._queue.get()
         if first is _STOP:
             return [], True
-        if self._gatherDelay and self._lastBatch > 1 and not first.patient:
+        if self._gatherDelay and self._lastBatch > 1 and first.mode == WRITE and not first.patient:
             self._sleep(self._gatherDelay)
         batch = [first]
         deadline = time.monotonic() + self._commitDelay if first.patient else 0.0

@@ -698,14 +698,15 @@ class CommitDelayTests(unittest.TestCase):
         s._nextBatch()
         self.assertEqual(slept, [0.002, 0.002], "after a lone job, the next does not wait")
 
-    def test_noGatherByDefaultOrForRenewals(self):
-        """Without a gather delay, or for a renewal (it has its own wait), nothing sleeps."""
-        for delay, patient in ((0.0, False), (0.002, True)):
+    def test_noGatherByDefaultForRenewalsOrReads(self):
+        """No gather delay set, a renewal (it has its own wait) or a read: nothing sleeps."""
+        read = store._Job(store.READ, lambda conn: None, defer.Deferred())
+        for delay, first in ((0.0, self.job()), (0.002, self.job(True)), (0.002, read)):
             s = store.SQLiteStore(Path(self.mktemp()), reactor, gather_delay=delay)
             slept = []
             s._sleep = slept.append
             s._lastBatch = 5
-            s._queue = self.RecordingQueue([self.job(patient)])
+            s._queue = self.RecordingQueue([first])
             s._nextBatch()
             self.assertEqual(slept, [])
 
