@@ -6,7 +6,7 @@ the licensing settings an admin has not changed yet.
     MultiService
      ├─ store          opens the database on start, closes it on stop
      ├─ role           RoleSwitch running a PrimaryRole or a FailoverRole
-     ├─ (heap)         FreezeWhenLoaded: gc.freeze() once the pool is loaded
+     ├─ (heap)         FreezeWhenLoaded: gc.freeze() and a higher young-GC threshold once loaded
      ├─ licensing      ListeningService(--port, LicensingFactory(role))
      └─ web            ListeningService(--web, Site(root(role)))
 """
