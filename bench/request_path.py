@@ -14,9 +14,15 @@ pairs cost without sockets, a reactor loop or a second thread.
   entry per CHECKOUT, one per RELEASE) through a real ``SQLiteStore`` in a temporary
   directory, 50 or 800 commits at a time. This is the store's part: rows, change log,
   audit chain, SQL, the disk sync, and the Deferreds back on the reactor thread.
+- **SQLite alone**: the very statements the store runs for those commits (the same
+  multi-row statements, lease rows, change-log rows, audit rows and transactions, in
+  the same WAL database with full syncs), with every row built before the clock
+  starts. This is the storage engine's own share of "make durable", under which no
+  Python can go while the server keeps these rows.
 
-CPU is this process's (``time.process_time``), per pair. The heap is frozen after the
-set-up, as the server freezes it once its pool is loaded.
+CPU is this process's (``time.process_time``), per pair. After the set-up the heap is
+frozen and the young GC threshold raised (``licenseserver.heap``), as the server does
+once its pool is loaded.
 """
 
 from __future__ import annotations
@@ -33,6 +39,14 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 DEPTHS = (1, 16)
+
+
+def _as_when_loaded() -> None:
+    """Tune the collector as the server does once its pool is loaded."""
+    from licenseserver.heap import raise_young_threshold
+
+    gc.freeze()
+    raise_young_threshold()
 
 
 class ParkedStore:
@@ -114,7 +128,7 @@ def decide_and_answer(license: Any, trusted: dict, depth: int, connections: int,
             transport.clear()
 
     one_round()
-    gc.freeze()
+    _as_when_loaded()
     rounds, start = 0, time.process_time()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -124,16 +138,52 @@ def decide_and_answer(license: Any, trusted: dict, depth: int, connections: int,
     return (time.process_time() - start) / pairs * 1e6, pairs
 
 
+def leases_of_round(round_: int, batch: int) -> list:
+    """``batch`` leases, one per machine, with new ids each round."""
+    from licenseserver.model import Lease
+
+    return [
+        Lease(
+            f"l-{round_}-{n}",
+            f"c-{n}",
+            f"machine-{n}",
+            "bench",
+            common.PRODUCT,
+            "2025",
+            ("L-1",),
+            "concurrent",
+            1000,
+            1120,
+            120,
+            False,
+            "",
+        )
+        for n in range(batch)
+    ]
+
+
+def pair_commits(leases: list) -> list[list]:
+    """The grants, then the releases, of ``leases``: ``[(change, audit entry)]`` each."""
+    from licenseserver.audit import AuditEntry
+    from licenseserver.model import Change
+
+    def entry(kind: str, lease: Any) -> AuditEntry:
+        return AuditEntry(1000, kind, {"lease": lease.id, "machine": lease.machine})
+
+    return [
+        [(Change.put(lease), entry("grant", lease)) for lease in leases],
+        [(Change.delete(lease), entry("release", lease)) for lease in leases],
+    ]
+
+
 async def make_durable(reactor: Any, batch: int, seconds: float) -> tuple[float, int, int]:
     """CPU per pair of the store's part, pairs measured and transactions."""
-    from licenseserver.audit import AuditEntry
-    from licenseserver.model import Change, Lease
     from licenseserver.store import SQLiteStore
 
     directory = tempfile.TemporaryDirectory()
     db = SQLiteStore(Path(directory.name) / "bench.sqlite3", reactor)
     await db.open()
-    gc.freeze()
+    _as_when_loaded()
     revision, pairs, round_ = 0, 0, 0
     before = db.transactions
     start = time.process_time()
@@ -141,30 +191,11 @@ async def make_durable(reactor: Any, batch: int, seconds: float) -> tuple[float,
     try:
         while time.monotonic() < deadline:
             round_ += 1
-            leases = [
-                Lease(
-                    f"l-{round_}-{n}",
-                    f"c-{n}",
-                    f"machine-{n}",
-                    "bench",
-                    common.PRODUCT,
-                    "2025",
-                    ("L-1",),
-                    "concurrent",
-                    1000,
-                    1120,
-                    120,
-                    False,
-                    "",
-                )
-                for n in range(batch)
-            ]
-            for change, kind in ((Change.put, "grant"), (Change.delete, "release")):
+            for commits in pair_commits(leases_of_round(round_, batch)):
                 written = []
-                for lease in leases:
+                for change, entry in commits:
                     revision += 1
-                    entry = AuditEntry(1000, kind, {"lease": lease.id, "machine": lease.machine})
-                    written.append(db.commit(revision, [change(lease)], [entry]))
+                    written.append(db.commit(revision, [change], [entry]))
                 await defer.gatherResults(written)
             pairs += batch
         cpu = (time.process_time() - start) / pairs * 1e6
@@ -172,6 +203,66 @@ async def make_durable(reactor: Any, batch: int, seconds: float) -> tuple[float,
     finally:
         await db.close()
         directory.cleanup()
+
+
+def sqlite_alone(batch: int, seconds: float) -> tuple[float, int]:
+    """CPU per pair of SQLite by itself running the store's statements, and pairs measured.
+
+    Each transaction is what the store's writer runs for up to ``MAX_BATCH``
+    commits of one kind (``SQLiteStore._runCommitsFused``): read the revision,
+    write the lease rows, the change-log rows and the revision, read the audit
+    chain's end, append the audit rows, COMMIT. The rows are built (and the audit
+    entries hashed) before the clock starts; only the statements are timed.
+    """
+    from licenseserver import audit, store
+
+    directory = tempfile.TemporaryDirectory()
+    conn = store.open_database(Path(directory.name) / "bench.sqlite3")
+    revision, chain_end = 0, (0, audit.GENESIS)
+    cpu, pairs, round_ = 0.0, 0, 0
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            round_ += 1
+            for commits in pair_commits(leases_of_round(round_, batch)):
+                for first in range(0, len(commits), store.MAX_BATCH):
+                    chunk = commits[first : first + store.MAX_BATCH]
+                    revision, chain_end, spent = _transaction(conn, chunk, revision, chain_end)
+                    cpu += spent
+            pairs += batch
+        return cpu / pairs * 1e6, pairs
+    finally:
+        conn.close()
+        directory.cleanup()
+
+
+def _transaction(conn: Any, commits: list, revision: int, chain_end: tuple) -> tuple:
+    """Write ``commits`` as the store's fused path does; the CPU of its statements alone.
+
+    Returns the new revision, the new end of the audit chain and the CPU seconds.
+    """
+    from licenseserver import audit, store
+
+    spec = store.TABLES["lease"]
+    changes = [change for change, _ in commits]
+    if changes[0].record is None:
+        sql, rows = spec.deleteRowsSQL, [tuple(c.key) for c in changes]
+    else:
+        sql, rows = spec.upsertRowsSQL, [spec.to_row(c.record) for c in changes]
+    logged = [(revision + n, 0, *store.encode_change(c)) for n, c in enumerate(changes, 1)]
+    revision += len(changes)
+    audited = audit.append_rows(chain_end, [entry for _, entry in commits])
+    start = time.process_time()
+    conn.execute("BEGIN IMMEDIATE")
+    store._meta_int(conn, "revision")
+    store.execute_rows(conn, sql, rows)
+    store.execute_rows(conn, store._changes_sql, logged)
+    store._set_meta(conn, "revision", revision)
+    conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    store.execute_rows(conn, store._audit_sql, audited)
+    conn.execute("COMMIT")
+    spent = time.process_time() - start
+    return revision, (audited[-1][0], audited[-1][5]), spent
 
 
 async def main(reactor: Any, args: Any) -> dict[str, Any]:
@@ -189,22 +280,42 @@ async def main(reactor: Any, args: Any) -> dict[str, Any]:
         cpu, pairs = decide_and_answer(license, trusted, depth, args.connections, args.seconds)
         batch = args.connections * depth
         store_cpu, store_pairs, transactions = await make_durable(reactor, batch, args.seconds)
+        sql_cpu, sql_pairs = sqlite_alone(batch, args.seconds)
         result["depths"][str(depth)] = {
             "decide_us_per_pair": cpu,
             "decide_pairs": pairs,
             "durable_us_per_pair": store_cpu,
             "durable_pairs": store_pairs,
             "commits_per_transaction": 2 * store_pairs / max(1, transactions),
+            "sqlite_us_per_pair": sql_cpu,
+            "sqlite_pairs": sql_pairs,
         }
-        rows.append((depth, f"{cpu:.1f}", f"{store_cpu:.1f}", f"{cpu + store_cpu:.1f}", batch))
+        rows.append(
+            (
+                depth,
+                f"{cpu:.1f}",
+                f"{store_cpu:.1f}",
+                f"{cpu + store_cpu:.1f}",
+                f"{sql_cpu:.1f}",
+                batch,
+            )
+        )
         common.say(
             f"depth {depth:2d}: decide and answer {cpu:.1f} us/pair ({pairs} pairs), "
-            f"make durable {store_cpu:.1f} us/pair ({store_pairs} pairs, {batch} at a time)"
+            f"make durable {store_cpu:.1f} us/pair ({store_pairs} pairs, {batch} at a time), "
+            f"of which SQLite alone {sql_cpu:.1f} us/pair ({sql_pairs} pairs)"
         )
     common.say()
     common.say(
         common.table(
-            ["in flight", "decide and answer us/pair", "make durable us/pair", "sum", "batch"],
+            [
+                "in flight",
+                "decide and answer us/pair",
+                "make durable us/pair",
+                "sum",
+                "SQLite alone us/pair",
+                "batch",
+            ],
             rows,
         )
     )

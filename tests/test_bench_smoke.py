@@ -117,7 +117,7 @@ class BenchSmokeTests(unittest.TestCase):
         self.assertLess(first["bytes"], result["full"]["bytes"])
 
     def test_requestPath(self) -> None:
-        """request_path.py measures both halves of a checkout's cost in one process."""
+        """request_path.py measures both halves of a checkout's cost, and SQLite's share."""
         result = self.runBench("request_path")
         self.assertMachine(result)
         for depth in ("1", "16"):
@@ -127,6 +127,8 @@ class BenchSmokeTests(unittest.TestCase):
             self.assertGreater(entry["durable_pairs"], 0)
             self.assertGreater(entry["durable_us_per_pair"], 0)
             self.assertGreaterEqual(entry["commits_per_transaction"], 1)
+            self.assertGreater(entry["sqlite_pairs"], 0)
+            self.assertGreater(entry["sqlite_us_per_pair"], 0)
 
 
 def _endGroup(process: subprocess.Popen) -> None:
