@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from licenseserver.jsontext import compact_encoder
+
 GENESIS = "0" * 64
 
 
@@ -33,7 +35,7 @@ class AuditEntry:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-_compact = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_compact = compact_encoder(ensure_ascii=False)
 
 
 def canonical(seq: int, entry: AuditEntry) -> str:

@@ -42,6 +42,7 @@ from zope.interface import implementer
 
 from licenseserver import audit, model
 from licenseserver.interfaces import ILicenseStore
+from licenseserver.jsontext import compact_encoder
 
 DATABASE_NAME = "licenseserver.sqlite3"
 """The database file's name inside the data directory."""
@@ -88,7 +89,7 @@ class StoreClosedError(StoreError):
 # JSON values
 
 
-_encode_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode
+_encode_json = compact_encoder(allow_nan=False)
 
 
 def to_json(value: Any) -> str:
