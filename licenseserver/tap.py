@@ -178,14 +178,20 @@ def _client_endpoint(reactor: Any, text: str, ca: str | None = None) -> Any:
 
 def _default_advertise(options: Options) -> str:
     """``HOST:PORT`` to tell clients: the listening interface if one is named, else
-    this machine's name; the port of ``--port`` (fixed up once listening, for port 0)."""
+    this machine's host name; the port of ``--port`` (fixed up once listening, for
+    port 0).
+
+    The host name, not ``getfqdn()``: where ``/etc/hosts`` maps the machine's
+    name to a loopback address, as many distributions set it up, the "fully
+    qualified" name comes back as ``localhost``, which no other machine can use.
+    """
     endpoint = options["port"]
     match = re.match(r"^(?:tcp|ssl):(?:port=)?(\d+)", endpoint)
     port = int(match.group(1)) if match and int(match.group(1)) else DEFAULT_PORT
     interface = re.search(r":interface=([^:]+)", endpoint)
     host = interface.group(1) if interface else ""
     if host in ("", "0.0.0.0", "::", "\\:\\:"):
-        host = socket.getfqdn()
+        host = socket.gethostname()
     return f"{host}:{port}"
 
 

@@ -1,6 +1,7 @@
 """Tests for licenseserver.tap: the options of twistd licenseserver and the service tree."""
 
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -43,7 +44,7 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(options["heartbeat"], 1.0)
         self.assertEqual(options["takeover-after"], 5.0)
         self.assertEqual(options["lease-ttl"], 120)
-        self.assertTrue(options["name"])
+        self.assertEqual(options["name"], socket.gethostname())
         self.assertEqual(options["vendor-key"], [])
         self.assertEqual(options["commit-delay"], 0.01)
         self.assertEqual(options["commit-gather"], 0.0005)
@@ -184,10 +185,18 @@ class AdvertiseTests(unittest.TestCase):
         self.assertEqual(
             tap._default_advertise({"port": "tcp:35356:interface=10.0.0.5"}), "10.0.0.5:35356"
         )
-        self.assertTrue(tap._default_advertise({"port": "tcp:35355"}).endswith(":35355"))
-        self.assertNotIn(
-            "0.0.0.0", tap._default_advertise({"port": "tcp:35355:interface=0.0.0.0"})
+        host = socket.gethostname()
+        self.assertEqual(tap._default_advertise({"port": "tcp:35355"}), f"{host}:35355")
+        self.assertEqual(tap._default_advertise({"port": "ssl:35357"}), f"{host}:35357")
+        self.assertEqual(
+            tap._default_advertise({"port": "tcp:35355:interface=0.0.0.0"}), f"{host}:35355"
         )
+
+    def test_hostNameNotFqdn(self):
+        """The default is the host name even where the "fully qualified" name is localhost."""
+        self.patch(socket, "getfqdn", lambda *a: "localhost")
+        self.patch(socket, "gethostname", lambda: "ls1")
+        self.assertEqual(tap._default_advertise({"port": "tcp:35355"}), "ls1:35355")
 
 
 class EndpointTests(unittest.TestCase):
