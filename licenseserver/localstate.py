@@ -21,6 +21,8 @@ LAST_SYNC = "last_sync"
 PRIMARY_NAME = "primary_name"
 PRIMARY_VERSION = "primary_version"
 """The version the failover's primary ran when it last answered."""
+PRIMARY_EDITION = "primary_edition"
+"""The edition the failover's primary ran when it last answered."""
 DIVERGED = "diverged_at"
 """Set while a failover holds data of its own that the next sync must replace whole."""
 
@@ -39,5 +41,13 @@ def role_change(
     """
     values: dict[str, Any] = {ROLE: role, PRIMARY: primary}
     if role == "failover" and (old_role != "failover" or old_primary != primary):
-        values.update({LAST_SYNC: None, PRIMARY_NAME: None, PRIMARY_VERSION: None, DIVERGED: 0})
+        values.update(
+            {
+                LAST_SYNC: None,
+                PRIMARY_NAME: None,
+                PRIMARY_VERSION: None,
+                PRIMARY_EDITION: None,
+                DIVERGED: 0,
+            }
+        )
     return values

@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
+from licenseserver._version import __version__
 from licenseserver.interfaces import IRole
 from licenseserver.model import Change, Setting
 from licenseserver.passwords import peer_proof
@@ -265,13 +266,35 @@ class PairingTests(PairTestCase):
         self.assertIn("upgrade the primary", self.failover.problem)
 
     def test_editionMismatch(self):
-        """Another edition is a mismatch too."""
+        """Another edition is a mismatch too, and such a failover never serves.
+
+        The versions are the same, so only the edition can keep the failover
+        from taking over when that primary goes silent, also after a restart.
+        """
         self.patch(primary_module, "EDITION", "enterprise")
         self.killPrimary()
         self.revivePrimary()
         self.advance(2)
         self.assertEqual(self.failover.linkState, "version-mismatch")
         self.assertIn("enterprise edition", self.failover.problem)
+        refusal = self.refused(
+            self.primary.peerPeer(
+                session(),
+                {"name": "ls2", "version": __version__, "edition": "standard", "listen": "ls2:1"},
+            ),
+            "version-mismatch",
+        )
+        self.assertIn("install the enterprise edition on the failover", refusal.message)
+        self.assertNotIn("upgrade", refusal.message)
+        self.killPrimary()
+        self.advance(TAKEOVER * 3)
+        self.assertEqual(self.failover.state, "standby")
+        self.assertIn("enterprise edition", self.failover.problem)
+        self.stop(self.failover)
+        again = self.startFailover()
+        self.advance(TAKEOVER * 3)
+        self.assertEqual(again.state, "standby")
+        self.assertIn("enterprise edition", again.problem)
 
 
 class SyncTests(PairTestCase):

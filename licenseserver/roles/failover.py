@@ -24,7 +24,13 @@ from twisted.application.internet import TimerService
 from twisted.internet import defer, error
 
 from licenseserver._version import EDITION, __version__
-from licenseserver.localstate import DIVERGED, LAST_SYNC, PRIMARY_NAME, PRIMARY_VERSION
+from licenseserver.localstate import (
+    DIVERGED,
+    LAST_SYNC,
+    PRIMARY_EDITION,
+    PRIMARY_NAME,
+    PRIMARY_VERSION,
+)
 from licenseserver.model import Snapshot
 from licenseserver.passwords import peer_proof
 from licenseserver.pool import Pool
@@ -72,6 +78,7 @@ class FailoverRole(ServingRole):
         self._reported: tuple[str, str] | None = None
         self.primaryName: str | None = None
         self.primaryVersion: str | None = None
+        self.primaryEdition: str | None = None
         self.lastSync: int | None = None
         self.lastHeard: float | None = None
         self.primaryRevision: int | None = None
@@ -93,6 +100,7 @@ class FailoverRole(ServingRole):
         self.lastSync = await self.store.getLocal(LAST_SYNC)
         self.primaryName = await self.store.getLocal(PRIMARY_NAME)
         self.primaryVersion = await self.store.getLocal(PRIMARY_VERSION)
+        self.primaryEdition = await self.store.getLocal(PRIMARY_EDITION)
         self._diverged = await self.store.getLocal(DIVERGED)
 
     def _loaded(self, snapshot: Any) -> None:
@@ -200,6 +208,11 @@ class FailoverRole(ServingRole):
             return "it has never completed a sync with the primary"
         if self.primaryVersion not in (None, __version__):
             return f"the primary last ran version {self.primaryVersion}, this is {__version__}"
+        if self.primaryEdition not in (None, EDITION):
+            return (
+                f"the primary last ran the {self.primaryEdition} edition, "
+                f"this failover the {EDITION} edition"
+            )
         return None
 
     def _takeOver(self) -> None:
@@ -295,8 +308,10 @@ class FailoverRole(ServingRole):
             return
         self.primaryName = reply.args.get("server")
         self.primaryVersion = reply.args.get("version")
+        self.primaryEdition = reply.args.get("edition")
         await self.store.setLocal(PRIMARY_NAME, self.primaryName)
         await self.store.setLocal(PRIMARY_VERSION, self.primaryVersion)
+        await self.store.setLocal(PRIMARY_EDITION, self.primaryEdition)
         proof = peer_proof(self.peerSecret, reply.args.get("challenge", ""), self.serverName)
         reply = await link.request("AUTH", {"proof": proof})
         if not reply.ok:
@@ -313,10 +328,12 @@ class FailoverRole(ServingRole):
         response = reply.response
         if response.reason == "version-mismatch":
             theirs = reply.args.get("version", "?")
-            self.primaryVersion = theirs
+            edition = reply.args.get("edition", "?")
+            self.primaryVersion, self.primaryEdition = theirs, edition
             d = self.store.setLocal(PRIMARY_VERSION, theirs)
+            d.addCallback(lambda ignored: self.store.setLocal(PRIMARY_EDITION, edition))
             d.addErrback(lambda f: self.log.failure("Could not store the primary's version", f))
-            problem = _mismatchAdvice(theirs, reply.args.get("edition", "?"))
+            problem = _mismatchAdvice(theirs, edition)
             state = MISMATCH
         else:
             problem = f"the primary refused the link: {response.code} {response.reason}"

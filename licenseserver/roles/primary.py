@@ -177,9 +177,14 @@ class PrimaryRole(ServingRole):
         if parse_host_port(listen) is None:
             raise ProtocolError("bad-request", "listen must be HOST:PORT")
         if (version, edition) != (__version__, EDITION):
+            fix = (
+                f"upgrade the failover to {__version__}"
+                if version != __version__
+                else f"install the {EDITION} edition on the failover"
+            )
             message = (
                 f"failover {name} runs {version} ({edition}); this primary runs "
-                f"{__version__} ({EDITION}): upgrade the failover to {__version__}"
+                f"{__version__} ({EDITION}): {fix}"
             )
             self._noteRefusal(session, name, "version-mismatch", message)
             raise ProtocolError("version-mismatch", message, version=__version__, edition=EDITION)
