@@ -85,6 +85,15 @@ class SheddingTests(unittest.TestCase):
         self.assertTrue(self.answers(transport)[0].ok)
         self.assertFalse(transport.disconnecting)
 
+    def test_emptyLinesNotCounted(self):
+        """Empty lines are ignored: no answer, and none of the session's rate spent on them."""
+        factory = self.factory(rate=1, burst=2)
+        proto, transport = self.connect(factory)
+        proto.dataReceived(b"\n\r\n" * 50 + b"PING\n\n\r\nPING\n\n")
+        self.assertEqual([a.reason or "ok" for a in self.answers(transport)], ["ok", "ok"])
+        proto.dataReceived(b"\r\n" * 10 + b"PING\n")
+        self.assertEqual([a.reason or "ok" for a in self.answers(transport)], ["rate-limited"])
+
     def test_silentRefusedConnectionClosed(self):
         """A connection over the cap that asks nothing is dropped after a short grace."""
         factory = self.factory(max_connections=1)

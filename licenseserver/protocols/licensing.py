@@ -47,6 +47,9 @@ MAX_IN_FLIGHT = 32
 SIDE_BY_SIDE = frozenset({"CHECKOUT", "RELEASE", "HEARTBEAT", "BORROW", "PING", "STATUS"})
 """Verbs that leave the session as it is, and so may be served side by side."""
 
+_EMPTY_LINES = frozenset({b"", b"\r"})
+"""Lines the protocol ignores (an LF alone, or CR LF)."""
+
 
 class LicensingProtocol(LineReceiver):
     """One session on the licensing port."""
@@ -120,6 +123,8 @@ class LicensingProtocol(LineReceiver):
             self.transport.loseConnection()
 
     def lineReceived(self, line: bytes) -> None:
+        if line in _EMPTY_LINES:
+            return  # ignored: no answer, and no share of the rate limit
         if not self.bucket.take():
             self._queueAnswer(wire.ProtocolError("rate-limited", "slow down").toLine())
         else:
