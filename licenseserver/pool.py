@@ -102,8 +102,10 @@ class Pool:
         elif kind == "lease":
             _discard(self._leases_by_product, record.product, record.id)
             _discard(self._leases_by_machine, record.machine, record.id)
-            if record.request:
-                self._lease_by_request.pop((record.machine, record.request), None)
+            slot = (record.machine, record.request)
+            if record.request and self._lease_by_request.get(slot) == record.id:
+                # An expired lease may still hold the key a later retry reused.
+                del self._lease_by_request[slot]
             holder = (record.machine, record.user, record.product)
             for license_id in record.licenses:
                 found = self._holders[license_id]

@@ -41,6 +41,23 @@ class PoolTests(unittest.TestCase):
         self.assertEqual([x.id for x in pool.leasesOfMachine("m2")], ["l-1"])
         self.assertEqual([x.id for x in pool.leasesFor("MapForce")], ["l-1"])
 
+    def test_requestKeyFollowsNewestLease(self):
+        """Removing an older lease of a request key keeps the key on the lease that reused it.
+
+        A retry after the first lease expired gets a new lease with the same key;
+        when the clean-up then removes the expired one, the key still finds the
+        new lease, so a further retry gets it back rather than a third seat.
+        """
+        pool = Pool()
+        old = lease("m1", id="l-1", request="r1")
+        new = lease("m1", id="l-2", request="r1")
+        pool.apply([Change.put(old)])
+        pool.apply([Change.put(new)])
+        pool.apply([Change.delete(old)])
+        self.assertEqual(pool.leaseByRequest("m1", "r1").id, "l-2")
+        pool.apply([Change.delete(new)])
+        self.assertIsNone(pool.leaseByRequest("m1", "r1"))
+
     def test_snapshotRoundTrip(self):
         """A pool made from its snapshot holds the same records and revision."""
         pool = Pool(7, [lic("L-2"), lic("L-1"), lease()])
