@@ -325,6 +325,17 @@ class BorrowTests(RoleTestCase):
         self.clock.advance(3 * 86400)
         self.ok(self.role.checkout(hello(self.role, "m2"), {}))
 
+    def test_borrowIgnoresRequestKey(self):
+        """BORROW has no request key: it neither keeps one nor takes a CHECKOUT's."""
+        first = self.ok(self.role.checkout(self.s, {"request": "k"}))["lease"]
+        borrowed = self.ok(self.role.borrow(self.s, {"days": "1", "request": "k"}))["lease"]
+        self.assertNotEqual(borrowed, first)
+        self.assertEqual(self.role.pool.lease(borrowed).request, "")
+        self.assertEqual(self.ok(self.role.checkout(self.s, {"request": "k"}))["lease"], first)
+        self.ok(self.role.release(self.s, {"lease": first}))
+        again = self.ok(self.role.checkout(self.s, {"request": "k"}))["lease"]
+        self.assertNotIn(again, (first, borrowed))
+
     def test_daysRange(self):
         """Days outside 1 to the configured maximum are bad requests."""
         for days in ("0", "31", "x", "-1"):

@@ -610,9 +610,10 @@ class ServingRole(service.MultiService):
         if "days" not in args:
             raise ProtocolError("bad-request", "days= is required")
         days = integer_arg(args, "days", 1, 1, most)
-        key = text_arg(args, "request", required=False)
         grant = self._allocate(request, session)
-        lease = self._grant(session, request, grant, days * 86400, borrowed=True, key=key)
+        # No request key: BORROW has none, and one stored here would answer a later
+        # CHECKOUT that uses the same key with this borrowed lease.
+        lease = self._grant(session, request, grant, days * 86400, borrowed=True)
         await self.commit([Change.put(lease)], self._granted(lease, "borrow"))
         return _leaseArgs(lease, ttl=False)
 
