@@ -81,6 +81,17 @@ class HelloTests(RoleTestCase):
             self.refused(self.role.hello(session(), broken), "bad-request")
         self.assertEqual(self.role.pool.count("client"), 0)
 
+    def test_longNames(self):
+        """Only the machine id has the protocol's 128-character limit; a long host is fine."""
+        fqdn = ".".join(["a" * 63, "b" * 63, "c" * 63, "example"])
+        answer = self.ok(
+            self.role.hello(
+                session(),
+                {"product": "XMLSpy", "version": "2025r2", "host": fqdn, "machine": "m" * 128},
+            )
+        )
+        self.assertEqual(self.role.pool.client(answer["client"]).host, fqdn)
+
     def test_helloRequired(self):
         """CHECKOUT, HEARTBEAT, RELEASE and BORROW need HELLO first."""
         s = session()
@@ -286,6 +297,13 @@ class LeaseTests(RoleTestCase):
         self.clock.advance(120)
         self.refused(self.role.heartbeat(self.s, {"lease": self.lease}), "unknown-lease")
         self.refused(self.role.release(self.s, {"lease": self.lease}), "unknown-lease")
+
+    def test_oddLeaseIdsUnknown(self):
+        """A lease id the server does not hold is unknown-lease, however long or odd."""
+        for lease_id in ("l-" + "x" * 4000, "l-\u00e9\u2603", "x"):
+            for op in (self.role.heartbeat, self.role.release):
+                error = self.refused(op(self.s, {"lease": lease_id}), "unknown-lease")
+                self.assertLess(len(error.message), 200)
 
     def test_otherMachinesLease(self):
         """A lease belongs to its machine: another machine's session cannot touch it."""

@@ -47,8 +47,15 @@ Answer = dict[str, Any] | defer.Deferred
 """What a request handler gives: its answer, or a Deferred that fires with it."""
 
 
-MAX_FIELD = 128
-"""Longest product, host, machine, user, edition or request value."""
+MAX_MACHINE = 128
+"""Longest ``machine`` id: the protocol's own limit."""
+
+MAX_TEXT = 1024
+"""Longest other text value (product, host, user, edition, request, peer names).
+
+The protocol names no limit for them beyond the line's 8192 bytes; this one
+keeps what the pool and the store hold in proportion while leaving room for
+any real name (a host name has at most 253 characters)."""
 
 
 def _integer_between(low: int, high: int) -> Callable[[Any], str | None]:
@@ -97,15 +104,31 @@ class AdminError(Exception):
         self.reason = reason
 
 
-def text_arg(args: Mapping[str, str], name: str, *, required: bool, default: str = "") -> str:
-    """An argument of 1 to ``MAX_FIELD`` printable characters."""
+def text_arg(
+    args: Mapping[str, str],
+    name: str,
+    *,
+    required: bool,
+    default: str = "",
+    limit: int = MAX_TEXT,
+) -> str:
+    """An argument of 1 to ``limit`` printable characters."""
     value = args.get(name)
     if value is None:
         if required:
             raise ProtocolError("bad-request", f"{name}= is required")
         return default
-    if not (1 <= len(value) <= MAX_FIELD) or not value.isprintable():
-        raise ProtocolError("bad-request", f"{name} must be 1 to {MAX_FIELD} printable characters")
+    if not (1 <= len(value) <= limit) or not value.isprintable():
+        raise ProtocolError("bad-request", f"{name} must be 1 to {limit} printable characters")
+    return value
+
+
+def lease_arg(args: Mapping[str, str]) -> str:
+    """The required ``lease`` argument, as given: any id the server does not hold is
+    ``unknown-lease`` (checked where it is looked up), however long or odd."""
+    value = args.get("lease")
+    if value is None:
+        raise ProtocolError("bad-request", "lease= is required")
     return value
 
 
@@ -393,7 +416,7 @@ class ServingRole(service.MultiService):
         if not version_is_valid(version):
             raise ProtocolError("bad-request", f"{version!r} is not a product version")
         host = text_arg(args, "host", required=True)
-        machine = text_arg(args, "machine", required=True)
+        machine = text_arg(args, "machine", required=True, limit=MAX_MACHINE)
         user = text_arg(args, "user", required=False, default="-")
         cores = integer_arg(args, "cores", 1, 1, 1 << 20)
         self.checkClient(product, version)
@@ -569,14 +592,14 @@ class ServingRole(service.MultiService):
     def _ownLease(self, session: Session, lease_id: str) -> Lease:
         lease = self.pool.lease(lease_id)
         if lease is None or lease.machine != session.machine or not lease.live(self.now()):
-            raise ProtocolError("unknown-lease", f"this server holds no lease {lease_id}")
+            raise ProtocolError("unknown-lease", f"this server holds no lease {lease_id[:80]}")
         return lease
 
     def serveHeartbeat(self, session: Session, args: Mapping[str, str]) -> Answer:
         """HEARTBEAT: the answer, or a Deferred of it when the renewal must be written."""
         self._requireHello(session)
         if "lease" in args:
-            lease = self._ownLease(session, text_arg(args, "lease", required=True))
+            lease = self._ownLease(session, lease_arg(args))
             if lease.borrowed:
                 return {"expires": lease.expires, "ttl": lease.ttl}
             (lease,), written = self._renewAll([lease])
@@ -596,7 +619,7 @@ class ServingRole(service.MultiService):
     def serveRelease(self, session: Session, args: Mapping[str, str]) -> Answer:
         """RELEASE: a Deferred that fires with the answer once the release is durable."""
         self._requireHello(session)
-        lease = self._ownLease(session, text_arg(args, "lease", required=True))
+        lease = self._ownLease(session, lease_arg(args))
         released = self.entry("release", lease=lease.id, machine=lease.machine)
         return self.commit([Change.delete(lease)], released, result={})
 
