@@ -43,7 +43,7 @@ class RoleSwitch(service.MultiService):
 
     def mode(self) -> dict[str, Any]:
         """The failover mode as the Settings tab shows it."""
-        return {"role": self.current.roleName, "primary": self.current.primaryAddress()}
+        return {"role": self.current.roleName, "primary": self.current.primaryConfigured()}
 
     async def switchTo(self, role: str, primary: str | None) -> dict[str, Any]:
         """Become ``role`` (of ``primary``, for a failover) now, and after restarts.
@@ -58,7 +58,7 @@ class RoleSwitch(service.MultiService):
         else:
             primary = None
         old = self.current
-        if (role, primary) == (old.roleName, old.primaryAddress()):
+        if (role, primary) == (old.roleName, old.primaryConfigured()):
             return self.mode()
         store = old.store
         values = role_change(

@@ -254,6 +254,11 @@ class APITests(unittest.TestCase):
         self.assertEqual((code, body["role"], body["primary"]), (200, "failover", "ls9"))
         code, body = await self.call("GET", "/api/status", password=None)
         self.assertEqual((body["role"], body["state"]), ("failover", "standby"))
+        self.assertEqual(body["primary"], "ls9:35355")
         code, body = await self.call("POST", "/api/licenses", licenseFile({}))
         self.assertEqual(code, 409)
-        self.assertIn("make this change on the primary ls9", body["error"])
+        self.assertEqual(
+            body["error"], "standby failover: make this change on the primary ls9:35355"
+        )
+        code, body = await self.call("GET", "/api/settings")
+        self.assertEqual(body["primary"], "ls9")

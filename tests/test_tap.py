@@ -154,6 +154,9 @@ class MakeServiceTests(unittest.TestCase):
         self.assertEqual(local[localstate.PRIMARY], "ls1.example.com:35355")
         self.assertIsInstance(start("--role", "primary"), PrimaryRole)
         self.assertIsInstance(start(), PrimaryRole)
+        role = start("--role", "failover", "--primary", "tcp:host=ls1.example.com:port=35356")
+        self.assertEqual(role.primaryAddress(), "ls1.example.com:35356")
+        self.assertEqual(role.primaryConfigured(), "tcp:host=ls1.example.com:port=35356")
 
     def test_badVendorKeyFile(self):
         """A vendor key file that is no key ends the start with one line naming it."""

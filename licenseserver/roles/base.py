@@ -246,7 +246,11 @@ class ServingRole(service.MultiService):
         return "active"
 
     def primaryAddress(self) -> str | None:
-        """The primary's address as this server knows it; None on a primary."""
+        """The primary's ``HOST:PORT``, as status and answers show it; None on a primary."""
+        return None
+
+    def primaryConfigured(self) -> str | None:
+        """The primary as configured (``HOST[:PORT]`` or an endpoint); None on a primary."""
         return None
 
     def failoverAddress(self) -> str | None:

@@ -24,6 +24,7 @@ from twisted.application.internet import TimerService
 from twisted.internet import defer, error
 
 from licenseserver._version import EDITION, __version__
+from licenseserver.addresses import display_address
 from licenseserver.localstate import (
     DIVERGED,
     LAST_SYNC,
@@ -66,7 +67,9 @@ class FailoverRole(ServingRole):
         **kw: Any,
     ):
         super().__init__(store, **kw)
-        self.primary = primaryAddress
+        self.configuredPrimary = primaryAddress
+        self.primary = display_address(primaryAddress)
+        """The primary's ``HOST:PORT``, however it was configured."""
         self.beatInterval = heartbeat
         self.takeoverAfter = takeoverAfter
         self.peerSecret = peerSecret
@@ -120,6 +123,9 @@ class FailoverRole(ServingRole):
 
     def primaryAddress(self) -> str | None:
         return self.primary
+
+    def primaryConfigured(self) -> str | None:
+        return self.configuredPrimary
 
     def peerStatus(self) -> dict[str, Any]:
         return {

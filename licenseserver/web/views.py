@@ -120,4 +120,4 @@ def event(e: Event) -> dict[str, Any]:
 
 def settings(role: Any) -> dict[str, Any]:
     """The body of ``GET /api/settings``: the failover mode and the licensing settings."""
-    return {"role": role.roleName, "primary": role.primaryAddress(), **role.settings()}
+    return {"role": role.roleName, "primary": role.primaryConfigured(), **role.settings()}
