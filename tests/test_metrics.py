@@ -1,9 +1,16 @@
 """Tests for licenseserver.metrics: /metrics in the Prometheus text format."""
 
-from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet.testing import StringTransport
-from twisted.trial import unittest
+import os
+from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.application.service import IService
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial import unittest
+from twisted.web import server
+
+from licenseserver import tap
 from licenseserver.metrics import Metrics
 from licenseserver.protocols.licensing import LicensingFactory
 from licenseserver.testing import FakeStore
@@ -56,3 +63,49 @@ class MetricsTests(unittest.TestCase):
         labels = dict(info[0][1])
         self.assertEqual((labels["role"], labels["state"]), ("primary", "active"))
         self.assertEqual(got[("licenseserver_active", ())], 1)
+
+
+class MetricsRouteTests(unittest.TestCase):
+    """``GET /metrics`` on the web site of a server that ``tap.makeService`` builds."""
+
+    def setUp(self):
+        options = tap.Options()
+        data = Path(self.mktemp())
+        options.parseOptions(["--data", str(data), "--port", "tcp:0", "--web", "tcp:0"])
+        top = tap.makeService(options, MemoryReactorClock())
+        self.addCleanup(os.close, top.dataLock)
+        (self.site,) = [
+            s.factory
+            for s in IService(top)
+            if isinstance(getattr(s, "factory", None), server.Site)
+        ]
+
+    def get(self, path):
+        """One request without credentials: (status line, headers as a dict, body)."""
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8088),
+            peerAddress=IPv4Address("TCP", "10.0.0.1", 40000),
+        )
+        channel = self.site.buildProtocol(None)
+        channel.makeConnection(transport)
+        channel.dataReceived(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        self.assertTrue(transport.disconnecting, "the answer is not complete")
+        channel.connectionLost(None)
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return int(lines[0].split()[1]), headers, body.decode("utf-8")
+
+    def test_metricsWithoutCredentials(self):
+        """/metrics answers without credentials in the Prometheus text format."""
+        status, headers, body = self.get("/metrics")
+        self.assertEqual(status, 200)
+        self.assertTrue(
+            headers["content-type"].startswith("text/plain; version="), headers["content-type"]
+        )
+        names = {family.name for family in text_string_to_metric_families(body)}
+        self.assertIn("licenseserver_info", names)
+        self.assertIn("licenseserver_sessions", names)

@@ -247,6 +247,29 @@ class PageTests(ElementTestCase):
         self.assertEqual(tabs, ["messages", "settings"])
         self.assertEqual(display.home_tab(self.role), "messages")
 
+    def navigation(self, html: str) -> list[tuple[str, str]]:
+        """The links of the page's tab navigation: (href, label) in order."""
+        nav = re.search(r'<nav id="tabs">.*?</nav>', html, re.S)
+        self.assertIsNotNone(nav, "the page has no tab navigation")
+        return re.findall(r'<a href="([^"]*)"[^>]*>([^<]*)</a>', nav.group(0))
+
+    def test_tabLabelsAndPaths(self):
+        """The tabs are named and linked as INTERFACES.md says; standby shows the last two."""
+        self.assertEqual(
+            self.navigation(self.page()),
+            [
+                ("/pool", "License Pool"),
+                ("/clients", "Client Management"),
+                ("/monitoring", "Client Monitoring"),
+                ("/messages", "Messages"),
+                ("/settings", "Settings"),
+            ],
+        )
+        self.successResultOf(self.role.switchTo("failover", "ls0:35355"))
+        self.assertEqual(
+            self.navigation(self.page()), [("/messages", "Messages"), ("/settings", "Settings")]
+        )
+
     def test_noticesEscaped(self):
         """Notices are shown, and anything in them is escaped."""
         html = self.page(notices=[("error", "<script>alert(1)</script>"), ("ok", "saved")])

@@ -10,6 +10,7 @@ Clock is advanced past a throttle's delay).
 from __future__ import annotations
 
 import base64
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from zope.interface import directlyProvides
 
 from licenseserver import passwords
+from licenseserver.addresses import parse_host_port
 from licenseserver.testing import FakeStore, PumpEndpoint
 from licenseserver.web import sessions as sessions_module
 from licenseserver.web.auth import AdminAuth
@@ -207,6 +209,13 @@ class WebTestCase(unittest.TestCase):
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         return self.request("POST", path, body, headers=headers)
 
+    def api(
+        self, method: str, path: str, body: bytes = b"", user: str = "admin", **kw: Any
+    ) -> Response:
+        """An admin API request with Basic credentials: ``user`` and the admin password."""
+        headers = {"Authorization": "Basic " + _basic(f"{user}:{PASSWORD}")}
+        return self.request(method, path, body, headers=headers, cookie="", **kw)
+
     def login(self, password: str = PASSWORD, **kw: Any) -> Response:
         """Log in; keep the session cookie for the following requests."""
         response = self.post("/login", {"password": password}, cookie="", **kw)
@@ -310,6 +319,20 @@ class LoginTests(WebTestCase):
         self.assertFalse(pending.done())
         self.clock.advance(1)
         self.assertRedirect(pending.result(), "/")
+
+    def test_basicNeedsUserAdmin(self):
+        """Basic credentials are the user ``admin`` with the password; another user is 401."""
+        self.assertEqual(self.api("GET", "/api/licenses").status, 200)
+        attempts = [
+            (user, method, body)
+            for user in ("root", "")
+            for method, body in (("GET", b""), ("POST", licenseFile({})))
+        ]
+        for number, (user, method, body) in enumerate(attempts):
+            response = self.api(method, "/api/licenses", body, user=user, peer=f"10.0.1.{number}")
+            self.assertEqual(response.status, 401, (user, method))
+            self.assertIn("error", json.loads(response.body))
+        self.assertEqual(self.role.pool.count("license"), 0)
 
     def test_sessionIdleTimeout(self):
         """A session ends after 8 hours without a request; each request restarts that time."""
@@ -565,6 +588,39 @@ class TabTests(WebTestCase):
         self.assertEqual(self.get("/pool/nothing").status, 404)
 
 
+class ClientsAPITests(WebTestCase):
+    def clients(self) -> dict[str, dict[str, Any]]:
+        """``GET /api/clients`` as {machine: client}."""
+        response = self.api("GET", "/api/clients")
+        self.assertEqual(response.status, 200, response.body)
+        return {c["machine"]: c for c in json.loads(response.body)}
+
+    def test_machineFailoverCapableWhenAllProductsAre(self):
+        """A machine is failover_capable only when every one of its products is.
+
+        The failover serves products from 2015r3 on and MobileTogetherServer
+        from 1.5 on; m1 runs one product too old for it, m2 none.
+        """
+        hello(self.role, "m1", product="XMLSpy", version="2015r3")
+        hello(self.role, "m1", product="MobileTogetherServer", version="1.4")
+        hello(self.role, "m2", product="XMLSpy", version="2015r3")
+        hello(self.role, "m2", product="MobileTogetherServer", version="1.5")
+        clients = self.clients()
+        products = {
+            machine: {p["product"]: p["failover_capable"] for p in c["products"]}
+            for machine, c in clients.items()
+        }
+        self.assertEqual(
+            products,
+            {
+                "m1": {"XMLSpy": True, "MobileTogetherServer": False},
+                "m2": {"XMLSpy": True, "MobileTogetherServer": True},
+            },
+        )
+        self.assertIs(clients["m1"]["failover_capable"], False)
+        self.assertIs(clients["m2"]["failover_capable"], True)
+
+
 class StaticTests(unittest.TestCase):
     """The static files over a real socket (a file is sent by a producer the reactor drives)."""
 
@@ -632,6 +688,31 @@ class StandbyTests(WebTestCase):
         page = self.upload("/pool", {"csrf": self.csrf, "action": "upload"}, [licenseFile({})])
         self.assertRedirect(page, "/pool")
         self.assertIn("make this change on the primary ls0:35355", self.get("/pool").body)
+        self.assertEqual(self.role.pool.count("license"), 0)
+
+    def test_apiChangesRefusedNamingPrimary(self):
+        """Changes to licenses, clients and assignments are 409 with the spec's error text.
+
+        The text is ``standby failover: make this change on the primary``
+        followed by the primary's HOST:PORT, and nothing else.
+        """
+        prefix = "standby failover: make this change on the primary "
+        changes = [
+            ("POST", "/api/licenses", licenseFile({})),
+            ("POST", "/api/licenses/L-1/activate", b""),
+            ("POST", "/api/licenses/L-1/deactivate", b""),
+            ("DELETE", "/api/licenses/L-1", b""),
+            ("PUT", "/api/clients/C-1/products/XMLSpy/licenses", b'{"licenses": ["L-1"]}'),
+            ("DELETE", "/api/clients/C-1", b""),
+        ]
+        for method, path, body in changes:
+            response = self.api(method, path, body)
+            self.assertEqual(response.status, 409, (method, path, response.body))
+            error = json.loads(response.body)["error"]
+            self.assertTrue(error.startswith(prefix), error)
+            address = parse_host_port(error[len(prefix) :])
+            self.assertIsNotNone(address, error)
+            self.assertEqual(address[0], "ls0", error)
         self.assertEqual(self.role.pool.count("license"), 0)
 
     def test_headerNamesPrimary(self):
