@@ -427,6 +427,32 @@ class TakeoverTests(PairTestCase):
         self.ok(self.failover.release(s, {"lease": self.lease}))
         self.ok(self.failover.checkout(hello(self.failover, "m2"), {}))
 
+    def test_leaseOutlivesLongTakeover(self):
+        """A lease heartbeated as asked keeps its seat at the failover (rule 9), even when
+        the takeover takes longer than the synced end of the lease had left.
+
+        The primary writes a renewal only when the end it holds is less than half
+        a lease time ahead, so the synced end may be close: here 2.1 s when the
+        primary dies, with a takeover time of 5 s.
+        """
+        self.ok(self.primary.updateSettings({"lease_ttl": 8}))
+        lease = self.ok(self.primary.checkout(self.client, {"product": "XMLSpy"}))["lease"]
+        self.advance(4)
+        self.ok(self.primary.heartbeat(self.client, {"lease": lease}))
+        self.advance(1.9)
+        synced = self.failover.pool.lease(lease)
+        self.assertLess(synced.expires, self.clock.seconds() + TAKEOVER)
+        self.killPrimary()
+        self.advance(TAKEOVER + 0.2)
+        self.assertEqual(self.failover.state, "active")
+        self.assertGreater(self.failover.pool.lease(lease).expires, self.clock.seconds())
+        self.advance(6)
+        s = hello(self.failover, "m1")
+        self.ok(self.failover.heartbeat(s, {"lease": lease}))
+        self.refused(self.failover.checkout(hello(self.failover, "m2"), {}), "no-seats")
+        stored = {x.id: x for x in self.successResultOf(self.failoverStore.load()).records["lease"]}
+        self.assertGreater(stored[lease].expires, synced.expires)
+
     def test_activeRules(self):
         """An active failover refuses old clients and BORROW; the primary served them."""
         hello(self.primary, "old", version="2015")

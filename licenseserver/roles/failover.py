@@ -16,6 +16,7 @@ active is discarded) and syncs on from there.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from OpenSSL import SSL
@@ -32,7 +33,7 @@ from licenseserver.localstate import (
     PRIMARY_NAME,
     PRIMARY_VERSION,
 )
-from licenseserver.model import Snapshot
+from licenseserver.model import Change, Snapshot
 from licenseserver.passwords import peer_proof
 from licenseserver.pool import Pool
 from licenseserver.protocols import sync
@@ -237,6 +238,30 @@ class FailoverRole(ServingRole):
         self.log.warn("Failover {message}", message=message)
         self.record("takeover", "warning", message, primary=self.primary)
         self.audit("takeover", primary=self.primary, revision=self.pool.revision)
+        self._renewSyncedLeases()
+
+    def _renewSyncedLeases(self) -> None:
+        """Give every lease that was live at the last sync a whole lease time from now.
+
+        Leases live on the primary at the last sync stay valid here (no client
+        loses a running license because the primary died). The end a synced
+        lease carries is the one the primary wrote, which may be less than
+        half a lease time ahead (renewals are written only then), and finding
+        the primary silent took ``takeoverAfter``: without this, a lease
+        heartbeated just before the primary died could end before its client
+        reaches this server. Borrowed leases keep their end.
+        """
+        now = self.now()
+        renewed = [
+            Change.put(dataclasses.replace(lease, expires=now + lease.ttl))
+            for lease in self.pool.all("lease")
+            if not lease.borrowed
+            and lease.expires > self.lastSync
+            and lease.expires < now + lease.ttl
+        ]
+        if renewed:
+            d = self.commit(renewed, self.entry("takeover-renewal", leases=len(renewed)))
+            d.addErrback(lambda f: self.log.failure("Could not renew the synced leases", f))
 
     def _handBack(self) -> None:
         """Stop serving at once and put the pool back as it was at the takeover."""
