@@ -8,7 +8,7 @@ from licenseserver.protocols import wire
 from licenseserver.protocols.licensing import LicensingFactory
 from licenseserver.protocols.shedding import Limits
 from licenseserver.testing import FakeStore
-from tests.helpers import makeRole
+from tests.helpers import makeRole, run
 
 
 class SheddingTests(unittest.TestCase):
@@ -68,6 +68,18 @@ class SheddingTests(unittest.TestCase):
             talker.dataReceived(b"PING\n")
         self.assertTrue(quietTransport.disconnecting)
         self.assertFalse(talkerTransport.disconnecting)
+
+    def test_idleTimeoutFollowsHeartbeat(self):
+        """A session that heartbeats as told stays open when the lease time grows past
+        the idle timeout: silence is measured against two heartbeat intervals then."""
+        factory = self.factory(idle_timeout=60)
+        self.successResultOf(run(self.role.updateSettings({"lease_ttl": 3600})))
+        self.assertEqual(self.role.heartbeatInterval(), 900)
+        quiet, transport = self.connect(factory)
+        self.clock.advance(900)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(900)
+        self.assertTrue(transport.disconnecting)
 
     def test_rateLimited(self):
         """Requests over a session's rate get 429 rate-limited; others are unaffected."""

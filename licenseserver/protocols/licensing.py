@@ -318,9 +318,19 @@ class LicensingFactory(Factory):
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
 
+    def idleTimeout(self) -> float:
+        """Seconds of silence after which a session is closed.
+
+        The configured timeout, but never less than two of the heartbeat
+        intervals the server gives clients now: the lease time is a setting
+        that may grow while the server runs, and a client that heartbeats as
+        told must not lose its connection between two heartbeats.
+        """
+        return max(self.limits.idle_timeout, 2 * self.role.heartbeatInterval())
+
     def closeIdle(self) -> int:
         """Close the sessions that sent nothing for the idle timeout; return how many."""
-        deadline = self.clock.seconds() - self.limits.idle_timeout
+        deadline = self.clock.seconds() - self.idleTimeout()
         idle = [p for p in self.sessions if p.lastHeard <= deadline]
         for protocol in idle:
             protocol.transport.loseConnection()
