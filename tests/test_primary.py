@@ -215,7 +215,20 @@ class AssignedKindsTests(RoleTestCase):
         self.ok(self.role.assign(s.client, "XMLSpy", [lid]))
         self.refused(self.role.checkout(s, {}), "insufficient-cores")
         self.assertEqual(self.ok(self.role.checkout(s, {"cores": "4"}))["kind"], "core")
-        self.assertEqual(self.ok(self.role.checkout(s, {"cores": "1"}))["license"], lid)
+        single = self.ok(self.role.checkout(s, {"cores": "1"}))
+        self.assertEqual(single["license"], lid)
+        self.assertNotIn("licenses", single)
+
+    def test_coreFromTwoLicenses(self):
+        """A core seat covered by two licenses names one in license= and both in licenses=."""
+        a, b = self.addLicenses(
+            {"kind": "core", "seats": 1, "cores": 4}, {"kind": "core", "seats": 1, "cores": 4}
+        )
+        s = hello(self.role, "m1", cores="8")
+        self.ok(self.role.assign(s.client, "XMLSpy", [a, b]))
+        answer = self.ok(self.role.checkout(s, {}))
+        self.assertIn(answer["license"], (a, b))
+        self.assertEqual(sorted(answer["licenses"].split(",")), sorted([a, b]))
 
     def test_assignReplaces(self):
         """PUT of assignments replaces the set; unknown or foreign licenses are refused."""

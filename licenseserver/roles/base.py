@@ -788,12 +788,16 @@ def _after(written: defer.Deferred | None, answer: dict[str, Any]) -> Answer:
 
 
 def _leaseArgs(lease: Lease, *, ttl: bool) -> dict[str, Any]:
+    """A grant's answer. ``license`` is one license id, as the protocol has it; a core
+    seat whose cores come from several licenses lists them all in ``licenses``."""
     args: dict[str, Any] = {
         "lease": lease.id,
-        "license": ",".join(lease.licenses),
+        "license": lease.licenses[0],
         "kind": lease.kind,
         "expires": lease.expires,
     }
     if ttl:
         args["ttl"] = lease.ttl
+    if len(lease.licenses) > 1:
+        args["licenses"] = ",".join(lease.licenses)
     return args
