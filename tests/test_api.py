@@ -260,5 +260,8 @@ class APITests(unittest.TestCase):
         self.assertEqual(
             body["error"], "standby failover: make this change on the primary ls9:35355"
         )
+        code, body = await self.call("PUT", "/api/clients/c-1/products/XMLSpy/licenses", b"{")
+        self.assertEqual(code, 409)
+        self.assertTrue(body["error"].startswith("standby failover:"), body)
         code, body = await self.call("GET", "/api/settings")
         self.assertEqual(body["primary"], "ls9")

@@ -136,6 +136,7 @@ class AdminAPI(resource.Resource):
     async def putAssignment(
         self, request: server.Request, client_id: str, product: str
     ) -> tuple[int, Any]:
+        self.role.gateAdmin()  # a standby says where to go before it reads the body
         body = _jsonBody(request)
         licenses = body.get("licenses") if isinstance(body, dict) else None
         if not isinstance(licenses, list) or not all(isinstance(i, str) for i in licenses):
