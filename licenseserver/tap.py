@@ -226,9 +226,13 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         local = upgrade.prepare_for_start(data.path, __version__)
         role_name, primary = _resolve_role(options, local)
         upgrade.record_role(data.path, role_name, primary)
-        peer_secret = data.read_peer_secret(secret_file)
     except (OSError, store.StoreError) as e:
         raise SystemExit(f"twistd licenseserver: data directory {data.path}: {e}") from None
+    try:
+        peer_secret = data.read_peer_secret(secret_file)
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise SystemExit(f"twistd licenseserver: peer secret file {secret_file}: {why}") from None
 
     top = service.MultiService()
     top.dataLock = lock  # held open while the server runs: no second server, no upgrade

@@ -181,6 +181,19 @@ class MakeServiceTests(unittest.TestCase):
             tap.makeService(options, MemoryReactorClock())
         self.assertIn("data directory", str(caught.exception.code))
 
+    def test_missingPeerSecretFile(self):
+        """A --peer-secret-file that is not there ends the start with one line naming it."""
+        data = Path(self.mktemp())
+        missing = Path(self.mktemp()) / "secret"
+        options = tap.Options()
+        options.parseOptions(["--data", str(data), "--peer-secret-file", str(missing)])
+        with self.assertRaises(SystemExit) as caught:
+            tap.makeService(options, MemoryReactorClock())
+        message = str(caught.exception.code)
+        self.assertIn(f"peer secret file {missing}", message)
+        self.assertNotIn("data directory", message)
+        self.assertEqual(message.count("\n"), 0)
+
 
 class AdvertiseTests(unittest.TestCase):
     def test_defaultAdvertise(self):
