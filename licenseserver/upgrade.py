@@ -174,8 +174,28 @@ def backup_path(data_dir: Path, when: datetime) -> Path:
 
 
 def _copy_tree(source: Path, target: Path) -> None:
-    """Copy a directory with file modes and times; symlinks stay symlinks."""
+    """Copy a directory with file modes, times and owners; symlinks stay symlinks.
+
+    Owners matter when the upgrade runs as root on the directory of a server
+    that runs as its own user: a copy owned by root, put back by a rollback,
+    would leave that server unable to open its data. Owners are copied where
+    the process may set them (as root, or when they are its own already).
+    """
     shutil.copytree(source, target, symlinks=True, copy_function=shutil.copy2)
+    _copy_owners(source, target)
+
+
+def _copy_owners(source: Path, target: Path) -> None:
+    for path in [source, *source.rglob("*")]:
+        theirs = path.lstat()
+        copy = target / path.relative_to(source)
+        mine = copy.lstat()
+        if (mine.st_uid, mine.st_gid) == (theirs.st_uid, theirs.st_gid):
+            continue
+        try:
+            os.lchown(copy, theirs.st_uid, theirs.st_gid)
+        except PermissionError:
+            return  # not root: every copy is this process's own, as it can only be
 
 
 def _sync_tree(root: Path) -> None:

@@ -24,17 +24,19 @@ CLIENT = model.Client("c-1", "m-1", "ws17", 100, 200)
 
 
 def tree(root: Path) -> dict[str, tuple]:
-    """Every entry under ``root`` (and root itself): name -> (mode, bytes or link target)."""
-    out = {".": (stat.S_IMODE(root.stat().st_mode), None)}
+    """Every entry under ``root`` (and root itself): name -> (mode, owner, bytes or link)."""
+    info = root.stat()
+    out = {".": (stat.S_IMODE(info.st_mode), (info.st_uid, info.st_gid), None)}
     for path in sorted(root.rglob("*")):
         name = str(path.relative_to(root))
-        mode = stat.S_IMODE(path.lstat().st_mode)
+        info = path.lstat()
+        mode, owner = stat.S_IMODE(info.st_mode), (info.st_uid, info.st_gid)
         if path.is_symlink():
-            out[name] = ("link", os.readlink(path))
+            out[name] = ("link", owner, os.readlink(path))
         elif path.is_dir():
-            out[name] = (mode, None)
+            out[name] = (mode, owner, None)
         else:
-            out[name] = (mode, path.read_bytes())
+            out[name] = (mode, owner, path.read_bytes())
     return out
 
 
@@ -171,6 +173,27 @@ class UpgradeTests(unittest.TestCase):
                 )
             ],
         )
+
+    async def test_rollbackKeepsOwners(self) -> None:
+        """A rollback puts back every file's owner: run as root on the directory of a
+        server that runs as its own user, it must not leave that user's files to root.
+
+        Run by a user other than root, the files are that user's own, and stay so.
+        """
+        data_dir = await self.makeDataDir()
+        if os.geteuid() == 0:
+            for path in [data_dir, *data_dir.rglob("*")]:
+                os.lchown(path, 65534, 65534)
+        before = tree(data_dir)
+
+        def refuse(path: Path, local: dict[str, Any]) -> None:
+            raise RuntimeError("the primary runs an older version")
+
+        with self.assertRaises(UpgradeError):
+            upgrade_data_dir(
+                data_dir, target_version="1.1.0", before_migrate=refuse, migrations=TWO
+            )
+        self.assertEqual(tree(data_dir), before)
 
     async def test_failedRestoreSaysHowToRecover(self) -> None:
         """When the rollback fails too, the error names the backup and how to copy it back."""
