@@ -36,14 +36,22 @@ def display_address(text: str, default_port: int = DEFAULT_PORT) -> str:
     """
     parsed = parse_host_port(text, default_port)
     if parsed is None:
-        parsed = _endpoint_host_port(text, default_port)
+        parsed = endpoint_host_port(text, default_port)
     return text if parsed is None else format_host_port(*parsed)
 
 
-def _endpoint_host_port(text: str, default_port: int) -> tuple[str, int] | None:
-    """Host and port of a ``tcp:``, ``ssl:`` or ``tls:`` client endpoint string."""
+def endpoint_host_port(
+    text: str,
+    default_port: int | None = DEFAULT_PORT,
+    kinds: tuple[str, ...] = ("tcp", "ssl", "tls"),
+) -> tuple[str, int] | None:
+    """Host and port of a client endpoint string of one of ``kinds``; None for others.
+
+    A string without a port gets ``default_port``, or None when that is None
+    (as Twisted itself, which needs the port, would refuse it).
+    """
     kind, *fields = _endpoint_fields(text)
-    if kind not in ("tcp", "ssl", "tls"):
+    if kind not in kinds:
         return None
     named = dict(field.split("=", 1) for field in fields if "=" in field)
     positional = [field for field in fields if "=" not in field]
@@ -52,7 +60,7 @@ def _endpoint_host_port(text: str, default_port: int) -> tuple[str, int] | None:
     if not host:
         return None
     if not port_text:
-        return host, default_port
+        return None if default_port is None else (host, default_port)
     if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
         return None
     return host, int(port_text)

@@ -15,6 +15,8 @@ ROLE = "role"
 """The server's role, ``primary`` or ``failover``, however it was chosen."""
 PRIMARY = "primary"
 """A failover's primary: ``HOST[:PORT]`` or a client endpoint string."""
+PRIMARY_CA = "primary_ca"
+"""The ``--primary-ca`` file a failover's link to its primary trusts (absolute), or None."""
 
 LAST_SYNC = "last_sync"
 """A failover's time of its last completed sync; unset until the first one."""

@@ -225,7 +225,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     try:
         local = upgrade.prepare_for_start(data.path, __version__)
         role_name, primary = _resolve_role(options, local)
-        upgrade.record_role(data.path, role_name, primary)
+        upgrade.record_role(data.path, role_name, primary, options["primary-ca"])
     except (OSError, store.StoreError) as e:
         raise SystemExit(f"twistd licenseserver: data directory {data.path}: {e}") from None
     try:

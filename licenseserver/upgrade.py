@@ -11,20 +11,21 @@ the backup is and how to put it back by hand.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 import sqlite3
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from licenseserver import store, versions
-from licenseserver.addresses import parse_host_port
+from licenseserver.addresses import endpoint_host_port, format_host_port, parse_host_port
 from licenseserver.datadir import DataDir
-from licenseserver.localstate import PRIMARY, ROLE, SERVER_VERSION, role_change
+from licenseserver.localstate import PRIMARY, PRIMARY_CA, ROLE, SERVER_VERSION, role_change
 from licenseserver.protocols import wire
 
 BeforeMigrate = Callable[[Path, dict[str, Any]], None]
@@ -304,15 +305,19 @@ def prepare_for_start(data_dir: Path | str, server_version: str) -> dict[str, An
     return local
 
 
-def record_role(data_dir: Path | str, role: str, primary: str | None) -> None:
-    """Record the server's role and its primary's address in the data directory.
+def record_role(
+    data_dir: Path | str, role: str, primary: str | None, primary_ca: str | None = None
+) -> None:
+    """Record the server's role, its primary's address and the primary's CA file.
 
     ``licenseserver upgrade`` reads them to check a failover's primary, however the role
-    was chosen (command line or Settings). A new primary to mirror also marks the data
-    to be replaced by the first sync (``localstate.role_change``).
+    was chosen (command line or Settings), over TLS when the link uses it. A new primary
+    to mirror also marks the data to be replaced by the first sync
+    (``localstate.role_change``).
     """
     local = _read_local(store.database_path(data_dir))
     values = role_change(local.get(ROLE), local.get(PRIMARY), role, primary)
+    values[PRIMARY_CA] = os.path.abspath(primary_ca) if primary_ca else None
     conn = store.connect(store.database_path(data_dir))
     try:
         for name, value in values.items():
@@ -341,19 +346,24 @@ AskStatus = Callable[[tuple[str, int], float], dict[str, str]]
 
 
 def ask_primary_status(
-    address: tuple[str, int], timeout: float = STATUS_TIMEOUT
+    address: tuple[str, int], timeout: float = STATUS_TIMEOUT, ca: str | None = None
 ) -> dict[str, str]:
     """Send ``STATUS`` to the licensing port at ``address``; return the answer's arguments.
 
-    A plain blocking socket: the upgrade runs with no reactor. Raises
-    ``PrimaryUnreachableError`` when there is no connection, no answer in
-    ``timeout`` seconds, or an answer other than ``OK``.
+    A blocking socket: the upgrade runs with no reactor. With ``ca`` (the
+    failover's ``--primary-ca`` file) it speaks TLS, trusting that file and
+    checking that the certificate names the host, as the failover's link
+    does. Raises ``PrimaryUnreachableError`` when there is no connection (or
+    no trusted one), no answer in ``timeout`` seconds, or an answer other
+    than ``OK``.
     """
     try:
-        with socket.create_connection(address, timeout=timeout) as conn:
-            conn.sendall(wire.format_request("STATUS"))
-            with conn.makefile("rb") as answer:
-                line = answer.readline(wire.MAX_LINE)
+        with socket.create_connection(address, timeout=timeout) as plain:
+            conn = _tls(plain, address[0], ca) if ca else plain
+            with conn:
+                conn.sendall(wire.format_request("STATUS"))
+                with conn.makefile("rb") as answer:
+                    line = answer.readline(wire.MAX_LINE)
     except OSError as e:
         raise PrimaryUnreachableError(_os_reason(e)) from e
     if not line.endswith(b"\n"):
@@ -369,44 +379,30 @@ def ask_primary_status(
     return response.args
 
 
+def _tls(conn: socket.socket, host: str, ca: str) -> ssl.SSLSocket:
+    """``conn`` in TLS, trusting only ``ca`` and requiring a certificate for ``host``."""
+    context = ssl.create_default_context(cafile=ca)
+    return context.wrap_socket(conn, server_hostname=host)
+
+
 def _os_reason(error: OSError) -> str:
     if isinstance(error, TimeoutError):
         return "no answer in time"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"its TLS certificate does not verify: {error.verify_message}"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS failed: {error.reason or error}"
     return error.strerror or str(error) or type(error).__name__
 
 
 def primary_address(text: str) -> tuple[str, int] | None:
     """Where to ask a recorded primary: ``HOST[:PORT]`` or a plain ``tcp:`` endpoint.
 
-    None for any other endpoint (such as TLS), which a plain socket cannot ask.
+    None for any other endpoint (such as an ``ssl:`` one with its own trust
+    options): the upgrade asks a TLS primary only as ``HOST[:PORT]`` with the
+    recorded ``--primary-ca``.
     """
-    address = parse_host_port(text)
-    if address is not None:
-        return address
-    kind, _, rest = text.partition(":")
-    if kind != "tcp" or not rest:
-        return None
-    positional: list[str] = []
-    named: dict[str, str] = {}
-    for part in re.split(r"(?<!\\):", rest):
-        part = part.replace("\\:", ":")
-        key, equals, value = part.partition("=")
-        if equals:
-            named[key] = value
-        else:
-            positional.append(part)
-    for name in ("host", "port"):
-        if name not in named and positional:
-            named[name] = positional.pop(0)
-    host, port = named.get("host"), named.get("port", "")
-    if not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
-        return None
-    return host, int(port)
-
-
-def _show(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return parse_host_port(text) or endpoint_host_port(text, None, kinds=("tcp",))
 
 
 def check_primary_version(
@@ -432,8 +428,11 @@ def check_primary_version(
     if local_values.get(ROLE) != "failover":
         return
     recorded = local_values.get(PRIMARY)
+    ca = local_values.get(PRIMARY_CA)
+    if ask_status is None:
+        ask_status = partial(ask_primary_status, ca=ca) if ca else ask_primary_status
     try:
-        shown, version = _primary_version(recorded, ask_status or ask_primary_status, timeout)
+        shown, version = _primary_version(recorded, ask_status, timeout)
     except PrimaryUnreachableError as e:
         if force:
             if warn is not None:
@@ -464,7 +463,7 @@ def _primary_version(
             f"cannot ask the primary {recorded} for its version: only a HOST[:PORT] "
             "or tcp: address can be asked"
         )
-    shown = _show(address)
+    shown = format_host_port(*address)
     try:
         status = ask(address, timeout)
     except (PrimaryUnreachableError, OSError) as e:

@@ -9,7 +9,7 @@ from twisted.application.service import IService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
-from licenseserver import localstate, signing, tap, upgrade
+from licenseserver import certs, localstate, signing, tap, upgrade
 from licenseserver._version import __version__
 from licenseserver.heap import FreezeWhenLoaded
 from licenseserver.listening import ListeningService
@@ -157,6 +157,13 @@ class MakeServiceTests(unittest.TestCase):
         role = start("--role", "failover", "--primary", "tcp:host=ls1.example.com:port=35356")
         self.assertEqual(role.primaryAddress(), "ls1.example.com:35356")
         self.assertEqual(role.primaryConfigured(), "tcp:host=ls1.example.com:port=35356")
+        local = upgrade.prepare_for_start(data, __version__)
+        self.assertIsNone(local.get(localstate.PRIMARY_CA))
+        ca, _ = certs.write_ca(Path(self.mktemp()), "test CA")
+        relative = os.path.relpath(ca)
+        start("--role", "failover", "--primary", "ls1.example.com", "--primary-ca", relative)
+        local = upgrade.prepare_for_start(data, __version__)
+        self.assertEqual(local[localstate.PRIMARY_CA], str(ca.resolve()))
 
     def test_badVendorKeyFile(self):
         """A vendor key file that is no key ends the start with one line naming it."""

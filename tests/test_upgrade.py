@@ -10,12 +10,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import reactor, threads
+from twisted.internet import endpoints, reactor, threads
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
 
-from licenseserver import model, store, upgrade
+from licenseserver import certs, model, store, upgrade
 from licenseserver.datadir import DataDir
 from licenseserver.upgrade import UpgradeError, upgrade_data_dir
 
@@ -611,6 +611,51 @@ class AskPrimaryStatusTests(unittest.TestCase):
         await port.stopListening()
         with self.assertRaises(upgrade.PrimaryUnreachableError):
             await self.ask(("127.0.0.1", closed))
+
+    def listenTLS(self, names: list[str], ips: list[str]) -> tuple[tuple[str, int], Path]:
+        """A STATUS answerer over TLS with a certificate of a CA of its own: (address, CA)."""
+        base = Path(self.mktemp()).resolve()
+        ca, _ = certs.write_ca(base / "ca", "test CA")
+        cert, key = certs.write_server_certificate(base / "ca", base / "server", names, ips)
+        factory = Factory.forProtocol(StatusAnswerer)
+        factory.answer = b"OK server=ls1 role=primary state=active version=1.0.0\n"
+        factory.received = []
+        endpoint = endpoints.serverFromString(
+            reactor, certs.tls_endpoint(0, key, cert, interface="127.0.0.1")
+        )
+        port = self.successResultOf(endpoint.listen(factory))
+        self.addCleanup(port.stopListening)
+        return ("127.0.0.1", port.getHost().port), ca
+
+    async def test_statusOverTLS(self) -> None:
+        """With the failover's CA file the primary is asked over TLS, its name checked."""
+        address, ca = self.listenTLS(["localhost"], ["127.0.0.1"])
+        status = await threads.deferToThread(upgrade.ask_primary_status, address, 5.0, str(ca))
+        self.assertEqual(status["version"], "1.0.0")
+        with self.assertRaises(upgrade.PrimaryUnreachableError):
+            await self.ask(address, timeout=1.0)
+
+    async def test_tlsCertificateChecked(self) -> None:
+        """A certificate of another CA, or for another name, is no answer."""
+        address, ca = self.listenTLS(["localhost"], [])
+        for trusted in (ca, self.listenTLS(["localhost"], ["127.0.0.1"])[1]):
+            with self.assertRaises(upgrade.PrimaryUnreachableError) as caught:
+                await threads.deferToThread(upgrade.ask_primary_status, address, 5.0, str(trusted))
+            self.assertIn("certificate does not verify", str(caught.exception))
+
+    async def test_hookOverTLS(self) -> None:
+        """A failover whose link trusts --primary-ca asks its primary over TLS."""
+        (host, port), ca = self.listenTLS(["localhost"], ["127.0.0.1"])
+        local = {"role": "failover", "primary": f"{host}:{port}", "primary_ca": str(ca)}
+        with self.assertRaises(upgrade.UpgradeRefusedError) as caught:
+            await threads.deferToThread(
+                upgrade.check_primary_version,
+                Path("unused"),
+                local,
+                force=False,
+                target_version="1.1.0",
+            )
+        self.assertIn(f"the primary {host}:{port} runs 1.0.0", str(caught.exception))
 
     async def test_hookOverRealSocket(self) -> None:
         """The hook asks the recorded primary over the network and names it when it is older."""
