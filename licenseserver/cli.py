@@ -10,19 +10,21 @@ from __future__ import annotations
 import argparse
 import base64
 import getpass
+import http.client
 import json
 import os
 import socket
 import ssl
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 from licenseserver import certs, signing
 from licenseserver._version import __version__
-from licenseserver.addresses import parse_host_port
+from licenseserver.addresses import format_host_port, parse_host_port
 from licenseserver.client.cli import register as register_client
 from licenseserver.datadir import DataDir
 from licenseserver.protocols import wire
@@ -49,6 +51,8 @@ def _vendor_keygen(args: argparse.Namespace) -> None:
     Prints the two paths, private key first. Refuses to overwrite either
     file, since a replaced vendor key is a lost one.
     """
+    if not os.path.basename(args.out):
+        raise CommandError(f"--out {args.out!r} names a directory; give DIR/NAME as the prefix")
     try:
         private_path, public_path = signing.generate_keypair(args.out)
     except signing.LicenseError as e:
@@ -97,15 +101,85 @@ def _vendor_issue(args: argparse.Namespace) -> None:
 def _read_password(args: argparse.Namespace, prompt: str) -> str:
     """The admin password: ``--password-file``, $LICENSESERVER_PASSWORD, or a prompt."""
     if args.password_file:
-        try:
-            return Path(args.password_file).read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise CommandError(f"cannot read {args.password_file}: {e.strerror or e}") from e
+        return _read_text(args.password_file).strip()
     if os.environ.get("LICENSESERVER_PASSWORD"):
         return os.environ["LICENSESERVER_PASSWORD"]
     if not sys.stdin.isatty():
         raise CommandError("no password: give --password-file or set LICENSESERVER_PASSWORD")
-    return getpass.getpass(prompt)
+    return _prompt(prompt)
+
+
+def _read_text(name: str) -> str:
+    """The UTF-8 text of file ``name``; a missing, unreadable or binary file is a CommandError."""
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except OSError as e:
+        raise CommandError(f"cannot read {name}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise CommandError(f"cannot read {name}: not UTF-8 text") from e
+
+
+def _prompt(prompt: str) -> str:
+    """Ask on the terminal without echo; end of input (Ctrl-D) gives up in one line."""
+    try:
+        return getpass.getpass(prompt)
+    except EOFError as e:
+        raise CommandError("no password given; nothing done") from e
+
+
+WEB_PORT = 8088
+"""The web port that ``license upload --server HOST`` means when it names no port."""
+
+
+def admin_url(server: str) -> str:
+    """The admin API's base URL for ``license upload --server``, checked before any request.
+
+    ``server`` is an ``http://`` or ``https://`` URL, or a bare ``HOST[:PORT]``
+    that means ``http://HOST:PORT`` (port 8088, the web port's default, when
+    it names none), as ``status --server`` takes ``HOST[:PORT]`` too. Anything
+    else is a CommandError naming the problem, rather than an error from deep
+    in urllib.
+    """
+    if any(c <= " " or c == "\x7f" for c in server):
+        raise CommandError(f"--server {server!r} holds a space or a control character")
+    if "://" not in server:
+        address = parse_host_port(server, WEB_PORT)
+        if address is None:
+            raise CommandError(f"--server {server!r} is neither an http(s) URL nor HOST[:PORT]")
+        server = f"http://{format_host_port(*address)}"
+    try:
+        parts = urllib.parse.urlsplit(server)
+        port = parts.port  # ValueError for a port that is not a number from 0 to 65535
+    except ValueError as e:
+        raise CommandError(f"--server {server!r} is not a valid URL: {e}") from e
+    if port == 0:
+        raise CommandError(f"--server {server!r} names port 0")
+    if parts.scheme.lower() not in ("http", "https"):
+        raise CommandError(f"--server {server!r} is not an http:// or https:// URL")
+    if not parts.hostname:
+        raise CommandError(f"--server {server!r} names no host")
+    if parts.username is not None:
+        raise CommandError(
+            f"--server {server!r} carries a user name; give the password with --password-file"
+        )
+    if parts.query or parts.fragment:
+        raise CommandError(f"--server {server!r} must not have a query or fragment")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError as e:
+        raise CommandError(f"--server {server!r}: {parts.hostname!r} is not a host name") from e
+    return server.rstrip("/")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Turns every redirect into an HTTPError.
+
+    The admin API never redirects; following one would turn the upload's
+    POST into a GET of some other page (the login page, say).
+    """
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
 
 
 def _license_upload(args: argparse.Namespace) -> None:
@@ -114,9 +188,11 @@ def _license_upload(args: argparse.Namespace) -> None:
     Files go one at a time, each accepted or refused whole by the server;
     the first refusal stops the command and names the file.
     """
+    base = admin_url(args.server)
+    url = base + "/api/licenses"
     password = _read_password(args, "admin password: ")
     token = base64.b64encode(f"admin:{password}".encode()).decode()
-    url = args.server.rstrip("/") + "/api/licenses"
+    opener = urllib.request.build_opener(_NoRedirect)
     for name in args.files:
         try:
             data = Path(name).read_bytes()
@@ -126,24 +202,61 @@ def _license_upload(args: argparse.Namespace) -> None:
         request.add_header("Authorization", f"Basic {token}")
         request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                ids = json.load(response)["ids"]
+            with opener.open(request, timeout=30) as response:
+                status, reason = response.status, response.reason
+                body = response.read()
         except urllib.error.HTTPError as e:
-            raise CommandError(f"{name}: {e.code} {_api_error(e)}") from e
+            raise CommandError(f"{name}: {_api_error(e, url)}") from e
         except (urllib.error.URLError, OSError) as e:
-            raise CommandError(f"cannot reach {args.server}: {_reason(e)}") from e
+            raise CommandError(f"cannot reach {base}: {_reason(e)}") from e
+        except (ValueError, http.client.InvalidURL) as e:
+            raise CommandError(f"--server {args.server!r} is not a usable URL: {e}") from e
+        except http.client.HTTPException as e:
+            raise CommandError(
+                f"{base} gave no HTTP answer ({type(e).__name__});"
+                " --server takes the server's web address"
+            ) from e
+        ids = _added_ids(body)
+        if ids is None:
+            raise CommandError(f"{name}: {_not_the_api(url, status, reason)}")
         for license_id in ids:
             print(f"{name}: added {license_id}")
 
 
-def _api_error(error: urllib.error.HTTPError) -> str:
-    """The API's JSON error of a failed request, with its reason token when it has one."""
+def _added_ids(body: bytes) -> list[str] | None:
+    """The license ids of a ``201 {"ids": [...]}`` answer; None for any other body."""
     try:
-        body = json.load(error)
-        message = body["error"]
+        ids = json.loads(body)["ids"]
     except (ValueError, KeyError, TypeError):
-        return error.reason
-    return f"{body['reason']}: {message}" if body.get("reason") else message
+        return None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return None
+    return ids
+
+
+def _not_the_api(url: str, status: int, reason: str) -> str:
+    """The line for an answer that is not the admin API's JSON (a web page, another server)."""
+    return (
+        f"the answer from {url} (HTTP {status} {reason}) is not the admin API's JSON;"
+        " is --server the web address of a license server?"
+    )
+
+
+def _api_error(error: urllib.error.HTTPError, url: str) -> str:
+    """The API's JSON error of a failed request, with its reason token when it has one.
+
+    An error answer without that JSON (a redirect, a web page, another
+    server) is named as such, with its HTTP status.
+    """
+    try:
+        body = json.loads(error.read())
+        message = body["error"]
+        reason = body.get("reason")
+    except (ValueError, KeyError, TypeError, OSError, http.client.HTTPException):
+        return _not_the_api(url, error.code, error.reason)
+    if not isinstance(message, str):
+        return _not_the_api(url, error.code, error.reason)
+    return f"{error.code} {reason}: {message}" if reason else f"{error.code} {message}"
 
 
 def _reason(error: Exception) -> str:
@@ -156,11 +269,18 @@ def _status(args: argparse.Namespace) -> None:
     address = parse_host_port(args.server)
     if address is None:
         raise CommandError(f"{args.server!r} is not HOST[:PORT]")
+    context = None
+    if args.ca:
+        try:
+            context = ssl.create_default_context(cafile=args.ca)
+        except ssl.SSLError as e:
+            raise CommandError(f"{args.ca} holds no PEM certificate: {e.reason or e}") from e
+        except OSError as e:
+            raise CommandError(f"cannot read {args.ca}: {e.strerror or e}") from e
     try:
         with socket.create_connection(address, timeout=10) as raw:
             conn = raw
-            if args.ca:
-                context = ssl.create_default_context(cafile=args.ca)
+            if context is not None:
                 conn = context.wrap_socket(raw, server_hostname=address[0])
             conn.sendall(wire.format_request("STATUS"))
             line = conn.makefile("rb").readline(wire.MAX_LINE)
@@ -168,6 +288,8 @@ def _status(args: argparse.Namespace) -> None:
         raise CommandError(f"TLS with {args.server} failed: {e.reason or e}") from e
     except OSError as e:
         raise CommandError(f"cannot reach {args.server}: {e.strerror or e}") from e
+    except UnicodeError as e:
+        raise CommandError(f"cannot reach {args.server}: {address[0]!r} is not a host name") from e
     try:
         response = wire.parse_response(line.rstrip(b"\n"))
     except wire.ProtocolError as e:
@@ -217,8 +339,8 @@ def _passwd(args: argparse.Namespace) -> None:
     else:
         if not sys.stdin.isatty():
             raise CommandError("no terminal to ask for the password: give --password-file")
-        password = getpass.getpass("new admin password: ")
-        if getpass.getpass("again: ") != password:
+        password = _prompt("new admin password: ")
+        if _prompt("again: ") != password:
             raise CommandError("the two passwords differ; nothing changed")
     if len(password) < 8:
         raise CommandError("the password needs at least 8 characters; nothing changed")
@@ -279,7 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
     license_commands = license_.add_subparsers(dest="license_command", required=True)
     upload = license_commands.add_parser("upload", help="upload license files")
     upload.add_argument("files", nargs="+", metavar="FILE")
-    upload.add_argument("--server", default="http://localhost:8088", metavar="URL")
+    upload.add_argument(
+        "--server",
+        default="http://localhost:8088",
+        metavar="URL",
+        help="the server's web address: an http(s) URL, or HOST[:PORT] for http://HOST:PORT"
+        f" (port {WEB_PORT} when none is given); default: %(default)s",
+    )
     upload.add_argument("--password-file", metavar="F")
     upload.set_defaults(func=_license_upload)
 

@@ -68,6 +68,49 @@ class ToolTests(unittest.TestCase):
         self.assertOneLineFailure(result, "401")
         self.assertEqual(api_get(self.server, "/api/licenses"), [])
 
+    def test_uploadServerAsHostPort(self):
+        """`license upload --server HOST:PORT` means http://HOST:PORT."""
+        lic = issue_license(self.key, self.base / "a.lic", "XMLSpy", "concurrent", 5)
+        result = run_cli_result(
+            "license",
+            "upload",
+            str(lic),
+            "--server",
+            f"127.0.0.1:{self.server.web_port}",
+            "--password-file",
+            str(self.passwordFile),
+        )
+        self.assertEqual(result.returncode, 0, result)
+        (listed,) = api_get(self.server, "/api/licenses")
+        self.assertIn(f"added {listed['id']}", result.stdout)
+
+    def test_uploadAnswerNotFromTheAPI(self):
+        """An --server whose answer is not the admin API's JSON ends the upload with one line.
+
+        A web page's address (its redirect to the login page is not followed), a
+        path where no page is, and the licensing port, which does not speak HTTP.
+        """
+        lic = issue_license(self.key, self.base / "a.lic", "XMLSpy", "concurrent", 5)
+        password = ["--password-file", str(self.passwordFile)]
+        for server, words in [
+            (self.server.web_url + "/login", "HTTP 303"),
+            (self.server.web_url + "/nowhere", "HTTP 404"),
+        ]:
+            result = run_cli_result("license", "upload", str(lic), "--server", server, *password)
+            self.assertOneLineFailure(result, words)
+            self.assertIn("not the admin API's JSON", result.stderr)
+        licensing = f"http://127.0.0.1:{self.server.licensing_port}"
+        result = run_cli_result("license", "upload", str(lic), "--server", licensing, *password)
+        self.assertOneLineFailure(result, licensing)
+        self.assertEqual(api_get(self.server, "/api/licenses"), [])
+
+    def test_statusUnreadableCA(self):
+        """`status --ca` with a missing file names the file, not an unreachable server."""
+        missing = self.base / "missing-ca.pem"
+        server = f"127.0.0.1:{self.server.licensing_port}"
+        result = run_cli_result("status", "--server", server, "--ca", str(missing))
+        self.assertOneLineFailure(result, f"cannot read {missing}")
+
     def test_statusUnreachable(self):
         """`status` of a server that is not there fails with one line."""
         result = run_cli_result("status", "--server", "127.0.0.1:1")
@@ -108,6 +151,93 @@ class ToolTests(unittest.TestCase):
         self.assertEqual(result.returncode, 1, result)
         self.assertNotIn("Traceback", result.stderr + result.stdout)
         self.assertIn("cannot listen on", result.stderr)
+
+
+class BadInputTests(unittest.TestCase):
+    """The tool's answer to bad command-line input: one line on stderr, exit status 1.
+
+    None of these needs a server: each fails before anything is sent, or on a
+    port where nothing listens.
+    """
+
+    def setUp(self):
+        self.base = Path(self.mktemp()).resolve()
+        self.base.mkdir()
+        self.passwordFile = self.base / "password"
+        self.passwordFile.write_text("a password\n")
+        self.license = self.base / "a.lic"
+        self.license.write_text("{}\n")
+
+    def assertOneLineFailure(self, result, *words):
+        self.assertEqual(result.returncode, 1, result)
+        self.assertEqual(result.stdout, "")
+        self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+        self.assertTrue(result.stderr.startswith("licenseserver: "), result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+        for word in words:
+            self.assertIn(word, result.stderr)
+
+    def upload(self, server: str):
+        return run_cli_result(
+            "license",
+            "upload",
+            str(self.license),
+            "--server",
+            server,
+            "--password-file",
+            str(self.passwordFile),
+        )
+
+    def test_uploadBadServer(self):
+        """An --server that is neither an http(s) URL nor HOST[:PORT] is named as such."""
+        for server, words in [
+            ("http://[::1", "not a valid URL"),
+            ("http://127.0.0.1:x/", "not a valid URL"),
+            ("http://127.0.0.1:99999/", "not a valid URL"),
+            ("http://ex ample/", "holds a space"),
+            ("ftp://127.0.0.1/", "not an http:// or https:// URL"),
+            ("http:///licenses", "names no host"),
+            ("http://admin:pw@127.0.0.1/", "--password-file"),
+            ("no_host!", "neither an http(s) URL nor HOST[:PORT]"),
+            ("a..b", "'a..b' is not a host name"),
+        ]:
+            self.assertOneLineFailure(self.upload(server), repr(server), words)
+
+    def test_uploadServerHostWithoutScheme(self):
+        """A bare HOST[:PORT] is an http:// URL, on port 8088 when it names none."""
+        from licenseserver import cli
+
+        self.assertEqual(cli.admin_url("foo"), "http://foo:8088")
+        self.assertEqual(cli.admin_url("localhost:9000"), "http://localhost:9000")
+        self.assertEqual(cli.admin_url("[::1]:9000"), "http://[::1]:9000")
+        self.assertEqual(cli.admin_url("https://ls1:8443/"), "https://ls1:8443")
+        self.assertOneLineFailure(self.upload("a..b"), "http://a..b:8088")
+        result = self.upload("localhost:1")
+        self.assertOneLineFailure(result, "cannot reach http://localhost:1")
+        self.assertNotIn("unknown url type", result.stderr)
+
+    def test_passwordFileNotText(self):
+        """A password file that is not UTF-8 text is named in one line."""
+        self.passwordFile.write_bytes(b"\xff\xfe")
+        self.assertOneLineFailure(self.upload("localhost:1"), "not UTF-8 text")
+        data = self.base / "data"
+        data.mkdir()
+        result = run_cli_result(
+            "passwd", "--data", str(data), "--password-file", str(self.passwordFile)
+        )
+        self.assertOneLineFailure(result, "not UTF-8 text")
+
+    def test_statusBadHost(self):
+        """`status` of a host name that cannot be one fails with one line."""
+        self.assertOneLineFailure(
+            run_cli_result("status", "--server", "a..b"), "'a..b' is not a host name"
+        )
+
+    def test_keygenPrefixIsDirectory(self):
+        """`vendor keygen --out DIR/` refuses, rather than write DIR/.key and DIR/.pub."""
+        result = run_cli_result("vendor", "keygen", "--out", f"{self.base}/")
+        self.assertOneLineFailure(result, "names a directory")
+        self.assertEqual(sorted(p.name for p in self.base.iterdir()), ["a.lic", "password"])
 
 
 class TwistRunnerTests(unittest.TestCase):
