@@ -41,6 +41,23 @@ class DataDir:
         self.peer_secret = self.path / "peer-secret"
         self.vendor_keys = self.path / "vendor-keys"
 
+    @property
+    def upgrade_failed(self) -> Path:
+        """``<DIR>.upgrade-failed`` next to the directory: written when an upgrade failed
+        and putting the directory back failed too, so that no server starts on what is
+        left (or on a new, empty directory in its place) until an admin restored it."""
+        real = self.path.resolve()
+        return real.with_name(f"{real.name}.upgrade-failed")
+
+    def refuse_if_half_upgraded(self) -> None:
+        """Raise ``OSError`` saying how to recover while ``upgrade_failed`` exists."""
+        marker = self.upgrade_failed
+        if marker.exists():
+            raise OSError(
+                f"its last upgrade failed and putting it back failed too; restore it "
+                f"from the backup as {marker} says, then delete {marker}"
+            )
+
     def lock(self) -> int:
         """Lock the directory for this process; return the descriptor that holds the lock.
 

@@ -211,6 +211,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     data = DataDir(options["data"])
     secret_file = Path(options["peer-secret-file"] or data.peer_secret)
     try:
+        data.refuse_if_half_upgraded()
         password = data.prepare()
     except OSError as e:
         raise SystemExit(f"twistd licenseserver: data directory {data.path}: {e}") from None

@@ -83,6 +83,10 @@ def upgrade_data_dir(
     newer than this server, or when any step fails (after rolling back).
     """
     data_dir = Path(data_dir).resolve()
+    try:
+        DataDir(data_dir).refuse_if_half_upgraded()
+    except OSError as e:
+        raise UpgradeError(f"{data_dir}: {e}") from None
     database = store.database_path(data_dir)
     old_schema = _existing_schema(data_dir, database)
     new_schema = store.latest_version(migrations)
@@ -257,12 +261,20 @@ def _roll_back(data_dir: Path, backup: Path, error: BaseException) -> None:
     try:
         _restore(data_dir, backup)
     except BaseException as restore_error:
-        raise UpgradeError(
+        message = (
             f"upgrade of {data_dir} failed ({reason}) and restoring it failed too "
             f"({restore_error}): the directory may be half migrated. The backup is "
             f"{backup}; to recover, stop everything, delete {data_dir} and copy "
             f"{backup} back to {data_dir} (e.g. `cp -a {backup} {data_dir}`)"
-        ) from error
+        )
+        marker = DataDir(data_dir).upgrade_failed
+        try:
+            marker.write_text(message + "\n", encoding="utf-8")
+        except OSError as e:
+            message += f". Do not start a server on it (writing {marker} failed: {e})"
+        else:
+            message += f"; then delete {marker}, which keeps servers from starting until then"
+        raise UpgradeError(message) from error
     note = ""
     try:
         shutil.rmtree(backup)

@@ -12,10 +12,11 @@ from typing import Any
 
 from twisted.internet import endpoints, reactor, threads
 from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
 
-from licenseserver import certs, model, store, upgrade
+from licenseserver import certs, model, store, tap, upgrade
 from licenseserver.datadir import DataDir
 from licenseserver.upgrade import UpgradeError, upgrade_data_dir
 
@@ -214,6 +215,31 @@ class UpgradeTests(unittest.TestCase):
         self.assertIn(str(backup), message)
         self.assertIn("copy", message)
         self.assertEqual(tree(backup), before)
+
+    async def test_failedRestoreKeepsServersStopped(self) -> None:
+        """After a failed rollback no server starts there, nor on an empty directory in its
+        place, and no upgrade runs, until the admin restored it and deleted the marker."""
+        data_dir = await self.makeDataDir()
+
+        def failingRestore(target: Path, backup: Path) -> None:
+            shutil.rmtree(target)
+            raise OSError("disk gone")
+
+        self.patch(upgrade, "_restore", failingRestore)
+        with self.assertRaises(UpgradeError) as caught:
+            upgrade_data_dir(data_dir, target_version="1.2.0", migrations=BROKEN_AT_THREE)
+        marker = data_dir.with_name("licenseserver-data.upgrade-failed")
+        self.assertIn(str(marker), str(caught.exception))
+        self.assertIn("half migrated", marker.read_text())
+        options = tap.Options()
+        options.parseOptions(["--data", str(data_dir)])
+        with self.assertRaises(SystemExit) as started:
+            tap.makeService(options, MemoryReactorClock())
+        self.assertIn("last upgrade failed", str(started.exception.code))
+        self.assertFalse(data_dir.exists())
+        with self.assertRaises(UpgradeError) as again:
+            upgrade_data_dir(data_dir, target_version="1.2.0", migrations=TWO)
+        self.assertIn("last upgrade failed", str(again.exception))
 
     async def test_symlinkedDataDirRestores(self) -> None:
         """A data directory reached through a symlink is restored in place, link intact."""
