@@ -120,6 +120,8 @@ def upgrade_data_dir(
 def _existing_schema(data_dir: Path, database: Path) -> int:
     """The database's schema version; UpgradeError when there is nothing to upgrade."""
     if not data_dir.is_dir():
+        if data_dir.exists():
+            raise UpgradeError(f"data directory {data_dir} is not a directory")
         raise UpgradeError(f"data directory {data_dir} does not exist")
     if not database.is_file():
         raise UpgradeError(f"no database in {data_dir} ({database.name}): nothing to upgrade")

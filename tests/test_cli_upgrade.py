@@ -164,6 +164,13 @@ class UpgradeCommandTests(unittest.TestCase):
         err = self.assertFailedOneLine(self.run_cli("upgrade", "--data", str(missing)))
         self.assertIn("does not exist", err)
 
+    def test_fileNotDirectory(self) -> None:
+        """A --data that is a file is named as such, in one line."""
+        path = Path(self.mktemp()).absolute()
+        path.write_text("a file")
+        err = self.assertFailedOneLine(self.run_cli("upgrade", "--data", str(path)))
+        self.assertIn("is not a directory", err)
+
     def test_notOurDatabase(self) -> None:
         """A database that is not a licenseserver's is refused in one line, untouched."""
         data_dir = Path(self.mktemp()).absolute()
