@@ -32,21 +32,18 @@ class ToolTests(unittest.TestCase):
         self.assertIn(words, result.stderr)
         self.assertNotIn("Traceback", result.stderr)
 
-    def test_uploadAndStatus(self):
-        """`license upload` adds a file's licenses; `status` prints the server's STATUS."""
+    def assertUploads(self, server):
+        """A license file uploads with ``--server server`` and the admin password."""
         lic = issue_license(self.key, self.base / "a.lic", "XMLSpy", "concurrent", 5)
-        result = run_cli_result(
-            "license",
-            "upload",
-            str(lic),
-            "--server",
-            self.server.web_url,
-            "--password-file",
-            str(self.passwordFile),
-        )
+        password = ["--password-file", str(self.passwordFile)]
+        result = run_cli_result("license", "upload", str(lic), "--server", server, *password)
         self.assertEqual(result.returncode, 0, result)
         (listed,) = api_get(self.server, "/api/licenses")
         self.assertIn(f"added {listed['id']}", result.stdout)
+
+    def test_uploadAndStatus(self):
+        """`license upload` adds a file's licenses; `status` prints the server's STATUS."""
+        self.assertUploads(self.server.web_url)
         result = run_cli_result("status", "--server", f"127.0.0.1:{self.server.licensing_port}")
         self.assertEqual(result.returncode, 0, result)
         self.assertIn("role: primary", result.stdout)
@@ -70,19 +67,7 @@ class ToolTests(unittest.TestCase):
 
     def test_uploadServerAsHostPort(self):
         """`license upload --server HOST:PORT` means http://HOST:PORT."""
-        lic = issue_license(self.key, self.base / "a.lic", "XMLSpy", "concurrent", 5)
-        result = run_cli_result(
-            "license",
-            "upload",
-            str(lic),
-            "--server",
-            f"127.0.0.1:{self.server.web_port}",
-            "--password-file",
-            str(self.passwordFile),
-        )
-        self.assertEqual(result.returncode, 0, result)
-        (listed,) = api_get(self.server, "/api/licenses")
-        self.assertIn(f"added {listed['id']}", result.stdout)
+        self.assertUploads(f"127.0.0.1:{self.server.web_port}")
 
     def test_uploadAnswerNotFromTheAPI(self):
         """An --server whose answer is not the admin API's JSON ends the upload with one line.
