@@ -450,7 +450,8 @@ class TakeoverTests(PairTestCase):
         s = hello(self.failover, "m1")
         self.ok(self.failover.heartbeat(s, {"lease": lease}))
         self.refused(self.failover.checkout(hello(self.failover, "m2"), {}), "no-seats")
-        stored = {x.id: x for x in self.successResultOf(self.failoverStore.load()).records["lease"]}
+        snapshot = self.successResultOf(self.failoverStore.load())
+        stored = {x.id: x for x in snapshot.records["lease"]}
         self.assertGreater(stored[lease].expires, synced.expires)
 
     def test_activeRules(self):
