@@ -395,7 +395,11 @@ def ask_primary_status(
 
 def _tls(conn: socket.socket, host: str, ca: str) -> ssl.SSLSocket:
     """``conn`` in TLS, trusting only ``ca`` and requiring a certificate for ``host``."""
-    context = ssl.create_default_context(cafile=ca)
+    try:
+        context = ssl.create_default_context(cafile=ca)
+    except (OSError, ValueError) as e:
+        why = getattr(e, "strerror", None) or getattr(e, "reason", None) or e
+        raise PrimaryUnreachableError(f"its CA file {ca} (--primary-ca) is unusable: {why}") from e
     return context.wrap_socket(conn, server_hostname=host)
 
 

@@ -669,6 +669,14 @@ class AskPrimaryStatusTests(unittest.TestCase):
                 await threads.deferToThread(upgrade.ask_primary_status, address, 5.0, str(trusted))
             self.assertIn("certificate does not verify", str(caught.exception))
 
+    async def test_tlsCAFileGone(self) -> None:
+        """A recorded CA file that is gone is named in the refusal."""
+        address, ca = self.listenTLS(["localhost"], ["127.0.0.1"])
+        ca.unlink()
+        with self.assertRaises(upgrade.PrimaryUnreachableError) as caught:
+            await threads.deferToThread(upgrade.ask_primary_status, address, 5.0, str(ca))
+        self.assertIn(f"its CA file {ca} (--primary-ca) is unusable", str(caught.exception))
+
     async def test_hookOverTLS(self) -> None:
         """A failover whose link trusts --primary-ca asks its primary over TLS."""
         (host, port), ca = self.listenTLS(["localhost"], ["127.0.0.1"])
