@@ -344,14 +344,10 @@ def summarize(info: dict[str, Any], args: Any, results: dict) -> dict[str, Any]:
 
 def run(argv: list[str] | None = None) -> None:
     p = common.parser(__doc__.split("\n")[0], seconds=10.0, profile=True)
-    p.add_argument("--rounds", type=int, default=None, help="rounds (default 3; 1 with --quick)")
+    common.scaled(p, "--rounds", int, 3, 1, "rounds of baseline and server at both depths")
     p.add_argument("--connections", type=int, default=50)
-    p.add_argument("--warmup", type=float, default=None, help="seconds before measuring")
+    common.scaled(p, "--warmup", float, 2.0, 0.3, "seconds of load before measuring")
     args = common.parse(p, argv)
-    if args.rounds is None:
-        args.rounds = 1 if args.quick else 3
-    if args.warmup is None:
-        args.warmup = 0.3 if args.quick else 2.0
     common.run_scenario("checkout_cost", main, args)
 
 

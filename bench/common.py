@@ -87,17 +87,33 @@ def parser(
             help="also record py-spy profiles of the server while it is measured, into DIR "
             "(py-spy takes CPU too: the numbers of such a run are for finding hot spots only)",
         )
-    p.set_defaults(default_seconds=seconds, quick_seconds=quick_seconds)
+    p.set_defaults(default_seconds=seconds, quick_seconds=quick_seconds, scaled_defaults={})
     return p
 
 
+def scaled(
+    p: argparse.ArgumentParser, flag: str, kind: type, full: Any, quick: Any, help: str
+) -> None:
+    """Add an option whose default is ``full``, or ``quick`` with ``--quick``.
+
+    ``parse`` fills it in when it is not given.
+    """
+    described = f"{help} (default {full:g}; {quick:g} with --quick)"
+    p.add_argument(flag, type=kind, default=None, help=described)
+    dest = flag.lstrip("-").replace("-", "_")
+    p.set_defaults(scaled_defaults={**p.get_default("scaled_defaults"), dest: (full, quick)})
+
+
 def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse the options; fill in ``seconds`` from ``--quick`` and the script's default."""
+    """Parse the options; fill in ``seconds`` and the ``scaled`` options from ``--quick``."""
     args = p.parse_args(argv)
     if args.seconds is None:
         args.seconds = args.quick_seconds if args.quick else args.default_seconds
     if args.seconds <= 0:
         p.error("--seconds must be positive")
+    for dest, (full, quick) in args.scaled_defaults.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, quick if args.quick else full)
     return args
 
 

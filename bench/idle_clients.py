@@ -351,19 +351,11 @@ def run(argv: list[str] | None = None) -> None:
         seconds_help="length of each CPU window",
         profile=True,
     )
-    p.add_argument("--clients", type=int, default=None, help="default 10000 (200 with --quick)")
+    common.scaled(p, "--clients", int, 10_000, 200, "clients, each holding a lease")
     p.add_argument("--concurrency", type=int, default=32, help="clients connecting at once")
-    p.add_argument(
-        "--windows", type=int, default=None, help="CPU windows of --seconds (default 4; 1 quick)"
-    )
-    p.add_argument("--settle", type=float, default=None, help="seconds between ramp and window")
+    common.scaled(p, "--windows", int, 4, 1, "CPU windows of --seconds")
+    common.scaled(p, "--settle", float, 5.0, 0.5, "seconds between ramp and window")
     args = common.parse(p, argv)
-    if args.clients is None:
-        args.clients = 200 if args.quick else 10_000
-    if args.windows is None:
-        args.windows = 1 if args.quick else 4
-    if args.settle is None:
-        args.settle = 0.5 if args.quick else 5.0
     common.run_scenario("idle_clients", main, args)
 
 

@@ -550,23 +550,12 @@ def run(argv: list[str] | None = None) -> None:
         quick_seconds=30.0,
         seconds_help="time budget: no incremental round starts after it",
     )
-    p.add_argument("--clients", type=int, default=None, help="default 100000 (2000 with --quick)")
-    p.add_argument("--licenses", type=int, default=None, help="default 10000 (100 with --quick)")
-    p.add_argument("--changes", type=int, default=None, help="default 100 (20 with --quick)")
-    p.add_argument("--rounds", type=int, default=None, help="default 6 (2 with --quick)")
-    p.add_argument(
-        "--full-syncs",
-        type=int,
-        default=None,
-        help="full syncs, each from an empty failover (default 3; 1 with --quick)",
-    )
+    common.scaled(p, "--clients", int, 100_000, 2000, "registered clients in the pool")
+    common.scaled(p, "--licenses", int, 10_000, 100, "licenses in the pool")
+    common.scaled(p, "--changes", int, 100, 20, "changes per incremental sync")
+    common.scaled(p, "--rounds", int, 6, 2, "incremental syncs")
+    common.scaled(p, "--full-syncs", int, 3, 1, "full syncs, each from an empty failover")
     args = common.parse(p, argv)
-    quick = args.quick
-    args.clients = args.clients or (2000 if quick else 100_000)
-    args.licenses = args.licenses or (100 if quick else 10_000)
-    args.changes = args.changes or (20 if quick else 100)
-    args.rounds = args.rounds or (2 if quick else 6)
-    args.full_syncs = args.full_syncs or (1 if quick else 3)
     if args.changes % WRITERS:
         p.error(f"--changes must be a multiple of {WRITERS}")
     common.run_scenario("sync_cost", main, args)

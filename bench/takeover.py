@@ -265,16 +265,10 @@ def run(argv: list[str] | None = None) -> None:
         quick_seconds=60.0,
         seconds_help="time budget: no kill starts after it",
     )
-    p.add_argument("--kills", type=int, default=None, help="default 20 (1 with --quick)")
-    p.add_argument("--heartbeat", type=float, default=None, help="default 1 (0.2 with --quick)")
-    p.add_argument("--takeover-after", type=float, default=None, help="default 5 (1 with --quick)")
+    common.scaled(p, "--kills", int, 20, 1, "SIGKILLs of the primary")
+    common.scaled(p, "--heartbeat", float, 1.0, 0.2, "the failover's --heartbeat")
+    common.scaled(p, "--takeover-after", float, 5.0, 1.0, "the failover's --takeover-after")
     args = common.parse(p, argv)
-    if args.kills is None:
-        args.kills = 1 if args.quick else 20
-    if args.heartbeat is None:
-        args.heartbeat = 0.2 if args.quick else 1.0
-    if args.takeover_after is None:
-        args.takeover_after = 1.0 if args.quick else 5.0
     common.run_scenario("takeover", main, args)
 
 
