@@ -16,7 +16,6 @@ active is discarded) and syncs on from there.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from OpenSSL import SSL
@@ -33,7 +32,7 @@ from licenseserver.localstate import (
     PRIMARY_NAME,
     PRIMARY_VERSION,
 )
-from licenseserver.model import Change, Snapshot
+from licenseserver.model import Snapshot
 from licenseserver.passwords import peer_proof
 from licenseserver.pool import Pool
 from licenseserver.protocols import sync
@@ -241,7 +240,7 @@ class FailoverRole(ServingRole):
         self._renewSyncedLeases()
 
     def _renewSyncedLeases(self) -> None:
-        """Give every lease that was live at the last sync a whole lease time from now.
+        """Renew every lease that was live at the last sync, as a HEARTBEAT would.
 
         Leases live on the primary at the last sync stay valid here (no client
         loses a running license because the primary died). The end a synced
@@ -251,17 +250,14 @@ class FailoverRole(ServingRole):
         heartbeated just before the primary died could end before its client
         reaches this server. Borrowed leases keep their end.
         """
-        now = self.now()
-        renewed = [
-            Change.put(dataclasses.replace(lease, expires=now + lease.ttl))
+        synced = [
+            lease
             for lease in self.pool.all("lease")
-            if not lease.borrowed
-            and lease.expires > self.lastSync
-            and lease.expires < now + lease.ttl
+            if not lease.borrowed and lease.expires > self.lastSync
         ]
-        if renewed:
-            d = self.commit(renewed, self.entry("takeover-renewal", leases=len(renewed)))
-            d.addErrback(lambda f: self.log.failure("Could not renew the synced leases", f))
+        _, written = self._renewAll(synced)
+        if written is not None:
+            written.addErrback(lambda f: self.log.failure("Could not renew the synced leases", f))
 
     def _handBack(self) -> None:
         """Stop serving at once and put the pool back as it was at the takeover."""
