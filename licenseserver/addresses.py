@@ -22,7 +22,7 @@ def parse_host_port(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, i
     return host, port
 
 
-def format_host_port(host: str, port: int) -> str:
+def format_host_port(host: str, port: int | str) -> str:
     """``HOST:PORT``, with an IPv6 address in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 

@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
+from licenseserver.addresses import format_host_port
 from licenseserver.listening import addressText
 from licenseserver.metrics import Metrics
 from licenseserver.protocols import wire
@@ -72,8 +73,7 @@ class LicensingProtocol(LineReceiver):
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
         self.host = addressText(peer)
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        self.session = Session(peer=f"{host}:{getattr(peer, 'port', '?')}")
+        self.session = Session(peer=format_host_port(self.host, getattr(peer, "port", "?")))
         self._answers: list[_Answer] = []
         # A list, not a deque: it holds at most MAX_IN_FLIGHT answers, and an
         # empty list costs an idle connection 56 bytes where a deque costs 600.
