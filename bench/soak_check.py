@@ -2,7 +2,9 @@
 
 Each function reads a database (or takes what was read from one) and returns a list of
 violations, one readable line each; an empty list means the check holds. The store is read
-with plain ``sqlite3`` by its table names, never through the server's code.
+with plain ``sqlite3`` by its table names, never through the server's code: the leases are
+the ``leases`` table's rows with the change log's lease rows since the last checkpoint
+laid over them, as the server's own load does.
 
 - ``integrity``: ``PRAGMA integrity_check`` says ``ok``.
 - ``over_allocation``: no concurrent license has more distinct (machine, user, product)
@@ -60,6 +62,27 @@ class StoreState:
     audit: list[tuple[int, str, dict]] = field(default_factory=list)
 
 
+def _rows(conn: sqlite3.Connection, table: str, kind: str) -> list[dict]:
+    """The rows of a table keyed by its first column, with the change log's rows of
+    ``kind`` since the last checkpoint laid over them, as dicts by column name."""
+    columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+    rows = {row[0]: row for row in conn.execute(f"SELECT * FROM {table}")}
+    (checkpoint,) = conn.execute("SELECT value FROM meta WHERE name = 'checkpoint'").fetchone()
+    logged = conn.execute(
+        "SELECT lines FROM change_log WHERE last > ? ORDER BY last", (int(checkpoint),)
+    )
+    for (lines,) in logged:
+        for line in lines.split("\n"):
+            revision, logged_kind, key, row = line.split("\t")
+            if logged_kind == kind and int(revision) > int(checkpoint):
+                (first,) = json.loads(key)
+                if row == "null":
+                    rows.pop(first, None)
+                else:
+                    rows[first] = tuple(json.loads(row))
+    return [dict(zip(columns, row, strict=True)) for row in rows.values()]
+
+
 def read_store(path: Path, *, read_only: bool = True, with_audit: bool = False) -> StoreState:
     """Read a database; ``read_only=False`` only for a copy (it may replay the WAL)."""
     mode = "ro" if read_only else "rw"
@@ -67,25 +90,28 @@ def read_store(path: Path, *, read_only: bool = True, with_audit: bool = False) 
     try:
         integrity = [row[0] for row in conn.execute("PRAGMA integrity_check")]
         leases = {}
-        for row in conn.execute(
-            "SELECT id, machine, user, product, licenses, expires, request FROM leases"
-        ):
-            lid, machine, user, product, licenses, expires, request = row
-            parts = tuple(licenses.split(",")) if licenses else ()
-            leases[lid] = StoredLease(lid, machine, user, product, parts, expires, request)
-        licenses = {
-            lid: StoredLicense(lid, product, kind, seats)
-            for lid, product, kind, seats in conn.execute(
-                "SELECT id, product, kind, seats FROM licenses"
+        for lease in _rows(conn, "leases", "lease"):
+            parts = tuple(lease["licenses"].split(",")) if lease["licenses"] else ()
+            leases[lease["id"]] = StoredLease(
+                lease["id"],
+                lease["machine"],
+                lease["user"],
+                lease["product"],
+                parts,
+                lease["expires"],
+                lease["request"],
             )
+        licenses = {
+            lic["id"]: StoredLicense(lic["id"], lic["product"], lic["kind"], lic["seats"])
+            for lic in _rows(conn, "licenses", "license")
         }
         audit = []
         if with_audit:
-            rows = conn.execute(
-                "SELECT seq, kind, data FROM audit WHERE kind IN ('grant', 'release', 'expire')"
-                " ORDER BY seq"
-            )
-            audit = [(seq, kind, json.loads(data)) for seq, kind, data in rows]
+            for (lines,) in conn.execute("SELECT lines FROM audit_log ORDER BY last"):
+                for line in lines.split("\n"):
+                    entry = json.loads(line.partition(" ")[2])
+                    if entry["kind"] in ("grant", "release", "expire"):
+                        audit.append((entry["seq"], entry["kind"], entry["data"]))
     finally:
         conn.close()
     return StoreState(path, integrity, leases, licenses, audit)

@@ -8,7 +8,10 @@ removed or inserted after the fact breaks the chain from there on.
     hash = SHA-256( previous hash + canonical JSON of {seq, time, kind, data} )
 
 The first entry's previous hash is ``GENESIS``. Entries live in the store's
-``audit`` table, written in the same transaction as the change they record.
+``audit_log`` table, written in the same transaction as the change they
+record: one row per transaction, holding the hash before its entries
+(``prev``), the hash of its last (``hash``) and its entries, one line each,
+``<hash> <canonical JSON>``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,11 @@ class AuditEntry:
 
 
 _compact = compact_encoder(ensure_ascii=False)
+
+
+def data_text(entry: AuditEntry) -> str:
+    """An entry's data as the compact, key-sorted JSON its hash covers."""
+    return _compact(entry.data)
 
 
 def canonical(seq: int, entry: AuditEntry) -> str:
@@ -64,22 +72,46 @@ def _digest(previous: str, text: str) -> str:
     return hashlib.sha256((previous + text).encode("utf-8")).hexdigest()
 
 
-def append_rows(
-    last: tuple[int, str], entries: Iterable[AuditEntry]
-) -> list[tuple[int, int, str, str, str, str]]:
-    """Rows ``(seq, time, kind, data, prev, hash)`` that continue a chain ending at ``last``.
+def append_lines(
+    tail: tuple[int, str], entries: Iterable[tuple[AuditEntry, str]]
+) -> tuple[list[str], tuple[int, str]]:
+    """Lines ``<hash> <canonical JSON>`` that continue a chain ending at ``tail``.
 
-    ``data`` is stored as the compact JSON the hash covers.
+    ``tail`` is the last entry's ``(seq, hash)``, ``(0, GENESIS)`` for an empty
+    chain; ``entries`` pairs each entry with its ``data_text``. Returns the
+    lines and the new tail.
     """
-    seq, previous = last
-    rows = []
-    for entry in entries:
+    seq, previous = tail
+    lines = []
+    for entry, data in entries:
         seq += 1
-        data = _compact(entry.data)
-        digest = _digest(previous, _canonical(seq, entry, data))
-        rows.append((seq, entry.time, entry.kind, data, previous, digest))
-        previous = digest
-    return rows
+        text = _canonical(seq, entry, data)
+        previous = _digest(previous, text)
+        lines.append(f"{previous} {text}")
+    return lines, (seq, previous)
+
+
+def rows_of_groups(
+    groups: Iterable[tuple[int, str, str, str]],
+) -> Iterator[tuple[Any, Any, Any, str, str, str]]:
+    """The entries of stored groups ``(last, prev, hash, lines)``, as rows for ``verify``.
+
+    A row is ``(seq, time, kind, data, prev, hash)`` with ``data`` as JSON
+    text. A line that does not read as an entry gives a row that ``verify``
+    reports as unreadable.
+    """
+    seq = 0
+    for _, previous, _, lines in groups:
+        for line in lines.split("\n"):
+            digest, _, text = line.partition(" ")
+            try:
+                body = json.loads(text)
+                seq, time, kind = body["seq"], body["time"], body["kind"]
+                data = _compact(body["data"])
+            except (ValueError, KeyError, TypeError):
+                seq, time, kind, data = seq + 1, 0, "", text
+            yield seq, time, kind, data, previous, digest
+            previous = digest
 
 
 @dataclass(frozen=True)
@@ -117,7 +149,7 @@ def verify_database(path: str | Path) -> Verdict:
     """Verify the audit log of the database at ``path`` (read only)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = conn.execute("SELECT seq, time, kind, data, prev, hash FROM audit ORDER BY seq")
-        return verify(rows)
+        groups = conn.execute("SELECT last, prev, hash, lines FROM audit_log ORDER BY last")
+        return verify(rows_of_groups(groups))
     finally:
         conn.close()

@@ -7,15 +7,25 @@ has fired, so a Deferred fires only after its write is durable (WAL mode,
 
 One dedicated thread owns the SQLite connection. Calls become jobs on a
 queue; the thread takes one job, drains whatever else is already waiting and
-runs the writing jobs of that batch in one transaction (group commit), each
-inside its own SAVEPOINT so that a failing job is rolled back and errbacks
-alone. Results travel back to the reactor thread with ``callFromThread``.
+runs the writing jobs of that batch in one transaction (group commit). A
+commit is checked and encoded on the caller's thread (``prepare_commit``), so
+the writer has only SQL left to run: a batch of commits is one row of
+change-log lines, one row of audit entries and the rows of the kinds whose
+unique columns the table must check. Anything unusual in a batch sends it down
+a slower path where each job runs inside its own SAVEPOINT, so that a failing
+job is rolled back and errbacks alone. Results travel back to the reactor
+thread with ``callFromThread``.
 
 Every record kind of ``model.KINDS`` has a real table with typed columns; the
 ``TABLES`` registry maps records to rows and back, so ``commit`` is generic
-over kinds. The schema version lives in ``PRAGMA user_version`` and moves
-forward only through ``MIGRATIONS``, run by ``licenseserver upgrade``: a
-server never migrates a database silently.
+over kinds. The change log holds every change as its row, which makes it the
+durable copy of the kinds without unique columns until a checkpoint writes
+their rows to the tables (``TableSpec.eager``): a lease granted and released
+between two checkpoints costs no table a write, and a store opened after a
+crash reads the rows its tables still owe back from the log. The schema
+version lives in ``PRAGMA user_version`` and moves forward only through
+``MIGRATIONS``, run by ``licenseserver upgrade``: a server never migrates a
+database silently.
 """
 
 from __future__ import annotations
@@ -53,6 +63,11 @@ DEFAULT_TRIM_INTERVAL = 1_000
 """Commits between two trims of the change log."""
 MAX_BATCH = 256
 """Most jobs that one group commit takes."""
+DEFAULT_CHECKPOINT_EVERY = 20_000
+"""Rows owed to the tables (see ``TableSpec.eager``) that make the writer checkpoint.
+
+It bounds the writer's memory for them (a few MB) and the change log a store
+reads again when it opens after a crash (a fraction of a second)."""
 
 
 class StoreError(Exception):
@@ -194,6 +209,24 @@ class TableSpec:
         """The record that ``row`` stores."""
         data = {c.name: c.decode(value) for c, value in zip(self.columns, row, strict=True)}
         return model.record_from_dict(self.kind, data)
+
+    @property
+    def eager(self) -> bool:
+        """Whether a commit writes this kind's rows into its table at once.
+
+        A kind with unique columns is: only the table can tell that two of
+        its rows clash, and a commit must be refused then, not later. The
+        rows of the other kinds reach their tables at the next checkpoint
+        (the change log holds them meanwhile), so that a lease granted and
+        released between two checkpoints never costs its table a write.
+        """
+        return bool(self.unique)
+
+    @cached_property
+    def keyOf(self) -> Callable[[Sequence], tuple]:
+        """The key of a row: its key columns' values, as a tuple."""
+        positions = self.indexes(self.key)
+        return lambda row: tuple(row[i] for i in positions)
 
     def indexes(self, names: Iterable[str]) -> tuple[int, ...]:
         """Positions of the named columns in a row."""
@@ -414,18 +447,97 @@ def conflict_error(spec: TableSpec, key: Sequence[str]) -> ConflictError:
     )
 
 
-def encode_change(change: model.Change) -> tuple[str, str, str | None]:
-    """The change log's ``(kind, key, record)`` columns of a checked change."""
-    record = None
-    if change.record is not None:
-        record = to_json(model.record_to_dict(change.record))
-    return change.kind, to_json(list(change.key)), record
+# ---------------------------------------------------------------------------
+# What a commit writes: change-log lines, rows, audit entries (schema 2)
+
+_encode_row = compact_encoder(ensure_ascii=False, allow_nan=False)
+"""Rows and keys of the change log as compact JSON arrays."""
 
 
-def decode_change(kind: str, key: str, record: str | None) -> model.Change:
-    """The change that ``encode_change`` wrote."""
-    value = None if record is None else model.record_from_dict(kind, from_json(record))
-    return model.Change(kind, tuple(from_json(key)), value)
+def log_line(revision: int, kind: str, key: tuple, row: tuple | None) -> str:
+    """One change of the change log, a line of four fields separated by tabs.
+
+    ``<revision> <kind> <key as a JSON array> <row as a JSON array, or null for a
+    deletion>``. The row is the one the kind's table holds (``TableSpec.to_row``):
+    the log speaks the tables' language, so a line goes back into its table as
+    it is, and a migration that changes a table changes its log lines with it.
+    Compact JSON never holds a raw tab or newline, so the fields and lines need
+    no other escaping.
+    """
+    encoded = "null" if row is None else _encode_row(row)
+    return f"{revision}\t{kind}\t{_encode_row(key)}\t{encoded}"
+
+
+def parse_log_line(line: str) -> tuple[int, str, tuple, tuple | None]:
+    """``(revision, kind, key, row or None)`` of a ``log_line``; ValueError when malformed."""
+    try:
+        revision, kind, key, row = line.split("\t")
+        values = None if row == "null" else tuple(json.loads(row))
+        return int(revision), kind, tuple(json.loads(key)), values
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"not a change-log line: {line[:80]!r}") from e
+
+
+def decode_log_line(line: str) -> tuple[int, model.Change]:
+    """The revision and the change that ``log_line`` wrote."""
+    revision, kind, key, row = parse_log_line(line)
+    spec = TABLES.get(kind)
+    if spec is None:
+        raise ValueError(f"unknown record kind {kind!r} in the change log")
+    record = None if row is None else spec.from_row(row)
+    return revision, model.Change(kind, key, record)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedWrite:
+    """A commit (or audit entries alone) checked and encoded, ready for the writer.
+
+    ``writes`` holds one ``(spec, key, row or None)`` per change, in order;
+    ``lines`` their change-log lines; ``entries`` each audit entry with its
+    data as compact JSON. ``revision`` is None for audit entries alone.
+    """
+
+    revision: int | None
+    writes: tuple[tuple[TableSpec, tuple, tuple | None], ...]
+    lines: tuple[str, ...]
+    entries: tuple[tuple[audit.AuditEntry, str], ...]
+
+
+def prepare_commit(revision: Any, changes: Iterable[model.Change], entries: Iterable = ()):
+    """Check and encode a commit on the caller's thread; ValueError when it is malformed.
+
+    Everything a change can be refused for, short of a clash with other rows
+    (``ConflictError``, which only the table can tell) or a revision not after
+    the stored one, is found here: an unknown kind, a key that does not fit,
+    a record of the wrong kind, a value that cannot be stored, audit data that
+    is not JSON. Nothing is written for a commit refused here.
+    """
+    revision = check_revision(revision)
+    writes = []
+    lines = []
+    for change in changes:
+        spec = check_change(change)
+        key = tuple(change.key)
+        row = None if change.record is None else spec.to_row(change.record)
+        try:
+            lines.append(log_line(revision, spec.kind, key, row))
+        except TypeError as e:
+            raise ValueError(f"cannot store {spec.kind} {list(key)}: {e}") from e
+        writes.append((spec, key, row))
+    return PreparedWrite(revision, tuple(writes), tuple(lines), prepare_entries(entries))
+
+
+def prepare_entries(entries: Iterable) -> tuple[tuple[audit.AuditEntry, str], ...]:
+    """Audit entries with their data as the compact JSON their hash covers."""
+    prepared = []
+    for entry in entries:
+        if not isinstance(entry, audit.AuditEntry):
+            raise ValueError(f"not an audit entry: {entry!r}")
+        try:
+            prepared.append((entry, audit.data_text(entry)))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"audit data is not JSON: {e}") from e
+    return tuple(prepared)
 
 
 # ---------------------------------------------------------------------------
@@ -533,11 +645,86 @@ def _schema_1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Migration] = [(1, _schema_1)]
+_SCHEMA_2 = (
+    """CREATE TABLE change_log (
+        last INTEGER PRIMARY KEY,
+        lines TEXT NOT NULL
+    )""",
+    """CREATE TABLE audit_log (
+        last INTEGER PRIMARY KEY,
+        prev TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        lines TEXT NOT NULL
+    )""",
+)
+
+_MIGRATED_GROUP = 1000
+"""Most audit entries one group of the migrated chain holds."""
+
+
+def _schema_2(conn: sqlite3.Connection) -> None:
+    """The change log and the audit chain as one row per write transaction.
+
+    A row of ``change_log`` holds the changes of the revisions up to ``last``
+    that one transaction wrote, a ``log_line`` each; a row of ``audit_log``
+    the entries up to sequence number ``last``, each as ``<hash> <canonical
+    JSON>``, with the hash before them (``prev``) and their last (``hash``).
+    One row per transaction instead of one per change and per entry is what
+    makes a busy server's transactions cheap. ``meta`` gains ``checkpoint``:
+    the revision up to which the record tables hold every change (the kinds
+    without unique columns reach their tables only at checkpoints).
+
+    The audit chain moves over entry for entry, starting a new group wherever
+    an entry's stored ``prev`` does not follow the entry before it, so that a
+    verification finds after the migration what it found before. The change
+    log is not carried over: it restarts at the current revision, which costs a
+    failover that is further behind one full sync. The step depends on nothing
+    that later versions may change.
+    """
+    for statement in _SCHEMA_2:
+        conn.execute(statement)
+    group: list[str] = []
+    start = last_hash = ""
+    last_seq = 0
+
+    def flush() -> None:
+        if group:
+            conn.execute(
+                "INSERT INTO audit_log (last, prev, hash, lines) VALUES (?, ?, ?, ?)",
+                (last_seq, start, last_hash, "\n".join(group)),
+            )
+            group.clear()
+
+    rows = conn.execute("SELECT seq, time, kind, data, prev, hash FROM audit ORDER BY seq")
+    for seq, time_, kind, data, prev, digest in rows:
+        try:
+            text = json.dumps(
+                {"seq": seq, "time": time_, "kind": kind, "data": json.loads(data)},
+                sort_keys=True,
+                separators=(",", ":"),
+                ensure_ascii=False,
+            )
+        except ValueError:
+            text = f"{{unreadable data of entry {seq}: {data}"  # verification says so
+        if group and (prev != last_hash or len(group) >= _MIGRATED_GROUP):
+            flush()
+        if not group:
+            start = prev
+        group.append(f"{digest} {' '.join(text.splitlines())}")
+        last_seq, last_hash = seq, digest
+    flush()
+    conn.execute("DROP TABLE audit")
+    conn.execute("DROP TABLE changes")
+    revision = conn.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]
+    conn.execute("UPDATE meta SET value = ? WHERE name = 'log_start'", (revision,))
+    conn.execute("INSERT INTO meta (name, value) VALUES ('checkpoint', ?)", (revision,))
+
+
+MIGRATIONS: list[Migration] = [(1, _schema_1), (2, _schema_2)]
 """Ordered ``(version, step)``: ``step(conn)`` takes a database from the
 previous version to ``version``. Append; never edit a step once released."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema this server runs: the last version of ``MIGRATIONS``."""
 
 
@@ -745,57 +932,108 @@ def _set_meta(conn: sqlite3.Connection, name: str, value: int) -> None:
     )
 
 
-def _put(conn: sqlite3.Connection, spec: TableSpec, key: tuple, record: Any) -> None:
+def _write_row(conn: sqlite3.Connection, spec: TableSpec, key: tuple, row: tuple | None) -> None:
+    """Put (or with None, delete) one row; ConflictError when it clashes with another."""
+    if row is None:
+        conn.execute(spec.deleteSQL, key)
+        return
     try:
-        conn.execute(spec.upsertSQL, spec.to_row(record))
+        conn.execute(spec.upsertSQL, row)
     except sqlite3.IntegrityError as e:
         raise conflict_error(spec, key) from e
 
 
-def _apply(conn: sqlite3.Connection, spec: TableSpec, change: model.Change) -> None:
-    key = tuple(change.key)
-    if change.record is None:
-        conn.execute(spec.deleteSQL, key)
-    else:
-        _put(conn, spec, key, change.record)
+def _write_rows(conn: sqlite3.Connection, owed: dict[str, dict[tuple, tuple | None]]) -> None:
+    """Bring the tables up to ``owed`` (kind -> key -> row, None for gone) in a few statements."""
+    for kind, rows in owed.items():
+        spec = TABLES[kind]
+        execute_rows(conn, spec.deleteRowsSQL, [key for key, row in rows.items() if row is None])
+        execute_rows(conn, spec.upsertRowsSQL, [row for row in rows.values() if row is not None])
 
 
-def _commit_job(
-    conn: sqlite3.Connection, revision: Any, changes: list, entries: list = ()
-) -> None:
-    revision = check_revision(revision)
-    check_newer(revision, _meta_int(conn, "revision"))
-    insert = "INSERT INTO changes (revision, seq, kind, key, record) VALUES (?, ?, ?, ?, ?)"
-    for seq, change in enumerate(changes):
-        _apply(conn, check_change(change), change)
-        conn.execute(insert, (revision, seq, *encode_change(change)))
-    _set_meta(conn, "revision", revision)
-    _audit_job(conn, entries)
+def _insert_log(conn: sqlite3.Connection, last: int, lines: Sequence[str]) -> None:
+    """One row of the change log: the lines of the revisions up to ``last``."""
+    conn.execute("INSERT INTO change_log (last, lines) VALUES (?, ?)", (last, "\n".join(lines)))
 
 
-def _changes_sql(count: int) -> str:
-    return f"INSERT INTO changes (revision, seq, kind, key, record) VALUES {_marks(5, count)}"
+def _audit_tail(conn: sqlite3.Connection) -> tuple[int, str]:
+    """``(seq, hash)`` of the audit chain's last entry; ``(0, GENESIS)`` when it is empty."""
+    row = conn.execute("SELECT last, hash FROM audit_log ORDER BY last DESC LIMIT 1").fetchone()
+    return (row[0], row[1]) if row else (0, audit.GENESIS)
 
 
-def _audit_sql(count: int) -> str:
-    return f"INSERT INTO audit (seq, time, kind, data, prev, hash) VALUES {_marks(6, count)}"
-
-
-def _audit_job(conn: sqlite3.Connection, entries: list) -> None:
-    """Append audit entries to the hash chain, in this job's transaction."""
+def _append_audit(
+    conn: sqlite3.Connection, tail: tuple[int, str], entries: Sequence
+) -> tuple[int, str]:
+    """Append prepared entries after ``tail`` as one row; return the chain's new tail."""
     if not entries:
-        return
-    last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    rows = audit.append_rows(last or (0, audit.GENESIS), entries)
-    execute_rows(conn, _audit_sql, rows)
+        return tail
+    lines, new_tail = audit.append_lines(tail, entries)
+    conn.execute(
+        "INSERT INTO audit_log (last, prev, hash, lines) VALUES (?, ?, ?, ?)",
+        (new_tail[0], tail[1], new_tail[1], "\n".join(lines)),
+    )
+    return new_tail
 
 
-def _load_job(conn: sqlite3.Connection) -> model.Snapshot:
-    records = {
-        kind: [spec.from_row(row) for row in conn.execute(spec.selectSQL)]
-        for kind, spec in TABLES.items()
-    }
+def _log_rows(conn: sqlite3.Connection, after: int) -> Iterable[str]:
+    """Every change-log line of the rows that end after revision ``after``, in order."""
+    rows = conn.execute("SELECT lines FROM change_log WHERE last > ? ORDER BY last", (after,))
+    for (lines,) in rows:
+        yield from lines.split("\n")
+
+
+def owed_since(conn: sqlite3.Connection, checkpoint: int) -> dict[str, dict[tuple, tuple | None]]:
+    """What the tables of the kinds written at checkpoints owe after ``checkpoint``.
+
+    Read from the change log: for each such kind, the last row of every key
+    changed since (None for a key deleted). ValueError for a log that does
+    not read.
+    """
+    owed: dict[str, dict[tuple, tuple | None]] = {}
+    for line in _log_rows(conn, checkpoint):
+        revision, kind, key, row = parse_log_line(line)
+        spec = TABLES.get(kind)
+        if spec is None:
+            raise ValueError(f"unknown record kind {kind!r} in the change log")
+        if revision > checkpoint and not spec.eager:
+            owed.setdefault(kind, {})[key] = row
+    return owed
+
+
+def load_records(
+    conn: sqlite3.Connection, owed: dict[str, dict[tuple, tuple | None]]
+) -> model.Snapshot:
+    """Every record: the tables' rows with what they still ``owe`` laid over them."""
+    records = {}
+    for kind, spec in TABLES.items():
+        rows: Iterable[Sequence] = conn.execute(spec.selectSQL)
+        changed = owed.get(kind)
+        if changed:
+            by_key = {spec.keyOf(row): row for row in rows}
+            for key, row in changed.items():
+                if row is None:
+                    by_key.pop(key, None)
+                else:
+                    by_key[key] = row
+            rows = [by_key[key] for key in sorted(by_key)]
+        records[kind] = [spec.from_row(row) for row in rows]
     return model.Snapshot(_meta_int(conn, "revision"), records)
+
+
+def read_snapshot(path: Path | str) -> model.Snapshot:
+    """Every record of the database at ``path``, as a server would load it; read only.
+
+    For tools that look into a data directory the server is not running on,
+    such as one it was killed on: the change log fills in what the tables do
+    not hold yet.
+    """
+    conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        conn.execute("BEGIN")
+        return load_records(conn, owed_since(conn, _meta_int(conn, "checkpoint")))
+    finally:
+        conn.close()
 
 
 def _changes_since_job(conn: sqlite3.Connection, revision: Any) -> list | None:
@@ -803,38 +1041,42 @@ def _changes_since_job(conn: sqlite3.Connection, revision: Any) -> list | None:
     current = _meta_int(conn, "revision")
     if revision > current or revision < _meta_int(conn, "log_start"):
         return None
-    rows = conn.execute(
-        "SELECT revision, kind, key, record FROM changes WHERE revision > ? "
-        "ORDER BY revision, seq",
-        (revision,),
-    )
     result: list[tuple[int, list]] = []
-    for rev, kind, key, record in rows:
+    for line in _log_rows(conn, revision):
+        rev, change = decode_log_line(line)
+        if rev <= revision:
+            continue
         if not result or result[-1][0] != rev:
             result.append((rev, []))
-        result[-1][1].append(decode_change(kind, key, record))
+        result[-1][1].append(change)
     return result
 
 
 def _replace_all_job(conn: sqlite3.Connection, snapshot: model.Snapshot) -> None:
     revision = check_revision(snapshot.revision)
-    for spec in TABLES.values():
-        conn.execute(spec.clearSQL)
+    rows = []
     for kind, records in snapshot.records.items():
         for record in records:
             key = getattr(record, "key", ())
             spec = check_change(model.Change(kind, key, record))
-            _put(conn, spec, tuple(key), record)
-    conn.execute("DELETE FROM changes")
-    _set_meta(conn, "revision", revision)
-    _set_meta(conn, "log_start", revision)
+            rows.append((spec, tuple(key), spec.to_row(record)))
+    for spec in TABLES.values():
+        conn.execute(spec.clearSQL)
+    for spec, key, row in rows:
+        _write_row(conn, spec, key, row)
+    conn.execute("DELETE FROM change_log")
+    for name in ("revision", "log_start", "checkpoint"):
+        _set_meta(conn, name, revision)
 
 
-def _trim_job(conn: sqlite3.Connection, keep: int) -> None:
-    cutoff = _meta_int(conn, "revision") - keep
-    if cutoff > _meta_int(conn, "log_start"):
-        conn.execute("DELETE FROM changes WHERE revision <= ?", (cutoff,))
-        _set_meta(conn, "log_start", cutoff)
+def _trim_job(conn: sqlite3.Connection, cutoff: int) -> None:
+    """Drop the change-log rows that end at ``cutoff`` or before."""
+    found = conn.execute("SELECT max(last) FROM change_log WHERE last <= ?", (cutoff,)).fetchone()[
+        0
+    ]
+    if found is not None and found > _meta_int(conn, "log_start"):
+        conn.execute("DELETE FROM change_log WHERE last <= ?", (found,))
+        _set_meta(conn, "log_start", found)
 
 
 def _add_event_job(conn: sqlite3.Connection, event: model.Event) -> model.Event:
@@ -900,15 +1142,19 @@ class _Job:
     """One call waiting for the writer thread.
 
     ``mode`` is READ (in a read transaction), WRITE (in the batch's write
-    transaction, inside a savepoint) or RAW (no transaction; test hooks).
+    transaction, inside a savepoint) or RAW (no transaction; test hooks). A
+    commit or an audit append is a WRITE with its ``prepared`` write and no
+    ``run``; ``resets`` marks a job that rewrites every table (``replaceAll``).
     """
 
     mode: str
-    run: Callable[[sqlite3.Connection], Any]
+    run: Callable[[sqlite3.Connection], Any] | None
     deferred: defer.Deferred
     commits: int = 0
     patient: bool = False
     """Whether the job may wait ``commit_delay`` for others to share its transaction."""
+    prepared: PreparedWrite | None = None
+    resets: bool = False
 
 
 _STOP = object()
@@ -922,6 +1168,28 @@ class _BatchLostError(Exception):
         self.failure = failure
 
 
+class _Transaction:
+    """What a write transaction changes besides its SQL, kept until it commits.
+
+    ``owed``: rows for the tables written at checkpoints; ``tail``: the audit
+    chain's end (None until read); ``reset``: every table was rewritten, so
+    what they owed before is void; ``revision``: the store's revision.
+    """
+
+    __slots__ = ("owed", "tail", "reset", "revision")
+
+    def __init__(self, tail: tuple[int, str] | None, revision: int) -> None:
+        self.owed: dict[str, dict[tuple, tuple | None]] = {}
+        self.tail = tail
+        self.reset = False
+        self.revision = revision
+
+
+def _merge(into: dict[str, dict[tuple, Any]], owed: dict[str, dict[tuple, Any]]) -> None:
+    for kind, rows in owed.items():
+        into.setdefault(kind, {}).update(rows)
+
+
 @implementer(ILicenseStore)
 class SQLiteStore(service.Service):
     """The license store in one SQLite file, written by one dedicated thread.
@@ -930,6 +1198,14 @@ class SQLiteStore(service.Service):
     open. ``transactions`` counts the write transactions committed, so that
     group commit can be observed. As a service it opens the database on
     ``startService`` and closes it on ``stopService``.
+
+    A commit is durable once its transaction has written its change-log lines,
+    its audit entries and the rows of the kinds with unique columns. The rows
+    of the other kinds (leases above all) are owed to their tables, held by the
+    writer thread, and written at the next checkpoint: when ``checkpoint_every``
+    rows are owed, before the log is trimmed past them, and when the store
+    closes. A store opened after a crash reads what its tables owe back from
+    the change log.
     """
 
     log = Logger()
@@ -946,6 +1222,7 @@ class SQLiteStore(service.Service):
         max_batch: int = MAX_BATCH,
         commit_delay: float = 0.0,
         gather_delay: float = 0.0,
+        checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
         """
@@ -957,11 +1234,19 @@ class SQLiteStore(service.Service):
             finds the queue empty waits for others to share its transaction.
         @param gather_delay: seconds the writer lets pass before it takes
             a batch, when the last batch held more than one job (0: never).
+        @param checkpoint_every: owed rows that make the writer checkpoint.
         @param migrations: the schema steps this server knows.
         """
-        if keep_changes < 0 or trim_interval < 1 or max_batch < 1 or gather_delay < 0:
+        if (
+            keep_changes < 0
+            or trim_interval < 1
+            or max_batch < 1
+            or gather_delay < 0
+            or checkpoint_every < 1
+        ):
             raise ValueError(
-                "keep_changes >= 0, trim_interval >= 1, max_batch >= 1 and gather_delay >= 0"
+                "keep_changes >= 0, trim_interval >= 1, max_batch >= 1, gather_delay >= 0 "
+                "and checkpoint_every >= 1"
             )
         self.path = Path(path)
         self._reactor = reactor
@@ -970,6 +1255,7 @@ class SQLiteStore(service.Service):
         self._maxBatch = max_batch
         self._commitDelay = commit_delay
         self._gatherDelay = gather_delay
+        self._checkpointEvery = checkpoint_every
         self._lastBatch = 0
         """Jobs in the last batch the writer took."""
         self._migrations = tuple(migrations)
@@ -982,8 +1268,17 @@ class SQLiteStore(service.Service):
         self._closeWaiters: list[defer.Deferred] = []
         self._commitsSinceTrim = 0
         self.transactions = 0
+        self.checkpoints = 0
+        """Checkpoints written (tests observe them)."""
         self._outbox: list[tuple[defer.Deferred, Any]] | None = None
         """Results of the batch that runs, delivered together when it ends."""
+        # The writer thread's own state:
+        self._owed: dict[str, dict[tuple, tuple | None]] = {}
+        """Rows owed to the tables written at checkpoints: kind -> key -> row (None: gone)."""
+        self._tablesAt = 0
+        """The revision up to which the tables hold every change."""
+        self._auditTail: tuple[int, str] | None = None
+        """The audit chain's last ``(seq, hash)``; None when it must be read again."""
 
     # -- service ----------------------------------------------------------
 
@@ -1018,7 +1313,7 @@ class SQLiteStore(service.Service):
         return self._opened
 
     def close(self) -> defer.Deferred:
-        """Finish the queued work, close the database; fire when that is done.
+        """Finish the queued work, checkpoint, close the database; fire when that is done.
 
         Calls made after ``close`` errback with StoreClosedError.
         """
@@ -1058,7 +1353,7 @@ class SQLiteStore(service.Service):
     # -- ILicenseStore ----------------------------------------------------
 
     def load(self) -> defer.Deferred:
-        return self._submit(READ, _load_job)
+        return self._submit(READ, self._loadJob)
 
     def commit(
         self,
@@ -1074,12 +1369,22 @@ class SQLiteStore(service.Service):
         ``audit`` entries are appended in the same transaction. A ``patient``
         commit (nobody waits on it much) may wait ``commit_delay`` for others
         to share its transaction and disk sync.
+
+        The commit is checked and encoded here, on the caller's thread, so
+        that the writer thread has only SQL left to run.
         """
-        job = partial(_commit_job, revision=revision, changes=list(changes), entries=list(audit))
-        return self._submit(WRITE, job, commits=1, patient=patient)
+        try:
+            prepared = prepare_commit(revision, changes, audit)
+        except ValueError:
+            return defer.fail()
+        return self._submit(WRITE, None, commits=1, patient=patient, prepared=prepared)
 
     def audit(self, entries: Iterable) -> defer.Deferred:
-        return self._submit(WRITE, partial(_audit_job, entries=list(entries)))
+        try:
+            prepared = PreparedWrite(None, (), (), prepare_entries(entries))
+        except ValueError:
+            return defer.fail()
+        return self._submit(WRITE, None, prepared=prepared)
 
     def changesSince(self, revision: int) -> defer.Deferred:
         """The log after ``revision``: [] at the current revision, None when the
@@ -1087,7 +1392,7 @@ class SQLiteStore(service.Service):
         return self._submit(READ, partial(_changes_since_job, revision=revision))
 
     def replaceAll(self, snapshot: model.Snapshot) -> defer.Deferred:
-        return self._submit(WRITE, partial(_replace_all_job, snapshot=snapshot))
+        return self._submit(WRITE, partial(_replace_all_job, snapshot=snapshot), resets=True)
 
     def addEvent(self, event: model.Event) -> defer.Deferred:
         return self._submit(WRITE, partial(_add_event_job, event=event))
@@ -1123,16 +1428,26 @@ class SQLiteStore(service.Service):
         self._submit(RAW, wait)
         return blocked, release.set
 
+    def _checkpointNow(self) -> defer.Deferred:
+        """Write every owed row to its table now; for tests."""
+        return self._submit(RAW, lambda conn: self._checkpoint(conn))
+
     # -- the reactor side of the queue ------------------------------------
 
     def _submit(
-        self, mode: str, run: Callable, commits: int = 0, patient: bool = False
+        self,
+        mode: str,
+        run: Callable | None,
+        commits: int = 0,
+        patient: bool = False,
+        prepared: PreparedWrite | None = None,
+        resets: bool = False,
     ) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
         with self._lock:
             refused = self._state in ("closing", "closed")
             if not refused:
-                self._queue.put(_Job(mode, run, d, commits, patient))
+                self._queue.put(_Job(mode, run, d, commits, patient, prepared, resets))
         if refused:
             return defer.fail(self._closedError())
         return d
@@ -1155,6 +1470,13 @@ class SQLiteStore(service.Service):
             self._reactor.callFromThread(self._opened.errback, failure)
             self._shutDown(None, failure)
             return
+        try:
+            self._recover(conn)
+        except (sqlite3.Error, ValueError) as e:
+            failure = Failure(StoreError(f"cannot read the change log of {self.path}: {e}"))
+            self._reactor.callFromThread(self._opened.errback, failure)
+            self._shutDown(conn, failure)
+            return
         self._reactor.callFromThread(self._opened.callback, None)
         reason = None
         try:
@@ -1165,9 +1487,18 @@ class SQLiteStore(service.Service):
         finally:
             self._shutDown(conn, reason)
 
+    def _recover(self, conn: sqlite3.Connection) -> None:
+        """Find what the tables owe since the last checkpoint (after a crash: some rows)."""
+        checkpoint = _meta_int(conn, "checkpoint")
+        self._owed = owed_since(conn, checkpoint)
+        self._tablesAt = checkpoint if self._owed else _meta_int(conn, "revision")
+        self._auditTail = None
+
     def _shutDown(self, conn: sqlite3.Connection | None, reason: Failure | None) -> None:
-        """Close the connection, refuse further calls, fail what is still queued."""
+        """Checkpoint, close the connection, refuse further calls, fail what is still queued."""
         if conn is not None:
+            if reason is None:
+                self._checkpoint(conn)
             try:
                 conn.close()
             except sqlite3.Error:
@@ -1183,6 +1514,8 @@ class SQLiteStore(service.Service):
         while True:
             batch, stop = self._nextBatch()
             self._runBatch(conn, batch)
+            if sum(len(rows) for rows in self._owed.values()) >= self._checkpointEvery:
+                self._checkpoint(conn)
             self._maybeTrim(conn)
             if stop:
                 return
@@ -1260,47 +1593,64 @@ class SQLiteStore(service.Service):
         else:
             self._fire(job, result)
 
+    def _loadJob(self, conn: sqlite3.Connection) -> model.Snapshot:
+        return load_records(conn, self._owed)
+
     def _runWrites(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
         """Write ``jobs`` in one transaction: fused when they are all commits."""
-        if all(getattr(job.run, "func", None) is _commit_job for job in jobs):
+        if all(job.prepared is not None for job in jobs):
             if self._runCommitsFused(conn, jobs):
                 return
         self._runWritesOneByOne(conn, jobs)
 
+    def _committed(self, txn: _Transaction) -> None:
+        """Take a committed transaction's owed rows and audit tail as the store's."""
+        self.transactions += 1
+        self._auditTail = txn.tail
+        if txn.reset:
+            self._owed = {}
+        _merge(self._owed, txn.owed)
+        if not self._owed:
+            self._tablesAt = txn.revision
+
     def _runCommitsFused(self, conn: sqlite3.Connection, jobs: list[_Job]) -> bool:
         """Write a batch of commits with one statement per table and kind of write.
 
-        Every job is checked first; the writes then go without savepoints. This
-        is the busy server's path: many clients' grants, renewals and releases
-        in one transaction for little more than the cost of one. It does nothing
-        and returns False when the batch needs the one-by-one path, where each
-        job succeeds or fails on its own: a malformed job, a key written twice
-        (order would matter), or any refusal by SQLite.
+        Every job is checked first; the writes then go without savepoints: one
+        row of change-log lines, one row of audit entries, and the rows of the
+        kinds written at once. This is the busy server's path: many clients'
+        grants, renewals and releases in one transaction for little more than
+        the cost of one. It does nothing and returns False when the batch needs
+        the one-by-one path, where each job succeeds or fails on its own: a
+        revision not after the one before, a row written at once twice (order
+        would matter), or any refusal by SQLite.
         """
         try:
-            revision = _meta_int(conn, "revision")
+            txn = _Transaction(self._auditTail, _meta_int(conn, "revision"))
             deletes: dict[str, list[tuple]] = {}
             puts: dict[str, list[tuple]] = {}
-            logged: list[tuple] = []
-            entries: list = []
             written: set[tuple] = set()
+            lines: list[str] = []
+            entries: list = []
             for job in jobs:
-                args = job.run.keywords
-                check_newer(check_revision(args["revision"]), revision)
-                revision = args["revision"]
-                for seq, change in enumerate(args["changes"]):
-                    spec = check_change(change)
-                    key = (change.kind, tuple(change.key))
-                    if key in written:
+                prepared = job.prepared
+                if prepared.revision is not None:
+                    check_newer(prepared.revision, txn.revision)
+                    txn.revision = prepared.revision
+                for spec, key, row in prepared.writes:
+                    if not spec.eager:
+                        txn.owed.setdefault(spec.kind, {})[key] = row
+                        continue
+                    if (spec.kind, key) in written:
                         return False
-                    written.add(key)
-                    if change.record is None:
-                        deletes.setdefault(change.kind, []).append(key[1])
+                    written.add((spec.kind, key))
+                    if row is None:
+                        deletes.setdefault(spec.kind, []).append(key)
                     else:
-                        puts.setdefault(change.kind, []).append(spec.to_row(change.record))
-                    logged.append((revision, seq, *encode_change(change)))
-                entries.extend(args["entries"])
-        except (ValueError, KeyError, TypeError, sqlite3.Error):
+                        puts.setdefault(spec.kind, []).append(row)
+                lines += prepared.lines
+                entries += prepared.entries
+        except (ValueError, sqlite3.Error):
             return False
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -1308,14 +1658,16 @@ class SQLiteStore(service.Service):
                 execute_rows(conn, TABLES[kind].deleteRowsSQL, keys)
             for kind, rows in puts.items():
                 execute_rows(conn, TABLES[kind].upsertRowsSQL, rows)
-            execute_rows(conn, _changes_sql, logged)
-            _set_meta(conn, "revision", revision)
-            _audit_job(conn, entries)
+            if lines:
+                _insert_log(conn, txn.revision, lines)
+            _set_meta(conn, "revision", txn.revision)
+            txn.tail = _append_audit(conn, txn.tail or _audit_tail(conn), entries)
             conn.execute("COMMIT")
         except sqlite3.Error:
             self._rollback(conn)
+            self._auditTail = None
             return False
-        self.transactions += 1
+        self._committed(txn)
         for job in jobs:
             self._commitsSinceTrim += job.commits
             self._fire(job, None)
@@ -1330,36 +1682,77 @@ class SQLiteStore(service.Service):
         """
         try:
             conn.execute("BEGIN IMMEDIATE")
+            txn = _Transaction(self._auditTail, _meta_int(conn, "revision"))
         except sqlite3.Error as e:
+            self._rollback(conn)
+            self._auditTail = None
             self._failJobs(jobs, self._failureFor(e))
             return
         outcomes: list[tuple[_Job, Any]] = []
         try:
             for job in jobs:
-                outcomes.append(self._runInSavepoint(conn, job))
+                outcomes.append(self._runInSavepoint(conn, job, txn))
             self._execute(conn, "COMMIT")
         except _BatchLostError as lost:
             self._rollback(conn)
+            self._auditTail = None
             self._failJobs(jobs, lost.failure, outcomes)
             return
-        self.transactions += 1
+        self._committed(txn)
         for job, result in outcomes:
             if not isinstance(result, Failure):
                 self._commitsSinceTrim += job.commits
             self._fire(job, result)
 
-    def _runInSavepoint(self, conn: sqlite3.Connection, job: _Job) -> tuple[_Job, Any]:
-        """Run one write job in its savepoint: ``(job, result or Failure)``."""
+    def _runInSavepoint(
+        self, conn: sqlite3.Connection, job: _Job, txn: _Transaction
+    ) -> tuple[_Job, Any]:
+        """Run one write job in its savepoint: ``(job, result or Failure)``.
+
+        What the job changes besides SQL reaches ``txn`` only once its
+        savepoint is released.
+        """
         self._execute(conn, "SAVEPOINT job")
         try:
-            result = job.run(conn)
+            if job.prepared is not None:
+                owed, tail, revision = self._writePrepared(conn, job.prepared, txn)
+                result = None
+            else:
+                result = job.run(conn)
         except Exception as e:
             failure = self._failureFor(e)
             if not self._rollbackTo(conn):
                 raise _BatchLostError(failure) from e
             return job, failure
         self._execute(conn, "RELEASE job")
+        if job.prepared is not None:
+            _merge(txn.owed, owed)
+            txn.tail, txn.revision = tail, revision
+        elif job.resets:
+            txn.reset, txn.owed = True, {}
+            txn.revision = _meta_int(conn, "revision")
         return job, result
+
+    def _writePrepared(
+        self, conn: sqlite3.Connection, prepared: PreparedWrite, txn: _Transaction
+    ) -> tuple[dict, tuple[int, str], int]:
+        """One commit's SQL; its owed rows, the audit tail and the revision after it."""
+        revision = txn.revision
+        if prepared.revision is not None:
+            check_newer(prepared.revision, revision)
+            revision = prepared.revision
+        owed: dict[str, dict[tuple, tuple | None]] = {}
+        for spec, key, row in prepared.writes:
+            if spec.eager:
+                _write_row(conn, spec, key, row)
+            else:
+                owed.setdefault(spec.kind, {})[key] = row
+        if prepared.lines:
+            _insert_log(conn, revision, prepared.lines)
+        if prepared.revision is not None:
+            _set_meta(conn, "revision", revision)
+        tail = _append_audit(conn, txn.tail or _audit_tail(conn), prepared.entries)
+        return owed, tail, revision
 
     def _execute(self, conn: sqlite3.Connection, statement: str) -> None:
         """Run a transaction statement; _BatchLostError when it fails."""
@@ -1386,14 +1779,44 @@ class SQLiteStore(service.Service):
         except sqlite3.Error:
             self._logFromThread(Failure(), "Rolling back {path} failed")
 
+    def _checkpoint(self, conn: sqlite3.Connection) -> bool:
+        """Write every owed row to its table, in one transaction; False when that failed.
+
+        A checkpoint that fails (a full disk, say) leaves the rows owed and
+        the change log untrimmed past them; the next one tries again.
+        """
+        if not self._owed:
+            return True
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            _write_rows(conn, self._owed)
+            revision = _meta_int(conn, "revision")
+            _set_meta(conn, "checkpoint", revision)
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            self._logFromThread(Failure(), "Writing a checkpoint of {path} failed")
+            self._rollback(conn)
+            return False
+        self.checkpoints += 1
+        self._owed = {}
+        self._tablesAt = revision
+        return True
+
     def _maybeTrim(self, conn: sqlite3.Connection) -> None:
-        """Trim the change log once enough commits have gone by since the last trim."""
+        """Trim the change log once enough commits have gone by since the last trim.
+
+        The log keeps the last ``keep_changes`` revisions, and never drops a
+        change that the tables do not hold yet: the writer checkpoints first.
+        """
         if self._commitsSinceTrim < self._trimInterval:
             return
         self._commitsSinceTrim = 0
         try:
+            cutoff = _meta_int(conn, "revision") - self._keepChanges
+            if cutoff > self._tablesAt:
+                self._checkpoint(conn)
             conn.execute("BEGIN IMMEDIATE")
-            _trim_job(conn, self._keepChanges)
+            _trim_job(conn, min(cutoff, self._tablesAt))
             conn.execute("COMMIT")
         except sqlite3.Error:
             self._logFromThread(Failure(), "Trimming the change log of {path} failed")

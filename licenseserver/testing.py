@@ -31,9 +31,10 @@ from licenseserver.store import (
     check_newer,
     check_revision,
     conflict_error,
-    decode_change,
-    encode_change,
+    decode_log_line,
     from_json,
+    prepare_commit,
+    prepare_entries,
     to_json,
 )
 
@@ -68,14 +69,20 @@ class FakeStore(service.Service):
         self._rows: _Rows = {kind: {} for kind in TABLES}
         self._revision = 0
         self._logStart = 0
-        self._log: list[tuple[int, list[tuple[str, str, str | None]]]] = []
+        self._log: list[tuple[int, list[str]]] = []
+        """The change log: each revision with its lines, as SQLite's rows hold them."""
         self._events: list[tuple[model.Event, str]] = []
-        self.auditRows: list[tuple[int, int, str, str, str, str]] = []
-        """The audit chain as SQLite holds it: (seq, time, kind, data, prev, hash)."""
+        self.auditGroups: list[tuple[int, str, str, str]] = []
+        """The audit chain as SQLite holds it: rows of (last, prev, hash, lines)."""
         self._local: dict[str, str] = {}
         self._failures: dict[str, list[BaseException]] = {}
         self._commitsSinceTrim = 0
         self._closed = False
+
+    @property
+    def auditRows(self) -> list[tuple]:
+        """The audit chain's entries as ``audit.verify`` takes them."""
+        return list(audit.rows_of_groups(self.auditGroups))
 
     # -- test hooks -------------------------------------------------------
 
@@ -157,28 +164,30 @@ class FakeStore(service.Service):
         return model.Snapshot(self._revision, records)
 
     def _audit(self, entries: list) -> None:
-        last = self.auditRows[-1][0::5] if self.auditRows else (0, audit.GENESIS)
-        self.auditRows.extend(audit.append_rows(last, entries))
+        self._appendAudit(prepare_entries(entries))
+
+    def _appendAudit(self, prepared: tuple) -> None:
+        if not prepared:
+            return
+        tail = self.auditGroups[-1][0::2] if self.auditGroups else (0, audit.GENESIS)
+        lines, (seq, digest) = audit.append_lines(tail, prepared)
+        self.auditGroups.append((seq, tail[1], digest, "\n".join(lines)))
 
     def _commit(self, revision: Any, changes: list[model.Change], entries: list = ()) -> None:
-        revision = check_revision(revision)
-        check_newer(revision, self._revision)
+        prepared = prepare_commit(revision, changes, entries)
+        check_newer(prepared.revision, self._revision)
         undo: list[tuple[dict, tuple, tuple | None]] = []
-        logged = []
         try:
-            for change in changes:
-                spec = check_change(change)
+            for spec, key, row in prepared.writes:
                 rows = self._rows[spec.kind]
-                key = tuple(change.key)
                 undo.append((rows, key, rows.get(key)))
-                _apply(rows, spec, change)
-                logged.append(encode_change(change))
+                _apply(rows, spec, key, row)
         except Exception:
             _undo(undo)
             raise
-        self._revision = revision
-        self._log.append((revision, logged))
-        self._audit(entries)
+        self._revision = prepared.revision
+        self._log.append((prepared.revision, list(prepared.lines)))
+        self._appendAudit(prepared.entries)
         self._afterCommit()
 
     def _afterCommit(self) -> None:
@@ -196,9 +205,9 @@ class FakeStore(service.Service):
         if revision > self._revision or revision < self._logStart:
             return None
         return [
-            (rev, [decode_change(*encoded) for encoded in changes])
-            for rev, changes in self._log
-            if rev > revision
+            (rev, [decode_log_line(line)[1] for line in lines])
+            for rev, lines in self._log
+            if rev > revision and lines
         ]
 
     def _replaceAll(self, snapshot: model.Snapshot) -> None:
@@ -208,7 +217,7 @@ class FakeStore(service.Service):
             for record in records:
                 change = model.Change(kind, getattr(record, "key", ()), record)
                 spec = check_change(change)
-                _apply(rows[spec.kind], spec, change)
+                _apply(rows[spec.kind], spec, tuple(change.key), spec.to_row(record))
         self._rows = rows
         self._revision = revision
         self._logStart = revision
@@ -247,13 +256,11 @@ def _undo(undo: list[tuple[dict, tuple, tuple | None]]) -> None:
             rows[key] = old
 
 
-def _apply(rows: dict[tuple, tuple], spec: TableSpec, change: model.Change) -> None:
-    """Put or delete one checked change in a kind's rows, as SQLite would."""
-    key = tuple(change.key)
-    if change.record is None:
+def _apply(rows: dict[tuple, tuple], spec: TableSpec, key: tuple, row: tuple | None) -> None:
+    """Put (or with None, delete) one checked row in a kind's rows, as SQLite would."""
+    if row is None:
         rows.pop(key, None)
         return
-    row = spec.to_row(change.record)
     for group in spec.unique:
         positions = spec.indexes(group)
         values = [row[i] for i in positions]

@@ -17,10 +17,16 @@ from licenseserver.testing import FakeStore
 from tests.helpers import HELLO, hello, licenseFile, makeRole, run, session
 
 
+def appended(tail, entries):
+    """The group that ``audit.append_lines`` makes of ``entries`` after ``tail``."""
+    prepared = [(entry, audit.data_text(entry)) for entry in entries]
+    lines, (seq, digest) = audit.append_lines(tail, prepared)
+    return (seq, tail[1], digest, "\n".join(lines))
+
+
 def rows(n):
-    return audit.append_rows(
-        (0, GENESIS), [AuditEntry(100 + i, "grant", {"i": i, "x": "é"}) for i in range(n)]
-    )
+    entries = [AuditEntry(100 + i, "grant", {"i": i, "x": "é"}) for i in range(n)]
+    return list(audit.rows_of_groups([appended((0, GENESIS), entries)]))
 
 
 JSON_VALUES = st.recursive(
@@ -65,11 +71,14 @@ class ChainTests(unittest.TestCase):
         body = {"seq": seq, "time": time, "kind": kind, "data": data}
         expected = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         self.assertEqual(audit.canonical(seq, AuditEntry(time, kind, data)), expected)
-        ((_, _, _, stored, _, digest),) = audit.append_rows(
-            (seq, GENESIS), [AuditEntry(time, kind, data)]
-        )
+        group = appended((seq, GENESIS), [AuditEntry(time, kind, data)])
+        ((_, _, _, stored, _, digest),) = audit.rows_of_groups([group])
         self.assertEqual(json.loads(stored), data)
         self.assertEqual(digest, audit.chain(GENESIS, seq + 1, AuditEntry(time, kind, data)))
+        line = group[3]
+        self.assertEqual(
+            line, f"{digest} {audit.canonical(seq + 1, AuditEntry(time, kind, data))}"
+        )
 
     def test_oldSpacedDataStillVerifies(self):
         """Entries whose data was stored with spaces after separators verify too."""
@@ -141,7 +150,7 @@ class DatabaseAuditTests(unittest.TestCase):
 
         self.assertEqual(verify(), (0, "audit log intact: 2 entries\n", ""))
         conn = sqlite3.connect(data / "licenseserver.sqlite3")
-        conn.execute("UPDATE audit SET data = replace(data, 'm1', 'm9') WHERE seq = 2")
+        conn.execute("UPDATE audit_log SET lines = replace(lines, 'm1', 'm9')")
         conn.commit()
         conn.close()
         status, out, err = verify()

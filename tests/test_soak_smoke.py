@@ -17,7 +17,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from licenseserver import store
+from licenseserver import model, store
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH = REPO_ROOT / "bench"
@@ -105,6 +105,47 @@ class SoakCheckTests(unittest.TestCase):
         self.assertEqual(soak_check.integrity(state), [])
         self.assertEqual(soak_check.over_allocation(state), [])
         self.assertEqual(soak_check.compare_final(state, held, {"l-old"}), [])
+
+    def test_changeLogAfterCheckpoint(self):
+        """Leases the change log holds past the last checkpoint count as stored; a lease
+        the log deleted does not; lines up to the checkpoint are already in the table."""
+        path = _database(self, seats=2)
+        _addLease(path, "l-a", "m1")
+        expires = int(time.time()) + 600
+        spec = store.TABLES["lease"]
+
+        def row(lid: str, machine: str) -> tuple:
+            lease = model.Lease(
+                lid,
+                "c-2",
+                machine,
+                "u",
+                "Alpha",
+                "2025r2",
+                ("L-1",),
+                "concurrent",
+                0,
+                expires,
+                600,
+            )
+            return spec.to_row(lease)
+
+        conn = sqlite3.connect(path)
+        with conn:
+            stale = store.log_line(1, "lease", ("l-old",), row("l-old", "m3"))
+            conn.execute("INSERT INTO change_log VALUES (1, ?)", (stale,))
+            conn.execute("UPDATE meta SET value = '1' WHERE name = 'checkpoint'")
+            lines = [
+                store.log_line(2, "lease", ("l-b",), row("l-b", "m2")),
+                store.log_line(3, "lease", ("l-a",), None),
+                store.log_line(3, "lease", ("l-c",), row("l-c", "m4")),
+                store.log_line(4, "lease", ("l-c",), None),
+            ]
+            conn.execute("INSERT INTO change_log VALUES (4, ?)", ("\n".join(lines),))
+        conn.close()
+        state = soak_check.read_store(path)
+        self.assertEqual(sorted(state.leases), ["l-b"])
+        self.assertEqual(state.leases["l-b"].machine, "m2")
 
     def test_overAllocation(self):
         """Two holders of a one-seat license are reported; one holder with two leases is not."""

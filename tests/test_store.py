@@ -387,31 +387,41 @@ class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
         self.assertEqual(await s._runInWriter(pragmas), ("wal", 2, 0))
 
     async def test_batchInMultiRowStatements(self) -> None:
-        """A batch's rows go in multi-row statements of a few fixed sizes, every row landing."""
+        """A commit writes one change-log row and one audit row; table rows go in
+        multi-row statements of a few fixed sizes, at once or at the checkpoint."""
         s = await self.makeStore()
         statements: list[str] = []
         await s._runInWriter(lambda conn: conn.set_trace_callback(statements.append))
         count = sum(store.ROWS_PER_STATEMENT)
+        clients = [
+            dataclasses.replace(CLIENT, id=f"c-{n}", machine=f"m-{n}") for n in range(count)
+        ]
         products = [dataclasses.replace(PRODUCT, client=f"c-{n}") for n in range(count)]
         entries = [AuditEntry(n, "grant", {"n": n}) for n in range(count)]
-        await s.commit(1, puts(*products), entries)
+        await s.commit(1, puts(*clients, *products), entries)
         snapshot = await s.load()
-        self.assertEqual(snapshot, model.Snapshot(1, by_kind(products)))
+        self.assertEqual(snapshot, model.Snapshot(1, by_kind(clients + products)))
         await s.commit(2, [Change.delete(p) for p in products[1:]])
-        self.assertEqual(await s.load(), model.Snapshot(2, by_kind(products[:1])))
+        self.assertEqual(await s.load(), model.Snapshot(2, by_kind(clients + products[:1])))
         self.assertEqual(len(await s.changesSince(0)), 2)
-        self.assertEqual(len((await s.changesSince(0))[0][1]), count)
+        self.assertEqual(len((await s.changesSince(0))[0][1]), 2 * count)
 
         def written(prefix: str) -> list[str]:
             return [t for t in statements if t.startswith(prefix)]
 
         sizes = len(store.ROWS_PER_STATEMENT)
-        self.assertEqual(len(written("INSERT INTO products")), sizes)
-        self.assertEqual(len(written("INSERT INTO changes")), 2 * sizes - 1)
-        self.assertEqual(len(written("INSERT INTO audit")), sizes)
+        self.assertEqual(len(written("INSERT INTO clients")), sizes)
+        self.assertEqual(len(written("INSERT INTO change_log")), 2)
+        self.assertEqual(len(written("INSERT INTO audit_log")), 1)
+        self.assertEqual(written("INSERT INTO products") + written("DELETE FROM products"), [])
+        await s._checkpointNow()
+        self.assertEqual(len(written("INSERT INTO products")), 1)
         self.assertEqual(len(written("DELETE FROM products")), sizes - 1)
+        self.assertEqual(await s.load(), model.Snapshot(2, by_kind(clients + products[:1])))
         verdict = await s._runInWriter(
-            lambda conn: audit.verify(conn.execute("SELECT * FROM audit ORDER BY seq"))
+            lambda conn: audit.verify(
+                audit.rows_of_groups(conn.execute("SELECT * FROM audit_log ORDER BY last"))
+            )
         )
         self.assertEqual(verdict, audit.Verdict(count))
 
@@ -591,15 +601,16 @@ class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
         path = self.newPath()
         await (await self.makeStore(path)).close()
         before = path.read_bytes()
-        newer = store.MIGRATIONS + [(2, lambda conn: conn.execute("CREATE TABLE x (y)"))]
-        s = store.SQLiteStore(path, reactor, migrations=newer)
+        step = (store.SCHEMA_VERSION + 1, lambda conn: conn.execute("CREATE TABLE x (y)"))
+        s = store.SQLiteStore(path, reactor, migrations=store.MIGRATIONS + [step])
         with self.assertRaises(store.SchemaError) as caught:
             await s.open()
         message = str(caught.exception)
-        self.assertIn("is at schema 1, this server needs 2", message)
+        current = store.SCHEMA_VERSION
+        self.assertIn(f"is at schema {current}, this server needs {current + 1}", message)
         self.assertIn(f"licenseserver upgrade --data {path.parent}", message)
         self.assertEqual(path.read_bytes(), before)
-        self.assertEqual(store.check_database(path), 1)
+        self.assertEqual(store.check_database(path), store.SCHEMA_VERSION)
 
     async def test_newerSchemaRefused(self) -> None:
         """A database at a schema newer than this server's is refused."""
@@ -634,6 +645,121 @@ class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
         self.assertEqual(store.check_database(path), store.SCHEMA_VERSION)
         self.assertEqual(store.require_current_schema(path), store.SCHEMA_VERSION)
         self.assertEqual(sorted(p.name for p in path.parent.iterdir()), [path.name])
+
+    def crashCopy(self, path: Path) -> Path:
+        """The database files as a crash would leave them now (the WAL included)."""
+        copy = self.newPath()
+        for suffix in ("", "-wal"):
+            source = path.with_name(path.name + suffix)
+            if source.exists():
+                copy.with_name(copy.name + suffix).write_bytes(source.read_bytes())
+        return copy
+
+    def tableRows(self, path: Path, table: str) -> list[tuple]:
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute(f"SELECT * FROM {table}").fetchall()
+        finally:
+            conn.close()
+
+    async def test_leasesReachTheirTableAtCheckpoints(self) -> None:
+        """Kinds without unique columns reach their tables only at a checkpoint, which
+        comes once checkpoint_every rows are owed; loads see them before that."""
+        path = self.newPath()
+        s = await self.makeStore(path, checkpoint_every=3)
+        self.assertFalse(store.TABLES["lease"].eager)
+        self.assertTrue(store.TABLES["client"].eager)
+        leases = [dataclasses.replace(LEASE, id=f"l-{n}") for n in range(3)]
+        await s.commit(1, puts(CLIENT, leases[0]))
+        await s.commit(2, puts(leases[1]))
+        self.assertEqual(len(self.tableRows(path, "clients")), 1)
+        self.assertEqual(self.tableRows(path, "leases"), [])
+        self.assertEqual(
+            (await s.load()).records["lease"], sorted(leases[:2], key=lambda r: r.key)
+        )
+        self.assertEqual(s.checkpoints, 0)
+        await s.commit(3, puts(leases[2]))
+        await s.load()  # runs after the checkpoint that the third lease set off
+        self.assertEqual(s.checkpoints, 1)
+        self.assertEqual(
+            sorted(r[0] for r in self.tableRows(path, "leases")), ["l-0", "l-1", "l-2"]
+        )
+        await s.commit(4, [Change.delete(leases[0])])
+        await s.close()
+        self.assertEqual(sorted(r[0] for r in self.tableRows(path, "leases")), ["l-1", "l-2"])
+
+    async def test_crashLosesNoOwedRow(self) -> None:
+        """A store opened on what a crash left reads the rows its tables still owed from
+        the change log, and so does read_snapshot; nothing is written to open it."""
+        path = self.newPath()
+        s = await self.makeStore(path)
+        await s.commit(1, puts(CLIENT, LEASE, SETTING))
+        await s.commit(2, [Change.delete(LEASE), Change.put(LEASE_WITHOUT_LICENSES)])
+        crashed = self.crashCopy(path)
+        self.assertEqual(self.tableRows(crashed, "leases"), [])
+        expected = model.Snapshot(2, by_kind([CLIENT, LEASE_WITHOUT_LICENSES, SETTING]))
+        self.assertEqual(store.read_snapshot(crashed), expected)
+        again = await self.makeStore(crashed)
+        self.assertEqual(await again.load(), expected)
+        self.assertEqual([r for r, _ in await again.changesSince(0)], [1, 2])
+        await again.commit(3, [Change.delete(SETTING)])
+        await again.close()
+        self.assertEqual(
+            [r[0] for r in self.tableRows(crashed, "leases")], [LEASE_WITHOUT_LICENSES.id]
+        )
+        self.assertEqual(self.tableRows(crashed, "settings"), [])
+
+    async def test_trimKeepsWhatTablesOwe(self) -> None:
+        """The log is trimmed past owed rows only after a checkpoint has written them."""
+        path = self.newPath()
+        s = await self.makeStore(path, keep_changes=1, trim_interval=1)
+        for revision in range(1, 5):
+            lease = dataclasses.replace(LEASE, id=f"l-{revision}", expires=revision)
+            await s.commit(revision, puts(lease))
+        self.assertIsNone(await s.changesSince(2))
+        self.assertEqual([r for r, _ in await s.changesSince(3)], [4])
+        self.assertGreaterEqual(s.checkpoints, 1)
+        crashed = self.crashCopy(path)
+        self.assertEqual(
+            [lease.id for lease in store.read_snapshot(crashed).records["lease"]],
+            ["l-1", "l-2", "l-3", "l-4"],
+        )
+
+    async def test_replaceAllVoidsOwedRows(self) -> None:
+        """Rows owed before a replaceAll are not written after it."""
+        path = self.newPath()
+        s = await self.makeStore(path)
+        await s.commit(1, puts(LEASE, SETTING))
+        snapshot = model.Snapshot(5, by_kind([LEASE_WITHOUT_LICENSES]))
+        await s.replaceAll(snapshot)
+        await s.commit(6, puts(TEXT_SETTING))
+        await s.close()
+        again = await self.makeStore(path)
+        self.assertEqual(
+            await again.load(), model.Snapshot(6, by_kind([LEASE_WITHOUT_LICENSES, TEXT_SETTING]))
+        )
+        self.assertEqual([r[0] for r in self.tableRows(path, "leases")], ["l-2"])
+
+    async def test_failedCheckpointKeepsRowsOwed(self) -> None:
+        """A checkpoint the disk refuses leaves the rows owed; a later one writes them."""
+        path = self.newPath()
+        s = await self.makeStore(path)
+        big = model.Setting("big", "x" * 200_000)
+        await s.commit(1, puts(LEASE, big))
+
+        def limitSize(conn: sqlite3.Connection) -> None:
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {pages}")
+
+        await s._runInWriter(limitSize)
+        self.assertFalse(await s._checkpointNow())
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.Error)), 1)
+        self.assertEqual(self.tableRows(path, "settings"), [])
+        self.assertEqual(await s.load(), model.Snapshot(1, by_kind([LEASE, big])))
+        await s._runInWriter(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+        self.assertTrue(await s._checkpointNow())
+        self.assertEqual([r[0] for r in self.tableRows(path, "leases")], [LEASE.id])
+        self.assertEqual([r[0] for r in self.tableRows(path, "settings")], ["big"])
 
     async def test_tablesMatchSchema(self) -> None:
         """Each kind's table spec names the record's fields and the table's columns."""
@@ -753,6 +879,81 @@ class FakeStoreTests(StoreTestsMixin, unittest.TestCase):
         self.failureResultOf(s.commit(0, []), ValueError)
 
 
+class SchemaTwoTests(unittest.TestCase):
+    """Migration 2: the change log and the audit chain as one row per transaction."""
+
+    def schemaOne(self, entries: int, tamper: int | None = None) -> Path:
+        """A schema-1 database at revision 7 with a client, a change log and an audit chain."""
+        path = Path(self.mktemp())
+        path.mkdir()
+        path = path / store.DATABASE_NAME
+        conn = store.connect(path, create=True)
+        store.migrate(conn, store.MIGRATIONS[:1])
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO clients VALUES ('c-1', 'm-1', 'ws17', 100, 200)")
+        conn.execute("UPDATE meta SET value = '7' WHERE name = 'revision'")
+        conn.execute(
+            "INSERT INTO changes VALUES (7, 0, 'client', '[\"c-1\"]', '{\"id\":\"c-1\"}')"
+        )
+        previous = audit.GENESIS
+        for seq in range(1, entries + 1):
+            entry = AuditEntry(1000 + seq, "grant", {"machine": f"m-{seq}", "n": [seq, None]})
+            digest = audit.chain(previous, seq, entry)
+            data = audit.data_text(entry)
+            if seq == tamper:
+                data = data.replace(f"m-{seq}", "m-forged")
+            conn.execute(
+                "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, entry.time, entry.kind, data, previous, digest),
+            )
+            previous = digest
+        conn.execute("COMMIT")
+        conn.close()
+        return path
+
+    def migrated(self, path: Path) -> audit.Verdict:
+        conn = store.connect(path)
+        try:
+            self.assertEqual(store.migrate(conn), store.SCHEMA_VERSION)
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            self.assertFalse({"changes", "audit"} & tables)
+            groups = conn.execute("SELECT last, prev, hash, lines FROM audit_log ORDER BY last")
+            return audit.verify(audit.rows_of_groups(groups.fetchall()))
+        finally:
+            conn.close()
+
+    def test_auditChainMovesOver(self) -> None:
+        """Every audit entry moves over, in groups, and the chain still verifies."""
+        path = self.schemaOne(2500)
+        self.assertEqual(self.migrated(path), audit.Verdict(2500))
+        conn = sqlite3.connect(path)
+        groups = conn.execute("SELECT last, prev FROM audit_log ORDER BY last").fetchall()
+        conn.close()
+        self.assertEqual([last for last, _ in groups], [1000, 2000, 2500])
+        self.assertEqual(groups[0][1], audit.GENESIS)
+
+    def test_brokenLinkStaysBroken(self) -> None:
+        """An entry changed before the migration is still found after it."""
+        verdict = self.migrated(self.schemaOne(5, tamper=3))
+        self.assertEqual((verdict.broken_at, verdict.entries), (3, 2))
+
+    async def test_logRestartsAtTheRevision(self) -> None:
+        """The records stay; the change log restarts at the current revision."""
+        path = self.schemaOne(1)
+        self.migrated(path)
+        s = store.SQLiteStore(path, reactor)
+        self.addCleanup(s.close)
+        await s.open()
+        self.assertEqual(await s.load(), model.Snapshot(7, by_kind([CLIENT])))
+        self.assertEqual(await s.changesSince(7), [])
+        self.assertIsNone(await s.changesSince(6))
+        await s.commit(8, puts(LEASE), [AuditEntry(2000, "grant", {})])
+        self.assertEqual(await s.changesSince(7), [(8, puts(LEASE))])
+        await s.close()
+        self.assertTrue(audit.verify_database(path).ok)
+        self.assertEqual(audit.verify_database(path).entries, 2)
+
+
 class SchemaTests(unittest.TestCase):
     """The migration list itself."""
 
@@ -781,7 +982,7 @@ class SchemaTests(unittest.TestCase):
 
         conn = sqlite3.connect(":memory:", isolation_level=None)
         with self.assertRaises(RuntimeError):
-            store.migrate(conn, store.MIGRATIONS + [(2, broken)])
-        self.assertEqual(store.schema_version(conn), 1)
+            store.migrate(conn, store.MIGRATIONS + [(store.SCHEMA_VERSION + 1, broken)])
+        self.assertEqual(store.schema_version(conn), store.SCHEMA_VERSION)
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         self.assertNotIn("half", tables)

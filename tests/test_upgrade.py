@@ -52,11 +52,13 @@ def add_column(conn: sqlite3.Connection) -> None:
 
 def broken_step(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE half_done (x)")
-    raise RuntimeError("step 3 broke")
+    raise RuntimeError(f"step {NEXT + 1} broke")
 
 
-TWO = store.MIGRATIONS + [(2, add_column)]
-BROKEN_AT_THREE = TWO + [(3, broken_step)]
+NEXT = store.SCHEMA_VERSION + 1
+"""The schema of a next version, made of this one's steps and ``add_column``."""
+NEWER = store.MIGRATIONS + [(NEXT, add_column)]
+BROKEN_AFTER = NEWER + [(NEXT + 1, broken_step)]
 
 
 class UpgradeTests(unittest.TestCase):
@@ -88,19 +90,19 @@ class UpgradeTests(unittest.TestCase):
         """An upgrade keeps a byte-exact backup, migrates, and records the version."""
         data_dir = await self.makeDataDir()
         before = tree(data_dir)
-        result = upgrade_data_dir(data_dir, target_version="1.1.0", migrations=TWO, now=WHEN)
+        result = upgrade_data_dir(data_dir, target_version="1.1.0", migrations=NEWER, now=WHEN)
 
         backup = data_dir.with_name("licenseserver-data.backup-20250102T030405")
         self.assertEqual(result.backup, backup)
         self.assertEqual(tree(backup), before)
         self.assertEqual(
             (result.old_schema, result.new_schema, result.old_version, result.new_version),
-            (1, 2, "1.0.0", "1.1.0"),
+            (store.SCHEMA_VERSION, NEXT, "1.0.0", "1.1.0"),
         )
         self.assertTrue(result.changed)
         self.assertIn(str(backup), result.summary())
         database = store.database_path(data_dir)
-        self.assertEqual(store.check_database(database), 2)
+        self.assertEqual(store.check_database(database), NEXT)
         conn = sqlite3.connect(database)
         self.addCleanup(conn.close)
         self.assertEqual(
@@ -116,7 +118,7 @@ class UpgradeTests(unittest.TestCase):
         held = DataDir(data_dir).lock()
         self.addCleanup(os.close, held)
         with self.assertRaises(UpgradeError) as caught:
-            upgrade_data_dir(data_dir, target_version="1.1.0", migrations=TWO, now=WHEN)
+            upgrade_data_dir(data_dir, target_version="1.1.0", migrations=NEWER, now=WHEN)
         self.assertIn("a server is running", str(caught.exception))
         self.assertEqual(tree(data_dir), before)
         self.assertFalse(data_dir.with_name("licenseserver-data.backup-20250102T030405").exists())
@@ -125,7 +127,8 @@ class UpgradeTests(unittest.TestCase):
         """A new server version at the same schema is recorded, with a backup."""
         data_dir = await self.makeDataDir()
         result = upgrade_data_dir(data_dir, target_version="1.0.1", now=WHEN)
-        self.assertEqual((result.old_schema, result.new_schema), (1, 1))
+        current = store.SCHEMA_VERSION
+        self.assertEqual((result.old_schema, result.new_schema), (current, current))
         self.assertIsNotNone(result.backup)
         s = store.SQLiteStore(store.database_path(data_dir), reactor)
         self.addCleanup(s.close)
@@ -139,10 +142,10 @@ class UpgradeTests(unittest.TestCase):
         before = tree(data_dir)
         with self.assertRaises(UpgradeError) as caught:
             upgrade_data_dir(
-                data_dir, target_version="1.2.0", migrations=BROKEN_AT_THREE, now=WHEN
+                data_dir, target_version="1.2.0", migrations=BROKEN_AFTER, now=WHEN
             )
         message = str(caught.exception)
-        self.assertIn("step 3 broke", message)
+        self.assertIn(f"step {NEXT + 1} broke", message)
         self.assertIn("rolled back", message)
         self.assertEqual(tree(data_dir), before)
         self.assertEqual(siblings(data_dir), [])
@@ -159,7 +162,7 @@ class UpgradeTests(unittest.TestCase):
 
         with self.assertRaises(UpgradeError) as caught:
             upgrade_data_dir(
-                data_dir, target_version="1.1.0", before_migrate=refuse, migrations=TWO
+                data_dir, target_version="1.1.0", before_migrate=refuse, migrations=NEWER
             )
         self.assertIn("older version", str(caught.exception))
         self.assertIn("rolled back", str(caught.exception))
@@ -192,7 +195,7 @@ class UpgradeTests(unittest.TestCase):
 
         with self.assertRaises(UpgradeError):
             upgrade_data_dir(
-                data_dir, target_version="1.1.0", before_migrate=refuse, migrations=TWO
+                data_dir, target_version="1.1.0", before_migrate=refuse, migrations=NEWER
             )
         self.assertEqual(tree(data_dir), before)
 
@@ -207,7 +210,7 @@ class UpgradeTests(unittest.TestCase):
         self.patch(upgrade, "_restore", failingRestore)
         with self.assertRaises(UpgradeError) as caught:
             upgrade_data_dir(
-                data_dir, target_version="1.2.0", migrations=BROKEN_AT_THREE, now=WHEN
+                data_dir, target_version="1.2.0", migrations=BROKEN_AFTER, now=WHEN
             )
         message = str(caught.exception)
         backup = data_dir.with_name("licenseserver-data.backup-20250102T030405")
@@ -227,7 +230,7 @@ class UpgradeTests(unittest.TestCase):
 
         self.patch(upgrade, "_restore", failingRestore)
         with self.assertRaises(UpgradeError) as caught:
-            upgrade_data_dir(data_dir, target_version="1.2.0", migrations=BROKEN_AT_THREE)
+            upgrade_data_dir(data_dir, target_version="1.2.0", migrations=BROKEN_AFTER)
         marker = data_dir.with_name("licenseserver-data.upgrade-failed")
         self.assertIn(str(marker), str(caught.exception))
         self.assertIn("half migrated", marker.read_text())
@@ -238,7 +241,7 @@ class UpgradeTests(unittest.TestCase):
         self.assertIn("last upgrade failed", str(started.exception.code))
         self.assertFalse(data_dir.exists())
         with self.assertRaises(UpgradeError) as again:
-            upgrade_data_dir(data_dir, target_version="1.2.0", migrations=TWO)
+            upgrade_data_dir(data_dir, target_version="1.2.0", migrations=NEWER)
         self.assertIn("last upgrade failed", str(again.exception))
 
     async def test_symlinkedDataDirRestores(self) -> None:
@@ -248,7 +251,7 @@ class UpgradeTests(unittest.TestCase):
         link = data_dir.with_name("link")
         link.symlink_to(data_dir)
         with self.assertRaises(UpgradeError) as caught:
-            upgrade_data_dir(link, target_version="1.2.0", migrations=BROKEN_AT_THREE)
+            upgrade_data_dir(link, target_version="1.2.0", migrations=BROKEN_AFTER)
         self.assertIn("rolled back", str(caught.exception))
         self.assertTrue(link.is_symlink())
         self.assertEqual(tree(data_dir), before)
@@ -301,7 +304,7 @@ class UpgradeTests(unittest.TestCase):
     async def test_newerDatabaseRefused(self) -> None:
         """A database newer than this server is refused without a backup."""
         data_dir = await self.makeDataDir()
-        upgrade_data_dir(data_dir, target_version="2.0.0", migrations=TWO, now=WHEN)
+        upgrade_data_dir(data_dir, target_version="2.0.0", migrations=NEWER, now=WHEN)
         shutil.rmtree(data_dir.with_name("licenseserver-data.backup-20250102T030405"))
         with self.assertRaises(UpgradeError) as caught:
             upgrade_data_dir(data_dir, target_version="1.0.0")
@@ -398,7 +401,7 @@ class CheckPrimaryVersionTests(unittest.TestCase):
             )
 
         self.result = upgrade_data_dir(
-            data_dir, target_version=target, before_migrate=check, migrations=TWO, now=WHEN
+            data_dir, target_version=target, before_migrate=check, migrations=NEWER, now=WHEN
         )
         return data_dir, before, warnings
 
@@ -413,7 +416,7 @@ class CheckPrimaryVersionTests(unittest.TestCase):
                 before_migrate=lambda path, values: upgrade.check_primary_version(
                     path, values, target_version="1.1.0", ask_status=ask, **kw
                 ),
-                migrations=TWO,
+                migrations=NEWER,
                 now=WHEN,
             )
         self.assertEqual(tree(data_dir), before)
@@ -442,7 +445,7 @@ class CheckPrimaryVersionTests(unittest.TestCase):
         """A failover whose primary already runs the target version is upgraded."""
         ask = AskedPrimary("1.1.0")
         data_dir, before, warnings = await self.upgradeWith(ask)
-        self.assertEqual(store.check_database(store.database_path(data_dir)), 2)
+        self.assertEqual(store.check_database(store.database_path(data_dir)), NEXT)
         self.assertEqual(tree(self.result.backup), before)
         self.assertEqual(len(ask.asked), 1)
         self.assertEqual(warnings, [])
@@ -450,7 +453,7 @@ class CheckPrimaryVersionTests(unittest.TestCase):
     async def test_newerPrimaryAllowed(self) -> None:
         """A failover whose primary runs a newer version than the target is upgraded."""
         data_dir, _, _ = await self.upgradeWith(AskedPrimary("1.2.0"))
-        self.assertEqual(store.check_database(store.database_path(data_dir)), 2)
+        self.assertEqual(store.check_database(store.database_path(data_dir)), NEXT)
 
     async def test_unreachableRefused(self) -> None:
         """A failover whose primary cannot be reached is refused, pointing at --force."""
@@ -471,7 +474,7 @@ class CheckPrimaryVersionTests(unittest.TestCase):
         """With --force, a failover whose primary cannot be reached is upgraded, with a warning."""
         ask = AskedPrimary(error=upgrade.PrimaryUnreachableError("no answer in time"))
         data_dir, _, warnings = await self.upgradeWith(ask, force=True)
-        self.assertEqual(store.check_database(store.database_path(data_dir)), 2)
+        self.assertEqual(store.check_database(store.database_path(data_dir)), NEXT)
         self.assertEqual(len(warnings), 1)
         self.assertIn("no answer in time", warnings[0])
         self.assertIn("--force", warnings[0])
@@ -487,7 +490,7 @@ class CheckPrimaryVersionTests(unittest.TestCase):
         ask = AskedPrimary(error=AssertionError("a primary must not ask"))
         data_dir, _, _ = await self.upgradeWith(ask, role="primary", primary=None)
         self.assertEqual(ask.asked, [])
-        self.assertEqual(store.check_database(store.database_path(data_dir)), 2)
+        self.assertEqual(store.check_database(store.database_path(data_dir)), NEXT)
 
     async def test_noRoleRecordedNeverAsks(self) -> None:
         """A directory with no recorded role is a primary's and upgrades without asking."""

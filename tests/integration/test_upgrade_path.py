@@ -41,17 +41,17 @@ SETTLE_TIMEOUT = 30.0
 BROKEN_MIGRATION = '''
 
 
-def _broken_schema_2(conn):
+def _broken_next_schema(conn):
     """Fails half way: a new table with rows, a file in the data directory, then an error."""
     conn.execute("CREATE TABLE half_done (n INTEGER NOT NULL)")
     conn.executemany("INSERT INTO half_done (n) VALUES (?)", [(n,) for n in range(100)])
     database = conn.execute("PRAGMA database_list").fetchone()[2]
-    (Path(database).parent / "half-migrated").write_text("written by migration 2\\n")
-    raise RuntimeError("migration 2 broke half way")
+    (Path(database).parent / "half-migrated").write_text("written by the next migration\\n")
+    raise RuntimeError("the next migration broke half way")
 
 
-MIGRATIONS.append((2, _broken_schema_2))
-SCHEMA_VERSION = 2
+SCHEMA_VERSION += 1
+MIGRATIONS.append((SCHEMA_VERSION, _broken_next_schema))
 '''
 
 
@@ -303,7 +303,7 @@ class UpgradePathTests(unittest.TestCase):
         before = snapshot(self.primaryData)
 
         line = self.assertOneLineFailure(self.upgrade(self.primaryData, build=broken))
-        self.assertIn("migration 2 broke half way", line)
+        self.assertIn("the next migration broke half way", line)
         self.assertIn("rolled back", line)
         self.assertEqual(snapshot(self.primaryData), before)
         self.assertNoBackups()
