@@ -141,9 +141,7 @@ class UpgradeTests(unittest.TestCase):
         data_dir = await self.makeDataDir()
         before = tree(data_dir)
         with self.assertRaises(UpgradeError) as caught:
-            upgrade_data_dir(
-                data_dir, target_version="1.2.0", migrations=BROKEN_AFTER, now=WHEN
-            )
+            upgrade_data_dir(data_dir, target_version="1.2.0", migrations=BROKEN_AFTER, now=WHEN)
         message = str(caught.exception)
         self.assertIn(f"step {NEXT + 1} broke", message)
         self.assertIn("rolled back", message)
@@ -209,9 +207,7 @@ class UpgradeTests(unittest.TestCase):
 
         self.patch(upgrade, "_restore", failingRestore)
         with self.assertRaises(UpgradeError) as caught:
-            upgrade_data_dir(
-                data_dir, target_version="1.2.0", migrations=BROKEN_AFTER, now=WHEN
-            )
+            upgrade_data_dir(data_dir, target_version="1.2.0", migrations=BROKEN_AFTER, now=WHEN)
         message = str(caught.exception)
         backup = data_dir.with_name("licenseserver-data.backup-20250102T030405")
         self.assertIn("half migrated", message)
