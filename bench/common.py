@@ -694,7 +694,7 @@ class Baseline:
 
 
 class _CallsFromThreads:
-    """The one reactor method the store needs, for use without a running reactor.
+    """The two reactor methods the store needs, for use without a running reactor.
 
     ``wait`` runs the calls that the store's writer thread hands over until a
     Deferred has fired: the store's callbacks run on this thread, as with a reactor.
@@ -704,6 +704,10 @@ class _CallsFromThreads:
         self.calls: queue.Queue = queue.Queue()
 
     def callFromThread(self, f: Callable, *a: Any, **kw: Any) -> None:
+        self.calls.put((f, a, kw))
+
+    def callLater(self, delay: float, f: Callable, *a: Any, **kw: Any) -> None:
+        """Run ``f`` at the next turn of ``wait`` (the store ends its turns so)."""
         self.calls.put((f, a, kw))
 
     def wait(self, d: Any, timeout: float = 600.0) -> Any:

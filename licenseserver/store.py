@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.application import service
 from twisted.internet import defer
@@ -488,8 +488,7 @@ def decode_log_line(line: str) -> tuple[int, model.Change]:
     return revision, model.Change(kind, key, record)
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedWrite:
+class PreparedWrite(NamedTuple):
     """A commit (or audit entries alone) checked and encoded, ready for the writer.
 
     ``writes`` holds one ``(spec, key, row or None)`` per change, in order;
@@ -1137,7 +1136,6 @@ def _deliver(results: list[tuple[defer.Deferred, Any]]) -> None:
             deferred.callback(result)
 
 
-@dataclass
 class _Job:
     """One call waiting for the writer thread.
 
@@ -1145,16 +1143,29 @@ class _Job:
     transaction, inside a savepoint) or RAW (no transaction; test hooks). A
     commit or an audit append is a WRITE with its ``prepared`` write and no
     ``run``; ``resets`` marks a job that rewrites every table (``replaceAll``).
+    ``patient``: the job may wait ``commit_delay`` for others to share its
+    transaction.
     """
 
-    mode: str
-    run: Callable[[sqlite3.Connection], Any] | None
-    deferred: defer.Deferred
-    commits: int = 0
-    patient: bool = False
-    """Whether the job may wait ``commit_delay`` for others to share its transaction."""
-    prepared: PreparedWrite | None = None
-    resets: bool = False
+    __slots__ = ("mode", "run", "deferred", "commits", "patient", "prepared", "resets")
+
+    def __init__(
+        self,
+        mode: str,
+        run: Callable[[sqlite3.Connection], Any] | None,
+        deferred: defer.Deferred,
+        commits: int = 0,
+        patient: bool = False,
+        prepared: PreparedWrite | None = None,
+        resets: bool = False,
+    ) -> None:
+        self.mode = mode
+        self.run = run
+        self.deferred = deferred
+        self.commits = commits
+        self.patient = patient
+        self.prepared = prepared
+        self.resets = resets
 
 
 _STOP = object()
@@ -1272,6 +1283,8 @@ class SQLiteStore(service.Service):
         """Checkpoints written (tests observe them)."""
         self._outbox: list[tuple[defer.Deferred, Any]] | None = None
         """Results of the batch that runs, delivered together when it ends."""
+        self._turn: list[_Job] | None = None
+        """Commits made during this reactor turn, queued together at its end."""
         # The writer thread's own state:
         self._owed: dict[str, dict[tuple, tuple | None]] = {}
         """Rows owed to the tables written at checkpoints: kind -> key -> row (None: gone)."""
@@ -1317,6 +1330,7 @@ class SQLiteStore(service.Service):
 
         Calls made after ``close`` errback with StoreClosedError.
         """
+        self._endTurn()
         with self._lock:
             if self._state == "closed":
                 return defer.succeed(None)
@@ -1344,11 +1358,11 @@ class SQLiteStore(service.Service):
         jobs = []
         while True:
             try:
-                job = self._queue.get_nowait()
+                entry = self._queue.get_nowait()
             except queue.Empty:
                 return jobs
-            if job is not _STOP:
-                jobs.append(job)
+            if entry is not _STOP:
+                jobs.extend(entry)
 
     # -- ILicenseStore ----------------------------------------------------
 
@@ -1377,14 +1391,14 @@ class SQLiteStore(service.Service):
             prepared = prepare_commit(revision, changes, audit)
         except ValueError:
             return defer.fail()
-        return self._submit(WRITE, None, commits=1, patient=patient, prepared=prepared)
+        return self._joinTurn(_Job(WRITE, None, defer.Deferred(), 1, patient, prepared))
 
     def audit(self, entries: Iterable) -> defer.Deferred:
         try:
             prepared = PreparedWrite(None, (), (), prepare_entries(entries))
         except ValueError:
             return defer.fail()
-        return self._submit(WRITE, None, prepared=prepared)
+        return self._joinTurn(_Job(WRITE, None, defer.Deferred(), prepared=prepared))
 
     def changesSince(self, revision: int) -> defer.Deferred:
         """The log after ``revision``: [] at the current revision, None when the
@@ -1434,23 +1448,46 @@ class SQLiteStore(service.Service):
 
     # -- the reactor side of the queue ------------------------------------
 
-    def _submit(
-        self,
-        mode: str,
-        run: Callable | None,
-        commits: int = 0,
-        patient: bool = False,
-        prepared: PreparedWrite | None = None,
-        resets: bool = False,
-    ) -> defer.Deferred:
-        d: defer.Deferred = defer.Deferred()
+    def _submit(self, mode: str, run: Callable | None, resets: bool = False) -> defer.Deferred:
+        """Queue a job behind the commits of this turn."""
+        self._endTurn()
+        job = _Job(mode, run, defer.Deferred(), resets=resets)
+        self._put([job])
+        return job.deferred
+
+    def _joinTurn(self, job: _Job) -> defer.Deferred:
+        """Queue a commit with the others of this reactor turn, at the turn's end.
+
+        The commits that the licensing port makes while it reads one round
+        of requests reach the writer together, in one queue entry: the
+        writer wakes once for them, not once for each, and wakes when the
+        reactor thread has done the round's work rather than in the middle
+        of it, which would only make the two threads take the GIL from each
+        other. Any other call ends the turn first, so jobs keep their order.
+        """
+        if self._state in ("closing", "closed"):
+            return defer.fail(self._closedError())
+        if self._turn is None:
+            self._turn = []
+            self._reactor.callLater(0, self._endTurn)
+        self._turn.append(job)
+        return job.deferred
+
+    def _endTurn(self) -> None:
+        turn, self._turn = self._turn, None
+        if turn:
+            self._put(turn)
+
+    def _put(self, jobs: list[_Job]) -> None:
+        """Hand ``jobs`` to the writer as one entry, or fail them once the store is closed."""
         with self._lock:
             refused = self._state in ("closing", "closed")
             if not refused:
-                self._queue.put(_Job(mode, run, d, commits, patient, prepared, resets))
+                self._queue.put(jobs)
         if refused:
-            return defer.fail(self._closedError())
-        return d
+            failure = Failure(self._closedError())
+            for job in jobs:
+                job.deferred.errback(failure)
 
     def _closedError(self) -> StoreClosedError:
         if self._closeReason is not None:
@@ -1531,24 +1568,26 @@ class SQLiteStore(service.Service):
         a millisecond of latency (``--commit-gather``), where each sync saved
         is some 250 us of CPU. A lone write on a quiet server never waits.
         """
-        first = self._queue.get()
-        if first is _STOP:
+        entry = self._queue.get()
+        if entry is _STOP:
             return [], True
+        first = entry[0]
         if self._gatherDelay and self._lastBatch > 1 and first.mode == WRITE and not first.patient:
             self._sleep(self._gatherDelay)
-        batch = [first]
-        deadline = time.monotonic() + self._commitDelay if first.patient else 0.0
+        batch = list(entry)
+        patient = all(job.patient for job in entry)
+        deadline = time.monotonic() + self._commitDelay if patient else 0.0
         while len(batch) < self._maxBatch:
             wait = deadline - time.monotonic()
             try:
-                job = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                entry = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
-            if job is not _STOP and not job.patient:
-                deadline = 0.0  # someone waits for this one: take what is queued and go
-            if job is _STOP:
+            if entry is _STOP:
                 return batch, True
-            batch.append(job)
+            if not all(job.patient for job in entry):
+                deadline = 0.0  # someone waits for this one: take what is queued and go
+            batch.extend(entry)
         self._lastBatch = len(batch)
         return batch, False
 

@@ -785,6 +785,8 @@ class CommitDelayTests(unittest.TestCase):
     """How the writer thread gathers a batch, with its queue replaced by a recording one."""
 
     class RecordingQueue:
+        """The writer's queue holding ``jobs``, each as an entry of its own."""
+
         def __init__(self, jobs):
             self.jobs = list(jobs)
             self.waits = []
@@ -793,7 +795,7 @@ class CommitDelayTests(unittest.TestCase):
             self.waits.append(timeout)
             if not self.jobs:
                 raise queue.Empty
-            return self.jobs.pop(0)
+            return [self.jobs.pop(0)]
 
         def get_nowait(self):
             return self.get(None)

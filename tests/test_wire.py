@@ -178,3 +178,51 @@ class QuickPathTests(unittest.TestCase):
                 self.assertEqual(caught.exception.reason, e.reason)
             else:
                 self.assertEqual(wire._tokens(text), expected)
+
+    @given(
+        st.sampled_from(["CHECKOUT", "RELEASE", "HELLO", "NOPE", "bad", ""]),
+        st.lists(
+            st.sampled_from(["lease", "product", "x_1", "Bad", "lease"])
+            | st.text(st.characters(blacklist_characters='"\n', blacklist_categories=("Cs",))),
+            max_size=5,
+        ),
+        st.lists(st.text(st.characters(blacklist_categories=("Cs",))), max_size=5),
+    )
+    @settings(max_examples=500)
+    def test_fastParseAgreesWithScan(self, verb, keys, values):
+        """parse_request's path for bare words gives what the full scan gives, or its error."""
+        words = [
+            f"{k}={v}" if i % 2 == 0 else k
+            for i, (k, v) in enumerate(zip(keys, values, strict=False))
+        ]
+        words += [f"{k}=v" for k in keys[len(values) :]]
+        text = " ".join([verb, *words])
+        line = text.encode("utf-8", "surrogatepass")
+
+        def scanned():
+            decoded = wire.decode_line(line)
+            head, _, rest = decoded.partition(" ")
+            if decoded == "":
+                return None
+            if head not in wire.VERBS:
+                return "refused"
+            return Request(head, wire._arguments(wire._scan_tokens(rest)))
+
+        def outcome(parse):
+            try:
+                return parse()
+            except ProtocolError as e:
+                return "refused" if e.reason == "unknown-command" else e.reason
+
+        expected = outcome(scanned)
+        got = outcome(lambda: wire.parse_request(line))
+        if expected == "refused":
+            self.assertIn(got, ("refused", "bad-request"))
+        else:
+            self.assertEqual(got, expected)
+
+    def test_fastFormatAgreesWithFull(self):
+        """An answer's integers and known names format as format_value would."""
+        args = {"lease": "l-1", "expires": 1795000120, "ttl": 120, "x_y": -3, "flag": True}
+        expected = "OK" + "".join(f" {k}={wire.format_value(v)}" for k, v in args.items())
+        self.assertEqual(wire.format_ok(args), (expected + "\n").encode())

@@ -275,6 +275,9 @@ _CLIENT_HANDLERS = {
 }
 """The role method that serves each client verb (the busiest without a coroutine)."""
 
+_PLAIN = frozenset({"serveCheckout", "serveHeartbeat", "serveRelease"})
+"""Handlers that give an answer or a Deferred, never a coroutine."""
+
 _GRANTING = ("CHECKOUT", "BORROW")
 """The verbs whose outcomes the grant and denial metrics count."""
 
@@ -351,9 +354,13 @@ class LicensingFactory(Factory):
         """Serve one request: its answer, or a Deferred of it; raise ``ProtocolError``.
 
         An answer is a dict (the arguments of an ``OK`` line) or ready bytes.
-        A handler may return either, or a coroutine.
+        A handler may return either, or a coroutine; the busiest handlers
+        (``_PLAIN``) never return a coroutine and are not asked.
         """
         verb = request.verb
+        name = _CLIENT_HANDLERS.get(verb)
+        if name in _PLAIN:
+            return getattr(self.role, name)(session, request.args)
         if verb in ("PING", "QUIT"):
             return {}
         if verb == "STATUS":

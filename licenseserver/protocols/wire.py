@@ -205,19 +205,57 @@ def parse_request(line: bytes, verbs: frozenset[str] = VERBS) -> Request | None:
 
     Raises ``ProtocolError`` with ``unknown-command`` for a word that is not
     one of ``verbs``, and ``bad-request`` for anything else malformed.
+
+    The lines clients send are nearly all a known verb and a few bare
+    ``key=value`` words, so those take a path that splits on spaces and
+    checks each word once; anything else (quotes, an odd verb, a malformed
+    word) takes the full scan, which raises the right error.
     """
     text = decode_line(line)
     if text == "":
         return None
-    words = _split_verb(text)
-    verb, rest = words
-    if not _VERB.match(verb):
+    verb, _, rest = text.partition(" ")
+    if verb in verbs:
+        if not rest:
+            return Request(verb, {})
+        if '"' not in rest:
+            args = _bare_arguments(rest)
+            if args is not None:
+                return Request(verb, args)
+    elif not _VERB.match(verb):
         if _WORD.match(verb):
             raise ProtocolError("unknown-command", f"unknown command {verb[:40]!r}")
         raise ProtocolError("bad-request", "a request starts with a command word")
-    if verb not in verbs:
+    else:
         raise ProtocolError("unknown-command", f"unknown command {verb[:40]!r}")
     return Request(verb, _arguments(_tokens(rest)))
+
+
+_KNOWN_KEYS = frozenset(
+    {"product", "version", "host", "machine", "user", "cores", "edition", "request", "lease"}
+    | {"days", "name", "listen", "proof", "revision", "since"}
+)
+"""Argument names of the protocol's requests, known to be well formed."""
+
+
+def _bare_arguments(rest: str) -> dict[str, str] | None:
+    """The arguments of ``rest`` when every word is a good, bare, first ``key=value``;
+    None when any is not (the full scan then says what is wrong)."""
+    args: dict[str, str] = {}
+    for word in rest.split(" "):
+        if not word:
+            continue
+        key, eq, value = word.partition("=")
+        if (
+            not eq
+            or not value
+            or key in args
+            or not (key in _KNOWN_KEYS or _KEY.match(key))
+            or not value.isprintable()
+        ):
+            return None
+        args[key] = value
+    return args
 
 
 def _split_verb(text: str) -> tuple[str, str]:
@@ -259,10 +297,20 @@ def format_value(value: object) -> str:
 def _format_args(args: dict[str, object]) -> str:
     parts = []
     for key, value in args.items():
-        if not _KEY.match(key):
+        if key not in _KNOWN_ANSWER_KEYS and not _KEY.match(key):
             raise ValueError(f"bad argument name {key!r}")
-        parts.append(f" {key}={format_value(value)}")
+        if type(value) is int:
+            parts.append(f" {key}={value}")
+        else:
+            parts.append(f" {key}={format_value(value)}")
     return "".join(parts)
+
+
+_KNOWN_ANSWER_KEYS = frozenset(
+    {"lease", "license", "licenses", "kind", "expires", "ttl", "server", "role", "state"}
+    | {"version", "edition", "client", "primary", "failover", "heartbeat", "message"}
+)
+"""Argument names of the server's answers, known to be well formed."""
 
 
 def format_request(verb: str, args: dict[str, object] | None = None) -> bytes:
