@@ -16,7 +16,7 @@ Targets: at most 2x the baseline's CPU per pair without pipelining, 5x with it.
 from __future__ import annotations
 
 import os
-import statistics
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -223,17 +223,19 @@ async def main(reactor: Any, args: Any) -> dict[str, Any]:
         code_root=args.code_root,
     )
     baseline = common.Baseline(work)
+    targets = [("baseline", baseline), ("server", server)]
+    if args.floor:
+        floor = common.Baseline(work, "floor", _floor_command(work))
+        targets.append(("floor", floor))
     results: dict[str, dict[int, list[dict[str, Any]]]] = {
-        "baseline": {d: [] for d in DEPTHS},
-        "server": {d: [] for d in DEPTHS},
+        name: {d: [] for d in DEPTHS} for name, _ in targets
     }
     try:
-        await server.start(reactor)
-        await baseline.start(reactor)
+        for _, target in targets:
+            await target.start(reactor)
         for r in range(args.rounds):
             for depth in DEPTHS:
-                pair = [("baseline", baseline), ("server", server)]
-                for name, target in pair if r % 2 == 0 else pair[::-1]:
+                for name, target in targets if r % 2 == 0 else targets[::-1]:
                     profile = None
                     if args.profile and r == 0:
                         profile = Path(args.profile) / f"checkout-{name}-depth{depth}.txt"
@@ -260,41 +262,51 @@ async def main(reactor: Any, args: Any) -> dict[str, Any]:
                         )
                     )
     finally:
-        await baseline.stop(reactor)
-        await server.stop(reactor)
+        for _, target in targets:
+            await target.stop(reactor)
     return summarize(info, args, results)
 
 
+def _floor_command(work: Path) -> list[str]:
+    """The command line of ``floor_server.py``, its database in ``work``."""
+    database = work / "floor.sqlite3"
+    return [
+        sys.executable,
+        str(Path(__file__).with_name("floor_server.py")),
+        "--database",
+        str(database),
+    ]
+
+
+def _spreads(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("cpu_per_pair_us", "pairs_per_s", "server_cpu_pct", "load_cpu_pct")
+    keys += ("reactor_thread_us_per_pair", "other_threads_us_per_pair")
+    out: dict[str, Any] = {key: common.spread([x[key] for x in runs]) for key in keys}
+    out["errors"] = sum(x["errors"] for x in runs)
+    return out
+
+
 def summarize(info: dict[str, Any], args: Any, results: dict) -> dict[str, Any]:
+    """Tables and the result: each target's CPU per pair, and its ratio to the baseline's
+    measured next to it; the verdict is the server's."""
     out: dict[str, Any] = {"machine": info, "connections": args.connections, "depths": {}}
     rows = []
     for depth in DEPTHS:
         base = results["baseline"][depth]
-        serv = results["server"][depth]
-        ratios = [
-            s["cpu_per_pair_us"] / b["cpu_per_pair_us"] for s, b in zip(serv, base, strict=True)
-        ]
-        entry = {
-            name: {
-                "cpu_per_pair_us": common.spread([x["cpu_per_pair_us"] for x in runs]),
-                "pairs_per_s": common.spread([x["pairs_per_s"] for x in runs]),
-                "server_cpu_pct": common.spread([x["server_cpu_pct"] for x in runs]),
-                "reactor_thread_us_per_pair": common.spread(
-                    [x["reactor_thread_us_per_pair"] for x in runs]
-                ),
-                "other_threads_us_per_pair": common.spread(
-                    [x["other_threads_us_per_pair"] for x in runs]
-                ),
-                "load_cpu_pct": common.spread([x["load_cpu_pct"] for x in runs]),
-                "errors": sum(x["errors"] for x in runs),
-            }
-            for name, runs in (("baseline", base), ("server", serv))
-        }
-        entry["ratio"] = common.spread(ratios)
+        entry: dict[str, Any] = {name: _spreads(runs[depth]) for name, runs in results.items()}
+        for name, runs in results.items():
+            if name == "baseline":
+                continue
+            ratios = [
+                s["cpu_per_pair_us"] / b["cpu_per_pair_us"]
+                for s, b in zip(runs[depth], base, strict=True)
+            ]
+            entry[name]["ratio"] = common.spread(ratios)
+        entry["ratio"] = entry["server"]["ratio"]
         entry["target_ratio"] = TARGETS[depth]
-        entry["met"] = bool(ratios) and statistics.median(ratios) <= TARGETS[depth]
+        entry["met"] = bool(base) and entry["ratio"]["median"] <= TARGETS[depth]
         out["depths"][str(depth)] = entry
-        for name in ("baseline", "server"):
+        for name in results:
             e = entry[name]
             rows.append(
                 [
@@ -304,14 +316,12 @@ def summarize(info: dict[str, Any], args: Any, results: dict) -> dict[str, Any]:
                     common.fmt_spread(e["reactor_thread_us_per_pair"], digits=0)
                     + " / "
                     + common.fmt_spread(e["other_threads_us_per_pair"], digits=0)
-                    if name == "server"
+                    if name != "baseline"
                     else "-",
                     common.fmt_spread(e["pairs_per_s"], digits=0),
                     common.fmt_spread(e["server_cpu_pct"], digits=0),
                     common.fmt_spread(e["load_cpu_pct"], digits=0),
-                    common.fmt_spread(entry["ratio"], digits=1) + "x"
-                    if name == "server"
-                    else "1x",
+                    common.fmt_spread(e["ratio"], digits=1) + "x" if name != "baseline" else "1x",
                 ]
             )
     common.say()
@@ -321,7 +331,7 @@ def summarize(info: dict[str, Any], args: Any, results: dict) -> dict[str, Any]:
                 "in flight",
                 "process",
                 "CPU us/pair",
-                "reactor / store thread us/pair",
+                "reactor / other threads us/pair",
                 "pairs/s",
                 "server CPU %",
                 "load CPU %",
@@ -347,6 +357,12 @@ def run(argv: list[str] | None = None) -> None:
     common.scaled(p, "--rounds", int, 3, 1, "rounds of baseline and server at both depths")
     p.add_argument("--connections", type=int, default=50)
     common.scaled(p, "--warmup", float, 2.0, 0.3, "seconds of load before measuring")
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="also load floor_server.py, the least a Python server does per pair, in the "
+        "same rounds",
+    )
     args = common.parse(p, argv)
     common.run_scenario("checkout_cost", main, args)
 

@@ -655,11 +655,17 @@ class Server:
 
 
 class Baseline:
-    """The bare LineReceiver of ``checkout_cost.py``, as its own process."""
+    """The bare LineReceiver of ``checkout_cost.py``, as its own process.
 
-    def __init__(self, directory: Path):
-        self.port_file = Path(directory) / "baseline.port"
-        self.out = Path(directory) / "baseline.out"
+    ``name`` and ``command`` run another yardstick server the same way (one that
+    takes ``--port-file`` and writes its port there), such as ``floor_server.py``.
+    """
+
+    def __init__(self, directory: Path, name: str = "baseline", command: Sequence[str] = ()):
+        self.name = name
+        self.port_file = Path(directory) / f"{name}.port"
+        self.out = Path(directory) / f"{name}.out"
+        self.command = list(command) or [sys.executable, str(Path(__file__)), "baseline-server"]
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
 
@@ -670,15 +676,14 @@ class Baseline:
 
     async def start(self, reactor: Any) -> None:
         self.port_file.unlink(missing_ok=True)
-        command = [sys.executable, str(Path(__file__)), "baseline-server"]
-        self.process = spawn([*command, "--port-file", str(self.port_file)], self.out)
+        self.process = spawn([*self.command, "--port-file", str(self.port_file)], self.out)
 
         def ready() -> int | None:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the baseline server exited: {self.out.read_text()}")
+                raise RuntimeError(f"the {self.name} server exited: {self.out.read_text()}")
             return read_port(self.port_file)
 
-        self.port = await wait_until(reactor, ready, START_TIMEOUT, "the baseline server")
+        self.port = await wait_until(reactor, ready, START_TIMEOUT, f"the {self.name} server")
 
     async def stop(self, reactor: Any) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -1,0 +1,192 @@
+"""The floor: the least a Python license server on Twisted does for a CHECKOUT and a RELEASE.
+
+    python bench/floor_server.py --port-file FILE --database FILE [--seats N]
+
+Not the server, and not a server to run: a yardstick for ``checkout_floor.py``. It keeps
+the promises that cost CPU and drops everything else. What it keeps, per request:
+
+- reading the line (``LineReceiver``) and answering it, in request order;
+- the seat rule of a concurrent license (one seat per machine, user and product, however
+  many leases they hold) and a lease id of 96 random bits that belongs to its machine;
+- a hash-chained audit entry (SHA-256 over the previous hash and the entry's JSON);
+- durability before the answer: the entries of one reactor turn go to one writer thread
+  as one SQLite row (WAL mode, ``synchronous=FULL``), one transaction and disk sync per
+  batch of turns, and the answers leave once it has committed.
+
+What it drops: HELLO registration, validation of every argument, licenses and their
+terms, the change log for a failover, the in-memory indexes the web page and the reaper
+need, load shedding, metrics, error handling. A request this server cannot serve gets
+``ERR 400``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+from base64 import urlsafe_b64encode
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory
+from twisted.protocols.basic import LineReceiver
+
+GATHER = 0.0005
+"""Seconds the writer lets pass before a batch after a busy one (the server's default)."""
+
+
+class Journal:
+    """The audit chain and its writer thread: entries of one turn go as one row."""
+
+    def __init__(self, database: Path) -> None:
+        self.database = database
+        self.previous = "0" * 64
+        self.seq = 0
+        self.lines: list[str] = []
+        self.waiting: list[tuple[Any, bytes]] = []
+        self.outstanding = 0
+        """Answers handed to the writer thread and not yet sent."""
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._write, daemon=True).start()
+
+    def add(self, kind: str, data: str, protocol: Any, answer: bytes) -> None:
+        """Chain an entry; ``answer`` goes to ``protocol`` once it is durable."""
+        self.seq += 1
+        text = f'{{"data":{data},"kind":"{kind}","seq":{self.seq},"time":{int(time.time())}}}'
+        self.previous = hashlib.sha256((self.previous + text).encode()).hexdigest()
+        self.lines.append(f"{self.previous} {text}")
+        self._wait(protocol, answer)
+
+    def answer(self, protocol: Any, answer: bytes) -> None:
+        """Answer without a write: now, unless answers are still waiting (order counts)."""
+        if self.waiting or self.outstanding:
+            self._wait(protocol, answer)
+        else:
+            protocol.transport.write(answer)
+
+    def _wait(self, protocol: Any, answer: bytes) -> None:
+        if not self.waiting:
+            reactor.callLater(0, self._endTurn)
+        self.waiting.append((protocol, answer))
+
+    def _endTurn(self) -> None:
+        self.outstanding += len(self.waiting)
+        self.queue.put(("\n".join(self.lines), self.seq, self.waiting))
+        self.lines, self.waiting = [], []
+
+    def delivered(self, waiting: list[tuple[Any, bytes]]) -> None:
+        self.outstanding -= len(waiting)
+        for protocol, answer in waiting:
+            protocol.transport.write(answer)
+
+    def _write(self) -> None:
+        conn = sqlite3.connect(self.database, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE IF NOT EXISTS audit (last INTEGER PRIMARY KEY, lines TEXT)")
+        last = 0
+        while True:
+            texts, seq, waiting = [], 0, []
+            entry = self.queue.get()
+            if last > 1:
+                time.sleep(GATHER)
+            while entry is not None:
+                if entry[0]:
+                    texts.append(entry[0])
+                    seq = entry[1]
+                waiting += entry[2]
+                try:
+                    entry = self.queue.get_nowait()
+                except queue.Empty:
+                    entry = None
+            if texts:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(
+                    "INSERT INTO audit (last, lines) VALUES (?, ?)", (seq, "\n".join(texts))
+                )
+                conn.execute("COMMIT")
+            last = len(waiting)
+            reactor.callFromThread(self.delivered, waiting)
+
+
+class Seats:
+    """Leases by id, and who holds the one license's seats."""
+
+    def __init__(self, seats: int) -> None:
+        self.seats = seats
+        self.holders: dict[tuple[str, str, str], set[str]] = {}
+        self.leases: dict[str, tuple[tuple[str, str, str], str]] = {}
+        self.random = b""
+
+
+class Floor(LineReceiver):
+    delimiter = b"\n"
+    machine: str | None = None
+
+    def lineReceived(self, line: bytes) -> None:
+        verb, _, rest = line.partition(b" ")
+        journal, seats = self.factory.journal, self.factory.seats
+        if verb == b"CHECKOUT" and self.machine is not None:
+            holder = self.holder
+            held = seats.holders.get(holder)
+            if held is None:
+                if len(seats.holders) >= seats.seats:
+                    journal.answer(self, b"ERR 409 no-seats\n")
+                    return
+                held = seats.holders[holder] = set()
+            if len(seats.random) < 12:
+                seats.random = os.urandom(12 * 1024)
+            lease = "l-" + urlsafe_b64encode(seats.random[:12]).decode()
+            seats.random = seats.random[12:]
+            expires = int(time.time()) + 120
+            held.add(lease)
+            seats.leases[lease] = (holder, self.machine)
+            data = f'{{"command":"checkout","expires":{expires},"lease":"{lease}",{self.about}}}'
+            answer = f"OK lease={lease} license=L-1 kind=concurrent expires={expires} ttl=120\n"
+            journal.add("grant", data, self, answer.encode())
+        elif verb == b"RELEASE" and rest.startswith(b"lease="):
+            lease = rest[6:].decode()
+            found = seats.leases.get(lease)
+            if found is None or found[1] != self.machine:
+                journal.answer(self, b"ERR 404 unknown-lease\n")
+                return
+            del seats.leases[lease]
+            held = seats.holders[found[0]]
+            held.discard(lease)
+            if not held:
+                del seats.holders[found[0]]
+            journal.add("release", f'{{"lease":"{lease}","machine":{self.name}}}', self, b"OK\n")
+        elif verb == b"HELLO":
+            args = dict(word.split("=", 1) for word in rest.decode().split(" ") if "=" in word)
+            self.machine = args["machine"]
+            self.name = json.dumps(self.machine)
+            self.holder = (self.machine, "-", args["product"])
+            product = json.dumps(args["product"])
+            self.about = f'"licenses":["L-1"],"machine":{self.name},"product":{product},"user":"-"'
+            journal.answer(self, b"OK client=c-1 heartbeat=30\n")
+        else:
+            journal.answer(self, b"ERR 400 bad-request\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="floor_server.py")
+    p.add_argument("--port-file", required=True)
+    p.add_argument("--database", required=True)
+    p.add_argument("--seats", type=int, default=200)
+    args = p.parse_args()
+    factory = Factory.forProtocol(Floor)
+    factory.journal = Journal(Path(args.database))
+    factory.seats = Seats(args.seats)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    Path(args.port_file).write_text(f"{port.getHost().port}\n")
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
