@@ -1068,14 +1068,16 @@ def _replace_all_job(conn: sqlite3.Connection, snapshot: model.Snapshot) -> None
         _set_meta(conn, name, revision)
 
 
-def _trim_job(conn: sqlite3.Connection, cutoff: int) -> None:
-    """Drop the change-log rows that end at ``cutoff`` or before."""
-    found = conn.execute("SELECT max(last) FROM change_log WHERE last <= ?", (cutoff,)).fetchone()[
-        0
-    ]
-    if found is not None and found > _meta_int(conn, "log_start"):
+def _trim_job(conn: sqlite3.Connection, cutoff: int) -> int:
+    """Drop the change-log rows that end at ``cutoff`` or before; the log's new start."""
+    start = _meta_int(conn, "log_start")
+    query = "SELECT max(last) FROM change_log WHERE last <= ?"
+    found = conn.execute(query, (cutoff,)).fetchone()[0]
+    if found is not None and found > start:
         conn.execute("DELETE FROM change_log WHERE last <= ?", (found,))
         _set_meta(conn, "log_start", found)
+        return found
+    return start
 
 
 def _add_event_job(conn: sqlite3.Connection, event: model.Event) -> model.Event:
@@ -1290,6 +1292,10 @@ class SQLiteStore(service.Service):
         """Rows owed to the tables written at checkpoints: kind -> key -> row (None: gone)."""
         self._tablesAt = 0
         """The revision up to which the tables hold every change."""
+        self._revision = 0
+        """The revision stored (``meta.revision``), as the writer last committed it."""
+        self._logStart = 0
+        """Where the change log starts (``meta.log_start``)."""
         self._auditTail: tuple[int, str] | None = None
         """The audit chain's last ``(seq, hash)``; None when it must be read again."""
 
@@ -1528,7 +1534,9 @@ class SQLiteStore(service.Service):
         """Find what the tables owe since the last checkpoint (after a crash: some rows)."""
         checkpoint = _meta_int(conn, "checkpoint")
         self._owed = owed_since(conn, checkpoint)
-        self._tablesAt = checkpoint if self._owed else _meta_int(conn, "revision")
+        self._revision = _meta_int(conn, "revision")
+        self._logStart = _meta_int(conn, "log_start")
+        self._tablesAt = checkpoint if self._owed else self._revision
         self._auditTail = None
 
     def _shutDown(self, conn: sqlite3.Connection | None, reason: Failure | None) -> None:
@@ -1646,8 +1654,10 @@ class SQLiteStore(service.Service):
         """Take a committed transaction's owed rows and audit tail as the store's."""
         self.transactions += 1
         self._auditTail = txn.tail
+        self._revision = txn.revision
         if txn.reset:
             self._owed = {}
+            self._logStart = txn.revision
         _merge(self._owed, txn.owed)
         if not self._owed:
             self._tablesAt = txn.revision
@@ -1665,7 +1675,7 @@ class SQLiteStore(service.Service):
         would matter), or any refusal by SQLite.
         """
         try:
-            txn = _Transaction(self._auditTail, _meta_int(conn, "revision"))
+            txn = _Transaction(self._auditTail, self._revision)
             deletes: dict[str, list[tuple]] = {}
             puts: dict[str, list[tuple]] = {}
             written: set[tuple] = set()
@@ -1721,7 +1731,7 @@ class SQLiteStore(service.Service):
         """
         try:
             conn.execute("BEGIN IMMEDIATE")
-            txn = _Transaction(self._auditTail, _meta_int(conn, "revision"))
+            txn = _Transaction(self._auditTail, self._revision)
         except sqlite3.Error as e:
             self._rollback(conn)
             self._auditTail = None
@@ -1829,7 +1839,7 @@ class SQLiteStore(service.Service):
         try:
             conn.execute("BEGIN IMMEDIATE")
             _write_rows(conn, self._owed)
-            revision = _meta_int(conn, "revision")
+            revision = self._revision
             _set_meta(conn, "checkpoint", revision)
             conn.execute("COMMIT")
         except sqlite3.Error:
@@ -1850,16 +1860,20 @@ class SQLiteStore(service.Service):
         if self._commitsSinceTrim < self._trimInterval:
             return
         self._commitsSinceTrim = 0
+        cutoff = self._revision - self._keepChanges
+        if cutoff <= self._logStart:
+            return
         try:
-            cutoff = _meta_int(conn, "revision") - self._keepChanges
             if cutoff > self._tablesAt:
                 self._checkpoint(conn)
             conn.execute("BEGIN IMMEDIATE")
-            _trim_job(conn, min(cutoff, self._tablesAt))
+            start = _trim_job(conn, min(cutoff, self._tablesAt))
             conn.execute("COMMIT")
         except sqlite3.Error:
             self._logFromThread(Failure(), "Trimming the change log of {path} failed")
             self._rollback(conn)
+        else:
+            self._logStart = start
 
     # -- delivering results -----------------------------------------------
 
