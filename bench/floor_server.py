@@ -2,21 +2,25 @@
 
     python bench/floor_server.py --port-file FILE --database FILE [--seats N]
 
-Not the server, and not a server to run: a yardstick for ``checkout_floor.py``. It keeps
-the promises that cost CPU and drops everything else. What it keeps, per request:
+Not the server, and not a server to run: a yardstick for ``checkout_cost.py --floor``. It
+keeps the promises of the specs that cost CPU for every request and drops everything else.
+What it keeps, per request:
 
 - reading the line (``LineReceiver``) and answering it, in request order;
 - the seat rule of a concurrent license (one seat per machine, user and product, however
   many leases they hold) and a lease id of 96 random bits that belongs to its machine;
 - a hash-chained audit entry (SHA-256 over the previous hash and the entry's JSON);
-- durability before the answer: the entries of one reactor turn go to one writer thread
-  as one SQLite row (WAL mode, ``synchronous=FULL``), one transaction and disk sync per
-  batch of turns, and the answers leave once it has committed.
+- a change-log line for the failover's sync, in the store's format (revision, kind, key,
+  the lease's row as JSON, or null for a release);
+- durability before the answer: the audit entries and change-log lines of one reactor
+  turn go to one writer thread as one SQLite row each (WAL mode, ``synchronous=FULL``),
+  one transaction and disk sync per batch of turns, and the answers leave once it has
+  committed.
 
 What it drops: HELLO registration, validation of every argument, licenses and their
-terms, the change log for a failover, the in-memory indexes the web page and the reaper
-need, load shedding, metrics, error handling. A request this server cannot serve gets
-``ERR 400``.
+terms, lease records and the in-memory indexes the web page, the reaper and HEARTBEAT
+need, taking a change back when a write fails, load shedding, metrics. A request this
+server cannot serve gets ``ERR 400``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import sqlite3
 import threading
 import time
 from base64 import urlsafe_b64encode
+from json import encoder
 from pathlib import Path
 from typing import Any
 
@@ -40,23 +45,34 @@ from twisted.protocols.basic import LineReceiver
 GATHER = 0.0005
 """Seconds the writer lets pass before a batch after a busy one (the server's default)."""
 
+_encode = encoder.c_make_encoder(None, None, encoder.encode_basestring, None, ":", ",", 0, 0, 0)
+
 
 class Journal:
-    """The audit chain and its writer thread: entries of one turn go as one row."""
+    """The audit chain, the change log and their writer thread: a turn's lines go as
+    one row of each."""
 
     def __init__(self, database: Path) -> None:
         self.database = database
         self.previous = "0" * 64
         self.seq = 0
         self.lines: list[str] = []
+        self.changes: list[str] = []
+        self.revision = 0
         self.waiting: list[tuple[Any, bytes]] = []
         self.outstanding = 0
         """Answers handed to the writer thread and not yet sent."""
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         threading.Thread(target=self._write, daemon=True).start()
 
-    def add(self, kind: str, data: str, protocol: Any, answer: bytes) -> None:
-        """Chain an entry; ``answer`` goes to ``protocol`` once it is durable."""
+    def add(
+        self, kind: str, data: str, key: str, row: tuple | None, protocol: Any, answer: bytes
+    ) -> None:
+        """Log a change of lease ``key`` and chain its audit entry; ``answer`` goes to
+        ``protocol`` once both are durable."""
+        self.revision += 1
+        encoded = "null" if row is None else "".join(_encode(row, 0))
+        self.changes.append(f'{self.revision}\tlease\t["{key}"]\t{encoded}')
         self.seq += 1
         text = f'{{"data":{data},"kind":"{kind}","seq":{self.seq},"time":{int(time.time())}}}'
         self.previous = hashlib.sha256((self.previous + text).encode()).hexdigest()
@@ -77,8 +93,9 @@ class Journal:
 
     def _endTurn(self) -> None:
         self.outstanding += len(self.waiting)
-        self.queue.put(("\n".join(self.lines), self.seq, self.waiting))
-        self.lines, self.waiting = [], []
+        changes = "\n".join(self.changes)
+        self.queue.put(("\n".join(self.lines), self.seq, changes, self.revision, self.waiting))
+        self.lines, self.changes, self.waiting = [], [], []
 
     def delivered(self, waiting: list[tuple[Any, bytes]]) -> None:
         self.outstanding -= len(waiting)
@@ -89,27 +106,29 @@ class Journal:
         conn = sqlite3.connect(self.database, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("CREATE TABLE IF NOT EXISTS audit (last INTEGER PRIMARY KEY, lines TEXT)")
+        for table in ("audit", "changes"):
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (last INTEGER PRIMARY KEY, lines)")
         last = 0
         while True:
-            texts, seq, waiting = [], 0, []
+            audited, changed, seq, revision, waiting = [], [], 0, 0, []
             entry = self.queue.get()
             if last > 1:
                 time.sleep(GATHER)
             while entry is not None:
                 if entry[0]:
-                    texts.append(entry[0])
-                    seq = entry[1]
-                waiting += entry[2]
+                    audited.append(entry[0])
+                    changed.append(entry[2])
+                    seq, revision = entry[1], entry[3]
+                waiting += entry[4]
                 try:
                     entry = self.queue.get_nowait()
                 except queue.Empty:
                     entry = None
-            if texts:
+            if audited:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.execute(
-                    "INSERT INTO audit (last, lines) VALUES (?, ?)", (seq, "\n".join(texts))
-                )
+                insert = "INSERT INTO {} (last, lines) VALUES (?, ?)"
+                conn.execute(insert.format("audit"), (seq, "\n".join(audited)))
+                conn.execute(insert.format("changes"), (revision, "\n".join(changed)))
                 conn.execute("COMMIT")
             last = len(waiting)
             reactor.callFromThread(self.delivered, waiting)
@@ -149,7 +168,9 @@ class Floor(LineReceiver):
             seats.leases[lease] = (holder, self.machine)
             data = f'{{"command":"checkout","expires":{expires},"lease":"{lease}",{self.about}}}'
             answer = f"OK lease={lease} license=L-1 kind=concurrent expires={expires} ttl=120\n"
-            journal.add("grant", data, self, answer.encode())
+            row = (lease, "c-1", self.machine, "-", holder[2], "2025r2", "L-1", "concurrent")
+            row += (expires - 120, expires, 120, 0, "")
+            journal.add("grant", data, lease, row, self, answer.encode())
         elif verb == b"RELEASE" and rest.startswith(b"lease="):
             lease = rest[6:].decode()
             found = seats.leases.get(lease)
@@ -161,7 +182,8 @@ class Floor(LineReceiver):
             held.discard(lease)
             if not held:
                 del seats.holders[found[0]]
-            journal.add("release", f'{{"lease":"{lease}","machine":{self.name}}}', self, b"OK\n")
+            data = f'{{"lease":"{lease}","machine":{self.name}}}'
+            journal.add("release", data, lease, None, self, b"OK\n")
         elif verb == b"HELLO":
             args = dict(word.split("=", 1) for word in rest.decode().split(" ") if "=" in word)
             self.machine = args["machine"]
