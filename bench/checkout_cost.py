@@ -1,6 +1,6 @@
 """Cost of a checkout: server CPU seconds per CHECKOUT+RELEASE pair, against a bare baseline.
 
-    python bench/checkout_cost.py [--seconds N] [--quick] [--rounds R] [--connections C]
+    python bench/checkout_cost.py [--seconds N] [--quick] [--rounds R] [--connections C] [--floor]
 
 50 connections (``--connections``) each say HELLO once, then CHECKOUT a seat and RELEASE
 it, over and over: first with one request in flight per connection (how real clients
@@ -11,6 +11,10 @@ and the store's writer); the load comes from this process. Rounds alternate base
 server, so that noise from other work on the machine hits both.
 
 Targets: at most 2x the baseline's CPU per pair without pipelining, 5x with it.
+
+With ``--floor`` the same rounds also load ``floor_server.py``: the least a Python server
+does per pair while keeping the promises of the specs that cost CPU on every grant and
+release (see its docstring), to show how much of the server's cost is the job's.
 """
 
 from __future__ import annotations
