@@ -34,7 +34,8 @@ SOAK_TIMEOUT = 240.0
 class ShortSoakTests(unittest.TestCase):
     def test_shortRunWithOneKill(self):
         """A 10 s soak of 4 clients with one SIGKILL ends with an OK verdict and status 0."""
-        workdir = Path(self.mktemp())
+        # Absolute: the soak runs in the repository root, not in trial's directory.
+        workdir = Path(self.mktemp()).resolve()
         command = [
             sys.executable, str(BENCH / "soak.py"), "--seconds", "10", "--kills", "1",
             "--clients", "4", "--pace", "0.02", "--workdir", str(workdir),
