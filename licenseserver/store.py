@@ -1042,9 +1042,9 @@ def _changes_since_job(conn: sqlite3.Connection, revision: Any) -> list | None:
         return None
     result: list[tuple[int, list]] = []
     for line in _log_rows(conn, revision):
+        if int(line.partition("\t")[0]) <= revision:
+            continue  # a row holds a transaction's revisions: its first may be older
         rev, change = decode_log_line(line)
-        if rev <= revision:
-            continue
         if not result or result[-1][0] != rev:
             result.append((rev, []))
         result[-1][1].append(change)

@@ -467,6 +467,22 @@ class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
         self.assertEqual(s.transactions - before, 1)
         self.assertEqual(await s.load(), model.Snapshot(50, by_kind(clients)))
 
+    async def test_changesSinceWithinATransaction(self) -> None:
+        """A revision in the middle of one transaction's change-log row is a good start."""
+        s = await self.makeStore()
+        blocked, release = s._pauseWriter()
+        await blocked
+        try:
+            clients = [dataclasses.replace(CLIENT, id=f"c{n}", machine=f"m{n}") for n in range(5)]
+            done = [s.commit(n + 1, puts(c)) for n, c in enumerate(clients)]
+        finally:
+            release()
+        await defer.gatherResults(done)
+        query = "SELECT last FROM change_log"
+        rows = await s._runInWriter(lambda conn: conn.execute(query).fetchall())
+        self.assertEqual(rows, [(5,)])
+        self.assertEqual(await s.changesSince(3), [(4, puts(clients[3])), (5, puts(clients[4]))])
+
     async def test_batchWritingAKeyTwice(self) -> None:
         """Commits of one batch that write the same key land in order."""
         s = await self.makeStore()

@@ -50,6 +50,22 @@ class SwitchTests(unittest.TestCase):
         events = self.successResultOf(self.store.events(5))
         self.assertEqual(events[0].kind, "mode-changed")
 
+    def test_busyVerbsGoToTheCurrentRole(self):
+        """CHECKOUT, RELEASE and HEARTBEAT, which the switch hands on without __getattr__,
+        reach the role that runs now, not the one that ran when the switch was made."""
+        self.successResultOf(run(self.switch.addLicenses(licenseFile({}))))
+        s = hello(self.switch, "m1")
+        lease = self.successResultOf(run(self.switch.serveCheckout(s, {})))["lease"]
+        self.successResultOf(run(self.switch.switchTo("failover", "ls9.example.com")))
+        for serve, args in (
+            (self.switch.serveCheckout, {}),
+            (self.switch.serveHeartbeat, {"lease": lease}),
+            (self.switch.serveRelease, {"lease": lease}),
+        ):
+            with self.assertRaises(ProtocolError) as caught:
+                serve(s, args)
+            self.assertEqual(caught.exception.reason, "standby")
+
     def test_failoverToPrimary(self):
         """A failover switched to primary serves its data as the primary."""
         self.successResultOf(run(self.switch.switchTo("failover", "ls9:35355")))
