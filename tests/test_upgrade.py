@@ -123,6 +123,36 @@ class UpgradeTests(unittest.TestCase):
         self.assertEqual(tree(data_dir), before)
         self.assertFalse(data_dir.with_name("licenseserver-data.backup-20250102T030405").exists())
 
+    async def test_schemaOneDirectoryUpgrades(self) -> None:
+        """A directory an earlier build left at schema 1 upgrades to this schema with its
+        records and its audit chain, and this server's store then opens it."""
+        from licenseserver import audit
+
+        data_dir = Path(self.mktemp()).absolute() / "licenseserver-data"
+        data_dir.mkdir(parents=True)
+        conn = store.connect(store.database_path(data_dir), create=True)
+        store.migrate(conn, store.MIGRATIONS[:1])
+        store.set_local(conn, upgrade.SERVER_VERSION, "1.0.0")
+        row = store.TABLES["client"].to_row(CLIENT)
+        conn.execute("INSERT INTO clients VALUES (?, ?, ?, ?, ?)", row)
+        conn.execute("UPDATE meta SET value = '3' WHERE name = 'revision'")
+        entry = audit.AuditEntry(100, "grant", {"lease": "l-1"})
+        digest = audit.chain(audit.GENESIS, 1, entry)
+        conn.execute(
+            "INSERT INTO audit VALUES (1, 100, 'grant', ?, ?, ?)",
+            (audit.data_text(entry), audit.GENESIS, digest),
+        )
+        conn.close()
+        result = upgrade_data_dir(data_dir, target_version="1.0.0", now=WHEN)
+        self.assertEqual((result.old_schema, result.new_schema), (1, store.SCHEMA_VERSION))
+        self.assertTrue(result.changed)
+        self.assertEqual(audit.verify_database(store.database_path(data_dir)), audit.Verdict(1))
+        s = store.SQLiteStore(store.database_path(data_dir), reactor)
+        self.addCleanup(s.close)
+        await s.open()
+        self.assertEqual((await s.load()).records["client"], [CLIENT])
+        self.assertEqual((await s.load()).revision, 3)
+
     async def test_versionOnlyUpgrade(self) -> None:
         """A new server version at the same schema is recorded, with a backup."""
         data_dir = await self.makeDataDir()
