@@ -23,6 +23,21 @@ from licenseserver.localstate import PRIMARY, ROLE, role_change
 from licenseserver.roles.base import AdminError
 
 
+def check_mode(role: Any, primary: Any) -> str | None:
+    """The primary's address for a failover mode, None for a primary.
+
+    Raises ``AdminError`` (400) for a role or address that will not do, so
+    that a caller can refuse a request before it changes anything else.
+    """
+    if role not in ("primary", "failover"):
+        raise AdminError(400, "role must be primary or failover")
+    if role == "failover":
+        if not isinstance(primary, str) or parse_host_port(primary) is None:
+            raise AdminError(400, "a failover needs its primary as HOST[:PORT]")
+        return primary
+    return None
+
+
 @implementer(IRole)
 class RoleSwitch(service.MultiService):
     """Runs one role at a time; ``build(role, primary)`` makes a new one."""
@@ -62,13 +77,7 @@ class RoleSwitch(service.MultiService):
 
         Raises ``AdminError`` (400) for a role or address that will not do.
         """
-        if role not in ("primary", "failover"):
-            raise AdminError(400, "role must be primary or failover")
-        if role == "failover":
-            if not isinstance(primary, str) or parse_host_port(primary) is None:
-                raise AdminError(400, "a failover needs its primary as HOST[:PORT]")
-        else:
-            primary = None
+        primary = check_mode(role, primary)
         old = self.current
         if (role, primary) == (old.roleName, old.primaryConfigured()):
             return self.mode()

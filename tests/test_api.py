@@ -246,6 +246,18 @@ class APITests(unittest.TestCase):
             self.assertIn("error", body)
         self.assertEqual(self.role.setting("borrow_max_days"), 7)
 
+    async def test_badModeChangesNoSetting(self):
+        """A settings change that comes with a mode that will not do is refused whole:
+        the licensing settings in the same body stay as they were."""
+        revision = self.role.pool.revision
+        for mode in ({"role": {"x": 1}}, {"role": "failover"}, {"role": "failover", "primary": 7}):
+            body = json.dumps({"lease_ttl": 60, "failover_minimums": {}, **mode}).encode()
+            code, answer = await self.call("PUT", "/api/settings", body)
+            self.assertEqual(code, 400, mode)
+            self.assertIn("error", answer)
+        self.assertEqual((self.role.leaseTTL, self.role.pool.revision), (120, revision))
+        self.assertEqual(self.role.roleName, "primary")
+
     async def test_switchMode(self):
         """PUT /api/settings with role and primary makes the server a failover."""
         code, body = await self.call(

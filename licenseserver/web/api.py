@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from licenseserver.roles.base import AdminError
+from licenseserver.switch import check_mode
 from licenseserver.web import views
 from licenseserver.web.auth import AdminAuth
 
@@ -164,10 +165,14 @@ class AdminAPI(resource.Resource):
         if not isinstance(body, dict):
             raise AdminError(400, "the body must be a JSON object of settings")
         mode = {k: body.pop(k) for k in ("role", "primary") if k in body}
+        if mode:
+            # A mode that will not do refuses the whole request, before any setting changes.
+            role = mode.get("role", self.role.roleName)
+            primary = check_mode(role, mode.get("primary"))
         if body:
             await self.role.updateSettings(body)
         if mode:
-            await self.role.switchTo(mode.get("role", self.role.roleName), mode.get("primary"))
+            await self.role.switchTo(role, primary)
         return 200, views.settings(self.role)
 
 
