@@ -2,7 +2,7 @@
 
     python bench/request_path.py [--seconds N] [--quick] [--connections C]
 
-Not one of the four scenarios, but the floor under the first: what CHECKOUT+RELEASE
+Not one of the four scenarios, but what lies under the first: what CHECKOUT+RELEASE
 pairs cost without sockets, a reactor loop or a second thread.
 
 - **Decide and answer**: 50 licensing sessions (``LicensingProtocol`` of the real
@@ -12,13 +12,15 @@ pairs cost without sockets, a reactor loop or a second thread.
   Python per pair: parsing, the seat rules, the pool, the audit entry, the answer.
 - **Make it durable**: the same pairs' writes (one commit with the lease and its audit
   entry per CHECKOUT, one per RELEASE) through a real ``SQLiteStore`` in a temporary
-  directory, 50 or 800 commits at a time. This is the store's part: rows, change log,
-  audit chain, SQL, the disk sync, and the Deferreds back on the reactor thread.
-- **SQLite alone**: the very statements the store runs for those commits (the same
-  multi-row statements, lease rows, change-log rows, audit rows and transactions, in
-  the same WAL database with full syncs), with every row built before the clock
-  starts. This is the storage engine's own share of "make durable", under which no
-  Python can go while the server keeps these rows.
+  directory, 50 or 800 commits at a time. This is the store's part: checking and
+  encoding each commit, the change-log and audit rows, SQL, the disk sync, the
+  checkpoints of the lease table, and the Deferreds back on the reactor thread.
+- **SQLite alone**: the very statements the store runs for those commits (one row of
+  change-log lines and one of audit entries per transaction, the revision, and the
+  checkpoints that write the owed lease rows, in the same WAL database with full
+  syncs), with every line encoded and every entry hashed before the clock starts. This
+  is the storage engine's own share of "make durable", under which no Python can go
+  while the server keeps these rows.
 
 CPU is this process's (``time.process_time``), per pair. After the set-up the heap is
 frozen and the young GC threshold raised (``licenseserver.heap``), as the server does

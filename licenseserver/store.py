@@ -502,7 +502,9 @@ class PreparedWrite(NamedTuple):
     entries: tuple[tuple[audit.AuditEntry, str], ...]
 
 
-def prepare_commit(revision: Any, changes: Iterable[model.Change], entries: Iterable = ()):
+def prepare_commit(
+    revision: Any, changes: Iterable[model.Change], entries: Iterable = ()
+) -> PreparedWrite:
     """Check and encode a commit on the caller's thread; ValueError when it is malformed.
 
     Everything a change can be refused for, short of a clash with other rows
