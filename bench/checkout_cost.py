@@ -14,7 +14,9 @@ Targets: at most 2x the baseline's CPU per pair without pipelining, 5x with it.
 
 With ``--floor`` the same rounds also load ``floor_server.py``: the least a Python server
 does per pair while keeping the promises of the specs that cost CPU on every grant and
-release (see its docstring), to show how much of the server's cost is the job's.
+release (see its docstring), to show how much of the server's cost is the job's; and
+``floor-inline``, the same with its commits on the reactor thread (no writer thread), to
+show what the second thread costs.
 """
 
 from __future__ import annotations
@@ -229,8 +231,9 @@ async def main(reactor: Any, args: Any) -> dict[str, Any]:
     baseline = common.Baseline(work)
     targets = [("baseline", baseline), ("server", server)]
     if args.floor:
-        floor = common.Baseline(work, "floor", _floor_command(work))
-        targets.append(("floor", floor))
+        targets.append(("floor", common.Baseline(work, "floor", _floor_command(work))))
+        inline = _floor_command(work, inline=True)
+        targets.append(("floor-inline", common.Baseline(work, "floor-inline", inline)))
     results: dict[str, dict[int, list[dict[str, Any]]]] = {
         name: {d: [] for d in DEPTHS} for name, _ in targets
     }
@@ -254,7 +257,7 @@ async def main(reactor: Any, args: Any) -> dict[str, Any]:
                     )
                     results[name][depth].append(res)
                     common.say(
-                        f"round {r + 1}/{args.rounds} depth {depth:2d} {name:8s}: "
+                        f"round {r + 1}/{args.rounds} depth {depth:2d} {name:12s}: "
                         f"{res['pairs_per_s']:8.0f} pairs/s, "
                         f"{res['cpu_per_pair_us']:7.1f} us CPU/pair, "
                         f"server {res['server_cpu_pct']:5.1f}% CPU, "
@@ -271,15 +274,11 @@ async def main(reactor: Any, args: Any) -> dict[str, Any]:
     return summarize(info, args, results)
 
 
-def _floor_command(work: Path) -> list[str]:
+def _floor_command(work: Path, inline: bool = False) -> list[str]:
     """The command line of ``floor_server.py``, its database in ``work``."""
-    database = work / "floor.sqlite3"
-    return [
-        sys.executable,
-        str(Path(__file__).with_name("floor_server.py")),
-        "--database",
-        str(database),
-    ]
+    database = work / ("floor-inline.sqlite3" if inline else "floor.sqlite3")
+    command = [sys.executable, str(Path(__file__).with_name("floor_server.py"))]
+    return command + ["--database", str(database)] + (["--inline"] if inline else [])
 
 
 def _spreads(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -364,8 +363,8 @@ def run(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--floor",
         action="store_true",
-        help="also load floor_server.py, the least a Python server does per pair, in the "
-        "same rounds",
+        help="also load floor_server.py, the least a Python server does per pair, with and "
+        "without its writer thread, in the same rounds",
     )
     args = common.parse(p, argv)
     common.run_scenario("checkout_cost", main, args)

@@ -1,6 +1,6 @@
 """The floor: the least a Python license server on Twisted does for a CHECKOUT and a RELEASE.
 
-    python bench/floor_server.py --port-file FILE --database FILE [--seats N]
+    python bench/floor_server.py --port-file FILE --database FILE [--seats N] [--inline]
 
 Not the server, and not a server to run: a yardstick for ``checkout_cost.py --floor``. It
 keeps the promises of the specs that cost CPU for every request and drops everything else.
@@ -15,7 +15,9 @@ What it keeps, per request:
 - durability before the answer: the audit entries and change-log lines of one reactor
   turn go to one writer thread as one SQLite row each (WAL mode, ``synchronous=FULL``),
   one transaction and disk sync per batch of turns, and the answers leave once it has
-  committed.
+  committed. With ``--inline`` there is no writer thread: each turn commits on the
+  reactor thread itself, which the design does not allow the server (a slow disk would
+  stall every session), to show what the second thread costs.
 
 What it drops: HELLO registration, validation of every argument, licenses and their
 terms, lease records and the in-memory indexes the web page, the reaper and HEARTBEAT
@@ -49,11 +51,12 @@ _encode = encoder.c_make_encoder(None, None, encoder.encode_basestring, None, ":
 
 
 class Journal:
-    """The audit chain, the change log and their writer thread: a turn's lines go as
-    one row of each."""
+    """The audit chain, the change log and their writer thread (none with ``inline``):
+    a turn's lines go as one row of each."""
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, database: Path, inline: bool = False) -> None:
         self.database = database
+        self.inline = inline
         self.previous = "0" * 64
         self.seq = 0
         self.lines: list[str] = []
@@ -63,7 +66,10 @@ class Journal:
         self.outstanding = 0
         """Answers handed to the writer thread and not yet sent."""
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        threading.Thread(target=self._write, daemon=True).start()
+        if inline:
+            self.conn = _open(database)
+        else:
+            threading.Thread(target=self._write, daemon=True).start()
 
     def add(
         self, kind: str, data: str, key: str, row: tuple | None, protocol: Any, answer: bytes
@@ -92,22 +98,22 @@ class Journal:
         self.waiting.append((protocol, answer))
 
     def _endTurn(self) -> None:
-        self.outstanding += len(self.waiting)
-        changes = "\n".join(self.changes)
-        self.queue.put(("\n".join(self.lines), self.seq, changes, self.revision, self.waiting))
+        audited, changes, waiting = "\n".join(self.lines), "\n".join(self.changes), self.waiting
         self.lines, self.changes, self.waiting = [], [], []
+        if not self.inline:
+            self.outstanding += len(waiting)
+            self.queue.put((audited, self.seq, changes, self.revision, waiting))
+            return
+        if audited:
+            _commit(self.conn, audited, self.seq, changes, self.revision)
+        _send(waiting)
 
     def delivered(self, waiting: list[tuple[Any, bytes]]) -> None:
         self.outstanding -= len(waiting)
-        for protocol, answer in waiting:
-            protocol.transport.write(answer)
+        _send(waiting)
 
     def _write(self) -> None:
-        conn = sqlite3.connect(self.database, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        for table in ("audit", "changes"):
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (last INTEGER PRIMARY KEY, lines)")
+        conn = _open(self.database)
         last = 0
         while True:
             audited, changed, seq, revision, waiting = [], [], 0, 0, []
@@ -125,13 +131,32 @@ class Journal:
                 except queue.Empty:
                     entry = None
             if audited:
-                conn.execute("BEGIN IMMEDIATE")
-                insert = "INSERT INTO {} (last, lines) VALUES (?, ?)"
-                conn.execute(insert.format("audit"), (seq, "\n".join(audited)))
-                conn.execute(insert.format("changes"), (revision, "\n".join(changed)))
-                conn.execute("COMMIT")
+                _commit(conn, "\n".join(audited), seq, "\n".join(changed), revision)
             last = len(waiting)
             reactor.callFromThread(self.delivered, waiting)
+
+
+def _send(waiting: list[tuple[Any, bytes]]) -> None:
+    for protocol, answer in waiting:
+        protocol.transport.write(answer)
+
+
+def _open(database: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    for table in ("audit", "changes"):
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (last INTEGER PRIMARY KEY, lines)")
+    return conn
+
+
+def _commit(conn: sqlite3.Connection, audited: str, seq: int, changed: str, revision: int) -> None:
+    """One transaction and disk sync: a row of audit entries, a row of change-log lines."""
+    conn.execute("BEGIN IMMEDIATE")
+    insert = "INSERT INTO {} (last, lines) VALUES (?, ?)"
+    conn.execute(insert.format("audit"), (seq, audited))
+    conn.execute(insert.format("changes"), (revision, changed))
+    conn.execute("COMMIT")
 
 
 class Seats:
@@ -201,9 +226,10 @@ def main() -> None:
     p.add_argument("--port-file", required=True)
     p.add_argument("--database", required=True)
     p.add_argument("--seats", type=int, default=200)
+    p.add_argument("--inline", action="store_true", help="commit on the reactor thread")
     args = p.parse_args()
     factory = Factory.forProtocol(Floor)
-    factory.journal = Journal(Path(args.database))
+    factory.journal = Journal(Path(args.database), args.inline)
     factory.seats = Seats(args.seats)
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     Path(args.port_file).write_text(f"{port.getHost().port}\n")

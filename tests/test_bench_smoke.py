@@ -67,17 +67,17 @@ class BenchSmokeTests(unittest.TestCase):
 
     def test_checkoutCost(self) -> None:
         """checkout_cost.py loads the server, the baseline and (with --floor) the floor
-        server with and without pipelining, and reports CPU per pair, pairs per second and
-        the ratio to the baseline for each."""
+        server with and without its writer thread, with and without pipelining, and
+        reports CPU per pair, pairs per second and the ratio to the baseline for each."""
         result = self.runBench("checkout_cost", "--connections", "10", "--floor")
         self.assertMachine(result)
         for depth in ("1", "16"):
             entry = result["depths"][depth]
-            for name in ("baseline", "server", "floor"):
+            for name in ("baseline", "server", "floor", "floor-inline"):
                 self.assertEqual(entry[name]["errors"], 0)
                 self.assertGreater(entry[name]["pairs_per_s"]["median"], 0)
                 self.assertGreater(entry[name]["cpu_per_pair_us"]["median"], 0)
-            for name in ("server", "floor"):
+            for name in ("server", "floor", "floor-inline"):
                 self.assertGreater(entry[name]["ratio"]["median"], 0)
             self.assertEqual(entry["ratio"], entry["server"]["ratio"])
             self.assertIn("met", entry)
