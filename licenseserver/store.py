@@ -1605,11 +1605,20 @@ class SQLiteStore(service.Service):
         """Run jobs in order; runs of consecutive writes share one transaction.
 
         The batch's results reach the reactor thread together, in job order:
-        one wake-up of the reactor for the whole batch.
+        one wake-up of the reactor for the whole batch. An error that escapes
+        the jobs' own handling ends the thread; every job of the batch not
+        answered yet fails with it, so that no caller waits for ever.
         """
         self._outbox = []
         try:
             self._runJobs(conn, batch)
+        except BaseException:
+            failure = Failure()
+            answered = {id(deferred) for deferred, _ in self._outbox}
+            for job in batch:
+                if id(job.deferred) not in answered:
+                    self._outbox.append((job.deferred, failure))
+            raise
         finally:
             outbox, self._outbox = self._outbox, None
             if outbox:

@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -343,6 +343,10 @@ class StoreTestsMixin:
             await s.load()
 
 
+class _WriterBug(BaseException):
+    """An error no job handler catches: it ends the writer thread's loop."""
+
+
 class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
     """The mixin against a real file and the real writer thread, plus SQLite's own."""
 
@@ -451,6 +455,33 @@ class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
         await second
         self.assertEqual(s.transactions - before, 1)
         self.assertEqual(await s.load(), model.Snapshot(2, by_kind([CLIENT, LICENSE])))
+
+    async def test_writerCrashAnswersItsBatch(self) -> None:
+        """When the writer thread itself fails, the jobs of the batch it was running fail
+        with its error rather than wait for ever, and the store refuses what comes after."""
+        s = await self.makeStore()
+        blocked, release = s._pauseWriter()
+        await blocked
+        try:
+
+            def crash(conn: sqlite3.Connection) -> None:
+                raise _WriterBug("a bug in the writer")
+
+            crashed = s._runInWriter(crash)
+            behind = s.commit(1, puts(CLIENT))
+            await task.deferLater(reactor, 0, lambda: None)  # the turn's commits are queued
+        finally:
+            release()
+        for d in (crashed, behind):
+            d.addTimeout(30, reactor)
+        with self.assertRaises(_WriterBug):
+            await crashed
+        with self.assertRaises(_WriterBug):
+            await behind
+        with self.assertRaises(store.StoreClosedError) as caught:
+            await s.commit(1, puts(CLIENT))
+        self.assertIn("a bug in the writer", str(caught.exception))
+        self.assertEqual(len(self.flushLoggedErrors(_WriterBug)), 1)
 
     async def test_groupCommit(self) -> None:
         """Commits issued at once land in fewer transactions than there are commits."""
