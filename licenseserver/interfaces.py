@@ -51,6 +51,13 @@ class ILicenseStore(Interface):
     def setLocal(name, value):
         """Store a local value (any JSON value); None removes it."""
 
+    def broken():
+        """Why the store stopped on its own and refuses every call (a message), or None.
+
+        None while it works, and after a ``close`` asked for: only a store that
+        can no longer write, unasked, is broken.
+        """
+
 
 class IRole(Interface):
     """What the licensing protocol and the web ask of the server's role.

@@ -1428,6 +1428,12 @@ class SQLiteStore(service.Service):
     def setLocal(self, name: str, value: Any) -> defer.Deferred:
         return self._submit(WRITE, partial(set_local, name=name, value=value))
 
+    def broken(self) -> str | None:
+        """Why the writer thread ended on its own (it could not open the database, or
+        failed), or None while it runs and after a ``close``."""
+        reason = self._closeReason
+        return None if reason is None else reason.getErrorMessage()
+
     # -- test hooks -------------------------------------------------------
 
     def _runInWriter(self, run: Callable[[sqlite3.Connection], Any], mode: str = RAW):

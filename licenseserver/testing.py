@@ -78,6 +78,7 @@ class FakeStore(service.Service):
         self._failures: dict[str, list[BaseException]] = {}
         self._commitsSinceTrim = 0
         self._closed = False
+        self._broken: str | None = None
 
     @property
     def auditRows(self) -> list[tuple]:
@@ -92,6 +93,12 @@ class FakeStore(service.Service):
         Calls queue up: two ``failNext`` make the next two calls fail.
         """
         self._failures.setdefault(method, []).append(exception)
+
+    def breakDown(self, reason: str) -> None:
+        """Stop as a store whose writer failed does: ``broken()`` gives ``reason``, and
+        every later call errbacks with StoreClosedError."""
+        self._broken = reason
+        self._closed = True
 
     # -- life cycle -------------------------------------------------------
 
@@ -108,9 +115,13 @@ class FakeStore(service.Service):
         super().stopService()
         return self.close()
 
+    def broken(self) -> str | None:
+        return self._broken
+
     def _call(self, method: str, run: Callable, *args: Any) -> defer.Deferred:
         if self._closed:
-            return defer.fail(StoreClosedError("the store is closed"))
+            why = f": {self._broken}" if self._broken else ""
+            return defer.fail(StoreClosedError(f"the store is closed{why}"))
         planned = self._failures.get(method)
         if planned:
             return defer.fail(planned.pop(0))

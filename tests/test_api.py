@@ -107,6 +107,15 @@ class APITests(unittest.TestCase):
         self.assertEqual(response.code, 200)
         await readBody(response)
 
+    async def test_healthzWhenStoreBroken(self):
+        """GET /healthz answers 503 once the store has stopped on its own: the process
+        is up, but answers every write with an error."""
+        self.store.breakDown("the writer thread failed")
+        response = await self.agent.request(b"GET", (self.base + "/healthz").encode())
+        self.assertEqual(response.code, 503)
+        body = json.loads(await readBody(response))
+        self.assertEqual(body["ok"], False)
+
     async def test_authRequired(self):
         """The pool, clients and leases need the admin password: 401 without or wrong."""
         for path in ("/api/licenses", "/api/clients", "/api/leases", "/api/messages"):

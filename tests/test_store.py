@@ -118,6 +118,15 @@ class StoreTestsMixin:
         s = await self.makeStore()
         self.assertTrue(verifyObject(ILicenseStore, s))
 
+    async def test_notBrokenWhenClosed(self) -> None:
+        """A working store is not broken, nor is one closed as asked; it then refuses calls."""
+        s = await self.makeStore()
+        self.assertIsNone(s.broken())
+        await s.close()
+        self.assertIsNone(s.broken())
+        with self.assertRaises(store.StoreClosedError):
+            await s.commit(1, puts(CLIENT))
+
     async def test_emptyStore(self) -> None:
         """A new store is at revision 0 with no records and an empty change log."""
         s = await self.makeStore()
@@ -458,7 +467,8 @@ class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
 
     async def test_writerCrashAnswersItsBatch(self) -> None:
         """When the writer thread itself fails, the jobs of the batch it was running fail
-        with its error rather than wait for ever, and the store refuses what comes after."""
+        with its error rather than wait for ever; the store is broken, and refuses what
+        comes after with the reason."""
         s = await self.makeStore()
         blocked, release = s._pauseWriter()
         await blocked
@@ -478,6 +488,8 @@ class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
             await crashed
         with self.assertRaises(_WriterBug):
             await behind
+        await s.close()  # fires once the thread has shut the store down
+        self.assertEqual(s.broken(), "a bug in the writer")
         with self.assertRaises(store.StoreClosedError) as caught:
             await s.commit(1, puts(CLIENT))
         self.assertIn("a bug in the writer", str(caught.exception))

@@ -266,8 +266,10 @@ class ServingRole(service.MultiService):
         return None
 
     def serving(self) -> bool:
-        """Whether the process serves its role (``/healthz``)."""
-        return self.loaded
+        """Whether the process serves its role (``/healthz``): its pool is loaded and its
+        store can still write (a store that stopped on its own answers every write with
+        an error, so a monitor must see this server as down)."""
+        return self.loaded and self.store.broken() is None
 
     def peerHandlers(self) -> dict[str, Callable[..., Any]]:
         """Handlers of the peer verbs this role answers, by verb (none here)."""
