@@ -145,6 +145,14 @@ class CheckoutTests(RoleTestCase):
         self.assertTrue(answer["lease"].startswith("l-"))
         self.assertGreaterEqual(len(answer["lease"]) - 2, 16)
 
+    def test_leaseIdsDistinct(self):
+        """Lease ids differ across more grants than one block of randomness holds."""
+        self.addLicenses({"seats": 600})
+        leases = [self.ok(self.role.checkout(hello(self.role, f"m{i}"), {})) for i in range(600)]
+        ids = {answer["lease"] for answer in leases}
+        self.assertEqual(len(ids), 600)
+        self.assertEqual({len(i) for i in ids}, {18})
+
     def test_requestKeyIdempotent(self):
         """A CHECKOUT repeated with the same request key returns the same lease."""
         self.addLicenses({"seats": 1})

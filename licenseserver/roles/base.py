@@ -13,7 +13,6 @@ that is active only after a takeover.
 from __future__ import annotations
 
 import dataclasses
-import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,6 +39,7 @@ from licenseserver.model import (
 from licenseserver.pool import Pool
 from licenseserver.protocols.wire import ProtocolError
 from licenseserver.session import Session
+from licenseserver.tokens import RandomTokens
 from licenseserver.versions import is_valid as version_is_valid
 from licenseserver.versions import meets_minimum
 
@@ -148,7 +148,8 @@ class ServingRole(service.MultiService):
 
     ``clock`` gives the time and schedules the reaper; ``trustedKeys`` maps
     vendor key ids to public keys; ``settingDefaults`` holds the value of
-    each licensing setting the admin has not changed.
+    each licensing setting the admin has not changed. ``newToken`` gives the
+    random part of lease ids (by default 12 random bytes from ``RandomTokens``).
     """
 
     roleName = "primary"
@@ -165,7 +166,7 @@ class ServingRole(service.MultiService):
         trustedKeys: Mapping[str, Any],
         settingDefaults: Mapping[str, Any],
         reapInterval: float = 5.0,
-        newToken: Callable[[], str] = lambda: secrets.token_urlsafe(12),
+        newToken: Callable[[], str] | None = None,
     ):
         super().__init__()
         self.store = store
@@ -184,7 +185,7 @@ class ServingRole(service.MultiService):
         self.loaded = False
         self.loadError: Any = None
         self._whenLoaded: list[defer.Deferred] = []
-        self._newToken = newToken
+        self._newToken = newToken or RandomTokens(12)
         reaper = TimerService(reapInterval, self._reapSafely)
         reaper.clock = clock
         reaper.setServiceParent(self)
