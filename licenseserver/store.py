@@ -478,12 +478,18 @@ def parse_log_line(line: str) -> tuple[int, str, tuple, tuple | None]:
         raise ValueError(f"not a change-log line: {line[:80]!r}") from e
 
 
-def decode_log_line(line: str) -> tuple[int, model.Change]:
-    """The revision and the change that ``log_line`` wrote."""
-    revision, kind, key, row = parse_log_line(line)
+def _logged_table(kind: str) -> TableSpec:
+    """The table of a kind named in the change log; ValueError for an unknown kind."""
     spec = TABLES.get(kind)
     if spec is None:
         raise ValueError(f"unknown record kind {kind!r} in the change log")
+    return spec
+
+
+def decode_log_line(line: str) -> tuple[int, model.Change]:
+    """The revision and the change that ``log_line`` wrote."""
+    revision, kind, key, row = parse_log_line(line)
+    spec = _logged_table(kind)
     record = None if row is None else spec.from_row(row)
     return revision, model.Change(kind, key, record)
 
@@ -994,9 +1000,7 @@ def owed_since(conn: sqlite3.Connection, checkpoint: int) -> dict[str, dict[tupl
     owed: dict[str, dict[tuple, tuple | None]] = {}
     for line in _log_rows(conn, checkpoint):
         revision, kind, key, row = parse_log_line(line)
-        spec = TABLES.get(kind)
-        if spec is None:
-            raise ValueError(f"unknown record kind {kind!r} in the change log")
+        spec = _logged_table(kind)
         if revision > checkpoint and not spec.eager:
             owed.setdefault(kind, {})[key] = row
     return owed

@@ -258,12 +258,6 @@ def _bare_arguments(rest: str) -> dict[str, str] | None:
     return args
 
 
-def _split_verb(text: str) -> tuple[str, str]:
-    """The first word and the rest of the line."""
-    verb, _, rest = text.partition(" ")
-    return verb, rest
-
-
 def parse_response(line: bytes) -> Response:
     """Parse a response line (without its LF).
 
@@ -271,7 +265,7 @@ def parse_response(line: bytes) -> Response:
     well-formed ``OK`` nor a well-formed ``ERR``.
     """
     text = decode_line(line)
-    head, rest = _split_verb(text)
+    head, _, rest = text.partition(" ")
     if head == "OK":
         return Response(True, _arguments(_tokens(rest)))
     if head == "ERR":
