@@ -70,16 +70,14 @@ class _RoleCollector:
         revision = role.pool.revision
         yield GaugeMetricFamily("licenseserver_revision", "Pool revision held.", value=revision)
         labels = ["license", "product"]
-        total = GaugeMetricFamily(
-            "licenseserver_seats_total", "Seats of a license.", labels=labels
-        )
+        seats = GaugeMetricFamily("licenseserver_seats", "Seats of a license.", labels=labels)
         used = GaugeMetricFamily("licenseserver_seats_in_use", "Seats in use.", labels=labels)
         inUse = role.pool.seatsInUse(now)
         for lic in role.pool.all("license"):
             labels = [lic.id, lic.product]
-            total.add_metric(labels, lic.seats)
+            seats.add_metric(labels, lic.seats)
             used.add_metric(labels, inUse[lic.id])
-        yield total
+        yield seats
         yield used
         live = [lease for lease in role.pool.all("lease") if lease.live(now)]
         leases = GaugeMetricFamily(

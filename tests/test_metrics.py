@@ -46,7 +46,7 @@ class MetricsTests(unittest.TestCase):
         second = self.session(b"HELLO product=XMLSpy version=2025r2 host=b machine=m2\nCHECKOUT\n")
         got = samples(self.metrics)
         labels = (("license", self.lid), ("product", "XMLSpy"))
-        self.assertEqual(got[("licenseserver_seats_total", labels)], 1)
+        self.assertEqual(got[("licenseserver_seats", labels)], 1)
         self.assertEqual(got[("licenseserver_seats_in_use", labels)], 1)
         self.assertEqual(got[("licenseserver_grants_total", (("command", "checkout"),))], 1)
         self.assertEqual(got[("licenseserver_denials_total", (("reason", "no-seats"),))], 1)
@@ -54,6 +54,29 @@ class MetricsTests(unittest.TestCase):
         self.assertEqual(got[("licenseserver_leases", (("borrowed", "false"),))], 1)
         second.connectionLost(None)
         self.assertEqual(samples(self.metrics)[("licenseserver_sessions", ())], 1)
+
+    def test_onlyCountersEndInTotal(self):
+        """No gauge's name ends in ``_total`` (Prometheus keeps that suffix for counters,
+        and ``promtool check metrics`` refuses it elsewhere), peer gauges included; the
+        seats of a license are ``licenseserver_seats``."""
+        self.session(b"HELLO product=XMLSpy version=2025r2 host=a machine=m1\nCHECKOUT\n")
+        now = self.role.now()
+        self.patch(
+            self.role, "peerStatus", lambda: {"lag": 2, "last_sync": now - 5, "takeovers": 1}
+        )
+        families = list(self.metrics.registry.collect())
+        for family in families:
+            self.assertTrue(family.documentation, f"{family.name} has no help text")
+            if family.type == "counter":
+                continue
+            for sample in family.samples:
+                self.assertFalse(
+                    sample.name.endswith("_total"),
+                    f"{sample.name} is a {family.type} whose name ends in _total",
+                )
+        names = sorted(family.name for family in families)
+        self.assertIn("licenseserver_seats", names)
+        self.assertIn("licenseserver_sync_lag_revisions", names)
 
     def test_roleAndState(self):
         """The role and state are exported as labels of licenseserver_info."""
