@@ -7,16 +7,20 @@ FAILOVER.md is played out deterministically.
 
 import dataclasses
 
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
+from twisted.logger import Logger, formatEvent
+from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from licenseserver._version import __version__
+from licenseserver._version import EDITION, __version__
 from licenseserver.interfaces import IRole
 from licenseserver.model import Change, Setting
 from licenseserver.passwords import peer_proof
 from licenseserver.protocols import wire
 from licenseserver.protocols.licensing import LicensingFactory
+from licenseserver.protocols.peer import PeerClientProtocol
 from licenseserver.roles import failover as failover_module
 from licenseserver.roles import primary as primary_module
 from licenseserver.roles.base import AdminError
@@ -556,6 +560,72 @@ class TakeoverTests(PairTestCase):
         self.advance(TAKEOVER + 0.2)
         self.assertEqual(self.successResultOf(run(self.failover.reap())), 1)
         self.assertIsNone(self.failover.pool.lease("l-old"))
+
+
+class ScriptedPrimary(LineReceiver):
+    """A primary that answers each verb with the line its factory's ``answers`` holds."""
+
+    delimiter = b"\n"
+
+    def lineReceived(self, line):
+        self.transport.write(self.factory.answers[line.split(b" ")[0].decode()])
+
+
+def scriptedPrimary(**answers):
+    """A factory of ``ScriptedPrimary`` answering as given, PEER with a good challenge."""
+    factory = Factory.forProtocol(ScriptedPrimary)
+    factory.answers = {
+        "PEER": f"OK server=ls1 version={__version__} edition={EDITION} challenge=00\n".encode(),
+        "AUTH": b"OK revision=0\n",
+        "SYNC": b"OK mode=changes revision=0 lines=0\n",
+        "BEAT": b"OK revision=0 time=1\n",
+        **{verb: line.encode() for verb, line in answers.items()},
+    }
+    return factory
+
+
+class GiantAnswerTests(PairTestCase):
+    """A number in the primary's answers with more than ``wire.MAX_DIGITS`` digits makes
+    the failover drop the link with a warning; nothing is logged as a failure, and the
+    primary, which answers, is alive: the failover stays in standby."""
+
+    def setUp(self):
+        super().setUp()
+        self.warnings = []
+        self.patch(PeerClientProtocol, "log", Logger(observer=self.warnings.append))
+        self.ok(self.primary.addLicenses(licenseFile({"seats": 1})))
+        self.beat()
+        self.assertMirrors()
+
+    def answering(self, **answers):
+        """The primary's port now answers as ``answers`` say, for three takeover times."""
+        self.killPrimary()
+        self.endpoint.revive(scriptedPrimary(**answers))
+        self.advance(TAKEOVER * 3)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.failover.state, "standby")
+        self.assertEqual(self.failover.takeovers, 0)
+        return [formatEvent(event) for event in self.warnings]
+
+    def test_authRevision(self):
+        """AUTH answered with revision= of 5000 digits: the link is dropped, never paired."""
+        warned = self.answering(AUTH=f"OK revision={'9' * 5000}\n")
+        self.assertNotEqual(self.failover.linkState, "paired")
+        self.assertTrue(any("revision= that is no number" in text for text in warned), warned)
+
+    def test_beatRevision(self):
+        """A BEAT answered with revision= of MAX_DIGITS + 1 digits drops the link."""
+        warned = self.answering(BEAT=f"OK revision={'1' * (wire.MAX_DIGITS + 1)} time=1\n")
+        self.assertTrue(any("revision= that is no number" in text for text in warned), warned)
+        self.assertEqual(self.failover.pool.revision, 1, "nothing was synced")
+
+    def test_syncLines(self):
+        """A SYNC answer announcing lines= of 5000 digits drops the link; nothing is synced."""
+        warned = self.answering(
+            AUTH="OK revision=7\n", SYNC=f"OK mode=changes revision=7 lines={'9' * 5000}\n"
+        )
+        self.assertTrue(any("lines= that is no number" in text for text in warned), warned)
+        self.assertEqual(self.failover.pool.revision, 1, "nothing was synced")
 
 
 class SecretTests(PairTestCase):

@@ -25,6 +25,7 @@ words = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 valueish = st.one_of(
     st.sampled_from(
         ["1", "0", "-1", "31", "2015", "2025r2", "1.5", "x" * 200, "\u00b2", "\u0663"]
+        + ["1" * 18, "1" * 19, "9" * 5000]
     ),
     words,
 )

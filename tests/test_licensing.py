@@ -5,6 +5,8 @@ from twisted.internet.testing import StringTransport
 from twisted.test import iosim
 from twisted.trial import unittest
 
+from licenseserver._version import EDITION, __version__
+from licenseserver.passwords import peer_proof
 from licenseserver.protocols import wire
 from licenseserver.protocols.licensing import MAX_IN_FLIGHT, LicensingFactory
 from licenseserver.store import StoreWriteError
@@ -12,6 +14,11 @@ from licenseserver.testing import FakeStore
 from tests.helpers import licenseFile, makeRole, run
 
 HELLO = b"HELLO product=XMLSpy version=2025r2 host=ws1 machine=m1\n"
+
+GIANT = "9" * 5000
+"""More digits than Python's ``int()`` takes from text (4300)."""
+TOO_LONG = "1" * (wire.MAX_DIGITS + 1)
+"""One digit more than an integer argument may have."""
 
 
 class HeldStore(FakeStore):
@@ -270,6 +277,123 @@ class SessionTests(ProtocolTestCase):
         (answer,) = self.lines(transport)
         self.assertEqual((answer.code, answer.reason), (403, "not-authorized"))
         self.assertTrue(transport.disconnecting)
+
+
+class GiantIntegerTests(ProtocolTestCase):
+    """An integer argument of more than ``wire.MAX_DIGITS`` digits is a bad request.
+
+    Each argument goes through a real line; the answer is ``ERR 400 bad-request``,
+    nothing is logged as a failure, and the session goes on.
+    """
+
+    def assertRefusedDigits(self, proto, transport, verb, name, extra=""):
+        """``verb`` with ``name`` of 5000 and of MAX_DIGITS + 1 digits gets 400 bad-request."""
+        for digits in (GIANT, TOO_LONG):
+            proto.dataReceived(f"{verb} {name}={digits}{extra}\nPING\n".encode())
+            answer, ping = self.lines(transport)
+            self.assertEqual((answer.code, answer.reason), (400, "bad-request"), answer)
+            self.assertIn(f"{name} must be an integer", answer.args["message"])
+            self.assertTrue(ping.ok)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertFalse(transport.disconnecting)
+
+    def helloed(self):
+        proto, transport = self.connect()
+        proto.dataReceived(HELLO)
+        (answer,) = self.lines(transport)
+        self.assertTrue(answer.ok)
+        return proto, transport
+
+    def test_helloCores(self):
+        """HELLO cores= with too many digits is refused, and registers nothing."""
+        proto, transport = self.connect()
+        self.assertRefusedDigits(
+            proto, transport, "HELLO", "cores", " product=XMLSpy version=2025r2 host=h machine=m"
+        )
+        self.assertEqual(self.role.pool.count("client"), 0)
+
+    def test_checkoutCores(self):
+        """CHECKOUT cores= with too many digits is refused, and takes no seat."""
+        self.assertRefusedDigits(*self.helloed(), "CHECKOUT", "cores")
+        self.assertEqual(self.role.pool.count("lease"), 0)
+
+    def test_borrowDays(self):
+        """BORROW days= with too many digits is refused, and takes no seat."""
+        self.assertRefusedDigits(*self.helloed(), "BORROW", "days")
+        self.assertEqual(self.role.pool.count("lease"), 0)
+
+    def test_mostDigits(self):
+        """A number of MAX_DIGITS digits is read as a number: here one out of range."""
+        proto, transport = self.helloed()
+        proto.dataReceived(b"BORROW days=" + b"0" * (wire.MAX_DIGITS - 1) + b"1\n")
+        (answer,) = self.lines(transport)
+        self.assertTrue(answer.ok, answer)
+        proto.dataReceived(b"CHECKOUT cores=" + b"9" * wire.MAX_DIGITS + b"\n")
+        (answer,) = self.lines(transport)
+        self.assertEqual(answer.reason, "bad-request")
+        self.assertIn("from 1 to 1048576", answer.args["message"])
+
+
+class GiantPeerIntegerTests(unittest.TestCase):
+    """The peer verbs' integers (BEAT revision=, SYNC since=) are bounded the same way."""
+
+    SECRET = "s3cret-pairing"
+
+    def setUp(self):
+        self.store = FakeStore()
+        self.role = makeRole(self.store, peerSecret=self.SECRET)
+        self.factory = LicensingFactory(self.role)
+
+    def paired(self):
+        """A connection that said PEER and AUTH over the line protocol."""
+        proto = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(
+            wire.format_request(
+                "PEER",
+                {"name": "ls2", "version": __version__, "edition": EDITION, "listen": "ls2:1"},
+            )
+        )
+        challenge = wire.parse_response(transport.value().rstrip(b"\n")).args["challenge"]
+        transport.clear()
+        proof = peer_proof(self.SECRET, challenge, "ls2")
+        proto.dataReceived(wire.format_request("AUTH", {"proof": proof}))
+        self.assertTrue(wire.parse_response(transport.value().rstrip(b"\n")).ok)
+        transport.clear()
+        return proto, transport
+
+    def answer(self, proto, transport, line):
+        proto.dataReceived(line)
+        head = transport.value().split(b"\n")[0]
+        transport.clear()
+        return wire.parse_response(head)
+
+    def test_beatRevision(self):
+        """BEAT revision= of 5000 or MAX_DIGITS + 1 digits gets 400 bad-request; MAX_DIGITS
+        digits are a revision."""
+        proto, transport = self.paired()
+        for digits in (GIANT, TOO_LONG):
+            answer = self.answer(proto, transport, f"BEAT revision={digits}\n".encode())
+            self.assertEqual((answer.code, answer.reason), (400, "bad-request"), answer)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        most = "9" * wire.MAX_DIGITS
+        self.assertTrue(self.answer(proto, transport, f"BEAT revision={most}\n".encode()).ok)
+        self.assertEqual(self.role.peer.revision, wire.MAX_INTEGER)
+        self.assertFalse(transport.disconnecting)
+
+    def test_syncSince(self):
+        """SYNC since= of 5000 or MAX_DIGITS + 1 digits gets 400 bad-request; MAX_DIGITS
+        digits (ahead of the primary) get a snapshot."""
+        proto, transport = self.paired()
+        for digits in (GIANT, TOO_LONG):
+            answer = self.answer(proto, transport, f"SYNC since={digits}\n".encode())
+            self.assertEqual((answer.code, answer.reason), (400, "bad-request"), answer)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        most = "9" * wire.MAX_DIGITS
+        answer = self.answer(proto, transport, f"SYNC since={most}\n".encode())
+        self.assertEqual(answer.args["mode"], "snapshot")
+        self.assertFalse(transport.disconnecting)
 
 
 class LoopbackTests(ProtocolTestCase):

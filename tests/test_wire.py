@@ -107,6 +107,32 @@ class ParseRequestTests(unittest.TestCase):
             self.assertTrue(result is None or result.verb in wire.VERBS)
 
 
+class IntegerTests(unittest.TestCase):
+    def test_parseInteger(self):
+        """A whole number is 1 to MAX_DIGITS ASCII digits; anything else is none."""
+        self.assertEqual(wire.parse_integer("0"), 0)
+        self.assertEqual(wire.parse_integer("9" * wire.MAX_DIGITS), wire.MAX_INTEGER)
+        self.assertEqual(wire.parse_integer("0" * (wire.MAX_DIGITS - 1) + "7"), 7)
+        for text in ("", "-1", "+1", "1.0", " 1", "\u00b2", "\u0663", "1" * 19, "9" * 5000):
+            self.assertIsNone(wire.parse_integer(text), text[:20])
+
+    def test_integerArg(self):
+        """An integer argument is its default when absent, else a number within its range."""
+        self.assertEqual(wire.integer_arg({}, "cores", 3, 1, 8), 3)
+        self.assertEqual(wire.integer_arg({"cores": "8"}, "cores", 3, 1, 8), 8)
+        for text in ("0", "9", "x", "9" * 5000):
+            with self.assertRaises(ProtocolError) as caught:
+                wire.integer_arg({"cores": text}, "cores", 3, 1, 8)
+            self.assertEqual(caught.exception.reason, "bad-request")
+            self.assertEqual(caught.exception.message, "cores must be an integer from 1 to 8")
+
+    @given(st.text(max_size=30))
+    def test_parseIntegerAgreesWithInt(self, text):
+        """parse_integer is int() on ASCII digits of at most MAX_DIGITS, None otherwise."""
+        good = text.isascii() and text.isdigit() and len(text) <= wire.MAX_DIGITS
+        self.assertEqual(wire.parse_integer(text), int(text) if good else None)
+
+
 class RoundTripTests(unittest.TestCase):
     @given(verbs, argument_dicts)
     @settings(max_examples=300)

@@ -38,6 +38,20 @@ class Reply:
     def args(self) -> dict[str, str]:
         return self.response.args
 
+    def integer(self, name: str, default: int = 0) -> int:
+        """The number argument ``name`` (``NUMBERS``: checked as the answer came), or
+        ``default`` when the answer has none."""
+        number = wire.parse_integer(self.args.get(name, ""))
+        return default if number is None else number
+
+
+NUMBERS = ("lines", "revision", "time")
+"""The arguments of the primary's answers that the failover reads as numbers.
+
+An answer where one of them is not a whole number of at most ``wire.MAX_DIGITS``
+digits is no answer: the failover drops the link (and connects again), as for
+any line it cannot read."""
+
 
 class PeerClientProtocol(LineReceiver):
     """The failover's connection to the primary."""
@@ -77,12 +91,21 @@ class PeerClientProtocol(LineReceiver):
             self.log.warn("The primary sent a line that is no answer: {line!r}", line=line[:80])
             self.transport.loseConnection()
             return
+        for name in NUMBERS:
+            if name in response.args and wire.parse_integer(response.args[name]) is None:
+                self.log.warn(
+                    "The primary sent {name}= that is no number: {line!r}",
+                    name=name,
+                    line=line[:80],
+                )
+                self.transport.loseConnection()
+                return
         if not self._pending:
             self.log.warn("The primary answered nothing that was asked: {line!r}", line=line[:80])
             self.transport.loseConnection()
             return
         d = self._pending.popleft()
-        count = int(response.args.get("lines", "0")) if response.ok else 0
+        count = Reply(response).integer("lines") if response.ok else 0
         if count > 0:
             self._collecting = (response, [], count, d)
         else:

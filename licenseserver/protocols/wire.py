@@ -10,10 +10,23 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 MAX_LINE = 8192
 """Longest request line in bytes, the LF included."""
+
+MAX_DIGITS = 18
+"""Most digits of an integer argument, in requests and in answers.
+
+Every number the protocol carries (cores, days, revisions, a count of lines, a
+Unix time) fits with room to spare. A longer run of digits is refused before it
+is converted: ``int()`` takes time that grows with the square of the length,
+and Python refuses more than 4300 digits with an error of its own.
+"""
+
+MAX_INTEGER = 10**MAX_DIGITS - 1
+"""The largest integer argument: ``MAX_DIGITS`` nines."""
 
 CLIENT_VERBS = frozenset(
     {"PING", "STATUS", "HELLO", "CHECKOUT", "HEARTBEAT", "RELEASE", "BORROW", "QUIT"}
@@ -256,6 +269,28 @@ def _bare_arguments(rest: str) -> dict[str, str] | None:
             return None
         args[key] = value
     return args
+
+
+def parse_integer(text: str) -> int | None:
+    """``text`` as a whole number: 1 to ``MAX_DIGITS`` ASCII digits; None when it is not one."""
+    if 0 < len(text) <= MAX_DIGITS and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
+def integer_arg(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """The integer argument ``name`` within ``low..high``, or ``default`` when it is absent.
+
+    Raises ``ProtocolError`` (``bad-request``) for anything else, a run of more
+    than ``MAX_DIGITS`` digits included.
+    """
+    value = args.get(name)
+    if value is None:
+        return default
+    number = parse_integer(value)
+    if number is None or not low <= number <= high:
+        raise ProtocolError("bad-request", f"{name} must be an integer from {low} to {high}")
+    return number
 
 
 def parse_response(line: bytes) -> Response:

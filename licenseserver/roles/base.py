@@ -37,7 +37,7 @@ from licenseserver.model import (
     Setting,
 )
 from licenseserver.pool import Pool
-from licenseserver.protocols.wire import ProtocolError
+from licenseserver.protocols.wire import ProtocolError, integer_arg
 from licenseserver.session import Session
 from licenseserver.tokens import RandomTokens
 from licenseserver.versions import is_valid as version_is_valid
@@ -130,16 +130,6 @@ def lease_arg(args: Mapping[str, str]) -> str:
     if value is None:
         raise ProtocolError("bad-request", "lease= is required")
     return value
-
-
-def integer_arg(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    """An integer argument within ``low..high``."""
-    value = args.get(name)
-    if value is None:
-        return default
-    if not (value.isascii() and value.isdigit()) or not (low <= int(value) <= high):
-        raise ProtocolError("bad-request", f"{name} must be an integer from {low} to {high}")
-    return int(value)
 
 
 @implementer(IRole)

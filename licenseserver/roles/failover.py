@@ -348,7 +348,7 @@ class FailoverRole(ServingRole):
         self.linkState = PAIRED
         self.problem = None
         self._reported = None
-        self.primaryRevision = int(reply.args.get("revision", "0"))
+        self.primaryRevision = reply.integer("revision")
         await self._syncing.run(self._sync, link)
 
     def _refusedBy(self, reply: Reply) -> None:
@@ -389,7 +389,7 @@ class FailoverRole(ServingRole):
         if not reply.ok:
             self.log.warn("SYNC refused: {r}", r=reply.response)
             return
-        revision = int(reply.args["revision"])
+        revision = reply.integer("revision")
         self.storedExpiry.clear()  # the sync writes leases past commit(): renew durably
         if reply.args.get("mode") == sync.SNAPSHOT:
             snapshot = sync.decode_snapshot(revision, reply.lines)
@@ -426,7 +426,7 @@ class FailoverRole(ServingRole):
         reply = await link.request("BEAT", {"revision": self.pool.revision})
         if not reply.ok:
             return
-        self.primaryRevision = int(reply.args.get("revision", "0"))
+        self.primaryRevision = reply.integer("revision")
         if self.primaryRevision != self.pool.revision:
             await self._syncing.run(self._sync, link)
 

@@ -22,8 +22,8 @@ from licenseserver.addresses import parse_host_port
 from licenseserver.localstate import FAILOVER_ADDRESS
 from licenseserver.passwords import proof_matches
 from licenseserver.protocols import sync
-from licenseserver.protocols.wire import ProtocolError, format_ok
-from licenseserver.roles.base import ServingRole, integer_arg, text_arg
+from licenseserver.protocols.wire import MAX_INTEGER, ProtocolError, format_ok, integer_arg
+from licenseserver.roles.base import ServingRole, text_arg
 from licenseserver.session import Session
 
 
@@ -271,13 +271,13 @@ class PrimaryRole(ServingRole):
         """The failover's heartbeat: it says what it holds, the primary what it has."""
         link = self._link(session)
         link.last_beat = self.now()
-        link.revision = integer_arg(args, "revision", link.revision, 0, 1 << 62)
+        link.revision = integer_arg(args, "revision", link.revision, 0, MAX_INTEGER)
         return {"revision": self.committedRevision, "time": link.last_beat}
 
     async def peerSync(self, session: Session, args: dict[str, str]) -> bytes:
         """Every change after ``since``, or a snapshot when that is 0 or too old."""
         link = self._link(session)
-        since = integer_arg(args, "since", 0, 0, 1 << 62)
+        since = integer_arg(args, "since", 0, 0, MAX_INTEGER)
         changes = await self.store.changesSince(since) if since else None
         if changes is None:
             snapshot = await self.store.load()
