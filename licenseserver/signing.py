@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from licenseserver import versions
+from licenseserver import jsonparse, versions
 from licenseserver.model import CORE, LICENSE_KINDS, License
 
 FORMAT = "licenseserver-licenses/1"
@@ -505,15 +505,7 @@ def parse_license_file(data: bytes) -> list[License]:
     Raises ``LicenseFormatError``; one bad entry refuses the whole file.
     """
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise LicenseFormatError(f"not a license file: not UTF-8 text ({e.reason})") from e
-    try:
-        document = json.loads(
-            text,
-            object_pairs_hook=_object_without_duplicate_keys,
-            parse_constant=_refuse_constant,
-        )
+        document = jsonparse.loads(data)
     except json.JSONDecodeError as e:
         raise LicenseFormatError(
             f"not a license file: bad JSON at line {e.lineno} column {e.colno}: {e.msg}"
@@ -539,20 +531,6 @@ def parse_license_file(data: bytes) -> list[License]:
     licenses = [_parse_entry(entry, number) for number, entry in enumerate(entries, 1)]
     _check_unique_ids(licenses)
     return licenses
-
-
-def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # A key given twice would let the file show one value and mean another.
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"field {key!r} appears twice in one object")
-        result[key] = value
-    return result
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def _parse_entry(entry: Any, number: int) -> License:
