@@ -22,7 +22,6 @@ from twisted.application import service
 from twisted.internet import endpoints, threads
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web import server
 
 from licenseserver import localstate, signing, store, tls, upgrade
 from licenseserver._version import __version__
@@ -37,7 +36,8 @@ from licenseserver.roles.base import ServingRole
 from licenseserver.roles.failover import FailoverRole
 from licenseserver.roles.primary import PrimaryRole
 from licenseserver.switch import RoleSwitch
-from licenseserver.web.auth import AdminAuth
+from licenseserver.web import bounded
+from licenseserver.web.auth import AdminAuth, reportGuessing
 from licenseserver.web.root import buildRoot
 
 SETTING_DEFAULTS: dict[str, Any] = {
@@ -73,6 +73,13 @@ class Options(usage.Options):
         ["max-connections-per-address", None, "1000", "connections from one address (0: none)"],
         ["idle-timeout", None, "600", "close sessions silent this many seconds (0: never)"],
         ["rate-limit", None, "50", "requests per second per session, bursts of twice (0: off)"],
+        ["web-max-body", None, str(bounded.MAX_BODY), "bytes a web or API request body may have"],
+        [
+            "web-request-timeout",
+            None,
+            str(int(bounded.REQUEST_TIMEOUT)),
+            "seconds a web request may take to arrive, from its first byte to its last",
+        ],
         ["commit-delay", None, "0.01", "seconds a lease renewal waits to share a disk sync"],
         [
             "commit-gather",
@@ -121,6 +128,8 @@ class Options(usage.Options):
         if self["takeover-after"] <= self["heartbeat"]:
             raise usage.UsageError("--takeover-after must be longer than --heartbeat")
         self["lease-ttl"] = _number(self, "lease-ttl", int, 4, 86400)
+        self["web-max-body"] = _number(self, "web-max-body", int, 4096, 1 << 30)
+        self["web-request-timeout"] = _number(self, "web-request-timeout", float, 1, 3600)
         self["commit-delay"] = _number(self, "commit-delay", float, 0, 1)
         self["commit-gather"] = _number(self, "commit-gather", float, 0, 0.1)
         self["limits"] = Limits(
@@ -295,11 +304,15 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         onListening=licensingListening,
     ).setServiceParent(top)
 
-    auth = AdminAuth(reactor, data.admin_password_hash)
+    auth = AdminAuth(reactor, data.admin_password_hash, onFailures=reportGuessing(role))
     root = buildRoot(role, auth, setPassword=data.change_admin_password)
     root.putChild(b"metrics", MetricsResource(metrics))
-    site = server.Site(root)
-    site.displayTracebacks = False
+    site = bounded.LimitedSite(
+        root,
+        maxBody=options["web-max-body"],
+        requestTimeout=options["web-request-timeout"],
+        reactor=reactor,
+    )
     ListeningService(
         options["web"],
         serverEndpoint(reactor, options["web"]),

@@ -6,7 +6,6 @@ import json
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
-from twisted.web import server
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
@@ -15,6 +14,7 @@ from zope.interface import implementer
 from licenseserver import passwords
 from licenseserver.testing import FakeStore, PumpEndpoint
 from licenseserver.web.auth import AdminAuth
+from licenseserver.web.bounded import LimitedSite
 from licenseserver.web.root import buildRoot
 from tests.helpers import START, hello, licenseFile, makeSwitch
 
@@ -53,8 +53,7 @@ class APITests(unittest.TestCase):
         nowhere.up = False
         self.role = makeSwitch(self.store, clock, nowhere)
         self.addCleanup(self.role.stopService)
-        site = server.Site(buildRoot(self.role, AdminAuth(reactor, lambda: HASH)))
-        site.displayTracebacks = False
+        site = LimitedSite(buildRoot(self.role, AdminAuth(reactor, lambda: HASH)))
         self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
         self.agent = Agent(reactor)
@@ -122,10 +121,11 @@ class APITests(unittest.TestCase):
             code, body = await self.call("GET", path, password=None)
             self.assertEqual(code, 401, path)
             self.assertIn("error", body)
-        code, _ = await self.call("GET", "/api/licenses", password="wrong")
-        self.assertEqual(code, 401)
-        code, _ = await self.call("POST", "/api/licenses", licenseFile({}), password="wrong")
-        self.assertEqual(code, 401)
+        code, body = await self.call("GET", "/api/licenses", password="wrong")
+        self.assertEqual((code, body), (401, {"error": "wrong password"}))
+        code, body = await self.call("POST", "/api/licenses", licenseFile({}), password="wrong")
+        self.assertEqual(code, 429, "a guess right after a wrong one is refused unchecked")
+        self.assertIn("try again in 1 s", body["error"])
         self.assertEqual(self.role.pool.count("license"), 0)
 
     async def test_uploadAndList(self):

@@ -31,7 +31,8 @@ from licenseserver import passwords
 from licenseserver.addresses import parse_host_port
 from licenseserver.testing import FakeStore, PumpEndpoint
 from licenseserver.web import sessions as sessions_module
-from licenseserver.web.auth import AdminAuth
+from licenseserver.web.auth import AdminAuth, reportGuessing
+from licenseserver.web.bounded import LimitedSite
 from licenseserver.web.root import buildRoot
 from licenseserver.web.sessions import SessionStore
 from licenseserver.web.throttle import LoginThrottle
@@ -130,14 +131,13 @@ class WebTestCase(unittest.TestCase):
         self.addCleanup(self.role.stopService)
         self.hash = HASH
         self.sessions = SessionStore(self.clock)
-        self.throttle = LoginThrottle(self.clock)
+        self.throttle = LoginThrottle(self.clock, onFailures=reportGuessing(self.role))
         self.auth = AdminAuth(
             self.clock, lambda: self.hash, sessions=self.sessions, throttle=self.throttle
         )
         self.passwordsSet: list[str] = []
         root = buildRoot(self.role, self.auth, setPassword=self.setPassword)
-        self.site = server.Site(root, reactor=self.clock)
-        self.site.displayTracebacks = False
+        self.site = LimitedSite(root, reactor=self.clock)
         self.cookie: str | None = None
 
     def setPassword(self, password: str) -> None:
@@ -283,42 +283,70 @@ class LoginTests(WebTestCase):
         self.assertIn("Wrong password.", self.get("/login?failed=1").body)
 
     def test_wrongPasswordsSlowDown(self):
-        """Each wrong password doubles the wait before the next check from that address."""
+        """After a wrong password the address must wait, twice as long after each further
+        one; a login that comes early gets 429 with Retry-After at once, never a held
+        connection, and another address is not held up at all."""
         self.login("wrong-1")
-        pending = self.send("POST", "/login", b"password=wrong-2", headers=FORM)
-        self.assertFalse(pending.done())
-        self.clock.advance(0.9)
-        self.assertFalse(pending.done())
-        self.clock.advance(0.1)
-        self.assertRedirect(pending.result(), "/login?failed=1")
-        pending = self.send("POST", "/login", b"password=correct+horse", headers=FORM)
-        self.clock.advance(1.9)
-        self.assertFalse(pending.done())
-        other = self.send("POST", "/login", b"password=nope", headers=FORM, peer="10.0.0.2")
-        self.assertTrue(other.done(), "another address waits for nothing")
-        self.clock.advance(0.1)
-        self.assertRedirect(pending.result(), "/")
+        early = self.send("POST", "/login", b"password=correct+horse", headers=FORM)
+        self.assertTrue(early.done(), "an early login is answered at once")
+        refused = early.result()
+        self.assertEqual((refused.status, refused.header("retry-after")), (429, "1"))
+        self.assertIn("too many wrong passwords: try again in 1 s", refused.body)
+        self.assertIsNone(refused.cookie())
+        other = self.send(
+            "POST", "/login", b"password=correct+horse", headers=FORM, peer="10.0.0.2"
+        )
+        self.assertRedirect(other.result(), "/")
+        self.clock.advance(1)
+        self.assertRedirect(self.login("wrong-2"), "/login?failed=1")
+        self.clock.advance(1.5)
+        self.assertEqual(self.login().header("retry-after"), "1")
+        self.clock.advance(0.5)
+        self.assertRedirect(self.login(), "/")
 
-    def test_manyWaitingGuessesAreRefused(self):
-        """Guesses beyond the few that may wait are refused at once with 429."""
-        self.login("wrong")
-        waiting = [self.send("POST", "/login", b"password=x", headers=FORM) for _ in range(5)]
-        refused = self.send("POST", "/login", b"password=x", headers=FORM).result()
-        self.assertEqual(refused.status, 429)
-        self.assertIn("too many attempts", refused.body)
-        self.clock.advance(120)
-        self.clock.advance(120)
-        self.clock.pump([30] * 10)
-        self.assertTrue(all(p.done() for p in waiting))
+    def test_floodOfGuessesHoldsNothing(self):
+        """Eight wrong passwords at once from one address are each answered at once (one
+        checked, the rest 429), and the right password from another address goes through
+        at once."""
+        guesses = [
+            self.send("POST", "/login", f"password=wrong-{n}".encode(), headers=FORM)
+            for n in range(8)
+        ]
+        self.assertTrue(all(g.done() for g in guesses))
+        statuses = sorted(g.result().status for g in guesses)
+        self.assertEqual(statuses, [303] + [429] * 7)
+        right = self.send(
+            "POST", "/login", b"password=correct+horse", headers=FORM, peer="10.9.9.9"
+        )
+        self.assertRedirect(right.result(), "/")
 
     def test_basicAuthIsThrottledToo(self):
-        """Wrong Basic credentials on the API slow down the login page of that address."""
+        """Wrong Basic credentials on the API say so, and make the login page of that
+        address wait too."""
         bad = {"Authorization": "Basic " + _basic("admin:wrong")}
-        self.assertEqual(self.get("/api/licenses", headers=bad).status, 401)
-        pending = self.send("POST", "/login", b"password=correct+horse", headers=FORM)
-        self.assertFalse(pending.done())
+        refused = self.get("/api/licenses", headers=bad)
+        self.assertEqual(refused.status, 401)
+        self.assertEqual(json.loads(refused.body), {"error": "wrong password"})
+        again = self.get("/api/licenses", headers=bad)
+        self.assertEqual((again.status, again.header("retry-after")), (429, "1"))
+        self.assertEqual(self.login().status, 429)
         self.clock.advance(1)
-        self.assertRedirect(pending.result(), "/")
+        self.assertRedirect(self.login(), "/")
+
+    def test_repeatedFailuresInMessages(self):
+        """Five wrong passwords in a row from one address are logged and recorded in
+        Messages with the address; fewer are not."""
+        for n in range(5):
+            self.clock.advance(30)
+            self.login(f"wrong-{n}", peer="10.7.7.7")
+            events = self.successResultOf(self.store.events(10))
+            guessing = [e for e in events if e.kind == "admin-password-guessing"]
+            self.assertEqual(len(guessing), 1 if n == 4 else 0, n)
+        (event,) = guessing
+        self.assertEqual(event.severity, "warning")
+        self.assertIn("5 wrong admin passwords in a row from 10.7.7.7", event.message)
+        self.assertEqual(event.data["source"], "10.7.7.7")
+        self.flushLoggedErrors()
 
     def test_basicNeedsUserAdmin(self):
         """Basic credentials are the user ``admin`` with the password; another user is 401."""
@@ -619,6 +647,65 @@ class ClientsAPITests(WebTestCase):
         )
         self.assertIs(clients["m1"]["failover_capable"], False)
         self.assertIs(clients["m2"]["failover_capable"], True)
+
+
+class HostileBodyTests(WebTestCase):
+    """Bodies from strangers are not parsed; bad JSON from the admin is a 400 with a reason."""
+
+    BROKEN = {"Content-Type": "multipart/form-data"}
+    """A multipart body without a boundary: parsing it fails."""
+
+    def test_strangersFormsAreNotParsed(self):
+        """A form post without a session is sent to the login page before its body is
+        read: a body that cannot be parsed makes no difference to the answer."""
+        for path in ("/pool", "/clients", "/settings", "/messages"):
+            response = self.request("POST", path, b"--x\r\n", headers=self.BROKEN, cookie="")
+            self.assertRedirect(response, f"/login?expired=1&next=%2F{path[1:]}")
+
+    def test_adminsBrokenFormIs400(self):
+        """The same body from a logged-in admin is read, and refused with 400."""
+        self.login()
+        response = self.request("POST", "/pool", b"--x\r\n", headers=self.BROKEN)
+        self.assertEqual(response.status, 400)
+        self.assertIn("not multipart/form-data", response.body)
+
+    def test_loginFormIsSmall(self):
+        """The login form, read before anyone is known, takes at most 16 KiB."""
+        response = self.post("/login", {"password": "x" * (16 << 10)}, cookie="")
+        self.assertEqual(response.status, 413)
+        self.assertIsNone(response.cookie())
+
+    def assertBadJSON(self, method: str, path: str, body: bytes, reason: str) -> None:
+        response = self.api(method, path, body)
+        self.assertEqual(response.status, 400, response.body)
+        self.assertEqual(response.header("content-type"), "application/json")
+        self.assertIn(reason, json.loads(response.body)["error"])
+
+    def test_deepJSON(self):
+        """A body nested 100,000 deep is a 400 with a reason, on settings and licenses."""
+        deep = b"[" * 100_000 + b"]" * 100_000
+        deepObject = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+        for body in (deep, deepObject):
+            self.assertBadJSON("PUT", "/api/settings", body, "nest deeper than 32 levels")
+            self.assertBadJSON("POST", "/api/licenses", body, "nest deeper than 32 levels")
+        self.assertEqual(self.role.pool.count("license"), 0)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_duplicateKeys(self):
+        """A key given twice is a 400 that names it; no setting changes."""
+        before = self.role.setting("borrow_max_days")
+        body = b'{"borrow_max_days":30,"borrow_max_days":7}'
+        self.assertBadJSON("PUT", "/api/settings", body, "'borrow_max_days' appears twice")
+        self.assertEqual(self.role.setting("borrow_max_days"), before)
+        body = b'{"licenses":[],"licenses":["x"]}'
+        path = "/api/clients/c-1/products/XMLSpy/licenses"
+        self.assertBadJSON("PUT", path, body, "'licenses' appears twice")
+
+    def test_giantJSONInteger(self):
+        """An integer of 5,000 digits in a setting is a 400, not a 500."""
+        body = b'{"borrow_max_days":' + b"9" * 5000 + b"}"
+        self.assertBadJSON("PUT", "/api/settings", body, "bad JSON body")
+        self.assertEqual(self.flushLoggedErrors(), [])
 
 
 class StaticTests(unittest.TestCase):

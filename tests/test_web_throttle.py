@@ -20,63 +20,73 @@ def answer(ok: bool):
 class ThrottleTests(unittest.TestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.throttle = LoginThrottle(self.clock, base=1.0, cap=30.0, maxWaiting=3)
+        self.reports: list[tuple[str, int]] = []
+        self.throttle = LoginThrottle(
+            self.clock,
+            base=1.0,
+            cap=30.0,
+            onFailures=lambda key, failures: self.reports.append((key, failures)),
+        )
 
     def check(self, ok: bool, address: str = "10.0.0.1") -> defer.Deferred:
         return defer.ensureDeferred(self.throttle.check(address, answer(ok)))
+
+    def refusedFor(self, address: str = "10.0.0.1") -> int:
+        """The Retry-After of a check that must be refused at once."""
+        return self.failureResultOf(self.check(True, address), Throttled).value.retryAfter
 
     def test_firstCheckAtOnce(self):
         """A check from a fresh address runs at once."""
         self.assertFalse(self.successResultOf(self.check(False)))
 
-    def test_delaysDouble(self):
-        """Each wrong password doubles the wait before the next check, up to the cap."""
+    def test_waitsDouble(self):
+        """Each wrong password doubles the time the address must wait, up to the cap; a
+        check that comes early is refused at once, and says how long is left."""
         self.successResultOf(self.check(False))
         waits = []
         for _ in range(7):
-            d = self.check(False)
-            waited = 0
-            while not d.called:
-                self.clock.advance(0.5)
-                waited += 0.5
-            waits.append(waited)
+            wait = self.refusedFor()
+            waits.append(wait)
+            self.clock.advance(wait - 0.5)
+            self.assertEqual(self.refusedFor(), 1, "half a second left is rounded up")
+            self.clock.advance(0.5)
+            self.assertFalse(self.successResultOf(self.check(False)))
         self.assertEqual(waits, [1, 2, 4, 8, 16, 30, 30])
 
-    def test_rightPasswordClears(self):
-        """A right password ends the address's delays."""
+    def test_neverHeld(self):
+        """No check waits: each has its answer, or its refusal, at once."""
         self.successResultOf(self.check(False))
-        d = self.check(True)
-        self.assertNoResult(d)
+        for _ in range(20):
+            self.failureResultOf(self.check(False), Throttled)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_oneCheckAtATime(self):
+        """While a check of an address runs, another from it is refused at once."""
+        running: defer.Deferred = defer.Deferred()
+
+        async def slow() -> bool:
+            return await running
+
+        first = defer.ensureDeferred(self.throttle.check("10.0.0.1", slow))
+        self.assertEqual(self.refusedFor(), 1)
+        self.assertTrue(self.successResultOf(self.check(True, "10.0.0.2")))
+        running.callback(False)
+        self.assertFalse(self.successResultOf(first))
+
+    def test_rightPasswordClears(self):
+        """A right password ends the address's waits."""
+        self.successResultOf(self.check(False))
         self.clock.advance(1)
-        self.assertTrue(self.successResultOf(d))
+        self.assertTrue(self.successResultOf(self.check(True)))
         self.assertEqual(self.throttle.waitFor("10.0.0.1"), 0.0)
         self.assertFalse(self.successResultOf(self.check(False)))
         self.assertEqual(self.throttle.waitFor("10.0.0.1"), 1.0)
 
     def test_addressesApart(self):
-        """One address's wrong passwords do not slow another address."""
+        """One address's wrong passwords do not hold up another address's right one."""
         self.successResultOf(self.check(False))
-        self.assertNoResult(self.check(False))
-        self.successResultOf(self.check(True, "10.0.0.2"))
-
-    def test_checksQueue(self):
-        """Checks from one address run one after another, each after its delay."""
-        self.successResultOf(self.check(False))
-        first, second = self.check(False), self.check(False)
-        self.clock.advance(1)
-        self.successResultOf(first)
-        self.assertNoResult(second)
-        self.clock.advance(2)
-        self.successResultOf(second)
-
-    def test_tooManyWaiting(self):
-        """Past maxWaiting waiting checks, one more is refused at once."""
-        self.successResultOf(self.check(False))
-        waiting = [self.check(False) for _ in range(3)]
         self.failureResultOf(self.check(False), Throttled)
-        self.clock.pump([1] * 10)
-        for d in waiting:
-            self.successResultOf(d)
+        self.assertTrue(self.successResultOf(self.check(True, "10.0.0.2")))
 
     def test_forgets(self):
         """Long after the last wrong password an address starts afresh."""
@@ -87,9 +97,27 @@ class ThrottleTests(unittest.TestCase):
         self.successResultOf(self.check(False))
         self.assertEqual(self.throttle.waitFor("10.0.0.1"), 1.0)
 
+    def test_reportsRepeatedFailures(self):
+        """Wrong passwords in a row are reported at 5, 50, 500...: not once per guess."""
+        for _ in range(60):
+            self.clock.advance(30)
+            self.assertFalse(self.successResultOf(self.check(False)))
+        self.assertEqual(self.reports, [("10.0.0.1", 5), ("10.0.0.1", 50)])
+        self.assertEqual(self.throttle.failures("10.0.0.1"), 60)
+
+    def test_failingCheckLeavesNothing(self):
+        """A check that raises (the hash could not be read) is no wrong password."""
+
+        async def broken() -> bool:
+            raise OSError("no hash")
+
+        self.failureResultOf(defer.ensureDeferred(self.throttle.check("10.0.0.1", broken)))
+        self.assertEqual(self.throttle.failures("10.0.0.1"), 0)
+        self.assertEqual(self.throttle._records, {})
+
     def test_boundedMemory(self):
-        """Only maxAddresses addresses are remembered."""
-        throttle = LoginThrottle(self.clock, maxAddresses=50)
+        """Only maxKeys addresses are remembered."""
+        throttle = LoginThrottle(self.clock, maxKeys=50)
         for n in range(200):
             address = f"10.1.{n // 256}.{n % 256}"
             self.successResultOf(defer.ensureDeferred(throttle.check(address, answer(False))))

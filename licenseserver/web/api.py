@@ -18,13 +18,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from licenseserver import jsonparse
 from licenseserver.roles.base import AdminError
 from licenseserver.switch import check_mode
 from licenseserver.web import views
 from licenseserver.web.auth import AdminAuth
-
-MAX_BODY = 1 << 20
-"""Largest request body the API reads (a license file is far smaller)."""
 
 Handler = Callable[..., Any]
 
@@ -88,10 +86,11 @@ class AdminAPI(resource.Resource):
         if admin:
             refused = await self.auth.refusal(request)
             if refused is not None:
-                status, message = refused
-                if status == 401:
+                if refused.status == 401:
                     request.setHeader(b"www-authenticate", b'Basic realm="licenseserver"')
-                return status, {"error": message}
+                if refused.retryAfter is not None:
+                    request.setHeader(b"retry-after", str(refused.retryAfter).encode())
+                return refused.status, {"error": refused.message}
         try:
             return await handler(request, *args)
         except AdminError as e:
@@ -177,17 +176,17 @@ class AdminAPI(resource.Resource):
 
 
 def _body(request: server.Request) -> bytes:
-    data = request.content.read(MAX_BODY + 1)
-    if len(data) > MAX_BODY:
-        raise AdminError(413, f"the body is larger than {MAX_BODY} bytes")
-    return data
+    """The request's body; the site has bounded it (``--web-max-body``) already."""
+    request.content.seek(0)
+    return request.content.read()
 
 
 def _jsonBody(request: server.Request) -> Any:
+    """The body as JSON, read strictly (``jsonparse``): 400 with the reason otherwise."""
     try:
-        return json.loads(_body(request))
-    except ValueError:
-        raise AdminError(400, "the body is not JSON") from None
+        return jsonparse.loads(_body(request))
+    except ValueError as e:
+        raise AdminError(400, f"bad JSON body: {e}") from None
 
 
 def _json(request: server.Request, status: int, body: Any) -> bytes:

@@ -11,6 +11,7 @@ and refuse changes (FAILOVER.md rule 5).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,8 @@ from twisted.web.template import flattenString
 from licenseserver.protocols.wire import ProtocolError
 from licenseserver.roles.base import AdminError
 from licenseserver.web import display, elements
-from licenseserver.web.auth import AdminAuth
+from licenseserver.web.auth import AdminAuth, clientAddress
+from licenseserver.web.bounded import BodyTooLarge, UnreadableForm, formFields
 from licenseserver.web.sessions import COOKIE, CSRF_FIELD, AdminSession
 from licenseserver.web.throttle import Throttled
 
@@ -35,8 +37,8 @@ EVENTS_SHOWN = 200
 EVENTS_READ = 500
 """How many recent events each page reads for the header's warnings."""
 MIN_PASSWORD = 8
-MAX_UPLOAD = 4 << 20
-"""The most bytes of license files one upload may carry."""
+LOGIN_MAX_BODY = 16 << 10
+"""The most bytes a login form may carry: it is read before anyone is known."""
 
 SECURITY_HEADERS = {
     b"content-security-policy": (
@@ -62,6 +64,8 @@ class Html:
 
     body: bytes
     status: int = 200
+    retryAfter: int | None = None
+    """Seconds for a ``Retry-After`` header (with a 429)."""
 
 
 @dataclass
@@ -78,12 +82,23 @@ def form(request: Any, name: str, *, strip: bool = True) -> str:
     """The first value of form field ``name`` as text ("" when absent).
 
     Surrounding white space is dropped, except with ``strip=False`` (passwords).
+    A POST's body fields are there only once the page has read them
+    (``WebSite.readForm``), after it checked who is asking.
     """
     values = request.args.get(name.encode("ascii"))
     if not values:
         return ""
     text = values[0].decode("utf-8", "replace")
     return text.strip() if strip else text
+
+
+def sessionKey(request: Any, session: AdminSession) -> str:
+    """The throttle's key for password checks inside a session: its address and a tag.
+
+    The tag is a hash of the session id, so that the key can be logged.
+    """
+    tag = hashlib.sha256(session.id.encode("ascii")).hexdigest()[:8]
+    return f"{clientAddress(request)} (browser session {tag})"
 
 
 def safe_next(value: str) -> str:
@@ -154,6 +169,8 @@ class WebSite:
             request.write(f"See {answer.location}\n".encode())
         else:
             request.setResponseCode(answer.status)
+            if answer.retryAfter is not None:
+                request.setHeader(b"retry-after", str(answer.retryAfter).encode())
             request.setHeader(b"content-type", b"text/html; charset=utf-8")
             request.write(answer.body)
         request.finish()
@@ -197,6 +214,28 @@ class WebSite:
         )
         body = await flattenString(request, element)
         return Html(b"<!DOCTYPE html>\n" + body, status)
+
+    async def readForm(
+        self, request: server.Request, session: AdminSession | None, limit: int | None = None
+    ) -> Html | None:
+        """Read the form body of a POST into ``request.args``; an error page if it will not do.
+
+        Pages call this only after they checked the session (or, on the login
+        page, with a small ``limit``), so a stranger's body is never parsed.
+        """
+        try:
+            formFields(request, limit)
+        except UnreadableForm as e:
+            status = 413 if isinstance(e, BodyTooLarge) else 400
+            return await self.page(
+                request,
+                title="Not changed",
+                content="",
+                session=session,
+                status=status,
+                notices=[("error", f"{e}, so nothing was changed.")],
+            )
+        return None
 
     async def forbidden(self, request: server.Request, session: AdminSession | None) -> Html:
         """The answer to a form post without the right CSRF token: nothing changes."""
@@ -278,6 +317,9 @@ class Page(SiteResource):
         session = self.site.sessions.fromRequest(request)
         if session is None:
             return Redirect(login_url(f"/{self.name}", expired="1"))
+        unreadable = await self.site.readForm(request, session)
+        if unreadable is not None:
+            return unreadable
         if not session.csrfMatches(form(request, CSRF_FIELD)):
             return await self.site.forbidden(request, session)
         if self.hidden():
@@ -335,8 +377,6 @@ class PoolPage(Page):
 
     async def _upload(self, request: server.Request, session: AdminSession) -> str | None:
         files = [data for data in request.args.get(b"file", []) if data.strip()]
-        if sum(len(data) for data in files) > MAX_UPLOAD:
-            raise FormError(f"license files of more than {MAX_UPLOAD >> 20} MiB are not taken")
         if not files:
             raise FormError("choose a license file to upload")
         added: list[str] = []
@@ -451,7 +491,7 @@ class SettingsPage(Page):
         if len(new) < MIN_PASSWORD:
             raise FormError(f"the new password needs at least {MIN_PASSWORD} characters")
         try:
-            ok = await self.site.auth.checkFrom(request, current)
+            ok = await self.site.auth.checkFrom(request, current, key=sessionKey(request, session))
         except Throttled as e:
             raise FormError(str(e)) from None
         if not ok:
@@ -493,6 +533,9 @@ class LoginPage(SiteResource):
     async def _post(self, request: server.Request) -> Answer:
         # No CSRF token here: a forged login would need the admin password, and
         # SameSite=Strict keeps the resulting cookie out of other sites' requests.
+        unreadable = await self.site.readForm(request, None, LOGIN_MAX_BODY)
+        if unreadable is not None:
+            return unreadable
         next = safe_next(form(request, "next"))
         password = form(request, "password", strip=False)
         if not password:
@@ -500,7 +543,9 @@ class LoginPage(SiteResource):
         try:
             ok = await self.site.auth.checkFrom(request, password)
         except Throttled as e:
-            return await self.loginPage(request, next, [("error", str(e))], status=429)
+            page = await self.loginPage(request, next, [("error", str(e))], status=429)
+            page.retryAfter = e.retryAfter
+            return page
         if not ok:
             log.warn("A wrong admin password was given on the login page")
             return Redirect(login_url(next, failed="1"))
@@ -529,6 +574,9 @@ class LogoutPage(SiteResource):
     async def _post(self, request: server.Request) -> Answer:
         session = self.site.sessions.fromRequest(request)
         if session is not None:
+            unreadable = await self.site.readForm(request, session)
+            if unreadable is not None:
+                return unreadable
             if not session.csrfMatches(form(request, CSRF_FIELD)):
                 return await self.site.forbidden(request, session)
             self.site.sessions.end(session.id)

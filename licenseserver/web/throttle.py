@@ -1,29 +1,35 @@
-"""Slowing down password guesses: each wrong password doubles a client address's delay.
+"""Slowing down password guesses: each wrong password doubles a key's wait, answered at once.
 
-``LoginThrottle.check(address, verify)`` runs ``verify`` (an async password
-check) for one client address at a time. After a wrong password the next
-check from that address waits ``base`` seconds, after the next one twice
-that, and so on up to ``cap``; a right password clears the address's record.
-At most ``maxWaiting`` checks of one address wait (or run) at a time; past
-that the throttle refuses at once with ``Throttled``, so a flood of guesses holds no
-more than a handful of connections. The clock is injected.
+``LoginThrottle.check(key, verify)`` runs ``verify`` (an async password
+check) for a key: a client address, or a browser session. After a wrong
+password the key may not check again for ``base`` seconds, after the next
+one twice that, and so on up to ``cap``; a right password clears the key's
+record. A check that comes too early, or while another check of the same
+key still runs, is refused at once with ``Throttled``, which says when to
+come back (the HTTP ``429`` and ``Retry-After``): the penalty is never a
+connection held open, so a flood of guesses holds no connections, costs at
+most one password hash at a time per key, and does not delay anyone else.
+
+``onFailures(key, failures)`` is called when a key's wrong passwords in a row
+reach ``reportAt``, and again at each multiple of ten times the last report
+(5, 50, 500...), so that the admin hears of a guessing run without one
+message per guess. The clock is injected.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-from twisted.internet import defer, task
 
 
 class Throttled(Exception):
-    """Too many password checks from one address are waiting already."""
+    """A password check refused without running: too early, or one already runs."""
 
     def __init__(self, retryAfter: float):
-        super().__init__(f"too many attempts: try again in {retryAfter:.0f} s")
-        self.retryAfter = retryAfter
+        self.retryAfter = max(1, math.ceil(retryAfter))
+        super().__init__(f"too many wrong passwords: try again in {self.retryAfter} s")
 
 
 @dataclass
@@ -31,16 +37,16 @@ class _Record:
     failures: int = 0
     notBefore: float = 0.0
     lastFailure: float = 0.0
-    waiting: int = 0
-    lock: defer.DeferredLock = field(default_factory=defer.DeferredLock)
+    checking: bool = False
+    reported: int = 0
 
 
 class LoginThrottle:
-    """Per-address delays between password checks, on ``clock``.
+    """Per-key waits between password checks, on ``clock``.
 
-    ``forgetAfter`` seconds after its last wrong password an address starts
-    afresh; at most ``maxAddresses`` addresses are remembered (the quietest
-    are dropped first).
+    ``forgetAfter`` seconds after its last wrong password a key starts
+    afresh; at most ``maxKeys`` keys are remembered (the quietest are
+    dropped first).
     """
 
     def __init__(
@@ -49,78 +55,86 @@ class LoginThrottle:
         *,
         base: float = 1.0,
         cap: float = 30.0,
-        maxWaiting: int = 5,
         forgetAfter: float = 900.0,
-        maxAddresses: int = 10000,
+        maxKeys: int = 10000,
+        reportAt: int = 5,
+        onFailures: Callable[[str, int], None] | None = None,
     ):
         self.clock = clock
         self.base = base
         self.cap = cap
-        self.maxWaiting = maxWaiting
         self.forgetAfter = forgetAfter
-        self.maxAddresses = maxAddresses
+        self.maxKeys = maxKeys
+        self.reportAt = reportAt
+        self.onFailures = onFailures
         self._records: dict[str, _Record] = {}
 
     def delay(self, failures: int) -> float:
-        """The wait before the check that follows ``failures`` wrong passwords in a row."""
+        """The wait after ``failures`` wrong passwords in a row."""
         if failures <= 0:
             return 0.0
         return min(self.cap, self.base * 2 ** min(failures - 1, 32))
 
-    def waitFor(self, address: str) -> float:
-        """Seconds until a check from ``address`` would run (0 when at once)."""
-        record = self._records.get(address)
+    def waitFor(self, key: str) -> float:
+        """Seconds until a check of ``key`` would run (0 when at once)."""
+        record = self._records.get(key)
         if record is None:
             return 0.0
         return max(0.0, record.notBefore - self.clock.seconds())
 
-    async def check(self, address: str, verify: Callable[[], Awaitable[bool]]) -> bool:
-        """Run ``verify`` for ``address`` once its delay has passed; return its answer.
+    def failures(self, key: str) -> int:
+        """Wrong passwords in a row from ``key``."""
+        record = self._records.get(key)
+        return record.failures if record is not None else 0
 
-        Raises ``Throttled`` when ``maxWaiting`` checks from the address wait already.
+    async def check(self, key: str, verify: Callable[[], Awaitable[bool]]) -> bool:
+        """Run ``verify`` for ``key`` unless it must wait; return its answer.
+
+        Raises ``Throttled``, without running ``verify``, while the key's wait
+        lasts or while another check of the key runs.
         """
-        record = self._record(address)
-        if record.waiting >= self.maxWaiting:
-            raise Throttled(max(self.waitFor(address), self.base))
-        record.waiting += 1
+        record = self._record(key)
+        if record.checking:
+            raise Throttled(self.base)
+        wait = self.waitFor(key)
+        if wait > 0:
+            raise Throttled(wait)
+        record.checking = True
         try:
-            await record.lock.acquire()
-            try:
-                wait = record.notBefore - self.clock.seconds()
-                if wait > 0:
-                    await task.deferLater(self.clock, wait, lambda: None)
-                ok = await verify()
-                now = self.clock.seconds()
-                if ok:
-                    record.failures = 0
-                    record.notBefore = 0.0
-                else:
-                    record.failures += 1
-                    record.lastFailure = now
-                    record.notBefore = now + self.delay(record.failures)
-                return ok
-            finally:
-                record.lock.release()
+            ok = await verify()
+        except BaseException:
+            if not record.failures:
+                self._records.pop(key, None)
+            raise
         finally:
-            record.waiting -= 1
-            if record.failures == 0 and record.waiting == 0:
-                self._records.pop(address, None)
-
-    def _record(self, address: str) -> _Record:
-        record = self._records.get(address)
+            record.checking = False
         now = self.clock.seconds()
-        if record is not None and record.waiting == 0:
+        if ok:
+            self._records.pop(key, None)
+            return True
+        record.failures += 1
+        record.lastFailure = now
+        record.notBefore = now + self.delay(record.failures)
+        if record.failures >= max(self.reportAt, record.reported * 10):
+            record.reported = record.failures
+            if self.onFailures is not None:
+                self.onFailures(key, record.failures)
+        return False
+
+    def _record(self, key: str) -> _Record:
+        record = self._records.get(key)
+        now = self.clock.seconds()
+        if record is not None and not record.checking:
             if record.failures and now - record.lastFailure > self.forgetAfter:
-                record.failures = 0
-                record.notBefore = 0.0
+                record = self._records[key] = _Record()
         if record is None:
-            if len(self._records) >= self.maxAddresses:
+            if len(self._records) >= self.maxKeys:
                 self._forgetQuietest()
-            record = self._records[address] = _Record()
+            record = self._records[key] = _Record()
         return record
 
     def _forgetQuietest(self) -> None:
-        idle = [(r.lastFailure, a) for a, r in self._records.items() if r.waiting == 0]
+        idle = [(r.lastFailure, k) for k, r in self._records.items() if not r.checking]
         idle.sort()
-        for _, address in idle[: max(1, len(idle) // 10)]:
-            del self._records[address]
+        for _, key in idle[: max(1, len(idle) // 10)]:
+            del self._records[key]
