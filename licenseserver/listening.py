@@ -99,9 +99,12 @@ class ListeningService(service.Service):
             if failure.check(CannotListenError):
                 reason = failure.value.socketError
                 message = f"licenseserver: cannot listen on {self.description}: {reason}"
-                # twistd has sent sys.stderr to its log by now; the admin at the
-                # terminal should see the line too.
-                print(message, file=sys.__stderr__, flush=True)
+                if sys.stderr is not sys.__stderr__:
+                    # twistd has sent sys.stderr to its log by now, where SystemExit
+                    # writes the line; the admin at the terminal should see it too.
+                    # Under `twist` (python -m twisted) stderr is still the terminal,
+                    # and SystemExit's own line is the only one.
+                    print(message, file=sys.__stderr__, flush=True)
                 raise SystemExit(message)
             failure.raiseException()
 

@@ -135,7 +135,7 @@ class ToolTests(unittest.TestCase):
         )
         self.assertEqual(result.returncode, 1, result)
         self.assertNotIn("Traceback", result.stderr + result.stdout)
-        self.assertIn("cannot listen on", result.stderr)
+        self.assertEqual(result.stderr.count("cannot listen on"), 1, result.stderr)
 
 
 class BadInputTests(unittest.TestCase):
@@ -259,6 +259,44 @@ class TwistRunnerTests(unittest.TestCase):
         with socket.create_connection(("127.0.0.1", int(portFile.read_text()))) as conn:
             conn.sendall(b"PING\n")
             self.assertEqual(conn.makefile("rb").readline(), b"OK\n")
+
+    def test_busyPort(self):
+        """Under `python -m twisted`, a port that is taken ends the server with exit status 1
+        and one line on stderr: the reason, once, and no traceback."""
+        import socket
+        import sys
+
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "twisted",
+                    "licenseserver",
+                    "--data",
+                    str(Path(self.mktemp()).resolve()),
+                    "--port",
+                    local_endpoint(port),
+                    "--web",
+                    "tcp:0:interface=127.0.0.1",
+                ],
+                cwd=REPO_ROOT,
+                env=child_env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        self.assertEqual(result.returncode, 1, result)
+        self.assertNotIn("Traceback", result.stderr + result.stdout)
+        lines = result.stderr.splitlines()
+        self.assertEqual(len(lines), 1, result.stderr)
+        self.assertTrue(
+            lines[0].startswith(f"licenseserver: cannot listen on {local_endpoint(port)}: "),
+            lines,
+        )
 
 
 class DualStackTests(unittest.TestCase):
