@@ -65,13 +65,13 @@ class PairTestCase(unittest.TestCase):
             **kw,
         )
 
-    def startFailover(self, secret=SECRET, name="ls2", store=None):
+    def startFailover(self, secret=SECRET, name="ls2", store=None, advertise=None):
         role = makeRole(
             store or self.failoverStore,
             self.clock,
             cls=FailoverRole,
             serverName=name,
-            advertise=f"{name}:35355",
+            advertise=advertise or f"{name}:35355",
             primaryEndpoint=self.endpoint,
             primaryAddress="ls1:35355",
             heartbeat=HEARTBEAT,
@@ -139,6 +139,16 @@ class PairingTests(PairTestCase):
         self.assertEqual(self.primary.status()["failover"], "ls2:35355")
         self.assertEqual(self.failover.status()["primary"], "ls1:35355")
         self.assertEqual(self.failover.status()["state"], "standby")
+
+    def test_advertisedWithoutPort(self):
+        """A failover advertised without a port (--advertise HOST) pairs, and the primary
+        names it with the licensing port: PEER's listen= always carries one."""
+        self.stop(self.failover)
+        self.advance(0.2)
+        self.failover = self.startFailover(store=FakeStore(), advertise="ls2.example.com")
+        self.advance(1)
+        self.assertEqual(self.failover.linkState, "paired")
+        self.assertEqual(self.primary.status()["failover"], "ls2.example.com:35355")
 
     def test_wrongSecret(self):
         """A wrong secret is refused, logged on the primary, and the failover stays standby."""

@@ -6,8 +6,13 @@ answers of the peer handshake, the configured borrowing maximum and what a
 repeated HELLO registers.
 """
 
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
 from licenseserver._version import EDITION, __version__
 from licenseserver.passwords import peer_proof
+from licenseserver.protocols import wire
+from licenseserver.protocols.licensing import LicensingFactory
 from licenseserver.roles.primary import PrimaryRole
 from licenseserver.testing import FakeStore
 from tests.helpers import hello, makeRole, run, session
@@ -147,6 +152,42 @@ class PeerHandshakeTests(RoleTestCase):
         self.assertEqual(self.successResultOf(self.pair("ls3")[1]), {"revision": 0})
         self.assertEqual(self.role.peer.name, "ls3")
         self.assertEqual(self.role.status()["failover"], "ls3:1")
+
+
+class PeerListenTests(unittest.TestCase):
+    """PEER's listen= is the failover's HOST:PORT: without a port it is refused."""
+
+    def setUp(self):
+        self.role = makeRole(FakeStore(), peerSecret=SECRET, takeoverAfter=TAKEOVER)
+        self.factory = LicensingFactory(self.role)
+
+    def peer(self, listen):
+        """The answer to a PEER line with ``listen``, through the licensing protocol."""
+        proto = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(
+            wire.format_request(
+                "PEER",
+                {"name": "ls2", "version": __version__, "edition": EDITION, "listen": listen},
+            )
+        )
+        return wire.parse_response(transport.value().rstrip(b"\n"))
+
+    def test_portRequired(self):
+        """listen= without a port, or with one out of range, gets 400 bad-request."""
+        for listen in ("nope", "ls2.example.com", "ls2:", "ls2:0", "ls2:65536", "[::1]", "a b"):
+            answer = self.peer(listen)
+            self.assertEqual((answer.code, answer.reason), (400, "bad-request"), listen)
+            self.assertEqual(answer.args["message"], "listen must be HOST:PORT")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_hostAndPort(self):
+        """listen= as HOST:PORT, an IPv6 address in brackets included, gets a challenge."""
+        for listen in ("ls2:35355", "ls2.example.com:1", "10.0.0.2:65535", "[::1]:35355"):
+            answer = self.peer(listen)
+            self.assertTrue(answer.ok, (listen, answer))
+            self.assertIn("challenge", answer.args)
 
 
 class BorrowMaximumTests(RoleTestCase):

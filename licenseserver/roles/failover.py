@@ -326,7 +326,8 @@ class FailoverRole(ServingRole):
                 "name": self.serverName,
                 "version": __version__,
                 "edition": EDITION,
-                "listen": self.advertise,
+                # --advertise may leave the port out; PEER's listen names it.
+                "listen": display_address(self.advertise),
             },
         )
         if not reply.ok:

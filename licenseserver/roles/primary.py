@@ -174,7 +174,8 @@ class PrimaryRole(ServingRole):
         version = text_arg(args, "version", required=True)
         edition = text_arg(args, "edition", required=True)
         listen = text_arg(args, "listen", required=True)
-        if parse_host_port(listen) is None:
+        if parse_host_port(listen, default_port=0) is None:
+            # Port 0 is out of range: a listen without a port is refused, not defaulted.
             raise ProtocolError("bad-request", "listen must be HOST:PORT")
         if (version, edition) != (__version__, EDITION):
             fix = (
