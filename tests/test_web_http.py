@@ -809,6 +809,68 @@ class StandbyTests(WebTestCase):
         self.assertIn("state-standby", body)
         self.assertIn("ls0:35355", body)
 
+    def takeOver(self) -> None:
+        self.role.current.lastSync = int(self.clock.seconds())
+        self.clock.advance(6)
+        self.assertEqual(self.role.state, "active")
+
+    def test_activeFailoverWarnsOfHandback(self):
+        """On an active failover, License Pool, Client Management and Settings say that
+        changes made there are discarded when the primary takes control back; the
+        other tabs, and a standby or a primary, say nothing of it."""
+        warning = "discarded when the primary takes control back"
+        for path in ("/pool", "/clients", "/settings"):
+            self.assertNotIn(warning, self.get(path).body, f"standby {path}")
+        self.takeOver()
+        for path in ("/pool", "/clients", "/settings"):
+            body = self.get(path).body
+            self.assertIn("notice-warning", body, path)
+            self.assertIn(warning, body, path)
+            self.assertIn("ls0:35355", body, path)
+        for path in ("/monitoring", "/messages"):
+            self.assertNotIn(warning, self.get(path).body, path)
+
+    def test_activeFailoverAPIWarns(self):
+        """The API's answers to changes on an active failover carry the same warning."""
+        self.takeOver()
+        response = self.api("POST", "/api/licenses", licenseFile({}))
+        self.assertEqual(response.status, 201, response.body)
+        body = json.loads(response.body)
+        self.assertIn("discarded when the primary takes control back", body["warning"])
+        (lid,) = body["ids"]
+        for method, path, data in (
+            ("POST", f"/api/licenses/{lid}/deactivate", b""),
+            ("PUT", "/api/settings", b'{"borrow_max_days": 7}'),
+            ("DELETE", f"/api/licenses/{lid}", b""),
+        ):
+            response = self.api(method, path, data)
+            self.assertEqual(response.status, 200, (path, response.body))
+            self.assertIn("warning", json.loads(response.body), path)
+        self.assertNotIn("warning", json.loads(self.api("GET", "/api/settings").body))
+
+    def test_borrowingShownOff(self):
+        """A failover's Settings show borrowing off (and disabled), whatever the synced
+        setting says, with the reason; saving them leaves the synced setting alone."""
+        self.assertTrue(self.role.setting("borrow_enabled"))
+        self.takeOver()
+        body = self.get("/settings").body
+        box = re.search(r"<input[^>]*id=\"borrow-enabled\"[^>]*>", body).group(0)
+        self.assertNotIn("checked", box)
+        self.assertIn("disabled", box)
+        self.assertIn("Borrowing is off while this server is the failover", body)
+        self.post(
+            "/settings",
+            {"csrf": self.csrf, "action": "licensing", "lease_ttl": "60", "borrow_max_days": "3"},
+        )
+        self.assertEqual(self.role.setting("lease_ttl"), 60)
+        self.assertTrue(self.role.setting("borrow_enabled"))
+
+    def test_minimumsReadable(self):
+        """The failover minimum versions read as text, not as raw JSON."""
+        body = self.get("/settings").body
+        self.assertIn("every product 2015r3; MobileTogetherServer 1.5", body)
+        self.assertNotIn("{&quot;", body)
+
     def test_tabsReturnOnTakeover(self):
         """When the failover takes over, the three tabs come back and take changes."""
         self.role.current.lastSync = int(self.clock.seconds())

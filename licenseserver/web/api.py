@@ -21,7 +21,7 @@ from twisted.web import resource, server
 from licenseserver import jsonparse
 from licenseserver.roles.base import AdminError
 from licenseserver.switch import check_mode
-from licenseserver.web import views
+from licenseserver.web import display, views
 from licenseserver.web.auth import AdminAuth
 
 Handler = Callable[..., Any]
@@ -111,24 +111,31 @@ class AdminAPI(resource.Resource):
     async def getLicenses(self, request: server.Request) -> tuple[int, Any]:
         return 200, views.licenses(self.role)
 
+    def changed(self, status: int, body: dict[str, Any]) -> tuple[int, Any]:
+        """The answer to a change; on an active failover it warns that the change will not last."""
+        warning = display.discarded_at_handback(self.role)
+        if warning:
+            body = {**body, "warning": warning}
+        return status, body
+
     async def postLicenses(self, request: server.Request) -> tuple[int, Any]:
         ids = await self.role.addLicenses(_body(request))
-        return 201, {"ids": ids}
+        return self.changed(201, {"ids": ids})
 
     async def postActivate(
         self, request: server.Request, license_id: str, action: str
     ) -> tuple[int, Any]:
         await self.role.setLicenseActive(license_id, action == "activate")
-        return 200, views.license(self.role, self.role.pool.license(license_id))
+        return self.changed(200, views.license(self.role, self.role.pool.license(license_id)))
 
     async def postAgreement(self, request: server.Request, license_id: str) -> tuple[int, Any]:
         """Accept the license agreement of a license, as the admin."""
         await self.role.acceptAgreement(license_id)
-        return 200, views.license(self.role, self.role.pool.license(license_id))
+        return self.changed(200, views.license(self.role, self.role.pool.license(license_id)))
 
     async def deleteLicense(self, request: server.Request, license_id: str) -> tuple[int, Any]:
         await self.role.deleteLicense(license_id)
-        return 200, {"deleted": license_id}
+        return self.changed(200, {"deleted": license_id})
 
     async def getClients(self, request: server.Request) -> tuple[int, Any]:
         return 200, views.clients(self.role)
@@ -142,11 +149,11 @@ class AdminAPI(resource.Resource):
         if not isinstance(licenses, list) or not all(isinstance(i, str) for i in licenses):
             raise AdminError(400, 'the body must be {"licenses": [license ids]}')
         await self.role.assign(client_id, product, licenses)
-        return 200, views.client(self.role, self.role.pool.client(client_id))
+        return self.changed(200, views.client(self.role, self.role.pool.client(client_id)))
 
     async def deleteClient(self, request: server.Request, client_id: str) -> tuple[int, Any]:
         await self.role.unregister(client_id)
-        return 200, {"deleted": client_id}
+        return self.changed(200, {"deleted": client_id})
 
     async def getLeases(self, request: server.Request) -> tuple[int, Any]:
         return 200, views.leases(self.role)
@@ -172,6 +179,8 @@ class AdminAPI(resource.Resource):
             await self.role.updateSettings(body)
         if mode:
             await self.role.switchTo(role, primary)
+        if body:
+            return self.changed(200, views.settings(self.role))
         return 200, views.settings(self.role)
 
 

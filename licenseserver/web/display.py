@@ -42,6 +42,30 @@ def standby(role: Any) -> bool:
     return role.roleName == "failover" and role.state != "active"
 
 
+def active_failover(role: Any) -> bool:
+    """Whether ``role`` is a failover serving in its primary's stead."""
+    return role.roleName == "failover" and role.state == "active"
+
+
+def discarded_at_handback(role: Any) -> str | None:
+    """On an active failover, the warning that changes made there will not last.
+
+    When the primary takes control back, the failover replaces its data with
+    the primary's (FAILOVER.md rule 10): licenses uploaded, deleted, activated
+    or deactivated, assignments, unregistered machines and settings changed
+    here are all lost. None on any other server.
+    """
+    if not active_failover(role):
+        return None
+    primary = role.primaryAddress() or "its primary"
+    return (
+        f"This server is the failover, serving while its primary {primary} is away. "
+        "Licenses uploaded, deleted, activated or deactivated, assignments, removed "
+        "clients and licensing settings changed here are discarded when the primary "
+        "takes control back: make lasting changes on the primary."
+    )
+
+
 def visible_tabs(role: Any) -> list[tuple[str, str]]:
     """The tabs the navigation shows for ``role`` now."""
     if standby(role):
@@ -52,6 +76,13 @@ def visible_tabs(role: Any) -> list[tuple[str, str]]:
 def home_tab(role: Any) -> str:
     """Where ``/`` leads: the pool, or Messages on a standby failover."""
     return MESSAGES if standby(role) else POOL
+
+
+def minimums_text(minimums: dict[str, str]) -> str:
+    """The failover's minimum client versions for people: ``every product 2015r3; X 1.5``."""
+    parts = [f"every product {minimums['*']}"] if "*" in minimums else []
+    parts += [f"{name} {version}" for name, version in sorted(minimums.items()) if name != "*"]
+    return "; ".join(parts) or "none"
 
 
 def timestamp(seconds: float | None) -> str:

@@ -9,7 +9,6 @@ attributes only, so the template engine escapes all of them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -517,7 +516,7 @@ class SettingsElement(FormPart):
             primary=self.form.get("primary", mode["primary"] or ""),
             lease_ttl=str(self.values.get("lease_ttl", "")),
             borrow_max_days=str(self.values.get("borrow_max_days", "")),
-            minimums=json.dumps(minimums, sort_keys=True),
+            minimums=display.minimums_text(minimums),
         )
 
     @renderer
@@ -530,7 +529,13 @@ class SettingsElement(FormPart):
 
     @renderer
     def borrowChecked(self, request: Any, tag: Tag) -> Tag:
+        if self.role.roleName == "failover":
+            return tag(disabled="disabled")  # a failover never lends: PROTOCOL.md, BORROW
         return tag(checked="checked") if self.values.get("borrow_enabled") else tag
+
+    @renderer
+    def borrowNote(self, request: Any, tag: Tag) -> Tag | str:
+        return tag if self.role.roleName == "failover" else ""
 
     @renderer
     def syncedNote(self, request: Any, tag: Tag) -> Tag | str:

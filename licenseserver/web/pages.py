@@ -282,6 +282,8 @@ class Page(SiteResource):
     title = ""
     poolTab = False
     """Whether a standby failover hides this tab and refuses its changes."""
+    discarded = False
+    """Whether the changes this tab makes are discarded at handback on an active failover."""
 
     def __init__(self, site: WebSite):
         super().__init__(site)
@@ -298,11 +300,15 @@ class Page(SiteResource):
             return Redirect(login_url(f"/{self.name}"))
         events = await self.site.events()
         status = 200
+        notices = []
         if self.hidden():
             content: Any = elements.StandbyElement(self.role, self.title)
             status = 409
         else:
             content = await self.content(request, session, events)
+            warning = display.discarded_at_handback(self.role) if self.discarded else None
+            if warning:
+                notices.append(("warning", warning))
         return await self.site.page(
             request,
             title=self.title,
@@ -311,6 +317,7 @@ class Page(SiteResource):
             current=self.name,
             status=status,
             events=events,
+            notices=notices,
         )
 
     async def _post(self, request: server.Request) -> Answer:
@@ -354,6 +361,7 @@ class PoolPage(Page):
     name = display.POOL
     title = "License Pool"
     poolTab = True
+    discarded = True
 
     async def content(self, request: server.Request, session: AdminSession, events: list) -> Any:
         return elements.PoolElement(self.role, session.csrf)
@@ -397,6 +405,7 @@ class ClientsPage(Page):
     name = display.CLIENTS
     title = "Client Management"
     poolTab = True
+    discarded = True
 
     async def content(self, request: server.Request, session: AdminSession, events: list) -> Any:
         return elements.ClientsElement(self.role, session.csrf)
@@ -448,6 +457,7 @@ class SettingsPage(Page):
 
     name = display.SETTINGS
     title = "Settings"
+    discarded = True
 
     async def content(self, request: server.Request, session: AdminSession, events: list) -> Any:
         return elements.SettingsElement(self.role, session.csrf)
@@ -476,7 +486,8 @@ class SettingsPage(Page):
             if not (text.isascii() and text.isdigit()):
                 raise FormError(f"the {label} must be a whole number")
             values[name] = int(text)
-        values["borrow_enabled"] = bool(form(request, "borrow_enabled"))
+        if self.role.roleName != "failover":  # a failover's box is off and disabled
+            values["borrow_enabled"] = bool(form(request, "borrow_enabled"))
         await self.role.updateSettings(values)
         return "Settings saved."
 
