@@ -21,7 +21,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Installed as a plain package (not editable) so that twisted/plugins is found.
-$(VENV)/.installed: $(BIN)/python setup.py $(shell find licenseserver twisted -name '*.py' -o -name '*.xhtml' -o -name '*.css' -o -name '*.js')
+$(VENV)/.installed: $(BIN)/python setup.py $(shell find licenseserver twisted -name '*.py' -o -name '*.xhtml' -o -name '*.css' -o -name '*.js' -o -name '*.svg')
 	$(BIN)/pip install --quiet '.[test]'
 	rm -rf build
 	touch $@

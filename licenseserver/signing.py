@@ -515,9 +515,13 @@ def parse_license_file(data: bytes) -> list[License]:
 
     if not isinstance(document, dict):
         raise LicenseFormatError("not a license file: the JSON is not an object")
-    if document.get("format") != FORMAT:
+    if "format" not in document:
         raise LicenseFormatError(
-            f"not a license file of format {FORMAT}: format is {document.get('format')!r}"
+            f'not a license file: this JSON has no "format" field ({FORMAT} expected)'
+        )
+    if document["format"] != FORMAT:
+        raise LicenseFormatError(
+            f"not a license file of format {FORMAT}: format is {document['format']!r}"
         )
     unknown = sorted(set(document) - _FILE_FIELDS)
     if unknown:

@@ -6,6 +6,7 @@ Requests go through a real ``LimitedSite`` and its channel into a
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -200,3 +201,32 @@ class DeadlineTests(LimitTestCase):
         self.assertEqual(len(self.echo.served), 2)
         self.assertNotIn(b" 408 ", transport.value())
         self.assertFalse(transport.disconnecting)
+
+
+class AccessLogTests(unittest.TestCase):
+    def logged(self, accessLog: str) -> list[str]:
+        """The paths that get an access-log line, of four requests."""
+        clock = Clock()
+        site = LimitedSite(Echo(), accessLog=accessLog, reactor=clock)
+        site.startFactory()
+        self.addCleanup(site.stopFactory)
+        lines = io.StringIO()
+        site.logFile = lines
+        for path in (b"/api/status", b"/healthz", b"/metrics", b"/pool"):
+            channel = site.buildProtocol(None)
+            channel.makeConnection(StringTransport())
+            channel.dataReceived(b"GET " + path + b" HTTP/1.0\r\n\r\n")
+        return [line.split('"')[3].split()[1] for line in lines.getvalue().splitlines()]
+
+    def test_quietByDefault(self):
+        """By default the polls of status pages and Prometheus get no line; others do."""
+        self.assertEqual(self.logged("quiet"), ["/pool"])
+
+    def test_allAndNone(self):
+        """``all`` logs every request, ``none`` none."""
+        self.assertEqual(self.logged("all"), ["/api/status", "/healthz", "/metrics", "/pool"])
+        self.assertEqual(self.logged("none"), [])
+
+    def test_unknownMode(self):
+        """Another mode is refused when the site is made."""
+        self.assertRaises(ValueError, LimitedSite, Echo(), accessLog="some")

@@ -511,11 +511,18 @@ class TabTests(WebTestCase):
         self.assertIn(f"License {lic.id} deleted.", page.body)
 
     def test_uploadRefusalIsShown(self):
-        """A file that is refused is named on the page; nothing is added."""
-        self.upload("/pool", {"csrf": self.csrf, "action": "upload"}, [b"not a license"])
+        """A file that is refused is named on the page by its file name; nothing is added,
+        and the other files of the upload are."""
+        self.upload(
+            "/pool",
+            {"csrf": self.csrf, "action": "upload"},
+            [licenseFile({}), b"not a license", b'{"licenses": []}'],
+        )
         page = self.get("/pool")
         self.assertIn("notice-error", page.body)
-        self.assertEqual(self.role.pool.count("license"), 0)
+        self.assertIn("l1.lic: not a license file", page.body)
+        self.assertIn('l2.lic: not a license file: this JSON has no "format" field', page.body)
+        self.assertEqual(self.role.pool.count("license"), 1)
 
     def test_uploadWithoutToken(self):
         """An upload without the CSRF token adds nothing."""
@@ -740,6 +747,15 @@ class StaticTests(unittest.TestCase):
         self.assertIn(b"/api/status", body)
         code, _, _ = await self.fetch("/static/")
         self.assertEqual(code, 404)
+
+    async def test_icon(self):
+        """The pages link an icon, and /favicon.ico, which browsers ask for anyway, is it."""
+        code, kind, body = await self.fetch("/login")
+        self.assertIn(b'<link rel="icon" href="/static/favicon.svg"', body)
+        for path in ("/static/favicon.svg", "/favicon.ico"):
+            code, kind, body = await self.fetch(path)
+            self.assertEqual((code, kind), (200, ["image/svg+xml"]), path)
+            self.assertTrue(body.startswith(b"<svg"), path)
 
 
 class StandbyTests(WebTestCase):

@@ -34,6 +34,11 @@ MAX_BODY = 4 << 20
 """Default of ``--web-max-body``: the largest request body in bytes."""
 REQUEST_TIMEOUT = 60.0
 """Default of ``--web-request-timeout``: seconds from a request's first byte to its last."""
+ACCESS_LOGS = ("quiet", "all", "none")
+"""Values of ``--web-access-log``: the default ``quiet`` logs a line per request except
+the polls of ``QUIET_PATHS``."""
+QUIET_PATHS = frozenset({b"/api/status", b"/healthz", b"/metrics"})
+"""Paths that status pages, load balancers and Prometheus poll every few seconds."""
 
 log = Logger()
 
@@ -69,6 +74,8 @@ class LimitedRequest(server.Request):
         super().__init__(channel, *args, **kw)
         self.bodyLength = 0
         self.formParsed = False
+        self.fileNames: dict[bytes, list[str | None]] = {}
+        """The file name of each value of a multipart form's fields (None for plain fields)."""
 
     @property
     def maxBody(self) -> int:
@@ -142,7 +149,7 @@ def formFields(request: Any, limit: int | None = None) -> dict[bytes, list[bytes
     if media == "application/x-www-form-urlencoded":
         fields = _urlencoded(data)
     elif media == "multipart/form-data":
-        fields = _multipart(data, kind)
+        fields, request.fileNames = _multipart(data, kind)
     else:
         return request.args
     for name, values in fields.items():
@@ -159,19 +166,24 @@ def _urlencoded(data: bytes) -> dict[bytes, list[bytes]]:
     return {k.encode("latin-1"): [v.encode("latin-1") for v in vs] for k, vs in fields.items()}
 
 
-def _multipart(data: bytes, kind: str) -> dict[bytes, list[bytes]]:
+def _multipart(
+    data: bytes, kind: str
+) -> tuple[dict[bytes, list[bytes]], dict[bytes, list[str | None]]]:
+    """The fields of a multipart body, and the file name that came with each value."""
     head = f"MIME-Version: 1.0\r\nContent-Type: {kind}\r\n\r\n".encode("latin-1", "replace")
     message = email.message_from_bytes(head + data)
     if not message.is_multipart():
         raise UnreadableForm("the form is not multipart/form-data with a boundary")
     fields: dict[bytes, list[bytes]] = {}
+    names: dict[bytes, list[str | None]] = {}
     for part in message.get_payload():
         name = part.get_param("name", header="content-disposition")
         if not isinstance(name, str) or not name:
             continue
-        payload = part.get_payload(decode=True)
-        fields.setdefault(name.encode("utf-8"), []).append(payload or b"")
-    return fields
+        key = name.encode("utf-8")
+        fields.setdefault(key, []).append(part.get_payload(decode=True) or b"")
+        names.setdefault(key, []).append(part.get_filename())
+    return fields, names
 
 
 class LimitedChannel(http.HTTPChannel):
@@ -221,7 +233,9 @@ class LimitedChannel(http.HTTPChannel):
 class LimitedSite(server.Site):
     """A ``Site`` of ``LimitedRequest`` on ``LimitedChannel``: see the module's docstring.
 
-    ``timeout`` is Twisted's idle timeout of a connection (60 s by default).
+    ``accessLog`` is one of ``ACCESS_LOGS``: which requests get a line in the
+    access log. ``timeout`` is Twisted's idle timeout of a connection (60 s by
+    default).
     """
 
     requestFactory = LimitedRequest
@@ -233,9 +247,21 @@ class LimitedSite(server.Site):
         *,
         maxBody: int = MAX_BODY,
         requestTimeout: float = REQUEST_TIMEOUT,
+        accessLog: str = "quiet",
         **kw: Any,
     ):
         super().__init__(root, **kw)
+        if accessLog not in ACCESS_LOGS:
+            raise ValueError(f"accessLog must be one of {', '.join(ACCESS_LOGS)}")
         self.maxBody = maxBody
         self.requestTimeout = requestTimeout
+        self.accessLog = accessLog
         self.displayTracebacks = False
+
+    def log(self, request: Any) -> None:
+        """One access-log line for ``request``, unless ``accessLog`` leaves it out."""
+        if self.accessLog == "none":
+            return
+        if self.accessLog == "quiet" and request.path in QUIET_PATHS and request.code < 400:
+            return
+        super().log(request)

@@ -384,16 +384,20 @@ class PoolPage(Page):
         raise FormError(f"unknown action {action!r}")
 
     async def _upload(self, request: server.Request, session: AdminSession) -> str | None:
-        files = [data for data in request.args.get(b"file", []) if data.strip()]
+        names = getattr(request, "fileNames", {}).get(b"file", [])
+        files = [
+            (names[i] if i < len(names) and names[i] else f"file {i + 1}", data)
+            for i, data in enumerate(request.args.get(b"file", []))
+            if data.strip()
+        ]
         if not files:
             raise FormError("choose a license file to upload")
         added: list[str] = []
-        for number, data in enumerate(files, 1):
+        for name, data in files:
             try:
                 added += await self.role.addLicenses(data)
             except AdminError as e:
-                prefix = f"file {number}: " if len(files) > 1 else ""
-                session.notify("error", f"{prefix}{e.message}")
+                session.notify("error", f"{name}: {e.message}")
         if added:
             return f"Added license{'s' if len(added) > 1 else ''} {', '.join(added)}."
         return None
@@ -636,10 +640,12 @@ PAGES: tuple[type[Page], ...] = (PoolPage, ClientsPage, MonitoringPage, Messages
 
 
 def addPages(root: resource.Resource, site: WebSite) -> None:
-    """Put the pages, ``/login``, ``/logout``, ``/static/`` and ``/`` under ``root``."""
+    """Put the pages, ``/login``, ``/logout``, ``/static/``, the icon and ``/`` under ``root``."""
     for page in PAGES:
         root.putChild(page.name.encode("ascii"), page(site))
     root.putChild(b"login", LoginPage(site))
     root.putChild(b"logout", LogoutPage(site))
     root.putChild(b"static", StaticFiles(STATIC.path))
+    # Browsers ask for /favicon.ico whatever the page links; answer with the same icon.
+    root.putChild(b"favicon.ico", static.File(STATIC.child("favicon.svg").path))
     root.putChild(b"", Home(site))
