@@ -100,6 +100,44 @@ def usable(lic: License, request: SeatRequest, now: float) -> bool:
     )
 
 
+def why_no_license(request: SeatRequest, licenses: Sequence[License], now: float) -> str:
+    """The message of ``404 no-license``: what keeps the product's licenses from serving.
+
+    ``licenses`` are those of the requested product. The reason that would
+    take the fewest steps to mend comes first: a license that only needs
+    activating, then one not yet started, then expired ones (the latest end
+    date), then a version or an edition the licenses do not cover.
+    """
+    product = request.product
+    mine = [lic for lic in licenses if lic.product == product]
+    if not mine:
+        return f"no license of {product} is in the pool"
+    if request.edition is not None:
+        mine = [lic for lic in mine if lic.edition.lower() == request.edition.lower()]
+        if not mine:
+            return f"no license of {product} has the edition {request.edition}"
+    status = {lic.id: license_status(lic, now) for lic in mine}
+    inactive = sorted(lic.id for lic in mine if status[lic.id] == INACTIVE)
+    if inactive:
+        return f"the licenses of {product} are deactivated ({', '.join(inactive)})"
+    pending = [lic for lic in mine if status[lic.id] == PENDING]
+    if pending:
+        first = min(lic.starts for lic in pending)
+        return f"the license of {product} starts on {first}: none is valid yet"
+    expired = [lic for lic in mine if status[lic.id] == EXPIRED]
+    if len(expired) == len(mine):
+        last = max(lic.expires for lic in expired)
+        which = "license" if len(expired) == 1 else "licenses"
+        return f"the {which} of {product} expired on {last}"
+    newest = max(
+        (lic.max_version for lic in mine if status[lic.id] == ACTIVE and lic.max_version),
+        default="",
+    )
+    if newest:
+        return f"{product} {request.version} is newer than its licenses allow (up to {newest})"
+    return f"no usable license of {product} exists"
+
+
 def holders_by_license(
     licenses: Sequence[License], leases: Iterable[Lease], now: float
 ) -> dict[str, set[tuple]]:
@@ -177,7 +215,7 @@ def allocate(
         holders = lambda license_id: index.get(license_id, {})  # noqa: E731
     candidates = [lic for lic in licenses if usable(lic, request, now)]
     if not candidates:
-        return Denial("no-license", f"no usable license of {request.product} exists")
+        return Denial("no-license", why_no_license(request, licenses, now))
     assigned = set(assigned)
 
     concurrent = [lic for lic in candidates if lic.kind == CONCURRENT]

@@ -156,6 +156,67 @@ class ConcurrentTests(unittest.TestCase):
         self.assertEqual(allocation.allocate(ask(), [], [], [], NOW).reason, "no-license")
 
 
+class WhyNoLicenseTests(unittest.TestCase):
+    """The message of 404 no-license says what keeps the product's licenses from serving."""
+
+    CASES = [
+        ("none in the pool", [], {}, "no license of XMLSpy is in the pool"),
+        (
+            "one expired",
+            [lic(expires="2026-05-31")],
+            {},
+            "the license of XMLSpy expired on 2026-05-31",
+        ),
+        (
+            "all expired: the latest date",
+            [lic(expires="2026-05-31"), lic("L-2", expires="2026-06-14")],
+            {},
+            "the licenses of XMLSpy expired on 2026-06-14",
+        ),
+        (
+            "not started",
+            [lic(starts="2026-07-01")],
+            {},
+            "the license of XMLSpy starts on 2026-07-01: none is valid yet",
+        ),
+        (
+            "deactivated comes first",
+            [lic(active=False), lic("L-2", expires="2026-01-01")],
+            {},
+            "the licenses of XMLSpy are deactivated (L-1)",
+        ),
+        (
+            "version",
+            [lic(max_version="2024r2")],
+            {"version": "2025r1"},
+            "XMLSpy 2025r1 is newer than its licenses allow (up to 2024r2)",
+        ),
+        (
+            "edition",
+            [lic(edition="Professional")],
+            {"edition": "Enterprise"},
+            "no license of XMLSpy has the edition Enterprise",
+        ),
+    ]
+
+    def test_messages(self):
+        """Each cause is named, with its date or version."""
+        for name, licenses, request, message in self.CASES:
+            result = allocation.allocate(ask(**request), licenses, [], [], NOW)
+            self.assertEqual(result, Denial("no-license", message), name)
+
+    def test_expiredDayStillServes(self):
+        """A license serves through the last second of its end date, and the message
+        names that date once it has passed."""
+        licenses = [lic(expires="2026-06-15")]
+        end = allocation.day_start("2026-06-16")
+        self.assertIsInstance(allocation.allocate(ask(), licenses, [], [], end - 1), Grant)
+        self.assertEqual(
+            allocation.allocate(ask(), licenses, [], [], end).message,
+            "the license of XMLSpy expired on 2026-06-15",
+        )
+
+
 class InstalledTests(unittest.TestCase):
     def test_onlyAssignedMachines(self):
         """An installed license serves the machines it is assigned to, and no other."""
