@@ -80,6 +80,17 @@ def license_status(lic: License, now: float) -> str:
     return ACTIVE
 
 
+def days_to_expiry(lic: License, now: float) -> int | None:
+    """Whole UTC days from today to the license's end date; None when it never ends.
+
+    0 on its last day, negative once it has ended (-1 the day after).
+    """
+    if not lic.expires:
+        return None
+    today = int(now) - int(now) % 86400
+    return (day_start(lic.expires) - today) // 86400
+
+
 def version_allowed(lic: License, version: str) -> bool:
     """Whether a client of ``version`` may use ``lic`` (its maximum version)."""
     if not lic.max_version:

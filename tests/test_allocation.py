@@ -156,6 +156,18 @@ class ConcurrentTests(unittest.TestCase):
         self.assertEqual(allocation.allocate(ask(), [], [], [], NOW).reason, "no-license")
 
 
+class DaysToExpiryTests(unittest.TestCase):
+    def test_days(self):
+        """Whole UTC days to the end date: 0 on the last day, negative after; None
+        without an end."""
+        self.assertIsNone(allocation.days_to_expiry(lic(), NOW))
+        for expires, days in (("2026-06-15", 0), ("2026-06-16", 1), ("2026-07-15", 30)):
+            self.assertEqual(allocation.days_to_expiry(lic(expires=expires), NOW), days)
+        self.assertEqual(allocation.days_to_expiry(lic(expires="2026-06-14"), NOW), -1)
+        last = allocation.day_start("2026-06-16") - 1
+        self.assertEqual(allocation.days_to_expiry(lic(expires="2026-06-15"), last), 0)
+
+
 class WhyNoLicenseTests(unittest.TestCase):
     """The message of 404 no-license says what keeps the product's licenses from serving."""
 

@@ -141,6 +141,17 @@ class APITests(unittest.TestCase):
         self.assertEqual(body[0]["status"], "active")
         self.assertEqual(body[0]["seats"], 3)
         self.assertEqual(body[0]["in_use"], 1)
+        self.assertIsNone(body[0]["days_to_expiry"])
+
+    async def test_daysToExpiry(self):
+        """Each license says how many whole days it has left (0 on its last day)."""
+        data = licenseFile({"id": "L-A", "expires": "2026-06-07"}, {"id": "L-B"})
+        code, _ = await self.call("POST", "/api/licenses", data)
+        self.assertEqual(code, 201)
+        code, body = await self.call("GET", "/api/licenses")
+        self.assertEqual(
+            {lic["id"]: lic["days_to_expiry"] for lic in body}, {"L-A": 10, "L-B": None}
+        )
 
     async def test_uploadRefusals(self):
         """A bad file is 400 with its reason, a repeated license 409, nothing half added."""

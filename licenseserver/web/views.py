@@ -31,6 +31,7 @@ def license(role: Any, lic: License, inUse: int | None = None) -> dict[str, Any]
     out = record_to_dict(lic)
     out.pop("signature")
     out["status"] = allocation.license_status(lic, now)
+    out["days_to_expiry"] = allocation.days_to_expiry(lic, now)
     if inUse is None:
         inUse = allocation.seats_in_use(lic, role.pool.leasesFor(lic.product), now)
     out["in_use"] = inUse
