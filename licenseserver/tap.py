@@ -13,8 +13,13 @@ the licensing settings an admin has not changed yet.
 
 from __future__ import annotations
 
+import difflib
+import getopt
+import ipaddress
+import math
 import re
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,9 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "failover_minimums": {"*": "2015r3", "MobileTogetherServer": "1.5"},
 }
 """Licensing settings (synced to the failover) before the admin changes them."""
+
+LEASE_TTL_RANGE = (4, 86400)
+"""The seconds ``--lease-ttl`` may be, from and to."""
 
 log = Logger()
 
@@ -97,6 +105,33 @@ class Options(usage.Options):
         """A trusted vendor public key file (may repeat) [default: DATA/vendor-keys/*.pub]."""
         self["vendor-key"].append(path)
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse the command line; an option twistd cannot parse ends it with exit status 1.
+
+        twistd answers such a ``UsageError`` (an unknown option, a missing
+        value) with the usage text and the reason last. Here the reason
+        comes first, on stderr, with the option meant when the unknown
+        one is a near miss ("did you mean --takeover-after?"), then the
+        usage text.
+        """
+        argv = sys.argv[1:] if options is None else list(options)
+        try:
+            super().parseOptions(argv)
+        except usage.UsageError as e:
+            print(f"twistd licenseserver: {self._unparsable(argv, e)}", file=sys.stderr)
+            print(self, file=sys.stderr)
+            raise SystemExit(1) from None
+
+    def _unparsable(self, argv: list[str], error: usage.UsageError) -> str:
+        """The reason for a command line that does not parse, with a suggestion if one fits."""
+        try:
+            getopt.getopt(argv, self.shortOpt, self.longOpt)
+        except getopt.GetoptError as e:
+            if e.msg.endswith("not recognized"):
+                return unknown_option(e.opt, [name.rstrip("=") for name in self.longOpt])
+            return e.msg
+        return str(error)
+
     def postOptions(self) -> None:
         """Check every value; a wrong one ends twistd with one line, exit status 1."""
         try:
@@ -122,12 +157,13 @@ class Options(usage.Options):
             except Exception as e:
                 raise usage.UsageError(
                     f"--{name}={self[name]!r} is not an endpoint: {e}"
+                    + _endpoint_hint(name, self[name])
                 ) from None
         self["heartbeat"] = _number(self, "heartbeat", float, 0.05, 3600)
         self["takeover-after"] = _number(self, "takeover-after", float, 0.1, 86400)
         if self["takeover-after"] <= self["heartbeat"]:
             raise usage.UsageError("--takeover-after must be longer than --heartbeat")
-        self["lease-ttl"] = _number(self, "lease-ttl", int, 4, 86400)
+        self["lease-ttl"] = _number(self, "lease-ttl", int, *LEASE_TTL_RANGE)
         self["web-max-body"] = _number(self, "web-max-body", int, 4096, 1 << 30)
         self["web-request-timeout"] = _number(self, "web-request-timeout", float, 1, 3600)
         self["commit-delay"] = _number(self, "commit-delay", float, 0, 1)
@@ -139,8 +175,7 @@ class Options(usage.Options):
             rate=(rate := _number(self, "rate-limit", float, 0, 10**6)),
             burst=max(1, int(rate * 2)),
         )
-        if 0 < self["limits"].idle_timeout <= self["lease-ttl"] / 4:
-            raise usage.UsageError("--idle-timeout must be longer than a client's heartbeat")
+        _check_idle_timeout(self["limits"].idle_timeout, self["lease-ttl"])
         if self["name"] is None:
             self["name"] = socket.gethostname()
         if not self["name"].isprintable() or not 1 <= len(self["name"]) <= 128:
@@ -161,6 +196,56 @@ def _number(options: Options, name: str, kind: type, low: float, high: float) ->
     if not low <= value <= high:
         raise usage.UsageError(f"--{name} must be from {low} to {high}")
     return value
+
+
+def unknown_option(name: str, known: list[str]) -> str:
+    """The reason for an unknown option ``--name``: "did you mean" the closest known one."""
+    dashes = "--" if len(name) > 1 else "-"
+    reason = f"unknown option {dashes}{name}"
+    close = difflib.get_close_matches(name.replace("_", "-"), known, n=1)
+    if close:
+        return f"{reason}; did you mean --{close[0]}?"
+    return reason
+
+
+def _endpoint_hint(name: str, text: str) -> str:
+    """What to write instead of a bare port or ``HOST:PORT`` where an endpoint is due."""
+    if text.isdigit():
+        return f"; for TCP port {text} write --{name}=tcp:{text}"
+    address = parse_host_port(text, default_port=0)
+    if address is not None and address[1] and _is_ip_address(address[0]):
+        host, port = address[0], address[1]
+        interface = host.replace(":", "\\:")
+        return f"; for TCP port {port} on {host} write --{name}=tcp:{port}:interface={interface}"
+    return ""
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_idle_timeout(idle: float, lease_ttl: int) -> None:
+    """An idle session must outlast a client's heartbeat interval (a quarter of a lease's life).
+
+    Otherwise every client that heartbeats at the interval it is told loses
+    its connection between two heartbeats. The reason names both values and
+    what to change.
+    """
+    heartbeat = lease_ttl / 4
+    if not 0 < idle <= heartbeat:
+        return
+    fix = f"raise --idle-timeout above {heartbeat:g}"
+    longest_ttl = math.ceil(idle * 4) - 1
+    if longest_ttl >= LEASE_TTL_RANGE[0]:
+        fix += f" or lower --lease-ttl to {longest_ttl} or less"
+    raise usage.UsageError(
+        f"--idle-timeout ({idle:g} s) must be longer than a client's heartbeat interval"
+        f" (--lease-ttl {lease_ttl} / 4 = {heartbeat:g} s): {fix}"
+    )
 
 
 def _client_endpoint(reactor: Any, text: str, ca: str | None = None) -> Any:

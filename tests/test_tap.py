@@ -1,8 +1,11 @@
 """Tests for licenseserver.tap: the options of twistd licenseserver and the service tree."""
 
+import io
 import os
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 from twisted.application.service import IService
@@ -17,6 +20,7 @@ from licenseserver.roles.failover import FailoverRole
 from licenseserver.roles.primary import PrimaryRole
 from licenseserver.store import SQLiteStore
 from licenseserver.switch import RoleSwitch
+from tests.integration.harness import CLI_TIMEOUT, TWISTD, child_env
 
 
 class OptionsTests(unittest.TestCase):
@@ -73,6 +77,81 @@ class OptionsTests(unittest.TestCase):
         for argv, words in cases:
             self.assertExits(argv, words)
 
+    def test_idleTimeoutNamesBothValues(self):
+        """An idle timeout within a client's heartbeat interval names both values, the
+        interval's arithmetic, and a value of each option that would do."""
+        self.assertExits(
+            ["--lease-ttl", "3600"],
+            "--idle-timeout (600 s) must be longer than a client's heartbeat interval"
+            " (--lease-ttl 3600 / 4 = 900 s): raise --idle-timeout above 900"
+            " or lower --lease-ttl to 2399 or less",
+        )
+        self.assertExits(
+            ["--idle-timeout", "20"],
+            "--idle-timeout (20 s) must be longer than a client's heartbeat interval"
+            " (--lease-ttl 120 / 4 = 30 s): raise --idle-timeout above 30"
+            " or lower --lease-ttl to 79 or less",
+        )
+        self.parse("--lease-ttl", "2399")
+        self.parse("--lease-ttl", "3600", "--idle-timeout", "901")
+        self.parse("--lease-ttl", "3600", "--idle-timeout", "0")
+
+    def test_idleTimeoutNoLeaseTTLWouldDo(self):
+        """When no lease lifetime is short enough, only raising --idle-timeout is offered."""
+        self.assertExits(["--idle-timeout", "0.5"], "raise --idle-timeout above 30")
+        with self.assertRaises(SystemExit) as caught:
+            self.parse("--idle-timeout", "0.5")
+        self.assertNotIn("lower --lease-ttl", str(caught.exception.code))
+
+    def test_barePortSuggestsEndpoint(self):
+        """A port number, or HOST:PORT, where an endpoint is due is answered with the
+        endpoint string to write."""
+        self.assertExits(["--port", "45357"], "; for TCP port 45357 write --port=tcp:45357")
+        self.assertExits(["--web", "8080"], "write --web=tcp:8080")
+        self.assertExits(
+            ["--web", "127.0.0.1:8080"],
+            "for TCP port 8080 on 127.0.0.1 write --web=tcp:8080:interface=127.0.0.1",
+        )
+        with self.assertRaises(SystemExit) as caught:
+            self.parse("--port", "carrier-pigeon:3")
+        self.assertNotIn("write --port", str(caught.exception.code))
+
+    def unparsable(self, *argv):
+        """Parse ``argv`` that does not parse: (exit status, stderr lines)."""
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        with self.assertRaises(SystemExit) as caught:
+            self.parse(*argv)
+        return caught.exception.code, err.getvalue().splitlines()
+
+    def test_misspeltOption(self):
+        """A misspelt option ends the parse with exit status 1, a first line that names
+        the option meant, and then the usage text."""
+        status, lines = self.unparsable("--takover-after", "3")
+        self.assertEqual(status, 1)
+        self.assertEqual(
+            lines[0],
+            "twistd licenseserver: unknown option --takover-after; did you mean --takeover-after?",
+        )
+        self.assertIn("Options:", lines)
+        self.assertTrue(any(line.lstrip().startswith("--takeover-after=") for line in lines))
+        status, lines = self.unparsable("--lease_ttl=300")
+        self.assertEqual(
+            lines[0], "twistd licenseserver: unknown option --lease_ttl; did you mean --lease-ttl?"
+        )
+
+    def test_unknownOptionWithoutMatch(self):
+        """An option like none of ours, or one without its value, is named without a guess."""
+        status, lines = self.unparsable("--frobnicate")
+        self.assertEqual(
+            (status, lines[0]), (1, "twistd licenseserver: unknown option --frobnicate")
+        )
+        status, lines = self.unparsable("--data")
+        self.assertEqual(
+            (status, lines[0]), (1, "twistd licenseserver: option --data requires argument")
+        )
+        self.assertIn("Options:", lines)
+
     def test_failoverOptions(self):
         """A failover takes HOST[:PORT] or a client endpoint string for its primary."""
         options = self.parse("--role", "failover", "--primary", "ls1.example.com")
@@ -88,6 +167,48 @@ class OptionsTests(unittest.TestCase):
             keys += ["--vendor-key", str(public)]
         options = self.parse(*keys)
         self.assertEqual(len(options["trusted-keys"]), 2)
+
+
+class TwistdTests(unittest.TestCase):
+    """``twistd licenseserver`` in a process of its own, with options it refuses."""
+
+    def twistd(self, *argv):
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir()
+        command = [str(TWISTD), "--nodaemon", "--pidfile=", "licenseserver", *argv]
+        result = subprocess.run(
+            command,
+            cwd=directory,
+            env={**child_env(), "COLUMNS": "100"},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+        )
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+        self.assertEqual(list(directory.iterdir()), [], "nothing is written on a refusal")
+        return result
+
+    def test_misspeltOption(self):
+        """A misspelt option: exit status 1, the option meant on stderr's first line, then
+        twistd's usage text of the server's options; nothing else."""
+        result = self.twistd("--takover-after", "3")
+        self.assertEqual(result.returncode, 1, result)
+        lines = result.stderr.splitlines()
+        self.assertEqual(
+            lines[0],
+            "twistd licenseserver: unknown option --takover-after; did you mean --takeover-after?",
+        )
+        self.assertTrue(lines[1].startswith("Usage: twistd [options] licenseserver"), lines[1])
+        self.assertIn("--takeover-after=", result.stderr)
+        self.assertEqual(result.stdout, "")
+
+    def test_wrongValue(self):
+        """A wrong value: exit status 1 and one line on stderr."""
+        result = self.twistd("--lease-ttl", "3600")
+        self.assertEqual(result.returncode, 1, result)
+        self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+        self.assertIn("raise --idle-timeout above 900", result.stderr)
 
 
 class MakeServiceTests(unittest.TestCase):
