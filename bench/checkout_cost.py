@@ -17,6 +17,30 @@ does per pair while keeping the promises of the specs that cost CPU on every gra
 release (see its docstring), to show how much of the server's cost is the job's; and
 ``floor-inline``, the same with its commits on the reactor thread (no writer thread), to
 show what the second thread costs.
+
+The result line, ``RESULT checkout_cost {...}`` (a spread is ``{"n", "median", "min",
+"max"}`` of one number over the rounds, as ``common.spread`` makes it):
+
+- ``machine`` (object): what it ran on, as ``common.machine`` lists it.
+- ``connections`` (int): the connections of every phase.
+- ``depths`` (object): ``"1"`` and ``"16"``, the requests in flight per connection, each:
+
+  - ``"baseline"``, ``"server"`` and, with ``--floor``, ``"floor"`` and ``"floor-inline"``
+    (object): that process's phases at this depth:
+
+    - ``cpu_per_pair_us`` (spread): its CPU per CHECKOUT+RELEASE pair, in microseconds;
+    - ``reactor_thread_us_per_pair``, ``other_threads_us_per_pair`` (spread): the same,
+      split between its main (reactor) thread and its other threads;
+    - ``pairs_per_s`` (spread): pairs completed per second;
+    - ``server_cpu_pct`` (spread): its CPU use, in % of one core;
+    - ``load_cpu_pct`` (spread): the load's (this process's) CPU use, in % of one core;
+    - ``errors`` (int): requests refused in all its phases (0 in a good run);
+    - ``ratio`` (spread; not the baseline's): its CPU per pair over the baseline's
+      measured next to it, round by round.
+
+  - ``ratio`` (spread): the server's ``ratio``, the one the target is about;
+  - ``target_ratio`` (number): that target (2 at depth 1, 5 at depth 16);
+  - ``met`` (bool): whether the median of ``ratio`` is at most ``target_ratio``.
 """
 
 from __future__ import annotations
@@ -356,7 +380,7 @@ def summarize(info: dict[str, Any], args: Any, results: dict) -> dict[str, Any]:
 
 
 def run(argv: list[str] | None = None) -> None:
-    p = common.parser(__doc__.split("\n")[0], seconds=10.0, profile=True)
+    p = common.parser(__doc__, seconds=10.0, profile=True)
     common.scaled(p, "--rounds", int, 3, 1, "rounds of baseline and server at both depths")
     p.add_argument("--connections", type=int, default=50)
     common.scaled(p, "--warmup", float, 2.0, 0.3, "seconds of load before measuring")

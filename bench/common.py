@@ -62,10 +62,14 @@ def parser(
 ) -> argparse.ArgumentParser:
     """The options every benchmark takes; a script adds its own.
 
-    ``--seconds`` defaults to ``seconds``, or ``quick_seconds`` with ``--quick``;
-    ``profile`` adds ``--profile`` for scripts that can profile the server.
+    ``description`` is the script's docstring, which ``--help`` prints as it is written
+    (with the fields of the result line). ``--seconds`` defaults to ``seconds``, or
+    ``quick_seconds`` with ``--quick``; ``profile`` adds ``--profile`` for scripts that can
+    profile the server.
     """
-    p = argparse.ArgumentParser(description=description)
+    p = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument(
         "--seconds",
         type=float,
@@ -188,7 +192,16 @@ def fmt_spread(s: dict[str, float], scale: float = 1.0, digits: int = 1) -> str:
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
+    """What the numbers were measured on: the ``machine`` of every result line.
+
+    - ``cpu`` (str): the model name in ``/proc/cpuinfo``, or ``unknown``;
+    - ``cores`` (int): logical CPUs (``os.cpu_count()``);
+    - ``ram_gib`` (number): total memory in GiB, to one decimal;
+    - ``kernel``, ``python``, ``twisted``, ``sqlite`` (str): their versions;
+    - ``loadavg_start`` (list of numbers): the 1, 5 and 15 minute load averages now;
+    - ``loadavg_end`` (list of numbers): the same when the measurements end (the script
+      adds it).
+    """
     import sqlite3
 
     import twisted

@@ -14,6 +14,52 @@ minus its RSS before them, over the number of clients; the clients' records and 
 included) and its CPU use in ``--windows`` windows (default 4) of ``--seconds`` each
 (default 30: one heartbeat round), whose median is reported with its spread.
 Targets: under 20 KB per connection, under 10% of one core.
+
+The result line, ``RESULT idle_clients {...}`` (CPU use in % of one core, memory in KiB):
+
+- ``machine`` (object): what it ran on, as ``common.machine`` lists it.
+- ``clients`` (int): the clients, each on its own connection with a lease.
+- ``heartbeat_interval`` (number): the heartbeat interval the server gave, in seconds.
+- ``ramp_seconds`` (number): how long connecting all clients took (connect, HELLO and
+  CHECKOUT, ``--concurrency`` at a time).
+- ``ramp_server_cpu_seconds`` (number): the server's CPU seconds meanwhile.
+- ``rss_before_kb`` (int): the server's RSS before the clients.
+- ``rss_after_ramp_kb`` (int): its RSS once they are connected and settled.
+- ``rss_after_kb`` (int): its RSS after the CPU windows.
+- ``hwm_kb`` (int or null): its peak RSS then (``VmHWM``).
+- ``memory_per_connection_kb`` (number): the largest RSS with the clients minus the RSS
+  before them, over the number of clients.
+- ``idle_cpu_pct_without_clients`` (number): the server's CPU use before the clients.
+- ``window_seconds`` (number): the CPU windows' total length, in seconds.
+- ``windows`` (list of objects): one per CPU window:
+
+  - ``seconds`` (number): its length;
+  - ``cpu_pct`` (number): the server's CPU use;
+  - ``cpu_pct_reactor_thread``, ``cpu_pct_other_threads`` (number): the same, split
+    between its main (reactor) thread and its other threads;
+  - ``heartbeats`` (int): heartbeats answered OK;
+  - ``cpu_us_per_heartbeat`` (number or null): the server's CPU per heartbeat, in
+    microseconds (null for a window without heartbeats);
+  - ``rss_kb`` (int): the server's RSS at the window's end.
+
+- ``cpu_pct`` (number): the median of the windows' ``cpu_pct``: the CPU target's figure.
+- ``cpu_pct_spread`` (spread): ``{"n", "median", "min", "max"}`` of the windows'
+  ``cpu_pct``, as ``common.spread`` makes it.
+- ``cpu_pct_reactor_thread``, ``cpu_pct_other_threads`` (number): the medians of the
+  windows' ones.
+- ``heartbeats`` (int): heartbeats answered OK in all windows.
+- ``heartbeats_per_s`` (number): the same per second.
+- ``heartbeat_errors`` (int): heartbeats refused in the windows (0 in a good run).
+- ``errors`` (list of str): the first refusals of the run (up to 5), as the server sent
+  them.
+- ``cpu_us_per_heartbeat`` (number): the median of the windows' (0 for a window without).
+- ``heartbeat_latency_ms`` (object): heartbeat round trips in the windows, in ms:
+
+  - ``p50``, ``p99``, ``max`` (number or null): null when there was none.
+
+- ``load_cpu_pct`` (number): the load's (this process's) CPU use in the windows.
+- ``memory_met`` (bool): whether ``memory_per_connection_kb`` is under 20.
+- ``cpu_met`` (bool): whether ``cpu_pct`` is under 10.
 """
 
 from __future__ import annotations
@@ -346,7 +392,7 @@ def report(r: dict[str, Any]) -> None:
 
 def run(argv: list[str] | None = None) -> None:
     p = common.parser(
-        __doc__.split("\n")[0],
+        __doc__,
         seconds=30.0,
         seconds_help="length of each CPU window",
         profile=True,

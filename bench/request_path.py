@@ -25,11 +25,28 @@ pairs cost without sockets, a reactor loop or a second thread.
 CPU is this process's (``time.process_time``), per pair. After the set-up the heap is
 frozen and the young GC threshold raised (``licenseserver.heap``), as the server does
 once its pool is loaded.
+
+The result line, ``RESULT request_path {...}`` (CPU in microseconds per pair):
+
+- ``machine`` (object): what it ran on, as ``common.machine`` lists it.
+- ``connections`` (int): the sessions (``--connections``; at most 10 with ``--quick``).
+- ``depths`` (object): ``"1"`` and ``"16"``, the requests in flight per session, each:
+
+  - ``batch`` (int): the pairs of a round, ``connections`` times the depth: the commits
+    the store is given at a time;
+  - ``decide_us_per_pair`` (number): decide and answer;
+  - ``decide_pairs`` (int): the pairs it was measured over;
+  - ``durable_us_per_pair`` (number): make it durable;
+  - ``durable_pairs`` (int): the pairs it was measured over;
+  - ``commits_per_transaction`` (number): the store's commits per SQLite transaction;
+  - ``sqlite_us_per_pair`` (number): SQLite alone;
+  - ``sqlite_pairs`` (int): the pairs it was measured over.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -306,6 +323,7 @@ async def main(reactor: Any, args: Any) -> dict[str, Any]:
         store_cpu, store_pairs, transactions = await make_durable(reactor, batch, args.seconds)
         sql_cpu, sql_pairs = sqlite_alone(batch, args.seconds)
         result["depths"][str(depth)] = {
+            "batch": batch,
             "decide_us_per_pair": cpu,
             "decide_pairs": pairs,
             "durable_us_per_pair": store_cpu,
@@ -343,11 +361,12 @@ async def main(reactor: Any, args: Any) -> dict[str, Any]:
             rows,
         )
     )
+    info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
 def run(argv: list[str] | None = None) -> None:
-    p = common.parser(__doc__.splitlines()[0], seconds=5.0)
+    p = common.parser(__doc__, seconds=5.0)
     p.add_argument("--connections", type=int, default=50)
     args = common.parse(p, argv)
     if args.quick:

@@ -22,6 +22,64 @@ failover's ``SYNC`` request to the last change being durable in the failover's d
 ``--rounds`` rounds (default 6); ``--seconds`` is a time budget: no round starts after it.
 
 Targets: the incremental sync moves under 1% of the full sync's bytes, in under 100 ms.
+
+The result line, ``RESULT sync_cost {...}`` (times in seconds; a spread is ``{"n",
+"median", "min", "max"}`` of one number over several runs, as ``common.spread`` makes it):
+
+- ``machine`` (object): what it ran on, as ``common.machine`` lists it.
+- ``clients`` (int): the registered clients in the primary's pool.
+- ``licenses`` (int): the licenses in it.
+- ``full_syncs`` (list of objects): one per full sync (``--full-syncs``):
+
+  - ``revision`` (int): the primary's revision, which the failover reached;
+  - ``seconds`` (number): from starting the failover to its ``/api/status`` showing it;
+  - ``start_to_request_s`` (number): from starting the failover to its ``SYNC`` request;
+  - ``first_byte_s`` (number): from the request to the answer's first byte;
+  - ``request_to_answer_s`` (number): from the request to the answer's last byte;
+  - ``answer_to_synced_s`` (number): from then to the failover showing the revision;
+  - ``bytes`` (int): the bytes of the ``SYNC`` answer;
+  - ``lines`` (int): its record lines;
+  - ``link_bytes_total`` (int): the bytes both ways on the link so far;
+  - ``primary_cpu_s``, ``failover_cpu_s`` (number): the primary's CPU seconds for the sync,
+    the failover's from its start to synced;
+  - ``primary_rss_kb``, ``failover_rss_kb`` (int): their RSS afterwards, in KiB.
+
+- ``full`` (object): the first full sync's fields, as in ``full_syncs``, and:
+
+  - ``stats`` (object): spreads over all full syncs of:
+
+    - ``seconds``, ``start_to_request_s``, ``request_to_answer_s``,
+      ``answer_to_synced_s``, ``bytes``, ``primary_cpu_s``, ``failover_cpu_s``,
+      ``failover_rss_kb`` (spread).
+
+- ``incremental`` (list of objects): one per incremental round (``--rounds``):
+
+  - ``kind`` (str): ``CHECKOUT`` or ``RELEASE``, the changes made;
+  - ``changes`` (int): how many (``--changes``), one revision each;
+  - ``syncs`` (int): the ``SYNC`` requests that brought them (1 unless they were split);
+  - ``lines`` (int): the change lines of the answers;
+  - ``mode`` (str): the first answer's ``mode`` (``changes``);
+  - ``bytes`` (int): the bytes of the answers;
+  - ``request_bytes`` (int): the bytes of the requests;
+  - ``seconds`` (number): from the first ``SYNC`` request to the last change durable in
+    the failover's database;
+  - ``request_to_answer_s`` (number): from that request to the last answer's end;
+  - ``answer_to_durable_s`` (number): from then to the last change durable;
+  - ``changes_made_s`` (number): how long making the changes took at the primary;
+  - ``changes_to_durable_s`` (number): from the last change made to it durable at the
+    failover.
+
+- ``incremental_stats`` (object): spreads over all incremental rounds of:
+
+  - ``bytes``, ``seconds``, ``request_to_answer_s``, ``answer_to_durable_s``,
+    ``changes_to_durable_s`` (spread).
+
+- ``incremental_by_kind`` (object): ``"CHECKOUT"`` and ``"RELEASE"`` (those that ran),
+  each with the same spreads over that kind's rounds.
+- ``byte_share`` (number): the largest incremental ``bytes`` over the full sync's.
+- ``bytes_met`` (bool): whether ``byte_share`` is under 1%.
+- ``time_met`` (bool): whether the largest incremental ``seconds`` is under 0.1.
+- ``split_syncs`` (int): the rounds whose changes took more than one ``SYNC``.
 """
 
 from __future__ import annotations
@@ -545,7 +603,7 @@ def summarize(
 
 def run(argv: list[str] | None = None) -> None:
     p = common.parser(
-        __doc__.split("\n")[0],
+        __doc__,
         seconds=600.0,
         quick_seconds=30.0,
         seconds_help="time budget: no incremental round starts after it",

@@ -17,6 +17,31 @@ from its licensing port listening to the failover reporting ``standby`` in ``/ap
 
 Target: the worst time to a CHECKOUT and to a HEARTBEAT under ``--takeover-after`` + 0.5 s.
 ``--seconds`` is a time budget: no round starts after it (at least one round runs).
+
+The result line, ``RESULT takeover {...}`` (times in seconds):
+
+- ``machine`` (object): what it ran on, as ``common.machine`` lists it.
+- ``heartbeat`` (number): the servers' ``--heartbeat``.
+- ``takeover_after`` (number): their ``--takeover-after``.
+- ``kills`` (int): the rounds run, one SIGKILL each.
+- ``rounds`` (list of objects): one per kill:
+
+  - ``checkout_s`` (number): from the kill to the new client's first CHECKOUT ``OK``;
+  - ``heartbeat_s`` (number): from the kill to the old lease's first HEARTBEAT ``OK``;
+  - ``restart_to_listen_s`` (number): from starting the primary again to its licensing
+    port listening;
+  - ``handback_s`` (number): from then to the failover in ``standby``;
+  - ``resynced_s`` (number): from then to the failover paired and synced again.
+
+- ``stats`` (object): a spread (``{"n", "median", "min", "max"}``, as ``common.spread``
+  makes it) over the rounds of each of those five:
+
+  - ``checkout_s``, ``heartbeat_s``, ``restart_to_listen_s``, ``handback_s``,
+    ``resynced_s`` (spread).
+
+- ``limit_s`` (number): the target, ``takeover_after`` + 0.5.
+- ``worst_s`` (number): the largest ``checkout_s`` or ``heartbeat_s``.
+- ``met`` (bool): whether ``worst_s`` is under ``limit_s``.
 """
 
 from __future__ import annotations
@@ -260,7 +285,7 @@ def summarize(info: dict[str, Any], args: Any, rounds: list[dict[str, float]]) -
 
 def run(argv: list[str] | None = None) -> None:
     p = common.parser(
-        __doc__.split("\n")[0],
+        __doc__,
         seconds=3600.0,
         quick_seconds=60.0,
         seconds_help="time budget: no kill starts after it",
