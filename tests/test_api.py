@@ -143,6 +143,26 @@ class APITests(unittest.TestCase):
         self.assertEqual(body[0]["in_use"], 1)
         self.assertIsNone(body[0]["days_to_expiry"])
 
+    async def test_uploadWarnsOfExpiredAndPending(self):
+        """A license that has ended, or not begun, is taken with a warning that names its
+        date; a valid one has none."""
+        data = licenseFile(
+            {"id": "L-OLD", "expires": "2026-01-31"},
+            {"id": "L-NEW", "starts": "2026-09-01"},
+            {"id": "L-NOW"},
+        )
+        code, body = await self.call("POST", "/api/licenses", data)
+        self.assertEqual(code, 201)
+        self.assertEqual(
+            body["warnings"],
+            [
+                "license L-OLD (XMLSpy) expired on 2026-01-31: it gives no seat",
+                "license L-NEW (XMLSpy) starts on 2026-09-01: it gives no seat before",
+            ],
+        )
+        code, body = await self.call("POST", "/api/licenses", licenseFile({"id": "L-OK"}))
+        self.assertNotIn("warnings", body)
+
     async def test_daysToExpiry(self):
         """Each license says how many whole days it has left (0 on its last day)."""
         data = licenseFile({"id": "L-A", "expires": "2026-06-07"}, {"id": "L-B"})

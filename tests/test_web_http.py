@@ -524,6 +524,15 @@ class TabTests(WebTestCase):
         self.assertIn('l2.lic: not a license file: this JSON has no "format" field', page.body)
         self.assertEqual(self.role.pool.count("license"), 1)
 
+    def test_uploadWarnsOfExpired(self):
+        """An expired license is added with a warning that names the file and the date."""
+        data = licenseFile({"id": "L-OLD", "expires": "2026-01-31"})
+        self.upload("/pool", {"csrf": self.csrf, "action": "upload"}, [data])
+        page = self.get("/pool")
+        self.assertIn("notice-warning", page.body)
+        self.assertIn("l0.lic: license L-OLD (XMLSpy) expired on 2026-01-31", page.body)
+        self.assertEqual(self.role.pool.count("license"), 1)
+
     def test_uploadWithoutToken(self):
         """An upload without the CSRF token adds nothing."""
         response = self.upload("/pool", {"action": "upload"}, [licenseFile({})])

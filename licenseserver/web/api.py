@@ -120,7 +120,11 @@ class AdminAPI(resource.Resource):
 
     async def postLicenses(self, request: server.Request) -> tuple[int, Any]:
         ids = await self.role.addLicenses(_body(request))
-        return self.changed(201, {"ids": ids})
+        body: dict[str, Any] = {"ids": ids}
+        warnings = views.upload_warnings(self.role, ids)
+        if warnings:
+            body["warnings"] = warnings
+        return self.changed(201, body)
 
     async def postActivate(
         self, request: server.Request, license_id: str, action: str

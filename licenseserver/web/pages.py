@@ -25,7 +25,7 @@ from twisted.web.template import flattenString
 
 from licenseserver.protocols.wire import ProtocolError
 from licenseserver.roles.base import AdminError
-from licenseserver.web import display, elements
+from licenseserver.web import display, elements, views
 from licenseserver.web.auth import AdminAuth, clientAddress
 from licenseserver.web.bounded import BodyTooLarge, UnreadableForm, formFields
 from licenseserver.web.sessions import COOKIE, CSRF_FIELD, AdminSession
@@ -395,9 +395,13 @@ class PoolPage(Page):
         added: list[str] = []
         for name, data in files:
             try:
-                added += await self.role.addLicenses(data)
+                ids = await self.role.addLicenses(data)
             except AdminError as e:
                 session.notify("error", f"{name}: {e.message}")
+                continue
+            added += ids
+            for warning in views.upload_warnings(self.role, ids):
+                session.notify("warning", f"{name}: {warning}")
         if added:
             return f"Added license{'s' if len(added) > 1 else ''} {', '.join(added)}."
         return None

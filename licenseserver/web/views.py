@@ -45,6 +45,28 @@ def license(role: Any, lic: License, inUse: int | None = None) -> dict[str, Any]
     return out
 
 
+def upload_warnings(role: Any, ids: list[str]) -> list[str]:
+    """What the admin should hear about licenses just added: ended, or not begun yet.
+
+    Such a license is taken (a vendor may ship one ahead of its start, and an
+    admin may keep an old one for the record), but it gives no seat now.
+    """
+    now = role.now()
+    out = []
+    for license_id in ids:
+        lic = role.pool.license(license_id)
+        status = allocation.license_status(lic, now)
+        if status == allocation.EXPIRED:
+            out.append(
+                f"license {lic.id} ({lic.product}) expired on {lic.expires}: it gives no seat"
+            )
+        elif status == allocation.PENDING:
+            out.append(
+                f"license {lic.id} ({lic.product}) starts on {lic.starts}: it gives no seat before"
+            )
+    return out
+
+
 def licenses(role: Any) -> list[dict[str, Any]]:
     """The license pool, in id order."""
     pool = role.pool
