@@ -88,6 +88,13 @@ class Options(usage.Options):
             str(int(bounded.REQUEST_TIMEOUT)),
             "seconds a web request may take to arrive, from its first byte to its last",
         ],
+        [
+            "web-access-log",
+            None,
+            "quiet",
+            "quiet (a line per web request, but not for /api/status, /healthz, /metrics),"
+            " all, or none",
+        ],
         ["commit-delay", None, "0.01", "seconds a lease renewal waits to share a disk sync"],
         [
             "commit-gather",
@@ -166,6 +173,11 @@ class Options(usage.Options):
         self["lease-ttl"] = _number(self, "lease-ttl", int, *LEASE_TTL_RANGE)
         self["web-max-body"] = _number(self, "web-max-body", int, 4096, 1 << 30)
         self["web-request-timeout"] = _number(self, "web-request-timeout", float, 1, 3600)
+        if self["web-access-log"] not in bounded.ACCESS_LOGS:
+            raise usage.UsageError(
+                f"--web-access-log must be {', '.join(bounded.ACCESS_LOGS)},"
+                f" not {self['web-access-log']!r}"
+            )
         self["commit-delay"] = _number(self, "commit-delay", float, 0, 1)
         self["commit-gather"] = _number(self, "commit-gather", float, 0, 0.1)
         self["limits"] = Limits(
@@ -396,6 +408,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         root,
         maxBody=options["web-max-body"],
         requestTimeout=options["web-request-timeout"],
+        accessLog=options["web-access-log"],
         reactor=reactor,
     )
     ListeningService(
