@@ -52,6 +52,9 @@ SETTING_DEFAULTS: dict[str, Any] = {
 }
 """Licensing settings (synced to the failover) before the admin changes them."""
 
+TWISTD_PIDFILE = "twistd.pid"
+"""twistd's own default ``--pidfile``, which ``Options`` moves into the data directory."""
+
 LEASE_TTL_RANGE = (4, 86400)
 """The seconds ``--lease-ttl`` may be, from and to."""
 
@@ -145,6 +148,21 @@ class Options(usage.Options):
             self.validate()
         except usage.UsageError as e:
             raise SystemExit(f"twistd licenseserver: {e}") from None
+        self.pidFileInDataDir()
+
+    def pidFileInDataDir(self) -> None:
+        """Put twistd's pid file in the data directory unless ``--pidfile`` names one.
+
+        twistd writes ``twistd.pid`` in the working directory, even with
+        ``--nodaemon``, and refuses to start while the pid in it runs: two
+        servers started from one directory (a primary and its failover on one
+        machine) would stop each other. One pid file per data directory fits
+        the one server per data directory that the data lock already keeps.
+        Only under ``twistd``: ``python -m twisted`` writes no pid file.
+        """
+        parent = getattr(self, "parent", None)
+        if parent is not None and parent.get("pidfile") == TWISTD_PIDFILE:
+            parent["pidfile"] = str(Path(self["data"]) / TWISTD_PIDFILE)
 
     def validate(self) -> None:
         """Check and convert every value; raise ``UsageError`` for a wrong one."""
@@ -160,7 +178,7 @@ class Options(usage.Options):
             _client_endpoint(reactor, self["primary"], self["primary-ca"])
         for name in ("port", "web"):
             try:
-                endpoints.serverFromString(reactor, self[name])
+                serverEndpoint(reactor, self[name])
             except Exception as e:
                 raise usage.UsageError(
                     f"--{name}={self[name]!r} is not an endpoint: {e}"

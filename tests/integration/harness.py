@@ -154,6 +154,7 @@ class ServerProcess:
         code_root: str | os.PathLike[str] | None = None,
         web_endpoint: str = EPHEMERAL,
         web_tls: ssl.SSLContext | None = None,
+        cwd: str | os.PathLike[str] | None = None,
     ):
         self.data_dir = Path(data_dir).resolve()
         self.code_root = Path(code_root) if code_root else REPO_ROOT
@@ -163,6 +164,8 @@ class ServerProcess:
         """The ``--web`` endpoint; with an ``ssl:`` one, give ``web_tls`` too."""
         self.web_tls = web_tls
         """The client TLS context for the web port, when it serves TLS (``https``)."""
+        self.cwd = Path(cwd) if cwd else self.code_root
+        """The working directory of the process (the code's root by default)."""
         self.name = name or self.data_dir.name
         self.extra_args = list(extra_args)
         self.log_path = self.data_dir.parent / f"{self.name}.log"
@@ -251,7 +254,7 @@ class ServerProcess:
         with open(self.out_path, "ab") as out:
             self.process = subprocess.Popen(
                 self.command(),
-                cwd=self.code_root,
+                cwd=self.cwd,
                 env=child_env(self.code_root),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
