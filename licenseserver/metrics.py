@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.web import resource, server
 
+from licenseserver import allocation
 from licenseserver._version import EDITION, __version__
 
 
@@ -72,13 +73,23 @@ class _RoleCollector:
         labels = ["license", "product"]
         seats = GaugeMetricFamily("licenseserver_seats", "Seats of a license.", labels=labels)
         used = GaugeMetricFamily("licenseserver_seats_in_use", "Seats in use.", labels=labels)
+        left = GaugeMetricFamily(
+            "licenseserver_license_days_to_expiry",
+            "Whole days until a license's end date (0 on its last day, negative after);"
+            " licenses that never end have no series.",
+            labels=labels,
+        )
         inUse = role.pool.seatsInUse(now)
         for lic in role.pool.all("license"):
             labels = [lic.id, lic.product]
             seats.add_metric(labels, lic.seats)
             used.add_metric(labels, inUse[lic.id])
+            days = allocation.days_to_expiry(lic, now)
+            if days is not None:
+                left.add_metric(labels, days)
         yield seats
         yield used
+        yield left
         live = [lease for lease in role.pool.all("lease") if lease.live(now)]
         leases = GaugeMetricFamily(
             "licenseserver_leases", "Live leases, running or borrowed.", labels=["borrowed"]

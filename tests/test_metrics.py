@@ -55,6 +55,16 @@ class MetricsTests(unittest.TestCase):
         second.connectionLost(None)
         self.assertEqual(samples(self.metrics)[("licenseserver_sessions", ())], 1)
 
+    def test_daysToExpiry(self):
+        """Each license that ends has a days-to-expiry series; one that never ends has none."""
+        (ends,) = self.successResultOf(
+            run(self.role.addLicenses(licenseFile({"id": "L-END", "expires": "2026-06-07"})))
+        )
+        got = samples(self.metrics)
+        name = "licenseserver_license_days_to_expiry"
+        self.assertEqual(got[(name, (("license", "L-END"), ("product", "XMLSpy")))], 10)
+        self.assertNotIn((name, (("license", self.lid), ("product", "XMLSpy"))), got)
+
     def test_onlyCountersEndInTotal(self):
         """No gauge's name ends in ``_total`` (Prometheus keeps that suffix for counters,
         and ``promtool check metrics`` refuses it elsewhere), peer gauges included; the
