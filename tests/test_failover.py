@@ -9,6 +9,7 @@ import dataclasses
 
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, formatEvent
 from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
@@ -309,6 +310,63 @@ class PairingTests(PairTestCase):
         self.advance(TAKEOVER * 3)
         self.assertEqual(again.state, "standby")
         self.assertIn("enterprise edition", again.problem)
+
+
+class ToldFailoverTests(PairTestCase):
+    """``failover=`` in the primary's STATUS and HELLO names the paired failover while it
+    has heartbeated within the takeover time, and says none otherwise."""
+
+    def told(self):
+        """``failover=`` of STATUS and of HELLO, each through the licensing protocol."""
+        proto = LicensingFactory(self.primary).buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(b"STATUS\nHELLO product=XMLSpy version=2025r2 host=h machine=m\n")
+        status, hello = (wire.parse_response(line) for line in transport.value().splitlines())
+        proto.connectionLost(None)
+        return status.args["failover"], hello.args["failover"]
+
+    def test_paired(self):
+        """A paired failover that heartbeats is named, however long it stays paired."""
+        self.assertEqual(self.told(), ("ls2:35355", "ls2:35355"))
+        self.advance(TAKEOVER * 4)
+        self.assertEqual(self.told(), ("ls2:35355", "ls2:35355"))
+
+    def test_closedLinkCountsForTheTakeoverTime(self):
+        """A failover whose link closed is named until the takeover time has passed since
+        its last heartbeat (it may be back at once, or take over after that time); then
+        none, until it pairs again."""
+        last = self.primary.peer.last_beat
+        self.stop(self.failover)
+        self.assertFalse(self.primary.peer.connected)
+        self.clock.advance(last + TAKEOVER - self.clock.seconds())
+        self.assertEqual(self.told(), ("ls2:35355", "ls2:35355"))
+        self.clock.advance(1)
+        self.assertEqual(self.told(), ("none", "none"))
+        self.assertEqual(self.primary.failoverAddress(), "ls2:35355", "the admin still sees it")
+        self.failover = self.startFailover()
+        self.advance(0.5)
+        self.assertEqual(self.told(), ("ls2:35355", "ls2:35355"))
+
+    def test_silentLink(self):
+        """A link that stays open but carries no heartbeat for the takeover time: none; named
+        again once heartbeats arrive."""
+        self.endpoint.silent = True
+        self.clock.advance(TAKEOVER + 1)
+        self.assertTrue(self.primary.peer.connected)
+        self.assertEqual(self.told(), ("none", "none"))
+        self.endpoint.silent = False
+        self.beat()
+        self.assertEqual(self.told(), ("ls2:35355", "ls2:35355"))
+
+    def test_noneAfterRestart(self):
+        """A restarted primary names no failover until one pairs with it again."""
+        self.killPrimary()
+        self.primary = self.startPrimary()
+        self.assertEqual(self.told(), ("none", "none"))
+        self.endpoint.revive(LicensingFactory(self.primary))
+        self.beat()
+        self.assertEqual(self.told(), ("ls2:35355", "ls2:35355"))
 
 
 class SyncTests(PairTestCase):

@@ -245,7 +245,12 @@ class ServingRole(service.MultiService):
         return None
 
     def failoverAddress(self) -> str | None:
-        """The address clients should go to when this server is gone."""
+        """The failover this server knows of, as the admin's pages show it; None when none."""
+        return None
+
+    def failoverForClients(self) -> str | None:
+        """The failover that ``failover=`` in STATUS and HELLO names: where clients should
+        go when this server stops answering; None when there is none."""
         return None
 
     def peerStatus(self) -> dict[str, Any] | None:
@@ -400,7 +405,7 @@ class ServingRole(service.MultiService):
             "version": __version__,
             "edition": EDITION,
             "primary": self.primaryAddress() or "none",
-            "failover": self.failoverAddress() or "none",
+            "failover": self.failoverForClients() or "none",
         }
 
     async def hello(self, session: Session, args: Mapping[str, str]) -> dict[str, Any]:

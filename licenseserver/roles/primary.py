@@ -104,10 +104,25 @@ class PrimaryRole(ServingRole):
     # What the primary tells about its failover
 
     def failoverAddress(self) -> str | None:
-        """The failover clients should go to: the one paired last."""
+        """The failover paired last, remembered across restarts (for the admin's pages)."""
         if self.peer is not None:
             return self.peer.address
         return self.rememberedFailover
+
+    def failoverForClients(self) -> str | None:
+        """The paired failover, while it has heartbeated within the takeover time.
+
+        A link that has just closed still counts until then: the failover may be
+        back at once (a restart, a reset connection), and if it lost this server
+        it takes over only after the same time of silence, so it is where a client
+        should go if this server stops answering. After that it is either gone or
+        serving on its own, no longer this server's failover: clients are told
+        none. So are they after a restart, until a failover pairs again.
+        """
+        link = self.peer
+        if link is None or self.clock.seconds() - link.last_beat > self.takeoverAfter:
+            return None
+        return link.address
 
     def peerAlive(self) -> bool:
         """Whether the paired failover's link is up and heartbeated recently."""
