@@ -1,13 +1,17 @@
 """Tests of FAILOVER.md rules that the failover tests leave open.
 
 A standby failover refuses the admin changes of the tabs it hides (rule 5),
-and a refused pairing is told in the log on both sides, once rather than on
-every retry (rules 3 and 12).
+a refused pairing is told in the log on both sides, once rather than on
+every retry (rules 3 and 12), and a primary that answers, even with a
+refusal, is alive (rule 8).
 """
 
+from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, formatEvent
 
 from licenseserver._version import __version__
+from licenseserver.protocols.licensing import LicensingFactory
+from licenseserver.protocols.shedding import Limits
 from licenseserver.roles import primary as primary_module
 from licenseserver.roles.base import AdminError
 from tests.helpers import licenseFile, run
@@ -128,3 +132,47 @@ class RefusalLogTests(PairTestCase):
         (line,) = self.texts(logged, "refused failover")
         self.assertIn("refused failover ls3 from ", line)
         self.assertIn("wrong pairing proof", line)
+
+
+class RefusingPrimaryTests(PairTestCase):
+    """Rule 8: only silence counts. A primary that answers the failover with an ERR line
+    (here load shedding's 429) is alive: the failover, synced and able to take over,
+    stays in standby for as long as the primary goes on answering."""
+
+    def setUp(self):
+        super().setUp()
+        self.ok(self.primary.addLicenses(licenseFile({"seats": 1})))
+        self.beat()
+        self.assertMirrors()
+
+    def sheddingPrimary(self, **limits):
+        """The same primary, back on a licensing port that sheds load as ``limits`` say."""
+        factory = LicensingFactory(self.primary, limits=Limits(**limits))
+        self.killPrimary()
+        self.endpoint.revive(factory)
+        return factory
+
+    def assertStaysStandby(self):
+        for _ in range(3):
+            self.advance(TAKEOVER)
+            self.assertEqual(self.failover.state, "standby")
+        self.assertEqual(self.failover.takeovers, 0)
+
+    def test_tooManyConnections(self):
+        """A primary at its connection cap answers PEER with 429 too-many-connections and
+        closes the link, every time: the failover stays in standby and says why."""
+        factory = self.sheddingPrimary(max_connections=1)
+        factory.buildProtocol(None).makeConnection(StringTransport())
+        self.assertStaysStandby()
+        self.assertEqual(self.failover.linkState, "refused")
+        self.assertIn("429 too-many-connections", self.failover.problem)
+
+    def test_rateLimitedHeartbeats(self):
+        """A paired link whose every BEAT is answered 429 rate-limited is a live primary:
+        the failover stays in standby."""
+        self.sheddingPrimary(rate=0.001, burst=3)  # PEER, AUTH and SYNC, then no more
+        self.assertStaysStandby()
+        self.assertEqual(self.failover.linkState, "paired")
+        now = self.clock.seconds()
+        self.assertLess(self.primary.peer.last_beat, now - TAKEOVER, "no BEAT was served")
+        self.assertGreater(self.failover.lastHeard, now - HEARTBEAT * 2)
