@@ -19,6 +19,7 @@ from licenseserver._version import EDITION, __version__
 from licenseserver.interfaces import IRole
 from licenseserver.model import Change, Setting
 from licenseserver.passwords import peer_proof
+from licenseserver.pool import Pool
 from licenseserver.protocols import wire
 from licenseserver.protocols.licensing import LicensingFactory
 from licenseserver.protocols.peer import PeerClientProtocol
@@ -40,6 +41,18 @@ def canonical(snapshot):
     return snapshot.revision, {
         kind: sorted(records, key=lambda r: r.key) for kind, records in snapshot.records.items()
     }
+
+
+class AnswerOnceAndDie(LineReceiver):
+    """A primary that answers the first line it gets (PEER) and dies before any other."""
+
+    delimiter = b"\n"
+
+    def lineReceived(self, line):
+        self.transport.write(
+            f"OK server=ls1 version={__version__} edition={EDITION} challenge=00\n".encode()
+        )
+        self.transport.loseConnection()
 
 
 class PairTestCase(unittest.TestCase):
@@ -563,6 +576,36 @@ class TakeoverTests(PairTestCase):
         kinds = [e.kind for e in self.successResultOf(self.failoverStore.events(10))]
         self.assertEqual(kinds[0], "handback")
         self.assertIn("takeover", kinds)
+
+    def test_handbackRestoresAtOnce(self):
+        """Handback puts back the pool of the takeover at once, not at the next sync: a
+        primary that answers once and dies again before a sync does not leave the failover
+        serving, at its next takeover, what it added while active."""
+        self.killPrimary()
+        self.advance(TAKEOVER + 0.2)
+        self.ok(self.failover.addLicenses(licenseFile({"product": "MapForce"})))
+        self.ok(self.failover.release(hello(self.failover, "m1"), {"lease": self.lease}))
+        added = self.ok(self.failover.checkout(hello(self.failover, "m9"), {}))["lease"]
+        self.endpoint.revive(Factory.forProtocol(AnswerOnceAndDie))
+        for _ in range(int(HEARTBEAT * 2 / 0.05)):
+            self.advance(0.05)
+            if self.failover.state == "standby":
+                break
+        self.assertEqual(self.failover.state, "standby")
+        self.assertNotEqual(self.failover.linkState, "paired", "no sync happened")
+        self.killPrimary()
+        self.advance(TAKEOVER + 0.2)
+        self.assertEqual(self.failover.state, "active")
+        self.assertEqual(self.failover.takeovers, 2)
+        stored = Pool.fromSnapshot(self.successResultOf(self.failoverStore.load()))
+        for held in (self.failover.pool, stored):
+            self.assertEqual(held.licensesFor("MapForce"), [])
+            self.assertEqual([lease.id for lease in held.all("lease")], [self.lease])
+            self.assertIsNone(held.lease(added))
+            self.assertIsNone(held.clientByMachine("m9"))
+        s = hello(self.failover, "m1")
+        self.ok(self.failover.heartbeat(s, {"lease": self.lease}))
+        self.refused(self.failover.checkout(hello(self.failover, "m2"), {}), "no-seats")
 
     def test_flapping(self):
         """Down, up, down: the failover hands back within a heartbeat and never serves while
