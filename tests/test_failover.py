@@ -17,6 +17,7 @@ from zope.interface.verify import verifyObject
 
 from licenseserver._version import EDITION, __version__
 from licenseserver.interfaces import IRole
+from licenseserver.localstate import DIVERGED
 from licenseserver.model import Change, Setting
 from licenseserver.passwords import peer_proof
 from licenseserver.pool import Pool
@@ -452,6 +453,25 @@ class SyncTests(PairTestCase):
         self.beat()
         self.assertMirrors()
 
+    def test_formerPrimaryReplacesItsData(self):
+        """A server that becomes the failover of a primary it did not mirror (its data marked
+        diverged) replaces its data at the first sync, even with a revision behind the
+        primary's: changes since that revision would keep its own records."""
+        self.stop(self.failover)
+        self.advance(0.5)
+        for seats in (2, 3, 4):
+            self.ok(self.primary.addLicenses(licenseFile({"seats": seats})))
+        store = FakeStore()
+        former = makeRole(store, self.clock, cls=PrimaryRole)
+        self.ok(former.addLicenses(licenseFile({"product": "MapForce"})))
+        self.successResultOf(former.stopService())
+        self.successResultOf(store.setLocal(DIVERGED, 0))
+        self.assertLess(self.successResultOf(store.load()).revision, self.primary.pool.revision)
+        self.failoverStore = store
+        self.failover = self.startFailover(store=store)
+        self.beat()
+        self.assertMirrors()
+
     def test_lagShown(self):
         """The primary shows how many revisions its failover lags behind."""
         self.endpoint.silent = True
@@ -658,6 +678,32 @@ class TakeoverTests(PairTestCase):
         self.beat()
         self.assertEqual(self.failover.state, "standby")
         self.assertMirrors()
+
+    def test_divergedSyncIsSnapshot(self):
+        """After a handback without the takeover's pool (the failover restarted while
+        active), the next sync is a full snapshot, even when the primary's revision has
+        passed the failover's: changes since the failover's own revision would keep what
+        it did while active and miss what the primary did meanwhile.
+
+        The servers are cut apart, not stopped: the primary goes on taking changes.
+        """
+        self.killPrimary()
+        self.advance(TAKEOVER + 0.2)
+        self.assertEqual(self.failover.state, "active")
+        self.ok(self.failover.addLicenses(licenseFile({"product": "MapForce"})))
+        for seats in (2, 3, 4):
+            self.ok(self.primary.addLicenses(licenseFile({"seats": seats})))
+        self.assertGreater(self.primary.committedRevision, self.failover.pool.revision)
+        self.stop(self.failover)
+        self.failover = self.startFailover()
+        self.advance(TAKEOVER + 0.2)
+        self.assertEqual(self.failover.state, "active")
+        self.endpoint.revive(LicensingFactory(self.primary))
+        self.beat()
+        self.assertEqual(self.failover.state, "standby")
+        self.beat()
+        self.assertMirrors()
+        self.assertEqual(self.failover.pool.licensesFor("MapForce"), [])
 
     def test_reaperOnlyWhenActive(self):
         """A standby failover leaves expiry to the primary; an active one reaps."""
