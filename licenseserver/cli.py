@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from licenseserver import certs, signing
+from licenseserver import certs, signing, tls
 from licenseserver._version import __version__
 from licenseserver.addresses import format_host_port, parse_host_port
 from licenseserver.client.cli import register as register_client
@@ -272,7 +272,7 @@ def _status(args: argparse.Namespace) -> None:
     context = None
     if args.ca:
         try:
-            context = ssl.create_default_context(cafile=args.ca)
+            context = tls.python_client_context(args.ca)
         except ssl.SSLError as e:
             raise CommandError(f"{args.ca} holds no PEM certificate: {e.reason or e}") from e
         except OSError as e:

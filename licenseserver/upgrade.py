@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from licenseserver import store, versions
+from licenseserver import store, tls, versions
 from licenseserver.addresses import endpoint_host_port, format_host_port, parse_host_port
 from licenseserver.datadir import DataDir
 from licenseserver.localstate import PRIMARY, PRIMARY_CA, ROLE, SERVER_VERSION, role_change
@@ -396,7 +396,7 @@ def ask_primary_status(
 def _tls(conn: socket.socket, host: str, ca: str) -> ssl.SSLSocket:
     """``conn`` in TLS, trusting only ``ca`` and requiring a certificate for ``host``."""
     try:
-        context = ssl.create_default_context(cafile=ca)
+        context = tls.python_client_context(ca)
     except (OSError, ValueError) as e:
         why = getattr(e, "strerror", None) or getattr(e, "reason", None) or e
         raise PrimaryUnreachableError(f"its CA file {ca} (--primary-ca) is unusable: {why}") from e

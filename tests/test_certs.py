@@ -21,7 +21,7 @@ from twisted.internet import endpoints, reactor
 from twisted.internet import ssl as twisted_ssl
 from twisted.trial import unittest
 
-from licenseserver import certs, cli
+from licenseserver import certs, cli, listening, tls
 
 NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
 DAY = datetime.timedelta(days=1)
@@ -42,11 +42,13 @@ def verifier(
 def handshake(server_pem: Path, server_key: Path, cafile: Path, host: str) -> None:
     """Run a TLS handshake in memory: a client trusting ``cafile`` connects to ``host``.
 
-    Raises ``ssl.SSLCertVerificationError`` when the client refuses the server.
+    The client checks as the tools do (``tls.python_client_context``, which
+    checks as the failover's link does). Raises ``ssl.SSLCertVerificationError``
+    when the client refuses the server.
     """
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(server_pem, server_key)
-    client_context = ssl.create_default_context(cafile=str(cafile))
+    client_context = tls.python_client_context(cafile)
     to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
     from_server, from_client = ssl.MemoryBIO(), ssl.MemoryBIO()
     client = client_context.wrap_bio(from_server, to_server, server_hostname=host)
@@ -301,14 +303,17 @@ class FileTests(unittest.TestCase):
             handshake(pem, key, other_pem, "ls1.example.com")
 
     def test_twistedEndpoint(self) -> None:
-        """``tls_endpoint`` names the files so that Twisted loads them, even with ':' in a path."""
+        """``tls_endpoint`` names the files so that the server loads them, ':' in a path too."""
         odd = self.directory / "a:b=c"
         odd.mkdir()
         pem, key = certs.write_server_certificate(self.ca_dir, odd / "ls1", ["ls1.example.com"])
         text = certs.tls_endpoint(0, key, pem, interface="127.0.0.1")
         self.assertTrue(text.startswith("ssl:0:interface=127.0.0.1:privateKey="), text)
-        endpoint = endpoints.serverFromString(reactor, text)
-        self.assertIsInstance(endpoint, endpoints.SSL4ServerEndpoint)
+        for endpoint in (
+            endpoints.serverFromString(reactor, text),
+            listening.serverEndpoint(reactor, text),
+        ):
+            self.assertIsInstance(endpoint, endpoints.SSL4ServerEndpoint)
         loaded = twisted_ssl.PrivateCertificate.loadPEM(pem.read_bytes() + key.read_bytes())
         self.assertEqual(loaded.getSubject().commonName, b"ls1.example.com")
 
@@ -362,7 +367,14 @@ class FileTests(unittest.TestCase):
         self.assertIn("not a CA certificate", str(caught.exception))
 
     def test_rsaCAMadeElsewhere(self) -> None:
-        """A CA directory holding an RSA CA made elsewhere signs server certificates too."""
+        """An RSA CA made elsewhere, without a key usage extension, is accepted on every Python.
+
+        It signs server certificates, and a client that trusts it accepts them.
+        The decision (``docs/tls.md``): the strict X.509 checks of Python 3.13's
+        default context, which refuse a CA without key usage, are applied
+        nowhere. The client here checks as the tools do; the failover's link
+        and the SDK are shown in ``tests.test_tls_ciphers.CompanyCATests``.
+        """
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Corp CA")])
         start = datetime.datetime.now(datetime.UTC) - DAY
@@ -387,6 +399,8 @@ class FileTests(unittest.TestCase):
                 serialization.NoEncryption(),
             )
         )
+        with self.assertRaises(x509.ExtensionNotFound):
+            ca.extensions.get_extension_for_class(x509.KeyUsage)
         pem, server_key = certs.write_server_certificate(corp, self.prefix, ["ls1.example.com"])
         leaf = x509.load_pem_x509_certificates(pem.read_bytes())[0]
         leaf.verify_directly_issued_by(ca)
