@@ -138,6 +138,26 @@ class PeerHandshakeTests(RoleTestCase):
         self.assertEqual(failure.value.args_, {"name": "ls2"})
         self.assertIn("name=ls2", failure.value.toLine().decode())
 
+    def test_sameNameReplacesLiveLink(self):
+        """A failover of the same name that pairs again while its old link is alive (say,
+        restarted before the primary saw the old connection close) replaces that link: the
+        new one is paired, the old one is not, and its close leaves the new one up."""
+        old, d = self.pair("ls2")
+        self.successResultOf(d)
+        self.clock.advance(1)
+        self.ok(self.role.peerBeat(old, {}))
+        self.assertTrue(self.role.peerAlive())
+        new, d = self.pair("ls2")
+        self.assertEqual(self.successResultOf(d), {"revision": 0})
+        self.assertIs(self.role.peer.session, new)
+        self.ok(self.role.peerBeat(new, {}))
+        error = self.refused(self.role.peerBeat(old, {}), "not-authorized")
+        self.assertTrue(error.closes)
+        self.role.sessionClosed(old)
+        self.assertTrue(self.role.peer.connected)
+        self.assertTrue(self.role.peerAlive())
+        self.ok(self.role.peerSync(new, {"since": "0"}))
+
     def test_silentLinkNoLongerPaired(self):
         """Once the paired failover's link has been silent past the takeover time, another
         failover pairs."""
