@@ -30,6 +30,7 @@ from licenseserver.roles.base import AdminError
 from licenseserver.roles.failover import FailoverRole
 from licenseserver.roles.primary import PrimaryRole
 from licenseserver.testing import FakeStore, PumpEndpoint
+from licenseserver.web import views
 from tests.helpers import START, hello, licenseFile, makeRole, run, session
 
 SECRET = "s3cret-pairing"
@@ -372,6 +373,26 @@ class ToldFailoverTests(PairTestCase):
         self.endpoint.silent = False
         self.beat()
         self.assertEqual(self.told(), ("ls2:35355", "ls2:35355"))
+
+    def test_rememberedAcrossRestart(self):
+        """The primary remembers the failover that paired last across a restart: the admin's
+        status shows it before that failover pairs again (clients are told none meanwhile),
+        and a failover pairing from another address replaces it."""
+        self.killPrimary()
+        self.primary = self.startPrimary()
+        self.assertIsNone(self.primary.peer)
+        self.assertEqual(self.primary.failoverAddress(), "ls2:35355")
+        self.assertEqual(views.status(self.primary)["failover"], "ls2:35355")
+        self.assertEqual(self.told(), ("none", "none"))
+        self.stop(self.failover)
+        self.endpoint.revive(LicensingFactory(self.primary))
+        self.failover = self.startFailover(advertise="ls2.example.com:35356")
+        self.advance(1)
+        self.assertEqual(self.failover.linkState, "paired")
+        self.killPrimary()
+        self.primary = self.startPrimary()
+        self.assertEqual(self.primary.failoverAddress(), "ls2.example.com:35356")
+        self.assertIsNone(self.startPrimary(FakeStore()).failoverAddress(), "none paired yet")
 
     def test_noneAfterRestart(self):
         """A restarted primary names no failover until one pairs with it again."""
