@@ -4,7 +4,8 @@ Like ``strports.service``, but a port that cannot be had ends the process
 with a one-line reason and exit status 1 instead of a traceback, and the
 port actually bound (useful with ``tcp:0``) is written to a file and passed
 to a callback, so tests and scripts can find it. A plain ``tcp:PORT`` listens
-on IPv4 and IPv6 alike.
+on IPv4 and IPv6 alike, and an ``ssl:`` endpoint serves TLS with the settings
+of ``licenseserver.tls``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 from twisted.application import service
 from twisted.internet import defer, endpoints
 from twisted.internet.error import CannotListenError
+
+from licenseserver import tls
 
 _PLAIN_TCP = re.compile(r"tcp:(?:port=)?([0-9]{1,5})")
 
@@ -40,12 +43,112 @@ def serverEndpoint(reactor: Any, description: str) -> Any:
 
     ``tcp:PORT`` without an interface listens on every IPv4 and IPv6 address
     (one dual-stack socket on ``::``) where the host has IPv6, on every IPv4
-    address otherwise; any other string means what Twisted says it means.
+    address otherwise. ``ssl:`` takes Twisted's fields but serves the TLS
+    versions and suites of ``licenseserver.tls`` (see ``tlsServerEndpoint``).
+    Any other string means what Twisted says it means.
     """
     match = _PLAIN_TCP.fullmatch(description)
     if match and _dual_stack():
         return endpoints.TCP6ServerEndpoint(reactor, int(match.group(1)), interface="::")
+    args, _ = split_description(description)
+    if args and args[0] == "ssl":
+        return tlsServerEndpoint(reactor, description)
     return endpoints.serverFromString(reactor, description)
+
+
+def split_description(description: str) -> tuple[list[str], dict[str, str]]:
+    """The positional and keyword fields of an endpoint string, as Twisted splits them.
+
+    ``:`` ends a field, the first ``=`` in a field ends its keyword, and a
+    backslash takes the next character as it is (``\\:``, ``\\=``).
+    """
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    field: list[str] = []
+    keyword: str | None = None
+    characters = iter(description)
+
+    def end_field() -> None:
+        text = "".join(field)
+        if keyword is None:
+            args.append(text)
+        else:
+            kwargs[keyword] = text
+
+    for char in characters:
+        if char == "\\":
+            escaped = next(characters, None)
+            if escaped is None:
+                raise ValueError(f"{description!r} ends in a lone backslash")
+            field.append(escaped)
+        elif char == ":":
+            end_field()
+            field, keyword = [], None
+        elif char == "=" and keyword is None:
+            keyword, field = "".join(field), []
+        else:
+            field.append(char)
+    end_field()
+    return args, kwargs
+
+
+_SSL_FIELDS = (
+    "port",
+    "privateKey",
+    "certKey",
+    "sslmethod",
+    "interface",
+    "backlog",
+    "extraCertChain",
+    "dhParameters",
+)
+"""The fields of Twisted's ``ssl:`` server endpoint, in its positional order."""
+
+
+def tlsServerEndpoint(reactor: Any, description: str) -> Any:
+    """The endpoint of an ``ssl:`` string, with the TLS settings of ``licenseserver.tls``.
+
+    The fields are Twisted's (``port``, ``privateKey`` [``server.pem``],
+    ``certKey`` [the key file], ``interface``, ``backlog``, ``extraCertChain``,
+    ``dhParameters``) and the files are read as Twisted reads them; what
+    Twisted's own parser cannot do is choose the suites, so this one does.
+    ``sslmethod`` is refused: it would undo the TLS 1.2 minimum. Raises
+    ``ValueError`` for a field that is unknown, missing or given twice, and
+    what ``tls.serverOptions`` raises for its files.
+    """
+    args, kwargs = split_description(description)
+    if not args or args[0] != "ssl":
+        raise ValueError(f"{description!r} is not an ssl: endpoint")
+    values: dict[str, str] = {}
+    positional = args[1:]
+    if len(positional) > len(_SSL_FIELDS):
+        raise ValueError(f"{description!r} has too many fields")
+    for name, value in zip(_SSL_FIELDS, positional, strict=False):
+        values[name] = value
+    for name, value in kwargs.items():
+        if name not in _SSL_FIELDS:
+            raise ValueError(f"ssl: endpoints have no field {name!r}")
+        if name in values:
+            raise ValueError(f"ssl: field {name!r} given twice")
+        values[name] = value
+    if "sslmethod" in values:
+        raise ValueError("sslmethod is not supported: the server speaks TLS 1.2 and 1.3 only")
+    if "port" not in values:
+        raise ValueError(f"{description!r} names no port")
+    try:
+        port, backlog = int(values["port"]), int(values.get("backlog", "50"))
+    except ValueError:
+        raise ValueError(f"{description!r}: port and backlog must be numbers") from None
+    privateKey = values.get("privateKey", "server.pem")
+    options = tls.serverOptions(
+        privateKey,
+        values.get("certKey", privateKey),
+        extraCertChain=values.get("extraCertChain"),
+        dhParameters=values.get("dhParameters"),
+    )
+    return endpoints.SSL4ServerEndpoint(
+        reactor, port, options, backlog=backlog, interface=values.get("interface", "")
+    )
 
 
 def addressText(address: Any) -> str:

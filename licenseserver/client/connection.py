@@ -8,7 +8,8 @@ answer within ``timeout`` breaks the connection: it and every request behind
 it fail with ``ServerTimeout``, since answers could no longer be matched.
 
 ``open_connection`` connects through any client endpoint, so tests can use
-in-memory ones; ``AddressEndpoint`` is the default for ``host:port``.
+in-memory ones; ``AddressEndpoint`` is the default for ``host:port``, and
+``tls_endpoint_for`` gives the same over TLS.
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet import defer, threads
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
+from twisted.python import usage
 from zope.interface import implementer
 
+from licenseserver import tls
 from licenseserver.client import errors
 from licenseserver.client.core import split_address, without_none
 from licenseserver.protocols import wire
@@ -204,3 +207,29 @@ class AddressEndpoint:
         if last is None:
             raise errors.ConnectFailed(f"{self.host}:{self.port}", f"no address for {self.host}")
         raise last
+
+
+def tls_endpoint_for(
+    reactor: Any, ca: str | None = None, timeout: float = 10.0
+) -> Callable[[str], Any]:
+    """An ``endpoint_for`` that reaches each ``host:port`` over TLS.
+
+    The server's certificate must name ``host`` and chain to a certificate in
+    ``ca`` (a PEM file of trust roots; the system's trust store without it).
+    The connection speaks TLS 1.2 or 1.3 with the suites the server offers
+    (``licenseserver.tls.CIPHERS``). ``timeout`` bounds each TCP connection
+    attempt. Raises ``ValueError`` at once for a ``ca`` file that cannot be
+    read or holds no PEM certificate.
+    """
+    trust_root = None
+    if ca is not None:
+        try:
+            trust_root = tls.load_trust_roots(ca)
+        except usage.UsageError as e:
+            raise ValueError(str(e)) from None
+
+    def endpoint_for(address: str) -> Any:
+        options = tls.clientOptionsTrusting(split_address(address)[0], trust_root)
+        return wrapClientTLS(options, AddressEndpoint(reactor, address, timeout))
+
+    return endpoint_for

@@ -98,6 +98,16 @@ def plainExchange(port: int, data: bytes, timeout: float = CLIENT_TIMEOUT) -> tu
     return received, False
 
 
+def tls12Handshake(port: int, cafile: Path, ciphers: str) -> tuple[str | None, str]:
+    """A TLS 1.2 handshake offering only ``ciphers``: the version and suite agreed."""
+    context = tls_client_context(cafile)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(ciphers)
+    with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+            return conn.version(), conn.cipher()[0]
+
+
 class CertificatesMixin:
     """A private CA and a server certificate for 127.0.0.1 and localhost under ``self.base``."""
 
@@ -210,6 +220,21 @@ class TLSPortTests(CertificatesMixin, unittest.TestCase):
                 context=ssl.create_default_context(),
             )
         self.assertIsInstance(caught.exception.reason, ssl.SSLCertVerificationError)
+        self.assertTrue(self.server.healthy())
+
+    def test_aeadSuitesOnly(self) -> None:
+        """Under TLS 1.2 both ports refuse a client that offers only CBC suites, not AEAD ones.
+
+        What testssl.sh checks: a client limited to TLS 1.2 and CBC suites
+        (LUCKY13's target) gets no connection on the licensing port or the web
+        port; limited to an AEAD suite it gets that suite.
+        """
+        cbc = "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384:ECDHE-ECDSA-AES128-SHA"
+        aead = "ECDHE-ECDSA-CHACHA20-POLY1305"
+        for port in (self.server.licensing_port, self.server.web_port):
+            with self.assertRaises(ssl.SSLError, msg=f"port {port}"):
+                tls12Handshake(port, self.caPem, cbc)
+            self.assertEqual(tls12Handshake(port, self.caPem, aead), ("TLSv1.2", aead))
         self.assertTrue(self.server.healthy())
 
 
