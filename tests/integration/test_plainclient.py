@@ -855,11 +855,14 @@ class WebTests(ServerTestCase):
         self.assertEqual(status["edition"], line["edition"])
 
     def test_adminNeedsAuth(self) -> None:
-        """The admin API refuses requests without the admin password."""
+        """The admin API refuses requests without the admin password, or with a wrong one
+        (which then makes the address wait a second: 429 with Retry-After)."""
+        self.assertEqual(http_request(self.server, "GET", "/api/licenses").status, 200)
         self.assertEqual(http_request(self.server, "GET", "/api/licenses", auth=False).status, 401)
         wrong = http_request(self.server, "GET", "/api/licenses", auth=("admin", "wrong"))
-        self.assertEqual(wrong.status, 401)
-        self.assertEqual(http_request(self.server, "GET", "/api/licenses").status, 200)
+        self.assertEqual((wrong.status, wrong.json()), (401, {"error": "wrong password"}))
+        early = http_request(self.server, "GET", "/api/licenses")
+        self.assertEqual((early.status, early.headers["Retry-After"]), (429, "1"))
 
     def test_untrustedLicense(self) -> None:
         """A license signed by an untrusted key is refused with 400 and a reason."""
