@@ -81,6 +81,38 @@ class SheddingTests(unittest.TestCase):
         self.clock.advance(900)
         self.assertTrue(transport.disconnecting)
 
+    def test_silentConnectionsDoNotStopOthers(self):
+        """2,000 connections that never send a line leave the server answering another
+        client at once; the idle timeout closes every one of them, not the client that
+        talks, and their places in the connection counts are given back."""
+        factory = self.factory(idle_timeout=60, max_connections=20000, max_per_address=1000)
+        silent = [self.connect(factory, f"10.1.{i // 200}.{i % 200}") for i in range(2000)]
+        self.assertEqual(factory.connections.total, 2000)
+        proto, transport = self.connect(factory, "10.0.0.9")
+        proto.dataReceived(b"PING\nHELLO product=XMLSpy version=2025r2 host=h machine=m\nSTATUS\n")
+        self.assertEqual([a.ok for a in self.answers(transport)], [True, True, True])
+        for _ in range(13):
+            self.clock.advance(5)
+            proto.dataReceived(b"PING\n")
+            self.assertEqual([a.reason or "ok" for a in self.answers(transport)], ["ok"])
+        self.assertEqual([t for _, t in silent if not t.disconnecting], [])
+        self.assertFalse(transport.disconnecting)
+        for silentProto, _ in silent:
+            silentProto.connectionLost(None)
+        self.assertEqual(factory.connections.total, 1)
+        self.assertEqual(factory.sessions, {proto})
+
+    def test_partialLineIsSilence(self):
+        """A connection that trickles bytes but never ends a line is closed at the idle
+        timeout like a silent one: only a whole line counts as hearing from the client."""
+        factory = self.factory(idle_timeout=60)
+        trickler, transport = self.connect(factory)
+        for _ in range(13):
+            self.clock.advance(5)
+            trickler.dataReceived(b"P")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), b"")
+
     def test_rateLimited(self):
         """Requests over a session's rate get 429 rate-limited; others are unaffected."""
         factory = self.factory(rate=1, burst=2)

@@ -111,7 +111,10 @@ class LicensingProtocol(LineReceiver):
 
     def dataReceived(self, data: bytes) -> None:
         if self.admitted:
-            self.lastHeard = self.factory.clock.seconds()
+            if b"\n" in data:
+                # Only a line that ends is hearing from the client: bytes that never
+                # make a line do not hold the connection open past the idle timeout.
+                self.lastHeard = self.factory.clock.seconds()
             super().dataReceived(data)
             if self.paused and not self._socketPaused and len(self._buffer) > wire.MAX_LINE:
                 self._socketPaused = True
@@ -332,7 +335,7 @@ class LicensingFactory(Factory):
         return max(self.limits.idle_timeout, 2 * self.role.heartbeatInterval())
 
     def closeIdle(self) -> int:
-        """Close the sessions that sent nothing for the idle timeout; return how many."""
+        """Close the sessions that sent no line for the idle timeout; return how many."""
         deadline = self.clock.seconds() - self.idleTimeout()
         idle = [p for p in self.sessions if p.lastHeard <= deadline]
         for protocol in idle:

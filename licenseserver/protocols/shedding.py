@@ -2,7 +2,7 @@
 
 A server that says no early stays up for everyone else: past the caps a
 new connection gets ``ERR 429 too-many-connections`` and is closed, a
-session that sends nothing for ``idle_timeout`` seconds is closed, and a
+session that sends no line for ``idle_timeout`` seconds is closed, and a
 session that asks faster than its rate gets ``ERR 429 rate-limited`` for
 the requests over it.
 """
