@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import shutil
 import socket
 import sys
@@ -23,6 +24,7 @@ from typing import Any
 from twisted.trial import unittest
 
 from licenseserver import client as licensing
+from licenseserver.cli import CommandError
 from licenseserver.client import cli as client_cli
 from tests.integration.harness import (
     HarnessError,
@@ -272,6 +274,21 @@ class FailoverDrillTests(PairTestCase):
 class CommandLineTests(PairTestCase):
     """``licenseserver client ...`` against the real servers."""
 
+    def setUp(self) -> None:
+        super().setUp()
+        # The lease records of this test's commands, in-process and in processes of their own.
+        self.leaseDir = self.base / "leases"
+        saved = os.environ.get(client_cli.LEASE_DIR_VARIABLE)
+        os.environ[client_cli.LEASE_DIR_VARIABLE] = str(self.leaseDir)
+
+        def restore() -> None:
+            if saved is None:
+                os.environ.pop(client_cli.LEASE_DIR_VARIABLE, None)
+            else:
+                os.environ[client_cli.LEASE_DIR_VARIABLE] = saved
+
+        self.addCleanup(restore)
+
     def command(self, *argv: str) -> str:
         parser = argparse.ArgumentParser(prog="licenseserver")
         client_cli.register(parser.add_subparsers(dest="command", required=True))
@@ -323,6 +340,75 @@ class CommandLineTests(PairTestCase):
         borrowed = json.loads(self.command("borrow", *self.identity(), "--days", "2"))
         self.assertEqual(borrowed["server"], self.primaryAddress)
         self.command("release", *self.identity(), "--lease", borrowed["id"])
+
+    def registration(self, machine: str = MACHINE) -> list[tuple[str, str, str, str]]:
+        """(host, product, version, user) of each product ``machine`` has registered."""
+        return sorted(
+            (client["host"], p["product"], p["version"], p["user"])
+            for client in api_get(self.primary, "/api/clients")
+            if client["machine"] == machine
+            for p in client["products"]
+        )
+
+    def test_registrationKept(self) -> None:
+        """After a checkout that said host ws-anna and user anna, a heartbeat and a release
+        that give only the lease id leave the machine's registration as it was; one for
+        another machine is refused and registers nothing."""
+        said = ["--host", "ws-anna", "--user", "anna"]
+        grant = json.loads(self.command("checkout", *self.identity(), *said))
+        registered = self.registration()
+        self.assertEqual(registered, [("ws-anna", PRODUCT, VERSION, "anna")])
+        renewed = json.loads(self.command("heartbeat", "--lease", grant["lease"], "--json"))
+        self.assertGreaterEqual(int(renewed["expires"]), grant["expires"])
+        self.assertEqual(self.registration(), registered)
+        refused = self.assertRaises(
+            CommandError,
+            self.command,
+            "heartbeat",
+            "--lease",
+            grant["lease"],
+            "--machine",
+            "ws-other",
+        )
+        self.assertEqual(
+            str(refused),
+            f"lease {grant['lease']} is not held by machine ws-other:"
+            f" it was checked out for machine {MACHINE}",
+        )
+        self.assertEqual(self.registration("ws-other"), [])
+        self.command("release", "--lease", grant["lease"])
+        self.assertEqual(self.leases(self.primary), [])
+        self.assertEqual(self.registration(), registered)
+
+    def test_leaseOfAnotherMachine(self) -> None:
+        """Another machine that names the lease (no record of it there) gets the server's
+        404 unknown-lease, and the line says the lease may belong to another machine."""
+        grant = json.loads(self.command("checkout", *self.identity()))
+        os.environ[client_cli.LEASE_DIR_VARIABLE] = str(self.base / "other-machine")
+        other = [
+            "--server",
+            self.primaryAddress,
+            "--product",
+            PRODUCT,
+            "--version",
+            VERSION,
+            "--machine",
+            "ws-other",
+            "--host",
+            "ws-other",
+            "--user",
+            "bob",
+        ]
+        result = run_cli_result("client", "heartbeat", *other, "--lease", grant["lease"])
+        self.assertEqual(result.returncode, 1, result)
+        self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+        self.assertIn("404 unknown-lease", result.stderr)
+        self.assertIn(
+            f"lease {grant['lease']} is not held by machine ws-other: it was released, it"
+            " expired, or it belongs to another machine",
+            result.stderr,
+        )
+        self.assertEqual([e["id"] for e in self.leases(self.primary)], [grant["lease"]])
 
     def test_toolCommand(self) -> None:
         """``licenseserver client`` in a process of its own: JSON out; an error is one line
