@@ -16,7 +16,7 @@ from twisted.trial import unittest
 from licenseserver.cli import CommandError
 from licenseserver.client import cli, core
 from licenseserver.client.blocking import Client
-from tests.test_client import FAILOVER, MACHINE, PRIMARY, TTL, FakeServers
+from tests.test_client import FAILOVER, LINK_BEAT, MACHINE, PRIMARY, TTL, FakeServers
 from tests.test_client_blocking import InlineRunner
 
 IDENTITY = ["--product", "XMLSpy", "--version", "2025r2", "--machine", MACHINE]
@@ -156,7 +156,7 @@ class CommandTests(unittest.TestCase):
 
     def test_recordOfTheLease(self) -> None:
         """checkout keeps a record of the lease, readable only by its owner, with what the
-        HELLO said; release removes it."""
+        HELLO said and the servers known; release removes it."""
         grant = self.runJSON("checkout", "--server", PRIMARY, *IDENTITY, "--user", "anna")
         (path,) = self.leaseDir.iterdir()
         self.assertEqual(path.name, f"{grant['lease']}.json")
@@ -165,7 +165,8 @@ class CommandTests(unittest.TestCase):
         record = json.loads(path.read_text())
         self.assertEqual(record["lease"], grant["lease"])
         self.assertEqual((record["machine"], record["user"]), (MACHINE, "anna"))
-        self.assertEqual((record["host"], record["servers"]), (core.default_host(), [PRIMARY]))
+        self.assertEqual(record["host"], core.default_host())
+        self.assertEqual(record["servers"], [PRIMARY, FAILOVER], "with the failover it learnt")
         self.assertTrue(record["machine_given"])
         self.runJSON("release", "--lease", grant["lease"])
         self.assertFalse(path.exists())
@@ -326,6 +327,15 @@ class CommandTests(unittest.TestCase):
         self.patch(sys, "stderr", io.StringIO())
         self.assertRaises(SystemExit, buildParser().parse_args, ["client", "checkout"])
         self.assertRaises(SystemExit, buildParser().parse_args, ["client"])
+
+    def test_heartbeatAtTheLearntFailover(self) -> None:
+        """A lease checked out at the primary alone is heartbeated at its failover once the
+        primary is dead: the record keeps the failover the primary named."""
+        lease = self.runJSON("checkout", "--server", PRIMARY, *IDENTITY)["lease"]
+        self.servers.advance(LINK_BEAT * 2)
+        self.servers.takeOver()
+        renewed = self.runJSON("heartbeat", "--lease", lease, "--wait", "5")
+        self.assertEqual(renewed["address"], FAILOVER)
 
     def test_listOfServers(self) -> None:
         """Given both servers, checkout succeeds at the failover while the primary is dead."""

@@ -418,22 +418,23 @@ def _keep(args: argparse.Namespace, record: dict[str, Any]) -> None:
         )
 
 
-def _record(args: argparse.Namespace, identity: dict[str, Any], **lease: Any) -> dict[str, Any]:
-    return {
-        **lease,
-        **identity,
-        "machine_given": args.machine is not None,
-        "servers": _servers(args),
-    }
+def _record(
+    args: argparse.Namespace, identity: dict[str, Any], servers: list[str], **lease: Any
+) -> dict[str, Any]:
+    """A lease's record; ``servers`` are those the client knew, the failover it learnt too."""
+    return {**lease, **identity, "machine_given": args.machine is not None, "servers": servers}
 
 
 def checkout_command(args: argparse.Namespace) -> None:
     """Take a seat and print its lease; the lease stays on the server until it expires."""
     identity = _new_identity(args)
 
+    known: list[str] = []
+
     def work(client: Client) -> dict[str, Any]:
         lease = client.checkout(args.product, edition=args.edition, request=args.request)
         lease.detach()
+        known.extend(client.servers)
         return {
             "lease": lease.id,
             "license": lease.license,
@@ -446,7 +447,7 @@ def checkout_command(args: argparse.Namespace) -> None:
         }
 
     grant = _run(args, work, identity)
-    _keep(args, _record(args, identity, **grant))
+    _keep(args, _record(args, identity, known, **grant))
     _print(
         args,
         grant,
@@ -501,18 +502,17 @@ def release_command(args: argparse.Namespace) -> None:
 def borrow_command(args: argparse.Namespace) -> None:
     """Check a seat out for days and print the lease."""
     identity = _new_identity(args)
-    borrowed = _run(
-        args,
-        lambda client: client.borrow(args.product, args.days, edition=args.edition),
-        identity,
-    )
+    known: list[str] = []
+
+    def work(client: Client) -> Any:
+        borrowed = client.borrow(args.product, args.days, edition=args.edition)
+        known.extend(client.servers)
+        return borrowed
+
+    borrowed = _run(args, work, identity)
     document = asdict(borrowed)
-    _keep(
-        args,
-        _record(
-            args, identity, lease=borrowed.id, expires=borrowed.expires, server=borrowed.server
-        ),
-    )
+    lease = {"lease": borrowed.id, "expires": borrowed.expires, "server": borrowed.server}
+    _keep(args, _record(args, identity, known, **lease))
     _print(
         args,
         document,
