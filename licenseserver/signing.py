@@ -222,15 +222,35 @@ def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
     Raises ``KeyFileError`` with a message naming the file when it is
     missing, unreadable, not PEM, or a key of another type.
     """
-    data = _read_key_file(path, "public key")
-    name = os.fspath(path)
+    return public_key_from_pem(_read_key_file(path, "public key"), os.fspath(path))
+
+
+def public_key_from_pem(data: bytes, name: str = "the key") -> Ed25519PublicKey:
+    """A vendor's Ed25519 public key from its PEM text, as ``vendor keygen`` writes it.
+
+    Raises ``KeyFileError`` naming ``name`` for anything else: not PEM, a
+    private key (the ``.key`` half given by mistake), or a key of another type.
+    """
+    if b"PRIVATE KEY-----" in data:
+        raise KeyFileError(
+            f"{name} is a private key: give the public half (PREFIX.pub), and keep the"
+            " private key with the vendor"
+        )
     try:
-        key = serialization.load_pem_public_key(data)
+        key = serialization.load_pem_public_key(data.strip())
     except (ValueError, UnsupportedAlgorithm) as e:
         raise KeyFileError(f"{name} is not a PEM public key") from e
     if not isinstance(key, Ed25519PublicKey):
         raise KeyFileError(f"{name} is not an Ed25519 public key")
     return key
+
+
+def public_key_pem(key: Ed25519PublicKey) -> str:
+    """The PEM text of ``key`` (``-----BEGIN PUBLIC KEY-----`` ...)."""
+    return key.public_bytes(
+        encoding=serialization.Encoding.PEM,
+        format=serialization.PublicFormat.SubjectPublicKeyInfo,
+    ).decode("ascii")
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -616,7 +636,9 @@ def verify_licenses(data: bytes, trusted_keys: Mapping[str, Ed25519PublicKey]) -
         public_key = trusted_keys.get(license.key_id)
         if public_key is None:
             raise UntrustedKeyError(
-                f"{label}: signed by key {license.key_id}, which this server does not trust",
+                f"{label}: signed by vendor key {license.key_id}, which this server does not"
+                " trust; to trust it, add the vendor's public key file (PREFIX.pub) on the"
+                " Settings tab or with POST /api/vendor-keys (no restart needed)",
                 license.id,
             )
         if not signature_matches(public_key, terms_of(license), license.signature):

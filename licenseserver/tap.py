@@ -444,8 +444,15 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         )
     if not trusted:
         log.warn(
-            "No trusted vendor key: put vendor public keys (*.pub) in {path}"
-            " or pass --vendor-key; until then no license can be added.",
+            "No trusted vendor key at start: add the vendor's public key (PREFIX.pub) on the"
+            " Settings tab or with POST /api/vendor-keys, put it in {path}, or pass"
+            " --vendor-key; until then no license can be added.",
             path=str(data.vendor_keys),
+        )
+    else:
+        log.info(
+            "Trusting vendor keys {keys} (from {source})",
+            keys=", ".join(sorted(trusted)),
+            source="--vendor-key" if options["trusted-keys"] else str(data.vendor_keys),
         )
     return top

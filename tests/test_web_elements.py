@@ -418,7 +418,7 @@ class SettingsTests(ElementTestCase):
         self.assertIn('value="120"', html)
         self.assertIn('id="borrow-enabled" checked="checked"', html)
         self.assertNotIn('disabled="disabled"', html)
-        self.assertEqual(html.count(f'name="csrf" value="{TOKEN}"'), 3)
+        self.assertEqual(html.count(f'name="csrf" value="{TOKEN}"'), 4)
 
     def test_standbyFailover(self):
         """On a standby failover the mode names the primary; the synced limits are locked."""

@@ -189,7 +189,9 @@ class WebTestCase(unittest.TestCase):
         headers = {"Content-Type": "application/x-www-form-urlencoded", **kw.pop("headers", {})}
         return self.request("POST", path, body, headers=headers, **kw)
 
-    def upload(self, path: str, fields: dict[str, str], files: list[bytes]) -> Response:
+    def upload(
+        self, path: str, fields: dict[str, str], files: list[bytes], field: str = "file"
+    ) -> Response:
         boundary = "----licenseserver-test-boundary"
         parts = []
         for name, value in fields.items():
@@ -199,7 +201,7 @@ class WebTestCase(unittest.TestCase):
             )
         for number, data in enumerate(files):
             parts.append(
-                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
                 f'filename="l{number}.lic"\r\n'
                 "Content-Type: application/octet-stream\r\n\r\n".encode()
                 + data

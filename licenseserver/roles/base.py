@@ -80,6 +80,11 @@ def _minimums(value: Any) -> str | None:
     return None
 
 
+VENDOR_KEYS = "vendor_keys"
+"""The setting that holds the vendor keys added at run time: key id to PEM text.
+
+Not among ``SETTING_CHECKS``: it is changed only through ``addVendorKey``."""
+
 SETTING_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "borrow_enabled": _boolean,
     "borrow_max_days": _integer_between(1, 365),
@@ -163,7 +168,8 @@ class ServingRole(service.MultiService):
         self.clock = clock
         self.serverName = serverName
         self.advertise = advertise
-        self.trustedKeys = dict(trustedKeys)
+        self.configuredKeys = dict(trustedKeys)
+        """The vendor keys this server was started with (files or ``--vendor-key``)."""
         self.settingDefaults = {**settingDefaults, "lease_ttl": leaseTTL}
         self.pool = Pool()
         self.committedRevision = 0
@@ -201,6 +207,11 @@ class ServingRole(service.MultiService):
         self.committedRevision = snapshot.revision
         self.storedExpiry = {lease.id: lease.expires for lease in self.pool.all("lease")}
         self.loaded = True
+        added = [key["id"] for key in self.vendorKeys() if key["source"] == "added"]
+        if added:
+            self.log.info(
+                "Also trusting vendor keys added at run time: {keys}", keys=", ".join(added)
+            )
         for child in list(self):
             child.startService()
         waiting, self._whenLoaded = self._whenLoaded, []
@@ -291,6 +302,54 @@ class ServingRole(service.MultiService):
     def setting(self, name: str) -> Any:
         """A licensing setting: the admin's value or the default."""
         return self.pool.setting(name, self.settingDefaults.get(name))
+
+    @property
+    def trustedKeys(self) -> dict[str, Any]:
+        """Every vendor key a license may be signed by, by key id.
+
+        The keys this server was started with, and those an admin added at run
+        time (``addVendorKey``). The added ones live in the pool as the
+        licensing setting ``VENDOR_KEYS`` (key id to PEM text), so they are
+        synced to the failover and replaced with the primary's at handback,
+        like every other pool change.
+        """
+        added = self.pool.setting(VENDOR_KEYS, {}) or {}
+        keys = {kid: signing.public_key_from_pem(pem.encode()) for kid, pem in added.items()}
+        return {**keys, **self.configuredKeys}
+
+    def vendorKeys(self) -> list[dict[str, str]]:
+        """The trusted vendor keys for people: id, and whether configured or added."""
+        added = self.pool.setting(VENDOR_KEYS, {}) or {}
+        out = [{"id": kid, "source": "configured"} for kid in sorted(self.configuredKeys)]
+        out += [
+            {"id": kid, "source": "added"}
+            for kid in sorted(added)
+            if kid not in self.configuredKeys
+        ]
+        return out
+
+    async def addVendorKey(self, pem: bytes) -> tuple[str, bool]:
+        """Trust the vendor public key ``pem`` from now on; return its id and whether it is new.
+
+        Audited and recorded in Messages; synced to the failover as the
+        ``VENDOR_KEYS`` setting. A key trusted already changes nothing.
+        """
+        self.gateAdmin()
+        try:
+            key = signing.public_key_from_pem(pem)
+        except signing.LicenseError as e:
+            raise AdminError(400, str(e), "bad-key") from None
+        kid = signing.key_id(key)
+        if kid in self.trustedKeys:
+            return kid, False
+        added = dict(self.pool.setting(VENDOR_KEYS, {}) or {})
+        added[kid] = signing.public_key_pem(key)
+        await self.commit(
+            [Change.put(Setting(VENDOR_KEYS, added))],
+            self.entry("vendor-key-added", key_id=kid),
+        )
+        self.record("vendor-key-added", "info", f"vendor key {kid} is trusted now", key_id=kid)
+        return kid, True
 
     @property
     def leaseTTL(self) -> int:

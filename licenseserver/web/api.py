@@ -49,6 +49,8 @@ class AdminAPI(resource.Resource):
         add("PUT", r"clients/([^/]+)/products/([^/]+)/licenses", True, self.putAssignment)
         add("DELETE", r"clients/([^/]+)", True, self.deleteClient)
         add("GET", r"leases", True, self.getLeases)
+        add("GET", r"vendor-keys", True, self.getVendorKeys)
+        add("POST", r"vendor-keys", True, self.postVendorKey)
         add("GET", r"messages", True, self.getMessages)
         add("GET", r"settings", True, self.getSettings)
         add("PUT", r"settings", True, self.putSettings)
@@ -161,6 +163,17 @@ class AdminAPI(resource.Resource):
 
     async def getLeases(self, request: server.Request) -> tuple[int, Any]:
         return 200, views.leases(self.role)
+
+    async def getVendorKeys(self, request: server.Request) -> tuple[int, Any]:
+        return 200, self.role.vendorKeys()
+
+    async def postVendorKey(self, request: server.Request) -> tuple[int, Any]:
+        """Trust one more vendor public key (PEM, any content type) at once: 201, or 200
+        when it was trusted already."""
+        key, new = await self.role.addVendorKey(_body(request))
+        if not new:
+            return 200, {"id": key, "trusted_already": True}
+        return self.changed(201, {"id": key})
 
     async def getMessages(self, request: server.Request) -> tuple[int, Any]:
         events = await self.role.store.events(500)

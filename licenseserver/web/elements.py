@@ -538,6 +538,18 @@ class SettingsElement(FormPart):
         return tag if self.role.roleName == "failover" else ""
 
     @renderer
+    def vendorKey(self, request: Any, tag: Tag) -> list[Tag]:
+        sources = {"configured": "at start (data directory or --vendor-key)", "added": "added"}
+        return [
+            tag.clone().fillSlots(keyId=key["id"], keySource=sources[key["source"]])
+            for key in self.role.vendorKeys()
+        ]
+
+    @renderer
+    def noVendorKeys(self, request: Any, tag: Tag) -> Tag | str:
+        return "" if self.role.vendorKeys() else tag
+
+    @renderer
     def syncedNote(self, request: Any, tag: Tag) -> Tag | str:
         return tag if display.standby(self.role) else ""
 

@@ -477,7 +477,20 @@ class SettingsPage(Page):
             return await self._licensing(request)
         if action == "password":
             return await self._password(request, session)
+        if action == "vendor-key":
+            return await self._vendorKey(request)
         raise FormError(f"unknown action {action!r}")
+
+    async def _vendorKey(self, request: server.Request) -> str:
+        """Trust the vendor public key of the uploaded file, or of the pasted text."""
+        files = [data for data in request.args.get(b"keyfile", []) if data.strip()]
+        pem = files[0] if files else form(request, "pem").encode("utf-8")
+        if not pem.strip():
+            raise FormError("choose the vendor's public key file (PREFIX.pub) or paste it")
+        key, new = await self.role.addVendorKey(pem)
+        if not new:
+            return f"Vendor key {key} was trusted already."
+        return f"Vendor key {key} is trusted now: licenses it signed can be added."
 
     async def _mode(self, request: server.Request) -> str:
         role = form(request, "role")
