@@ -304,20 +304,54 @@ def _license_upload(args: argparse.Namespace) -> None:
     """
     api = AdminAPI.from_args(args)
     for name in args.files:
-        try:
-            data = Path(name).read_bytes()
-        except OSError as e:
-            raise CommandError(f"cannot read {name}: {e.strerror or e}") from e
-        for license_id in api.call("POST", "/api/licenses", name, _added_ids, data):
+        data = _read_bytes(name)
+        answer = api.call("POST", "/api/licenses", name, _added_ids, data)
+        for license_id in answer["ids"]:
             print(f"{name}: added {license_id}")
+        _print_warnings(name, answer)
 
 
-def _added_ids(document: Any) -> list[str] | None:
-    """The license ids of a ``201 {"ids": [...]}`` answer; None for any other document."""
+def _read_bytes(name: str) -> bytes:
+    try:
+        return Path(name).read_bytes()
+    except OSError as e:
+        raise CommandError(f"cannot read {name}: {e.strerror or e}") from e
+
+
+def _print_warnings(name: str, answer: dict[str, Any]) -> None:
+    """The warnings of an answer (an expired license, an active failover) on stderr."""
+    warnings = list(answer.get("warnings") or [])
+    if answer.get("warning"):
+        warnings.append(answer["warning"])
+    for warning in warnings:
+        print(f"licenseserver: warning: {name}: {warning}", file=sys.stderr)
+
+
+def _added_ids(document: Any) -> dict[str, Any] | None:
+    """A ``201 {"ids": [...]}`` answer (with any warnings); None for any other document."""
     ids = document.get("ids") if isinstance(document, dict) else None
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         return None
-    return ids
+    return document
+
+
+def _vendor_trust(args: argparse.Namespace) -> None:
+    """Make a server trust vendor public keys at once (``POST /api/vendor-keys``)."""
+    api = AdminAPI.from_args(args)
+    for name in args.files:
+        answer = api.call("POST", "/api/vendor-keys", name, _key_answer, _read_bytes(name))
+        if answer.get("trusted_already"):
+            print(f"{name}: vendor key {answer['id']} was trusted already")
+        else:
+            print(f"{name}: vendor key {answer['id']} is trusted now")
+        _print_warnings(name, answer)
+
+
+def _key_answer(document: Any) -> dict[str, Any] | None:
+    """A ``{"id": ...}`` answer of ``POST /api/vendor-keys``; None for any other document."""
+    if isinstance(document, dict) and isinstance(document.get("id"), str):
+        return document
+    return None
 
 
 def _license_path(license_id: str, action: str = "") -> str:
@@ -675,6 +709,13 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--id", metavar="ID", help="license id (default: L-<year>-<random hex>)")
     issue.add_argument("--out", required=True, metavar="FILE")
     issue.set_defaults(func=_vendor_issue)
+
+    trust = vendor_commands.add_parser(
+        "trust", help="make a server trust vendor public keys (PREFIX.pub), without a restart"
+    )
+    trust.add_argument("files", nargs="+", metavar="PREFIX.pub")
+    _admin_options(trust)
+    trust.set_defaults(func=_vendor_trust)
 
     license_ = commands.add_parser("license", help="manage a server's license pool")
     license_commands = license_.add_subparsers(dest="license_command", required=True)

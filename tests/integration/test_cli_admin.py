@@ -151,3 +151,35 @@ class AdminCommandTests(unittest.TestCase):
         wrong.write_text("not the password\n")
         self.env["LICENSESERVER_PASSWORD_FILE"] = str(wrong)
         self.assertIn("GET /api/licenses: 401", self.tool("license", "list", status=1))
+
+    def test_trustVendorKeyWithoutRestart(self) -> None:
+        """`vendor trust` makes the running server trust a new vendor's key: a license it
+        signed is refused before, naming the key and how to trust it, and taken after, by
+        the same process; an expired one is taken with a warning on stderr."""
+        other = make_vendor_key(self.base / "other", name="acme")
+        lic = issue_license(other, self.base / "acme.lic", "MapForce", "concurrent", 3)
+        refusal = self.tool("license", "upload", str(lic), status=1)
+        self.assertIn("400 untrusted", refusal)
+        self.assertIn("POST /api/vendor-keys", refusal)
+        public = other.with_suffix(".pub")
+        out = self.tool("vendor", "trust", str(public))
+        self.assertRegex(out, rf"^{public}: vendor key [0-9a-f]{{16}} is trusted now\n$")
+        self.assertIn("was trusted already", self.tool("vendor", "trust", str(public)))
+        pid = self.server.process.pid
+        self.assertIn("added", self.tool("license", "upload", str(lic)))
+        self.assertEqual(self.server.process.pid, pid)
+        old = issue_license(
+            other, self.base / "old.lic", "MapForce", "concurrent", 1, expires="2020-01-31"
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "licenseserver.cli", "license", "upload", str(old)],
+            cwd=REPO_ROOT,
+            env={**child_env(), **self.env},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+        )
+        self.assertEqual(result.returncode, 0, result)
+        self.assertIn("expired on 2020-01-31: it gives no seat", result.stderr)
+        self.assertTrue(result.stderr.startswith("licenseserver: warning: "), result.stderr)
