@@ -236,7 +236,7 @@ def _primary_peer(role: Any, now: float) -> tuple[str, list[Fact]]:
 
 
 LINK_WORDS = {
-    "paired": ("linked", "ok"),
+    "paired": ("paired", "ok"),
     "connecting": ("not connected", "bad"),
     "version-mismatch": ("version mismatch", "bad"),
     "refused": ("refused", "bad"),
