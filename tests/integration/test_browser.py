@@ -147,6 +147,14 @@ class BrowserTestCase(unittest.TestCase):
         self.browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
         self.browser.set_window_size(1400, 1000)
 
+    def lines(self, element: Any) -> int:
+        """How many lines the text of ``element`` takes on the page."""
+        return self.browser.execute_script(
+            "const range = document.createRange(); range.selectNodeContents(arguments[0]);"
+            " return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size;",
+            element,
+        )
+
     def tabs(self) -> list[str]:
         return [
             a.get_attribute("id") for a in self.browser.find_elements(By.CSS_SELECTOR, "#tabs a")
@@ -247,11 +255,36 @@ class PrimaryPagesTests(BrowserTestCase):
         self.assertIn("1 / 2", self.text(f"#license-{license_id}"))
         self.assertIn("not failover-capable", self.text("#warnings"))
         self.screenshot("pool")
+        self.browser.set_window_size(1280, 1000)
+        for cell in self.browser.find_elements(By.CSS_SELECTOR, "td.date"):
+            self.assertEqual(self.lines(cell), 1, f"{cell.text!r} wraps at 1280 px")
+        self.browser.set_window_size(1400, 1000)
         self.open(self.server, "/messages")
         self.assertIn("license-added", self.text("#messages"))
         self.screenshot("messages")
+
+        # Another vendor's license is refused, naming the file and how to trust the key;
+        # trusting its key on the Settings tab takes it at once, without a restart.
+        other = make_vendor_key(self.base / "other-vendor", name="acme")
+        acme_license = issue_license(other, self.base / "acme.lic", "MapForce", "concurrent", 3)
+        self.open(self.server, "/pool")
+        self.find("#license-file").send_keys(str(acme_license))
+        self.submit("#upload")
+        refusal = self.text(".notices")
+        self.assertIn("acme.lic: license", refusal)
+        self.assertIn("which this server does not trust", refusal)
+        self.assertIn("Settings tab", refusal)
         self.open(self.server, "/settings")
+        self.find("#vendor-key-file").send_keys(str(other.with_suffix(".pub")))
+        self.submit("#vendor-key-add")
+        self.assertIn("is trusted now", self.text(".notices"))
+        self.assertIn("added", self.text("#vendor-keys"))
         self.screenshot("settings")
+        self.open(self.server, "/pool")
+        self.find("#license-file").send_keys(str(acme_license))
+        self.submit("#upload")
+        self.assertIn("Added license", self.text(".notices"))
+        self.assertIn("MapForce", self.text("#licenses"))
 
         # Log out: the pages need a login again.
         self.submit("#logout")
@@ -356,6 +389,18 @@ class FailoverPagesTests(BrowserTestCase):
         self.find("#tab-pool").click()
         self.waitFor(lambda: self.path() == "/pool", "the failover's pool")
         self.assertEqual(len(self.browser.find_elements(By.CSS_SELECTOR, "#licenses tbody tr")), 1)
+        warning = "discarded when the primary takes control back"
+        self.assertIn(warning, self.text(".notice-warning"))
         self.open(self.failover, "/messages")
         self.assertIn("takeover", self.text("#messages"))
         self.screenshot("failover-active")
+
+        # Its Settings warn the same way, and show borrowing off: a failover never lends.
+        self.open(self.failover, "/settings")
+        self.assertIn(warning, self.text(".notice-warning"))
+        box = self.find("#borrow-enabled")
+        self.assertFalse(box.is_selected())
+        self.assertFalse(box.is_enabled())
+        self.assertIn(
+            "Borrowing is off while this server is the failover", self.text("#borrow-off")
+        )
