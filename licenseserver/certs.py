@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from licenseserver.errors import CommandError
 from licenseserver.signing import write_new_file
 
 CA_CERT_FILE = "ca.pem"
@@ -415,11 +416,10 @@ def tls_endpoint(
 # -- the commands
 
 
-def register(subparsers: Any, error: type[Exception] | None = None) -> None:
+def register(subparsers: Any, error: type[Exception] = CommandError) -> None:
     """Add ``tls ca`` and ``tls cert`` to the ``licenseserver`` commands.
 
-    ``error`` is the exception class the tool reports in one line (exit status 1);
-    by default ``licenseserver.cli.CommandError``.
+    ``error`` is the exception class the tool reports in one line (exit status 1).
     """
     tls = subparsers.add_parser("tls", help="a private CA and server certificates for TLS")
     commands = tls.add_subparsers(dest="tls_command", required=True)
@@ -456,7 +456,7 @@ def register(subparsers: Any, error: type[Exception] | None = None) -> None:
 
 
 def _reporting(
-    command: Callable[[argparse.Namespace], None], error: type[Exception] | None
+    command: Callable[[argparse.Namespace], None], error: type[Exception]
 ) -> Callable[[argparse.Namespace], None]:
     """``command`` with its ``CertError`` turned into the tool's one-line error."""
 
@@ -464,17 +464,9 @@ def _reporting(
         try:
             command(args)
         except CertError as e:
-            raise _error_class(error)(str(e)) from e
+            raise error(str(e)) from e
 
     return run
-
-
-def _error_class(error: type[Exception] | None) -> type[Exception]:
-    if error is not None:
-        return error
-    from licenseserver.cli import CommandError
-
-    return CommandError
 
 
 def _ca_command(args: argparse.Namespace) -> None:

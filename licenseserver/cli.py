@@ -35,11 +35,8 @@ from licenseserver._version import __version__
 from licenseserver.addresses import format_host_port, parse_host_port
 from licenseserver.client.cli import register as register_client
 from licenseserver.datadir import DataDir
+from licenseserver.errors import CommandError
 from licenseserver.protocols import wire
-
-
-class CommandError(Exception):
-    """A failure to report to the user in one line (exit status 1)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -786,7 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
     passwd.add_argument("--password-file", metavar="F")
     passwd.set_defaults(func=_passwd)
 
-    certs.register(commands, CommandError)
+    certs.register(commands)
     register_client(commands)
 
     return parser
@@ -811,8 +808,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the module's one copy, so that CommandError raised by commands that other
-    # modules define (they import licenseserver.cli) is the class main() catches.
-    from licenseserver.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

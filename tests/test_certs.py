@@ -9,6 +9,7 @@ import ipaddress
 import os
 import ssl
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -576,3 +577,31 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(cli.main(["tls", "ca", "--out", str(self.ca_dir)]), 0)
         self.assertEqual(cli.main(["tls", "ca", "--out", str(self.ca_dir)]), 1)
         self.assertEqual(len(err.getvalue().splitlines()), 1, err.getvalue())
+
+
+class NoImportCycleTests(unittest.TestCase):
+    def test_commandModulesDoNotNeedTheTool(self):
+        """The tls commands and the client commands fail with the tool's CommandError
+        without importing the tool's main module: the class lives in licenseserver.errors,
+        so there is no import cycle through licenseserver.cli."""
+        code = "\n".join(
+            [
+                "import argparse, sys",
+                "from licenseserver import certs, errors",
+                "import licenseserver.client.cli",
+                "parser = argparse.ArgumentParser()",
+                "certs.register(parser.add_subparsers(dest='command', required=True))",
+                "args = parser.parse_args(['tls', 'cert', '--ca', '/nonexistent', '--out', 'x'])",
+                "try:",
+                "    args.func(args)",
+                "except errors.CommandError:",
+                "    pass",
+                "assert 'licenseserver.cli' not in sys.modules, 'licenseserver.cli imported'",
+                "print('ok')",
+            ]
+        )
+        root = Path(__file__).resolve().parents[1]
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=root
+        )
+        self.assertEqual(out.stdout, "ok\n", out.stderr[-2000:])

@@ -34,6 +34,7 @@ from typing import Any
 
 from licenseserver.client import core, errors
 from licenseserver.client.blocking import Client
+from licenseserver.errors import CommandError
 
 client_factory: Callable[..., Client] = Client
 """What the commands build their client with (tests replace it)."""
@@ -55,13 +56,6 @@ IDENTITY = (
     ("--user", "user"),
 )
 """The options that make a HELLO, and the record's keys for them (``--cores`` is optional)."""
-
-
-def _command_error(message: str) -> Exception:
-    """A ``CommandError`` of the ``licenseserver`` tool (imported late: it imports us)."""
-    from licenseserver.cli import CommandError
-
-    return CommandError(message)
 
 
 def default_lease_dir() -> Path:
@@ -107,13 +101,13 @@ class LeaseRecords:
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise _command_error(f"cannot read {path}: {e.strerror or e}") from None
+            raise CommandError(f"cannot read {path}: {e.strerror or e}") from None
         except ValueError:
-            raise _command_error(f"{path} is not a lease record: delete it") from None
+            raise CommandError(f"{path} is not a lease record: delete it") from None
         if not isinstance(record, dict) or record.get("lease") != lease_id:
-            raise _command_error(f"{path} is not the record of lease {lease_id}: delete it")
+            raise CommandError(f"{path} is not the record of lease {lease_id}: delete it")
         if not all(isinstance(record.get(key), str) for _, key in IDENTITY):
-            raise _command_error(f"{path} is not a lease record: delete it")
+            raise CommandError(f"{path} is not a lease record: delete it")
         return record
 
     def write(self, record: dict[str, Any]) -> None:
@@ -259,7 +253,7 @@ def _new_identity(args: argparse.Namespace) -> dict[str, Any]:
             cores=args.cores,
         )
     except ValueError as e:
-        raise _command_error(str(e)) from None
+        raise CommandError(str(e)) from None
     return {**hello, "cores": hello.get("cores")}
 
 
@@ -277,7 +271,7 @@ def _open(args: argparse.Namespace, identity: dict[str, Any], servers: list[str]
             request_timeout=args.timeout,
         )
     except ValueError as e:
-        raise _command_error(str(e)) from None
+        raise CommandError(str(e)) from None
 
 
 def _run(
@@ -299,9 +293,9 @@ def _run(
     try:
         return work(client)
     except errors.UnknownLease as e:
-        raise _command_error(unknown(e) if unknown else str(e)) from None
+        raise CommandError(unknown(e) if unknown else str(e)) from None
     except errors.LicenseClientError as e:
-        raise _command_error(str(e)) from None
+        raise CommandError(str(e)) from None
     finally:
         client.close()
 
@@ -333,27 +327,27 @@ def _known_identity(
                 where = f"no record of lease {args.lease} in {records.directory}"
             else:
                 where = "a heartbeat of every lease of a machine"
-            raise _command_error(
+            raise CommandError(
                 f"{where}: give {names} as the checkout said them"
                 f" (the HELLO before the {command} registers the machine as it says)"
             )
         return {**given, "cores": args.cores}, _servers(args), None
     lease = args.lease
     if args.machine is not None and args.machine != record["machine"]:
-        raise _command_error(
+        raise CommandError(
             f"lease {lease} is not held by machine {args.machine}:"
             f" it was checked out for machine {record['machine']}"
         )
     here = core.default_machine_id()
     if args.machine is None and not record.get("machine_given") and record["machine"] != here:
-        raise _command_error(
+        raise CommandError(
             f"lease {lease} is not held by this machine ({here}): it was checked out on"
             f" machine {record['machine']} (host {record.get('host')}); {command} it there"
         )
     for option, key in [*IDENTITY, ("--cores", "cores")]:
         value = args.cores if key == "cores" else given[key]
         if value is not None and value != record.get(key):
-            raise _command_error(
+            raise CommandError(
                 f"{option} {value} is not what lease {lease}'s checkout said"
                 f" ({record.get(key)}); leave it out, or the HELLO before the {command}"
                 " would register the machine anew with it"
@@ -544,4 +538,4 @@ def status_command(args: argparse.Namespace) -> None:
         lines.extend(f"  {key}: {value}" for key, value in answer.items())
     _print(args, answers, lines)
     if all("error" in answer for answer in answers.values()):
-        raise _command_error("no server answered STATUS")
+        raise CommandError("no server answered STATUS")
