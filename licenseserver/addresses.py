@@ -1,4 +1,9 @@
-"""``HOST[:PORT]`` addresses as the command lines and the protocol write them."""
+"""Addresses as command lines and the protocol write them: ``HOST[:PORT]`` and endpoint strings.
+
+The one place that reads Twisted endpoint strings (``tcp:35355:interface=...``,
+``ssl:...``, ``tcp:host=ls1:port=35355``): ``split_endpoint`` splits them as
+Twisted does, and the functions below take what the server needs from them.
+"""
 
 from __future__ import annotations
 
@@ -50,11 +55,12 @@ def endpoint_host_port(
     A string without a port gets ``default_port``, or None when that is None
     (as Twisted itself, which needs the port, would refuse it).
     """
-    kind, *fields = _endpoint_fields(text)
+    try:
+        kind, positional, named = split_endpoint(text)
+    except ValueError:
+        return None
     if kind not in kinds:
         return None
-    named = dict(field.split("=", 1) for field in fields if "=" in field)
-    positional = [field for field in fields if "=" not in field]
     host = named.get("host") or (positional[0] if positional else "")
     port_text = named.get("port") or (positional[1] if len(positional) > 1 else "")
     if not host:
@@ -66,19 +72,53 @@ def endpoint_host_port(
     return host, int(port_text)
 
 
-def _endpoint_fields(text: str) -> list[str]:
-    """An endpoint string split at its colons; ``\\:`` is a colon inside a field."""
-    fields, current, escaped = [], [], False
-    for char in text:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ":":
-            fields.append("".join(current))
-            current = []
+def server_port_interface(text: str) -> tuple[int, str] | None:
+    """The port and interface (``""`` for every one) of a ``tcp:`` or ``ssl:`` server
+    endpoint string; None for another kind or a string without a port number."""
+    try:
+        kind, positional, named = split_endpoint(text)
+    except ValueError:
+        return None
+    if kind not in ("tcp", "ssl"):
+        return None
+    port = named.get("port") or (positional[0] if positional else "")
+    if not (port.isascii() and port.isdigit()):
+        return None
+    return int(port), named.get("interface", "")
+
+
+def split_endpoint(text: str) -> tuple[str, list[str], dict[str, str]]:
+    """An endpoint string's kind, positional fields and keyword fields, as Twisted splits them.
+
+    ``:`` ends a field, the first ``=`` in a field ends its keyword, and a
+    backslash takes the next character as it is (``\\:``, ``\\=``). Raises
+    ``ValueError`` for a string that ends in a lone backslash.
+    """
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    field: list[str] = []
+    keyword: str | None = None
+    characters = iter(text)
+
+    def end_field() -> None:
+        value = "".join(field)
+        if keyword is None:
+            args.append(value)
         else:
-            current.append(char)
-    fields.append("".join(current))
-    return fields
+            kwargs[keyword] = value
+
+    for char in characters:
+        if char == "\\":
+            escaped = next(characters, None)
+            if escaped is None:
+                raise ValueError(f"{text!r} ends in a lone backslash")
+            field.append(escaped)
+        elif char == ":":
+            end_field()
+            field, keyword = [], None
+        elif char == "=" and keyword is None:
+            keyword, field = "".join(field), []
+        else:
+            field.append(char)
+    end_field()
+    return args[0], args[1:], kwargs

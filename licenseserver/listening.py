@@ -10,7 +10,6 @@ of ``licenseserver.tls``.
 
 from __future__ import annotations
 
-import re
 import socket
 import sys
 from collections.abc import Callable
@@ -22,8 +21,7 @@ from twisted.internet import defer, endpoints
 from twisted.internet.error import CannotListenError
 
 from licenseserver import tls
-
-_PLAIN_TCP = re.compile(r"tcp:(?:port=)?([0-9]{1,5})")
+from licenseserver.addresses import server_port_interface, split_endpoint
 
 
 def _dual_stack() -> bool:
@@ -47,49 +45,14 @@ def serverEndpoint(reactor: Any, description: str) -> Any:
     versions and suites of ``licenseserver.tls`` (see ``tlsServerEndpoint``).
     Any other string means what Twisted says it means.
     """
-    match = _PLAIN_TCP.fullmatch(description)
-    if match and _dual_stack():
-        return endpoints.TCP6ServerEndpoint(reactor, int(match.group(1)), interface="::")
-    args, _ = split_description(description)
-    if args and args[0] == "ssl":
+    kind, positional, named = split_endpoint(description)
+    plain = kind == "tcp" and len(positional) + len(named) == 1
+    if plain and server_port_interface(description) is not None and _dual_stack():
+        port, _ = server_port_interface(description)
+        return endpoints.TCP6ServerEndpoint(reactor, port, interface="::")
+    if kind == "ssl":
         return tlsServerEndpoint(reactor, description)
     return endpoints.serverFromString(reactor, description)
-
-
-def split_description(description: str) -> tuple[list[str], dict[str, str]]:
-    """The positional and keyword fields of an endpoint string, as Twisted splits them.
-
-    ``:`` ends a field, the first ``=`` in a field ends its keyword, and a
-    backslash takes the next character as it is (``\\:``, ``\\=``).
-    """
-    args: list[str] = []
-    kwargs: dict[str, str] = {}
-    field: list[str] = []
-    keyword: str | None = None
-    characters = iter(description)
-
-    def end_field() -> None:
-        text = "".join(field)
-        if keyword is None:
-            args.append(text)
-        else:
-            kwargs[keyword] = text
-
-    for char in characters:
-        if char == "\\":
-            escaped = next(characters, None)
-            if escaped is None:
-                raise ValueError(f"{description!r} ends in a lone backslash")
-            field.append(escaped)
-        elif char == ":":
-            end_field()
-            field, keyword = [], None
-        elif char == "=" and keyword is None:
-            keyword, field = "".join(field), []
-        else:
-            field.append(char)
-    end_field()
-    return args, kwargs
 
 
 _SSL_FIELDS = (
@@ -116,11 +79,10 @@ def tlsServerEndpoint(reactor: Any, description: str) -> Any:
     ``ValueError`` for a field that is unknown, missing or given twice, and
     what ``tls.serverOptions`` raises for its files.
     """
-    args, kwargs = split_description(description)
-    if not args or args[0] != "ssl":
+    kind, positional, kwargs = split_endpoint(description)
+    if kind != "ssl":
         raise ValueError(f"{description!r} is not an ssl: endpoint")
     values: dict[str, str] = {}
-    positional = args[1:]
     if len(positional) > len(_SSL_FIELDS):
         raise ValueError(f"{description!r} has too many fields")
     for name, value in zip(_SSL_FIELDS, positional, strict=False):

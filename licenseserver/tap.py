@@ -17,7 +17,6 @@ import difflib
 import getopt
 import ipaddress
 import math
-import re
 import socket
 import sys
 from pathlib import Path
@@ -30,7 +29,12 @@ from twisted.python import usage
 
 from licenseserver import localstate, signing, store, tls, upgrade
 from licenseserver._version import __version__
-from licenseserver.addresses import DEFAULT_PORT, parse_host_port
+from licenseserver.addresses import (
+    DEFAULT_PORT,
+    format_host_port,
+    parse_host_port,
+    server_port_interface,
+)
 from licenseserver.datadir import DataDir
 from licenseserver.heap import FreezeWhenLoaded
 from licenseserver.listening import ListeningService, serverEndpoint
@@ -309,14 +313,10 @@ def _default_advertise(options: Options) -> str:
     name to a loopback address, as many distributions set it up, the "fully
     qualified" name comes back as ``localhost``, which no other machine can use.
     """
-    endpoint = options["port"]
-    match = re.match(r"^(?:tcp|ssl):(?:port=)?(\d+)", endpoint)
-    port = int(match.group(1)) if match and int(match.group(1)) else DEFAULT_PORT
-    interface = re.search(r":interface=([^:]+)", endpoint)
-    host = interface.group(1) if interface else ""
-    if host in ("", "0.0.0.0", "::", "\\:\\:"):
+    port, host = server_port_interface(options["port"]) or (DEFAULT_PORT, "")
+    if host in ("", "0.0.0.0", "::"):
         host = socket.gethostname()
-    return f"{host}:{port}"
+    return format_host_port(host, port or DEFAULT_PORT)
 
 
 def _resolve_role(options: Options, local: dict[str, Any]) -> tuple[str, str | None]:

@@ -2,7 +2,13 @@
 
 from twisted.trial import unittest
 
-from licenseserver.addresses import display_address, format_host_port, parse_host_port
+from licenseserver.addresses import (
+    display_address,
+    format_host_port,
+    parse_host_port,
+    server_port_interface,
+    split_endpoint,
+)
 
 
 class ParseTests(unittest.TestCase):
@@ -43,3 +49,26 @@ class DisplayAddressTests(unittest.TestCase):
         """Text that names no host and port is shown as it was given."""
         for text in ("unix:/run/ls.sock", "tcp:port=1", "tcp:host=ls1:port=99999", "a b"):
             self.assertEqual(display_address(text), text)
+
+
+class EndpointStringTests(unittest.TestCase):
+    def test_split(self):
+        """Endpoint strings split as Twisted splits them: escapes, keywords, positions."""
+        self.assertEqual(
+            split_endpoint("tcp:host=\\:\\:1:port=9"), ("tcp", [], {"host": "::1", "port": "9"})
+        )
+        self.assertEqual(split_endpoint("tcp:35355"), ("tcp", ["35355"], {}))
+        self.assertRaises(ValueError, split_endpoint, "tcp:a\\")
+
+    def test_serverPortInterface(self):
+        """The port and interface of tcp: and ssl: server strings; None for others."""
+        cases = {
+            "tcp:35355": (35355, ""),
+            "tcp:port=8088:interface=10.0.0.5": (8088, "10.0.0.5"),
+            "tcp:0:interface=\\:\\:1": (0, "::1"),
+            "ssl:443:privateKey=k.pem:interface=fe80\\:\\:1": (443, "fe80::1"),
+            "unix:/tmp/x": None,
+            "tcp:interface=x": None,
+        }
+        for text, expected in cases.items():
+            self.assertEqual(server_port_interface(text), expected, text)

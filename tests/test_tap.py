@@ -335,6 +335,11 @@ class AdvertiseTests(unittest.TestCase):
         self.assertEqual(
             tap._default_advertise({"port": "tcp:35355:interface=0.0.0.0"}), f"{host}:35355"
         )
+        self.assertEqual(
+            tap._default_advertise({"port": "tcp:port=35358:interface=fd00\\:\\:5"}),
+            "[fd00::5]:35358",
+        )
+        self.assertEqual(tap._default_advertise({"port": "tcp:0"}), f"{host}:35355")
 
     def test_hostNameNotFqdn(self):
         """The default is the host name even where the "fully qualified" name is localhost."""

@@ -36,6 +36,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from licenseserver import certs, cli, listening, tap, tls, upgrade
+from licenseserver.addresses import split_endpoint
 from licenseserver.client.connection import tls_endpoint_for
 
 HOST = "127.0.0.1"
@@ -532,11 +533,11 @@ class EndpointStringTests(unittest.TestCase):
     def test_split(self) -> None:
         """Fields split as Twisted splits them, escapes included."""
         self.assertEqual(
-            listening.split_description(r"ssl:0:privateKey=/a\:b\=c:certKey=x=y:k"),
-            (["ssl", "0", "k"], {"privateKey": "/a:b=c", "certKey": "x=y"}),
+            split_endpoint(r"ssl:0:privateKey=/a\:b\=c:certKey=x=y:k"),
+            ("ssl", ["0", "k"], {"privateKey": "/a:b=c", "certKey": "x=y"}),
         )
         with self.assertRaises(ValueError):
-            listening.split_description("ssl:0:privateKey=a\\")
+            split_endpoint("ssl:0:privateKey=a\\")
 
     def test_fields(self) -> None:
         """Port, interface and backlog reach the endpoint; a path with ':' and '=' loads."""
