@@ -165,7 +165,14 @@ def _describe(error: Exception) -> str:
 
 @implementer(IStreamClientEndpoint)
 class AddressEndpoint:
-    """TCP to ``host:port``: resolve the name (in a thread), then try each address in turn."""
+    """TCP to ``host:port``: resolve the name (in a thread), then try each address in turn.
+
+    Not Twisted's ``HostnameEndpoint``, which does the same: its connection
+    attempts run on a ``LoopingCall`` made before its clock is set, and
+    making one imports (and so installs) the global reactor. The blocking
+    API runs on a private reactor and must leave the application's global
+    reactor alone (``test_noGlobalReactorAndPromptExit``).
+    """
 
     def __init__(self, reactor: Any, address: str, timeout: float):
         self.reactor = reactor
