@@ -174,7 +174,7 @@ class PairingTests(PairTestCase):
         self.failover = self.startFailover(secret="wrong", name="ls3")
         self.advance(TAKEOVER * 3)
         self.assertEqual(self.failover.linkState, "refused")
-        self.assertIn("not-authorized", self.failover.problem)
+        self.assertIn("refused our pairing proof", self.failover.problem)
         self.assertIsNone(self.primary.peer)
         self.assertEqual(self.failover.state, "standby")
         events = self.successResultOf(self.primaryStore.events(50))

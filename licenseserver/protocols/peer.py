@@ -5,7 +5,9 @@ back as a ``Reply``; the answer to ``SYNC`` carries the record lines its
 header announced. Every line it receives tells the role that the primary is
 alive, whatever the line says. ``peerService`` keeps the link up with a
 ``ClientService`` that retries quickly (at most one heartbeat apart), so the
-failover notices a returning primary within a heartbeat.
+failover notices a returning primary within a heartbeat. It retries quietly:
+the role, told of each failed attempt, logs a change of state once, not a
+line per retry.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, error
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
+from zope.interface import implementer
 
 from licenseserver.protocols import wire
 
@@ -139,11 +143,41 @@ class PeerClientFactory(Factory):
         self.role = role
 
 
+@implementer(IStreamClientEndpoint)
+class ReportingEndpoint:
+    """An endpoint that tells ``role.connectFailed`` of each connection attempt that fails."""
+
+    def __init__(self, endpoint: Any, role: Any):
+        self.endpoint = endpoint
+        self.role = role
+
+    def connect(self, factory: Any) -> defer.Deferred:
+        d = self.endpoint.connect(factory)
+        d.addErrback(self._failed)
+        return d
+
+    def _failed(self, failure: Any) -> Any:
+        self.role.connectFailed(failure)
+        return failure
+
+
+class QuietClientService(ClientService):
+    """A ClientService without its log line for every retry ("Scheduling retry ...").
+
+    During an outage of the primary that line came once a heartbeat; the
+    role logs when the primary becomes unreachable and when it answers again.
+    """
+
+    _log = Logger(observer=lambda event: None)
+
+
 def peerService(endpoint: Any, role: Any, clock: Any, heartbeat: float) -> ClientService:
     """A ClientService that keeps the link to the primary, retrying at most a heartbeat apart.
 
     A primary that refused the link (``role.refused()``) is asked again once a
-    heartbeat, not at once: it is alive, and it said why.
+    heartbeat, not at once: it is alive, and it said why. Not more seldom
+    either: only a primary heard within the takeover time keeps the failover
+    from taking over. Failed attempts are told to ``role.connectFailed``.
     """
     backoff = backoffPolicy(
         initialDelay=min(0.1, heartbeat), factor=2.0, maxDelay=heartbeat, jitter=lambda: 0.0
@@ -152,4 +186,6 @@ def peerService(endpoint: Any, role: Any, clock: Any, heartbeat: float) -> Clien
     def policy(attempt: int) -> float:
         return heartbeat if role.refused() else backoff(attempt)
 
-    return ClientService(endpoint, PeerClientFactory(role), retryPolicy=policy, clock=clock)
+    return QuietClientService(
+        ReportingEndpoint(endpoint, role), PeerClientFactory(role), retryPolicy=policy, clock=clock
+    )

@@ -16,6 +16,7 @@ active is discarded) and syncs on from there.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from OpenSSL import SSL
@@ -49,6 +50,11 @@ PAIRED = "paired"
 MISMATCH = "version-mismatch"
 REFUSED = "refused"
 
+PROOF_REFUSED = (
+    "the primary refused our pairing proof: check that both servers use the same peer secret file"
+)
+"""The problem a failover shows when the primary refuses its AUTH (a wrong secret)."""
+
 
 class FailoverRole(ServingRole):
     """A failover of the primary at ``primaryAddress``, reached through ``primaryEndpoint``."""
@@ -79,6 +85,8 @@ class FailoverRole(ServingRole):
         self.linkState = CONNECTING
         self.problem: str | None = None
         self._reported: tuple[str, str] | None = None
+        self._unreachableSince: float | None = None
+        """Since when connecting to the primary fails; None while it can be reached."""
         self.primaryName: str | None = None
         self.primaryVersion: str | None = None
         self.primaryEdition: str | None = None
@@ -286,8 +294,29 @@ class FailoverRole(ServingRole):
         """Whether the primary refused the last link (it is asked again a heartbeat later)."""
         return self.linkState in (REFUSED, MISMATCH)
 
+    def connectFailed(self, failure: Any) -> None:
+        """A connection attempt failed: log it when the primary becomes unreachable, once,
+        not on every retry (another line follows when it can be reached again)."""
+        if self._unreachableSince is None:
+            self._unreachableSince = self.clock.seconds()
+            self.log.warn(
+                "Cannot reach the primary {primary}: {why}; trying again every {every:g} s",
+                primary=self.primary,
+                why=failure.getErrorMessage(),
+                every=self.beatInterval,
+            )
+
     def linkMade(self, link: Any) -> None:
         """A connection to the primary is up: pair and sync over it."""
+        if self._unreachableSince is not None:
+            since, self._unreachableSince = self._unreachableSince, None
+            self.log.info(
+                "The primary {primary} can be reached again"
+                " (unreachable since {since}, for {seconds:.0f} s)",
+                primary=self.primary,
+                since=_utc(since),
+                seconds=self.clock.seconds() - since,
+            )
         self.link = link
         d = defer.ensureDeferred(self._pair(link))
         d.addErrback(self._linkFailed, link)
@@ -298,6 +327,7 @@ class FailoverRole(ServingRole):
             self.link = None
             if self.linkState == PAIRED:
                 self.linkState = CONNECTING
+                self.log.info("The link to the primary {primary} closed", primary=self.primary)
         if reason is not None and reason.check(SSL.Error, VerificationError):
             self.heard()
             self._refused(REFUSED, _tlsProblem(reason.value, self.primary))
@@ -331,7 +361,7 @@ class FailoverRole(ServingRole):
             },
         )
         if not reply.ok:
-            self._refusedBy(reply)
+            self._refusedBy(reply, "PEER")
             link.close()
             return
         self.primaryName = reply.args.get("server")
@@ -343,7 +373,7 @@ class FailoverRole(ServingRole):
         proof = peer_proof(self.peerSecret, reply.args.get("challenge", ""), self.serverName)
         reply = await link.request("AUTH", {"proof": proof})
         if not reply.ok:
-            self._refusedBy(reply)
+            self._refusedBy(reply, "AUTH")
             link.close()
             return
         self.linkState = PAIRED
@@ -352,7 +382,8 @@ class FailoverRole(ServingRole):
         self.primaryRevision = reply.integer("revision")
         await self._syncing.run(self._sync, link)
 
-    def _refusedBy(self, reply: Reply) -> None:
+    def _refusedBy(self, reply: Reply, verb: str) -> None:
+        """The primary refused ``verb`` (PEER or AUTH) with ``reply``."""
         response = reply.response
         if response.reason == "version-mismatch":
             theirs = reply.args.get("version", "?")
@@ -364,14 +395,28 @@ class FailoverRole(ServingRole):
             problem = _mismatchAdvice(theirs, edition)
             state = MISMATCH
         else:
-            problem = f"the primary refused the link: {response.code} {response.reason}"
+            problem = _refusalProblem(response, verb, self.primary)
             state = REFUSED
         self._refused(state, problem)
 
     def _refused(self, state: str, problem: str) -> None:
-        """Show why the link is refused; log and record it once, not on every retry."""
+        """Show why the link is refused; log and record it once, not on every retry.
+
+        A version mismatch stops the failover service until the versions match
+        (FAILOVER.md rule 12); any other refusal leaves it unpaired, asking again
+        every heartbeat.
+        """
         if (state, problem) != self._reported:
-            self.log.warn("Failover service stopped: {problem}", problem=problem)
+            if state == MISMATCH:
+                self.log.warn("Failover service stopped: {problem}", problem=problem)
+            else:
+                self.log.warn(
+                    "Not paired with the primary {primary}: {problem};"
+                    " asking again every {every:g} s",
+                    primary=self.primary,
+                    problem=problem,
+                    every=self.beatInterval,
+                )
             self.record(state, "error", problem, primary=self.primary)
             self._reported = (state, problem)
         self.linkState, self.problem = state, problem
@@ -443,6 +488,24 @@ def _mismatchAdvice(version: str, edition: str) -> str:
     if newer:
         return f"upgrade this failover to version {version}"
     return f"the primary runs the older version {version}: upgrade the primary to {__version__}"
+
+
+def _refusalProblem(response: Any, verb: str, primary: str) -> str:
+    """Why the primary refused the link, other than for its version, in words an admin
+    can act on. The same refusal gives the same words: it is logged once per change."""
+    if response.reason == "not-authorized":
+        if verb == "AUTH":
+            return PROOF_REFUSED
+        return f"the server at {primary} takes no failover: it is not a primary (check --primary)"
+    head = f"the primary refused the link: {response.code} {response.reason}"
+    if response.reason == "already-paired":
+        return f"{head}: another failover ({response.args.get('name', '?')}) is paired with it"
+    return head
+
+
+def _utc(seconds: float) -> str:
+    """A time for the log and Messages: ``2026-06-01 14:02:11 UTC``."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
 def _tlsProblem(error: Exception, primary: str) -> str:
