@@ -17,6 +17,7 @@ from twisted.web import resource, server
 
 from licenseserver import allocation
 from licenseserver._version import EDITION, __version__
+from licenseserver.web.facade import ServerView
 
 
 class Metrics:
@@ -42,9 +43,9 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch(self, role: Any) -> None:
-        """Report ``role``'s state (the RoleSwitch: whatever role runs) at each scrape."""
-        self.registry.register(_RoleCollector(role))
+    def watch(self, view: ServerView) -> None:
+        """Report the server's state (whatever role runs) at each scrape."""
+        self.registry.register(_RoleCollector(view))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -53,22 +54,22 @@ class Metrics:
 class _RoleCollector:
     """Reads the pool, the role and the peer link when scraped."""
 
-    def __init__(self, role: Any):
-        self.role = role
+    def __init__(self, view: ServerView):
+        self.view = view
 
     def collect(self) -> Iterator[Any]:
-        role = self.role
-        now = role.now()
+        view = self.view
+        now = view.now()
         info = GaugeMetricFamily(
             "licenseserver_info",
             "This server: name, role, state, version and edition.",
             labels=["name", "role", "state", "version", "edition"],
         )
-        info.add_metric([role.serverName, role.roleName, role.state, __version__, EDITION], 1)
+        info.add_metric([view.serverName, view.roleName, view.state, __version__, EDITION], 1)
         yield info
-        active = int(role.state == "active")
+        active = int(view.state == "active")
         yield GaugeMetricFamily("licenseserver_active", "1 while serving licenses.", value=active)
-        revision = role.pool.revision
+        revision = view.revision
         yield GaugeMetricFamily("licenseserver_revision", "Pool revision held.", value=revision)
         labels = ["license", "product"]
         seats = GaugeMetricFamily("licenseserver_seats", "Seats of a license.", labels=labels)
@@ -79,8 +80,8 @@ class _RoleCollector:
             " licenses that never end have no series.",
             labels=labels,
         )
-        inUse = role.pool.seatsInUse(now)
-        for lic in role.pool.all("license"):
+        inUse = view.seatsInUse(now)
+        for lic in view.licenses():
             labels = [lic.id, lic.product]
             seats.add_metric(labels, lic.seats)
             used.add_metric(labels, inUse[lic.id])
@@ -90,18 +91,18 @@ class _RoleCollector:
         yield seats
         yield used
         yield left
-        live = [lease for lease in role.pool.all("lease") if lease.live(now)]
+        live = [lease for lease in view.leases() if lease.live(now)]
         leases = GaugeMetricFamily(
             "licenseserver_leases", "Live leases, running or borrowed.", labels=["borrowed"]
         )
         leases.add_metric(["false"], sum(not lease.borrowed for lease in live))
         leases.add_metric(["true"], sum(lease.borrowed for lease in live))
         yield leases
-        yield from _peerMetrics(role, now)
+        yield from _peerMetrics(view, now)
 
 
-def _peerMetrics(role: Any, now: int) -> Iterator[Any]:
-    peer = role.peerStatus()
+def _peerMetrics(view: ServerView, now: int) -> Iterator[Any]:
+    peer = view.peerStatus()
     if peer is None:
         return
     if peer.get("lag") is not None:

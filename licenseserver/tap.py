@@ -47,6 +47,7 @@ from licenseserver.roles.primary import PrimaryRole
 from licenseserver.switch import RoleSwitch
 from licenseserver.web import bounded
 from licenseserver.web.auth import AdminAuth, reportGuessing
+from licenseserver.web.facade import ServerView
 from licenseserver.web.root import buildRoot
 
 SETTING_DEFAULTS: dict[str, Any] = {
@@ -403,8 +404,9 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     role = RoleSwitch(build, role_name, primary)
     role.setServiceParent(top)
     FreezeWhenLoaded(role).setServiceParent(top)
+    view = ServerView(role)
     metrics = Metrics()
-    metrics.watch(role)
+    metrics.watch(view)
 
     def licensingListening(port: int) -> None:
         if not explicit_advertise:
@@ -420,7 +422,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     ).setServiceParent(top)
 
     auth = AdminAuth(reactor, data.admin_password_hash, onFailures=reportGuessing(role))
-    root = buildRoot(role, auth, setPassword=data.change_admin_password)
+    root = buildRoot(view, auth, setPassword=data.change_admin_password)
     root.putChild(b"metrics", MetricsResource(metrics))
     site = bounded.LimitedSite(
         root,

@@ -15,6 +15,7 @@ from licenseserver import passwords
 from licenseserver.testing import FakeStore, PumpEndpoint
 from licenseserver.web.auth import AdminAuth
 from licenseserver.web.bounded import LimitedSite
+from licenseserver.web.facade import ServerView
 from licenseserver.web.root import buildRoot
 from tests.helpers import START, hello, licenseFile, makeSwitch
 
@@ -53,7 +54,7 @@ class APITests(unittest.TestCase):
         nowhere.up = False
         self.role = makeSwitch(self.store, clock, nowhere)
         self.addCleanup(self.role.stopService)
-        site = LimitedSite(buildRoot(self.role, AdminAuth(reactor, lambda: HASH)))
+        site = LimitedSite(buildRoot(ServerView(self.role), AdminAuth(reactor, lambda: HASH)))
         self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
         self.agent = Agent(reactor)

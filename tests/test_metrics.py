@@ -14,6 +14,7 @@ from licenseserver import tap
 from licenseserver.metrics import Metrics
 from licenseserver.protocols.licensing import LicensingFactory
 from licenseserver.testing import FakeStore
+from licenseserver.web.facade import ServerView
 from tests.helpers import licenseFile, makeRole, run
 
 
@@ -31,7 +32,7 @@ class MetricsTests(unittest.TestCase):
         self.role = makeRole(FakeStore())
         (self.lid,) = self.successResultOf(run(self.role.addLicenses(licenseFile({"seats": 1}))))
         self.metrics = Metrics()
-        self.metrics.watch(self.role)
+        self.metrics.watch(ServerView(self.role))
         self.factory = LicensingFactory(self.role, self.metrics)
 
     def session(self, lines):

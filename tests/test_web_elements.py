@@ -20,6 +20,7 @@ from licenseserver.roles.failover import FailoverRole
 from licenseserver.roles.primary import PrimaryRole
 from licenseserver.testing import FakeStore, PumpEndpoint
 from licenseserver.web import display, elements
+from licenseserver.web.facade import ServerView
 from tests.helpers import START, hello, licenseFile, makeRole, makeSwitch, run
 
 TOKEN = "csrf-token-123"
@@ -39,6 +40,7 @@ class ElementTestCase(unittest.TestCase):
         nowhere.up = False
         self.role = makeSwitch(FakeStore(), self.clock, nowhere)
         self.addCleanup(self.role.stopService)
+        self.view = ServerView(self.role)
 
     def render(self, element: Any) -> str:
         return self.successResultOf(flattenString(None, element)).decode("utf-8")
@@ -47,7 +49,7 @@ class ElementTestCase(unittest.TestCase):
         return self.successResultOf(run(self.role.addLicenses(licenseFile(*specs))))
 
     def header(self, role: Any = None, events: Any = (), token: str | None = TOKEN) -> str:
-        facts = display.header_facts(role or self.role, events)
+        facts = display.header_facts(ServerView(role or self.role), events)
         return self.render(elements.HeaderElement(facts, token))
 
 
@@ -209,7 +211,7 @@ class PairedHeaderTests(ElementTestCase):
 
 class PageTests(ElementTestCase):
     def page(self, role: Any = None, **kw: Any) -> str:
-        role = role or self.role
+        role = ServerView(role or self.role)
         options = dict(
             title="Messages",
             facts=display.header_facts(role),
@@ -246,7 +248,7 @@ class PageTests(ElementTestCase):
         html = self.page()
         tabs = re.findall(r'<a href="/(\w+)" class="\w*" id="tab-', html)
         self.assertEqual(tabs, ["messages", "settings"])
-        self.assertEqual(display.home_tab(self.role), "messages")
+        self.assertEqual(display.home_tab(self.view), "messages")
 
     def navigation(self, html: str) -> list[tuple[str, str]]:
         """The links of the page's tab navigation: (href, label) in order."""
@@ -289,7 +291,7 @@ class PageTests(ElementTestCase):
 class PoolTests(ElementTestCase):
     def test_empty(self):
         """An empty pool says how to add licenses."""
-        html = self.render(elements.PoolElement(self.role, TOKEN))
+        html = self.render(elements.PoolElement(self.view, TOKEN))
         self.assertIn("No licenses in the pool yet", html)
         self.assertNotIn('id="licenses"', html)
         self.assertIn('enctype="multipart/form-data"', html)
@@ -306,7 +308,7 @@ class PoolTests(ElementTestCase):
         )
         run(self.role.checkout(hello(self.role, "m1"), {}))
         self.successResultOf(run(self.role.setLicenseActive(lid, True)))
-        html = self.render(elements.PoolElement(self.role, TOKEN))
+        html = self.render(elements.PoolElement(self.view, TOKEN))
         row = re.search(rf'<tr id="license-{lid}">.*?</tr>', html, re.S).group(0)
         self.assertIn("status-active", row)
         self.assertIn("1 / 3", row)
@@ -322,7 +324,7 @@ class PoolTests(ElementTestCase):
         """A deactivated license offers Activate."""
         (lid,) = self.add({})
         self.successResultOf(run(self.role.setLicenseActive(lid, False)))
-        html = self.render(elements.PoolElement(self.role, TOKEN))
+        html = self.render(elements.PoolElement(self.view, TOKEN))
         self.assertIn("status-inactive", html)
         self.assertIn('value="activate">Activate<', html)
 
@@ -330,7 +332,7 @@ class PoolTests(ElementTestCase):
 class ClientsTests(ElementTestCase):
     def test_empty(self):
         """Without clients the tab says machines register by themselves."""
-        html = self.render(elements.ClientsElement(self.role, TOKEN))
+        html = self.render(elements.ClientsElement(self.view, TOKEN))
         self.assertIn("No client has registered yet", html)
 
     def test_clientsAndAssignments(self):
@@ -339,7 +341,7 @@ class ClientsTests(ElementTestCase):
         self.add({"kind": "concurrent"})
         s = hello(self.role, "m1", version="2014r2", host="ws-old")
         self.successResultOf(run(self.role.assign(s.client, "XMLSpy", [installed])))
-        html = self.render(elements.ClientsElement(self.role, TOKEN))
+        html = self.render(elements.ClientsElement(self.view, TOKEN))
         body = re.search(rf'<tbody id="client-{s.client}">.*?</tbody>', html, re.S).group(0)
         self.assertIn("ws-old", body)
         self.assertIn("not failover-capable", body)
@@ -354,7 +356,7 @@ class ClientsTests(ElementTestCase):
         """A product with no assignable license says so instead of a form."""
         self.add({"kind": "concurrent"})
         hello(self.role, "m1")
-        html = self.render(elements.ClientsElement(self.role, TOKEN))
+        html = self.render(elements.ClientsElement(self.view, TOKEN))
         self.assertIn("no license to assign", html)
         self.assertNotIn("<select", html)
 
@@ -362,7 +364,7 @@ class ClientsTests(ElementTestCase):
 class MonitoringTests(ElementTestCase):
     def test_empty(self):
         """With no leases both lists say they are empty."""
-        html = self.render(elements.MonitoringElement(self.role))
+        html = self.render(elements.MonitoringElement(self.view))
         self.assertIn("No client holds a running license.", html)
         self.assertIn("No seat is checked out.", html)
 
@@ -373,7 +375,7 @@ class MonitoringTests(ElementTestCase):
         lease = self.successResultOf(run(self.role.checkout(s, {})))
         borrowed = self.successResultOf(run(self.role.borrow(s, {"days": "2"})))
         self.clock.advance(45)
-        html = self.render(elements.MonitoringElement(self.role))
+        html = self.render(elements.MonitoringElement(self.view))
         running = re.search(r'<table class="list" id="running">.*?</table>', html, re.S).group(0)
         row = re.search(rf'<tr id="lease-{lease["lease"]}">.*?</tr>', running, re.S).group(0)
         self.assertIn("ws1", row)
@@ -412,7 +414,7 @@ class MessagesTests(ElementTestCase):
 class SettingsTests(ElementTestCase):
     def test_primary(self):
         """On a primary the mode form has Primary chosen and the limits are editable."""
-        html = self.render(elements.SettingsElement(self.role, TOKEN))
+        html = self.render(elements.SettingsElement(self.view, TOKEN))
         self.assertIn('id="current-mode">primary<', html)
         self.assertIn('id="mode-primary" checked="checked"', html)
         self.assertIn('name="lease_ttl" id="lease-ttl" min="4" max="86400"', html)
@@ -424,7 +426,7 @@ class SettingsTests(ElementTestCase):
     def test_standbyFailover(self):
         """On a standby failover the mode names the primary; the synced limits are locked."""
         self.successResultOf(self.role.switchTo("failover", "ls0:35355"))
-        html = self.render(elements.SettingsElement(self.role, TOKEN))
+        html = self.render(elements.SettingsElement(self.view, TOKEN))
         self.assertIn('id="current-mode">failover of ls0:35355<', html)
         self.assertIn('id="mode-failover" checked="checked"', html)
         self.assertIn('value="ls0:35355"', html)
@@ -448,7 +450,7 @@ class SmallElementTests(ElementTestCase):
     def test_standby(self):
         """A hidden tab's page names the primary and its address."""
         self.successResultOf(self.role.switchTo("failover", "ls0:35355"))
-        html = self.render(elements.StandbyElement(self.role, "License Pool"))
+        html = self.render(elements.StandbyElement(self.view, "License Pool"))
         self.assertIn("failover in standby", html)
         self.assertIn("The License Pool is", html)
         self.assertIn("<code>ls0:35355</code>", html)

@@ -33,6 +33,7 @@ from licenseserver.testing import FakeStore, PumpEndpoint
 from licenseserver.web import sessions as sessions_module
 from licenseserver.web.auth import AdminAuth, reportGuessing
 from licenseserver.web.bounded import LimitedSite
+from licenseserver.web.facade import ServerView
 from licenseserver.web.root import buildRoot
 from licenseserver.web.sessions import SessionStore
 from licenseserver.web.throttle import LoginThrottle
@@ -136,7 +137,7 @@ class WebTestCase(unittest.TestCase):
             self.clock, lambda: self.hash, sessions=self.sessions, throttle=self.throttle
         )
         self.passwordsSet: list[str] = []
-        root = buildRoot(self.role, self.auth, setPassword=self.setPassword)
+        root = buildRoot(ServerView(self.role), self.auth, setPassword=self.setPassword)
         self.site = LimitedSite(root, reactor=self.clock)
         self.cookie: str | None = None
 
@@ -737,7 +738,7 @@ class StaticTests(unittest.TestCase):
         nowhere.up = False
         role = makeSwitch(store, clock, nowhere)
         self.addCleanup(role.stopService)
-        site = server.Site(buildRoot(role, AdminAuth(reactor, lambda: HASH)))
+        site = server.Site(buildRoot(ServerView(role), AdminAuth(reactor, lambda: HASH)))
         self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
         self.base = f"http://127.0.0.1:{self.port.getHost().port}"

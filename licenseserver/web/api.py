@@ -23,19 +23,20 @@ from licenseserver.roles.base import AdminError
 from licenseserver.switch import check_mode
 from licenseserver.web import display, views
 from licenseserver.web.auth import AdminAuth
+from licenseserver.web.facade import ServerView
 
 Handler = Callable[..., Any]
 
 
 class AdminAPI(resource.Resource):
-    """``/api/...``: the admin API of one role."""
+    """``/api/...``: the admin API of one server."""
 
     isLeaf = True
     log = Logger()
 
-    def __init__(self, role: Any, auth: AdminAuth):
+    def __init__(self, view: ServerView, auth: AdminAuth):
         super().__init__()
-        self.role = role
+        self.view = view
         self.auth = auth
         self.routes: list[tuple[str, re.Pattern, bool, Handler]] = []
         add = self._route
@@ -108,22 +109,22 @@ class AdminAPI(resource.Resource):
     # Handlers
 
     async def getStatus(self, request: server.Request) -> tuple[int, Any]:
-        return 200, views.status(self.role)
+        return 200, views.status(self.view)
 
     async def getLicenses(self, request: server.Request) -> tuple[int, Any]:
-        return 200, views.licenses(self.role)
+        return 200, views.licenses(self.view)
 
     def changed(self, status: int, body: dict[str, Any]) -> tuple[int, Any]:
         """The answer to a change; on an active failover it warns that the change will not last."""
-        warning = display.discarded_at_handback(self.role)
+        warning = display.discarded_at_handback(self.view)
         if warning:
             body = {**body, "warning": warning}
         return status, body
 
     async def postLicenses(self, request: server.Request) -> tuple[int, Any]:
-        ids = await self.role.addLicenses(_body(request))
+        ids = await self.view.addLicenses(_body(request))
         body: dict[str, Any] = {"ids": ids}
-        warnings = views.upload_warnings(self.role, ids)
+        warnings = views.upload_warnings(self.view, ids)
         if warnings:
             body["warnings"] = warnings
         return self.changed(201, body)
@@ -131,56 +132,56 @@ class AdminAPI(resource.Resource):
     async def postActivate(
         self, request: server.Request, license_id: str, action: str
     ) -> tuple[int, Any]:
-        await self.role.setLicenseActive(license_id, action == "activate")
-        return self.changed(200, views.license(self.role, self.role.pool.license(license_id)))
+        await self.view.setLicenseActive(license_id, action == "activate")
+        return self.changed(200, views.license(self.view, self.view.license(license_id)))
 
     async def postAgreement(self, request: server.Request, license_id: str) -> tuple[int, Any]:
         """Accept the license agreement of a license, as the admin."""
-        await self.role.acceptAgreement(license_id)
-        return self.changed(200, views.license(self.role, self.role.pool.license(license_id)))
+        await self.view.acceptAgreement(license_id)
+        return self.changed(200, views.license(self.view, self.view.license(license_id)))
 
     async def deleteLicense(self, request: server.Request, license_id: str) -> tuple[int, Any]:
-        await self.role.deleteLicense(license_id)
+        await self.view.deleteLicense(license_id)
         return self.changed(200, {"deleted": license_id})
 
     async def getClients(self, request: server.Request) -> tuple[int, Any]:
-        return 200, views.clients(self.role)
+        return 200, views.clients(self.view)
 
     async def putAssignment(
         self, request: server.Request, client_id: str, product: str
     ) -> tuple[int, Any]:
-        self.role.gateAdmin()  # a standby says where to go before it reads the body
+        self.view.gateAdmin()  # a standby says where to go before it reads the body
         body = _jsonBody(request)
         licenses = body.get("licenses") if isinstance(body, dict) else None
         if not isinstance(licenses, list) or not all(isinstance(i, str) for i in licenses):
             raise AdminError(400, 'the body must be {"licenses": [license ids]}')
-        await self.role.assign(client_id, product, licenses)
-        return self.changed(200, views.client(self.role, self.role.pool.client(client_id)))
+        await self.view.assign(client_id, product, licenses)
+        return self.changed(200, views.client(self.view, self.view.client(client_id)))
 
     async def deleteClient(self, request: server.Request, client_id: str) -> tuple[int, Any]:
-        await self.role.unregister(client_id)
+        await self.view.unregister(client_id)
         return self.changed(200, {"deleted": client_id})
 
     async def getLeases(self, request: server.Request) -> tuple[int, Any]:
-        return 200, views.leases(self.role)
+        return 200, views.leases(self.view)
 
     async def getVendorKeys(self, request: server.Request) -> tuple[int, Any]:
-        return 200, self.role.vendorKeys()
+        return 200, self.view.vendorKeys()
 
     async def postVendorKey(self, request: server.Request) -> tuple[int, Any]:
         """Trust one more vendor public key (PEM, any content type) at once: 201, or 200
         when it was trusted already."""
-        key, new = await self.role.addVendorKey(_body(request))
+        key, new = await self.view.addVendorKey(_body(request))
         if not new:
             return 200, {"id": key, "trusted_already": True}
         return self.changed(201, {"id": key})
 
     async def getMessages(self, request: server.Request) -> tuple[int, Any]:
-        events = await self.role.store.events(500)
+        events = await self.view.events(500)
         return 200, [views.event(e) for e in events]
 
     async def getSettings(self, request: server.Request) -> tuple[int, Any]:
-        return 200, views.settings(self.role)
+        return 200, views.settings(self.view)
 
     async def putSettings(self, request: server.Request) -> tuple[int, Any]:
         """Change licensing settings and/or the failover mode (``role``, ``primary``)."""
@@ -190,15 +191,15 @@ class AdminAPI(resource.Resource):
         mode = {k: body.pop(k) for k in ("role", "primary") if k in body}
         if mode:
             # A mode that will not do refuses the whole request, before any setting changes.
-            role = mode.get("role", self.role.roleName)
+            role = mode.get("role", self.view.roleName)
             primary = check_mode(role, mode.get("primary"))
         if body:
-            await self.role.updateSettings(body)
+            await self.view.updateSettings(body)
         if mode:
-            await self.role.switchTo(role, primary)
+            await self.view.switchTo(role, primary)
         if body:
-            return self.changed(200, views.settings(self.role))
-        return 200, views.settings(self.role)
+            return self.changed(200, views.settings(self.view))
+        return 200, views.settings(self.view)
 
 
 def _body(request: server.Request) -> bytes:

@@ -14,6 +14,7 @@ from typing import Any
 from licenseserver import allocation
 from licenseserver._version import EDITION, __version__
 from licenseserver.web import views
+from licenseserver.web.facade import ServerView
 
 EXPIRY_WARNING_DAYS = 30
 DAY = 86400
@@ -37,45 +38,45 @@ POOL_TABS = frozenset({POOL, CLIENTS, MONITORING})
 """The tabs a standby failover does not show (FAILOVER.md rule 5)."""
 
 
-def standby(role: Any) -> bool:
+def standby(view: ServerView) -> bool:
     """Whether ``role`` is a failover in standby, which takes no pool changes."""
-    return role.roleName == "failover" and role.state != "active"
+    return view.roleName == "failover" and view.state != "active"
 
 
-def active_failover(role: Any) -> bool:
+def active_failover(view: ServerView) -> bool:
     """Whether ``role`` is a failover serving in its primary's stead."""
-    return role.roleName == "failover" and role.state == "active"
+    return view.roleName == "failover" and view.state == "active"
 
 
-def discarded_at_handback(role: Any) -> str | None:
+def discarded_at_handback(view: ServerView) -> str | None:
     """On an active failover, the warning that changes made there will not last.
 
     When the primary takes control back, the failover replaces its data with
     the primary's (FAILOVER.md rule 10): licenses uploaded, deleted, activated
     or deactivated, assignments, unregistered machines and settings changed
-    here are all lost. None on any other server.
+    here are all lost. None on any other view.
     """
-    if not active_failover(role):
+    if not active_failover(view):
         return None
-    primary = role.primaryAddress() or "its primary"
+    primary = view.primaryAddress() or "its primary"
     return (
-        f"This server is the failover, serving while its primary {primary} is away. "
+        f"This view is the failover, serving while its primary {primary} is away. "
         "Licenses uploaded, deleted, activated or deactivated, assignments, removed "
         "clients and licensing settings changed here are discarded when the primary "
         "takes control back: make lasting changes on the primary."
     )
 
 
-def visible_tabs(role: Any) -> list[tuple[str, str]]:
+def visible_tabs(view: ServerView) -> list[tuple[str, str]]:
     """The tabs the navigation shows for ``role`` now."""
-    if standby(role):
+    if standby(view):
         return [(name, title) for name, title in TABS if name not in POOL_TABS]
     return list(TABS)
 
 
-def home_tab(role: Any) -> str:
+def home_tab(view: ServerView) -> str:
     """Where ``/`` leads: the pool, or Messages on a standby failover."""
-    return MESSAGES if standby(role) else POOL
+    return MESSAGES if standby(view) else POOL
 
 
 def minimums_text(minimums: dict[str, str]) -> str:
@@ -150,10 +151,10 @@ class HeaderFacts:
     warnings: list[Alert] = field(default_factory=list)
 
 
-def expiring_licenses(role: Any, now: float) -> list[dict[str, Any]]:
+def expiring_licenses(view: ServerView, now: float) -> list[dict[str, Any]]:
     """Active licenses that end within ``EXPIRY_WARNING_DAYS`` days, soonest first."""
     soon = []
-    for lic in role.pool.all("license"):
+    for lic in view.licenses():
         if not lic.expires or allocation.license_status(lic, now) != allocation.ACTIVE:
             continue
         ends = allocation.day_start(lic.expires) + DAY
@@ -169,23 +170,23 @@ def unmet_today(events: Iterable[Any], now: float) -> int:
     return sum(1 for e in events if e.kind == "unmet-request" and e.time >= since)
 
 
-def not_failover_capable(role: Any) -> list[dict[str, Any]]:
+def not_failover_capable(view: ServerView) -> list[dict[str, Any]]:
     """Registered machines that a failover would not serve (views.clients entries)."""
-    return [c for c in views.clients(role) if not c["failover_capable"]]
+    return [c for c in views.clients(view) if not c["failover_capable"]]
 
 
-def warnings(role: Any, events: Iterable[Any], now: float) -> list[Alert]:
+def warnings(view: ServerView, events: Iterable[Any], now: float) -> list[Alert]:
     """What needs the admin: expiring licenses, unmet requests today, non-failover clients.
 
     Each links to the tab that shows more, unless that tab is hidden (``tab`` is "").
     """
-    shown = {name for name, _ in visible_tabs(role)}
-    return [a if a.tab in shown else Alert(a.text, "") for a in _warnings(role, events, now)]
+    shown = {name for name, _ in visible_tabs(view)}
+    return [a if a.tab in shown else Alert(a.text, "") for a in _warnings(view, events, now)]
 
 
-def _warnings(role: Any, events: Iterable[Any], now: float) -> list[Alert]:
+def _warnings(view: ServerView, events: Iterable[Any], now: float) -> list[Alert]:
     out = []
-    soon = expiring_licenses(role, now)
+    soon = expiring_licenses(view, now)
     if soon:
         first = soon[0]
         text = f"license {first['id']} ({first['product']}) expires on {first['expires']}"
@@ -196,7 +197,7 @@ def _warnings(role: Any, events: Iterable[Any], now: float) -> list[Alert]:
     if unmet:
         plural = "s" if unmet != 1 else ""
         out.append(Alert(f"{unmet} request{plural} for a seat could not be met today", MESSAGES))
-    clients = not_failover_capable(role)
+    clients = not_failover_capable(view)
     if clients:
         names = ", ".join(c["host"] or c["machine"] for c in clients[:3])
         more = f" and {len(clients) - 3} more" if len(clients) > 3 else ""
@@ -212,10 +213,10 @@ def _warnings(role: Any, events: Iterable[Any], now: float) -> list[Alert]:
     return out
 
 
-def _primary_peer(role: Any, now: float) -> tuple[str, list[Fact]]:
-    peer = role.peerStatus()
+def _primary_peer(view: ServerView, now: float) -> tuple[str, list[Fact]]:
+    peer = view.peerStatus()
     if peer is None:
-        remembered = role.failoverAddress()
+        remembered = view.failoverAddress()
         if remembered:
             return "Failover", [Fact("address", remembered), Fact("link", "not connected", "bad")]
         return "Failover", [Fact("", "none paired")]
@@ -243,14 +244,14 @@ LINK_WORDS = {
 }
 
 
-def _failover_peer(role: Any, now: float) -> tuple[str, list[Fact]]:
-    peer = role.peerStatus() or {}
+def _failover_peer(view: ServerView, now: float) -> tuple[str, list[Fact]]:
+    peer = view.peerStatus() or {}
     link, tone = LINK_WORDS.get(peer.get("link") or "", (peer.get("link") or "unknown", ""))
     since = peer.get("state_since")
-    state = role.state
+    state = view.state
     facts = [
         Fact("name", peer.get("name") or "not known yet"),
-        Fact("address", peer.get("address") or role.primaryAddress() or "?"),
+        Fact("address", peer.get("address") or view.primaryAddress() or "?"),
         Fact("link", link, tone),
         Fact(
             "this server",
@@ -277,24 +278,26 @@ def refused_failover(events: Iterable[Any], now: float) -> str | None:
     return None
 
 
-def header_facts(role: Any, events: Iterable[Any] = (), now: float | None = None) -> HeaderFacts:
+def header_facts(
+    view: ServerView, events: Iterable[Any] = (), now: float | None = None
+) -> HeaderFacts:
     """The status header of ``role`` (FAILOVER.md rule 4), with warnings from ``events``."""
     if now is None:
-        now = role.now()
-    if role.roleName == "failover":
-        title, peer = _failover_peer(role, now)
-        problem = (role.peerStatus() or {}).get("problem")
+        now = view.now()
+    if view.roleName == "failover":
+        title, peer = _failover_peer(view, now)
+        problem = (view.peerStatus() or {}).get("problem")
     else:
-        title, peer = _primary_peer(role, now)
-        alive = (role.peerStatus() or {}).get("alive")
+        title, peer = _primary_peer(view, now)
+        alive = (view.peerStatus() or {}).get("alive")
         problem = None if alive else refused_failover(events, now)
     return HeaderFacts(
-        name=role.serverName,
-        role=role.roleName,
-        state=role.state,
+        name=view.serverName,
+        role=view.roleName,
+        state=view.state,
         version=f"{__version__} ({EDITION})",
         peer_title=title,
         peer=peer,
         problem=problem,
-        warnings=warnings(role, events, now),
+        warnings=warnings(view, events, now),
     )

@@ -2,8 +2,8 @@
 
 ``PageElement`` lays out every page: the status header (``HeaderElement``),
 the tabs, the notices of the last action and one content Element. The
-content Elements take the role (or plain values) and the session's CSRF
-token, which every form carries. Values go into the markup through slots and
+content Elements take the view (a ``ServerView``, or plain values) and the
+session's CSRF token, which every form carries. Values go into the markup through slots and
 attributes only, so the template engine escapes all of them.
 """
 
@@ -19,6 +19,7 @@ from licenseserver import allocation
 from licenseserver._version import __version__
 from licenseserver.model import CONCURRENT
 from licenseserver.web import display, views
+from licenseserver.web.facade import ServerView
 
 TEMPLATES = FilePath(__file__).sibling("templates")
 
@@ -195,18 +196,18 @@ class StandbyElement(Element):
 
     loader = template("standby")
 
-    def __init__(self, role: Any, tabTitle: str):
+    def __init__(self, view: ServerView, tabTitle: str):
         super().__init__()
-        self.role = role
+        self.view = view
         self.tabTitle = tabTitle
 
     @renderer
     def standby(self, request: Any, tag: Tag) -> Tag:
-        peer = self.role.peerStatus() or {}
+        peer = self.view.peerStatus() or {}
         return tag.fillSlots(
             tab=self.tabTitle,
             primaryName=peer.get("name") or "(name not known yet)",
-            primary=self.role.primaryAddress() or "?",
+            primary=self.view.primaryAddress() or "?",
         )
 
 
@@ -215,12 +216,12 @@ class PoolElement(FormPart):
 
     loader = template("pool")
 
-    def __init__(self, role: Any, token: str):
+    def __init__(self, view: ServerView, token: str):
         super().__init__(token)
-        self.role = role
-        self.licenses = views.licenses(role)
-        now = role.now()
-        self.expiring = {item["id"] for item in display.expiring_licenses(role, now)}
+        self.view = view
+        self.licenses = views.licenses(view)
+        now = view.now()
+        self.expiring = {item["id"] for item in display.expiring_licenses(view, now)}
 
     @renderer
     def summary(self, request: Any, tag: Tag) -> Tag | str:
@@ -278,10 +279,10 @@ class ClientsElement(FormPart):
 
     loader = template("clients")
 
-    def __init__(self, role: Any, token: str):
+    def __init__(self, view: ServerView, token: str):
         super().__init__(token)
-        self.role = role
-        self.clients = views.clients(role)
+        self.view = view
+        self.clients = views.clients(view)
 
     @renderer
     def empty(self, request: Any, tag: Tag) -> Tag | str:
@@ -293,7 +294,7 @@ class ClientsElement(FormPart):
 
     @renderer
     def client(self, request: Any, tag: Tag) -> list[Element]:
-        now = self.role.now()
+        now = self.view.now()
         out = []
         for c in self.clients:
             filled = tag.clone().fillSlots(
@@ -304,16 +305,16 @@ class ClientsElement(FormPart):
                 last_seen=display.ago(c["last_seen"], now),
                 capable=capable_mark(c["failover_capable"]),
             )
-            out.append(ClientElement(self.role, c, self.token, TagLoader(filled)))
+            out.append(ClientElement(self.view, c, self.token, TagLoader(filled)))
         return out
 
 
 class ClientElement(FormPart):
     """The rows of one registered machine in Client Management."""
 
-    def __init__(self, role: Any, client: dict[str, Any], token: str, loader: Any):
+    def __init__(self, view: ServerView, client: dict[str, Any], token: str, loader: Any):
         super().__init__(token, loader)
-        self.role = role
+        self.view = view
         self.client = client
 
     @renderer
@@ -329,7 +330,7 @@ class ClientElement(FormPart):
                 capable=capable_mark(p["failover_capable"]),
             )
             out.append(
-                ProductElement(self.role, self.client["id"], p, self.token, TagLoader(filled))
+                ProductElement(self.view, self.client["id"], p, self.token, TagLoader(filled))
             )
         return out
 
@@ -337,21 +338,23 @@ class ClientElement(FormPart):
 class ProductElement(FormPart):
     """One product of a machine: its assigned licenses and the licenses it could get."""
 
-    def __init__(self, role: Any, client: str, product: dict[str, Any], token: str, loader: Any):
+    def __init__(
+        self, view: ServerView, client: str, product: dict[str, Any], token: str, loader: Any
+    ):
         super().__init__(token, loader)
-        self.role = role
+        self.view = view
         self.clientId = client
         self.product = product
 
     def choices(self) -> list[dict[str, Any]]:
         """Licenses of this product that could be assigned here (not concurrent, not yet)."""
         have = set(self.product["licenses"])
-        now = self.role.now()
+        now = self.view.now()
         out = []
-        for lic in sorted(self.role.pool.licensesFor(self.product["product"]), key=_by_id):
+        for lic in sorted(self.view.licensesFor(self.product["product"]), key=_by_id):
             if lic.kind == CONCURRENT or lic.id in have:
                 continue
-            holders = {a.client for a in self.role.pool.assignmentsOfLicense(lic.id)}
+            holders = {a.client for a in self.view.assignmentsOfLicense(lic.id)}
             status = allocation.license_status(lic, now)
             label = f"{lic.id} · {lic.kind} · {len(holders)}/{lic.seats} machines"
             if status != allocation.ACTIVE:
@@ -389,11 +392,11 @@ class MonitoringElement(Element):
 
     loader = template("monitoring")
 
-    def __init__(self, role: Any):
+    def __init__(self, view: ServerView):
         super().__init__()
-        self.role = role
-        self.now = role.now()
-        leases = views.leases(role)
+        self.view = view
+        self.now = view.now()
+        leases = views.leases(view)
         self.runningLeases = [item for item in leases if not item["borrowed"]]
         self.borrowedLeases = [item for item in leases if item["borrowed"]]
 
@@ -496,11 +499,11 @@ class SettingsElement(FormPart):
 
     loader = template("settings")
 
-    def __init__(self, role: Any, token: str, form: dict[str, str] | None = None):
+    def __init__(self, view: ServerView, token: str, form: dict[str, str] | None = None):
         super().__init__(token)
-        self.role = role
-        self.values = role.settings()
-        self.mode = role.mode()
+        self.view = view
+        self.values = view.settings()
+        self.mode = view.mode()
         self.form = form or {}
 
     @renderer
@@ -529,30 +532,30 @@ class SettingsElement(FormPart):
 
     @renderer
     def borrowChecked(self, request: Any, tag: Tag) -> Tag:
-        if self.role.roleName == "failover":
+        if self.view.roleName == "failover":
             return tag(disabled="disabled")  # a failover never lends: PROTOCOL.md, BORROW
         return tag(checked="checked") if self.values.get("borrow_enabled") else tag
 
     @renderer
     def borrowNote(self, request: Any, tag: Tag) -> Tag | str:
-        return tag if self.role.roleName == "failover" else ""
+        return tag if self.view.roleName == "failover" else ""
 
     @renderer
     def vendorKey(self, request: Any, tag: Tag) -> list[Tag]:
         sources = {"configured": "at start (data directory or --vendor-key)", "added": "added"}
         return [
             tag.clone().fillSlots(keyId=key["id"], keySource=sources[key["source"]])
-            for key in self.role.vendorKeys()
+            for key in self.view.vendorKeys()
         ]
 
     @renderer
     def noVendorKeys(self, request: Any, tag: Tag) -> Tag | str:
-        return "" if self.role.vendorKeys() else tag
+        return "" if self.view.vendorKeys() else tag
 
     @renderer
     def syncedNote(self, request: Any, tag: Tag) -> Tag | str:
-        return tag if display.standby(self.role) else ""
+        return tag if display.standby(self.view) else ""
 
     @renderer
     def licensingFields(self, request: Any, tag: Tag) -> Tag:
-        return tag(disabled="disabled") if display.standby(self.role) else tag
+        return tag(disabled="disabled") if display.standby(self.view) else tag

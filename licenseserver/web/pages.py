@@ -28,6 +28,7 @@ from licenseserver.roles.base import AdminError
 from licenseserver.web import display, elements, views
 from licenseserver.web.auth import AdminAuth, clientAddress
 from licenseserver.web.bounded import BodyTooLarge, UnreadableForm, formFields
+from licenseserver.web.facade import ServerView
 from licenseserver.web.sessions import COOKIE, CSRF_FIELD, AdminSession
 from licenseserver.web.throttle import Throttled
 
@@ -122,7 +123,7 @@ def _threaded(reactor: Any) -> Callable[..., Awaitable[Any]]:
 
 
 class WebSite:
-    """What every page needs: the role, the admin's auth and sessions, the password writer.
+    """What every page needs: the server, the admin's auth and sessions, the password writer.
 
     ``setPassword(new)`` stores a new admin password (``DataDir.change_admin_password``);
     it runs through ``runInThread`` (the reactor's thread pool by default), since
@@ -131,12 +132,12 @@ class WebSite:
 
     def __init__(
         self,
-        role: Any,
+        view: ServerView,
         auth: AdminAuth,
         setPassword: Callable[[str], None] | None = None,
         runInThread: Callable[..., Awaitable[Any]] | None = None,
     ):
-        self.role = role
+        self.view = view
         self.auth = auth
         self.sessions = auth.sessions
         self.setPassword = setPassword
@@ -178,7 +179,7 @@ class WebSite:
     async def events(self, limit: int = EVENTS_READ) -> list[Any]:
         """The newest events, or none when the store cannot give them."""
         try:
-            return list(await self.role.store.events(limit))
+            return list(await self.view.events(limit))
         except Exception:
             log.failure("Could not read the events for a page")
             return []
@@ -196,10 +197,10 @@ class WebSite:
         notices: list[tuple[str, str]] | None = None,
     ) -> Html:
         """A whole page around ``content``: the header, the tabs and the notices."""
-        role = self.role
+        view = self.view
         if session is not None and events is None:
             events = await self.events()
-        facts = display.header_facts(role, events or ())
+        facts = display.header_facts(view, events or ())
         shown = list(notices or [])
         if session is not None:
             shown += session.takeNotices()
@@ -207,7 +208,7 @@ class WebSite:
             title=title,
             facts=facts,
             content=content,
-            tabs=display.visible_tabs(role) if session is not None else (),
+            tabs=display.visible_tabs(view) if session is not None else (),
             current=current,
             notices=shown,
             token=session.csrf if session is not None else None,
@@ -287,10 +288,10 @@ class Page(SiteResource):
 
     def __init__(self, site: WebSite):
         super().__init__(site)
-        self.role = site.role
+        self.view = site.view
 
     def hidden(self) -> bool:
-        return self.poolTab and display.standby(self.role)
+        return self.poolTab and display.standby(self.view)
 
     async def _get(self, request: server.Request) -> Answer:
         if request.postpath not in ([], [b""]):
@@ -302,11 +303,11 @@ class Page(SiteResource):
         status = 200
         notices = []
         if self.hidden():
-            content: Any = elements.StandbyElement(self.role, self.title)
+            content: Any = elements.StandbyElement(self.view, self.title)
             status = 409
         else:
             content = await self.content(request, session, events)
-            warning = display.discarded_at_handback(self.role) if self.discarded else None
+            warning = display.discarded_at_handback(self.view) if self.discarded else None
             if warning:
                 notices.append(("warning", warning))
         return await self.site.page(
@@ -330,10 +331,8 @@ class Page(SiteResource):
         if not session.csrfMatches(form(request, CSRF_FIELD)):
             return await self.site.forbidden(request, session)
         if self.hidden():
-            session.notify(
-                "error",
-                f"standby failover: make this change on the primary {self.role.primaryAddress()}",
-            )
+            primary = self.view.primaryAddress()
+            session.notify("error", f"standby failover: make this change on the primary {primary}")
             return Redirect(f"/{self.name}")
         try:
             notice = await self.act(request, session, form(request, "action"))
@@ -364,7 +363,7 @@ class PoolPage(Page):
     discarded = True
 
     async def content(self, request: server.Request, session: AdminSession, events: list) -> Any:
-        return elements.PoolElement(self.role, session.csrf)
+        return elements.PoolElement(self.view, session.csrf)
 
     async def act(self, request: server.Request, session: AdminSession, action: str) -> str | None:
         if action == "upload":
@@ -373,13 +372,13 @@ class PoolPage(Page):
         if not license_id:
             raise FormError("no license was chosen")
         if action in ("activate", "deactivate"):
-            await self.role.setLicenseActive(license_id, action == "activate")
+            await self.view.setLicenseActive(license_id, action == "activate")
             return f"License {license_id} {action}d."
         if action == "accept":
-            await self.role.acceptAgreement(license_id)
+            await self.view.acceptAgreement(license_id)
             return f"The license agreement of {license_id} is accepted."
         if action == "delete":
-            await self.role.deleteLicense(license_id)
+            await self.view.deleteLicense(license_id)
             return f"License {license_id} deleted."
         raise FormError(f"unknown action {action!r}")
 
@@ -395,12 +394,12 @@ class PoolPage(Page):
         added: list[str] = []
         for name, data in files:
             try:
-                ids = await self.role.addLicenses(data)
+                ids = await self.view.addLicenses(data)
             except AdminError as e:
                 session.notify("error", f"{name}: {e.message}")
                 continue
             added += ids
-            for warning in views.upload_warnings(self.role, ids):
+            for warning in views.upload_warnings(self.view, ids):
                 session.notify("warning", f"{name}: {warning}")
         if added:
             return f"Added license{'s' if len(added) > 1 else ''} {', '.join(added)}."
@@ -416,25 +415,25 @@ class ClientsPage(Page):
     discarded = True
 
     async def content(self, request: server.Request, session: AdminSession, events: list) -> Any:
-        return elements.ClientsElement(self.role, session.csrf)
+        return elements.ClientsElement(self.view, session.csrf)
 
     async def act(self, request: server.Request, session: AdminSession, action: str) -> str | None:
         client = form(request, "client")
         if not client:
             raise FormError("no client was chosen")
         if action == "unregister":
-            await self.role.unregister(client)
+            await self.view.unregister(client)
             return f"Client {client} unregistered."
         product = form(request, "product")
         license_id = form(request, "license")
         if not product or not license_id:
             raise FormError("choose a product and a license")
-        current = [a.license for a in self.role.pool.assignmentsOf(client, product)]
+        current = [a.license for a in self.view.assignmentsOf(client, product)]
         if action == "assign":
-            await self.role.assign(client, product, [*current, license_id])
+            await self.view.assign(client, product, [*current, license_id])
             return f"Assigned {license_id} to {client} ({product})."
         if action == "unassign":
-            await self.role.assign(client, product, [i for i in current if i != license_id])
+            await self.view.assign(client, product, [i for i in current if i != license_id])
             return f"Unassigned {license_id} from {client} ({product})."
         raise FormError(f"unknown action {action!r}")
 
@@ -447,7 +446,7 @@ class MonitoringPage(Page):
     poolTab = True
 
     async def content(self, request: server.Request, session: AdminSession, events: list) -> Any:
-        return elements.MonitoringElement(self.role)
+        return elements.MonitoringElement(self.view)
 
 
 class MessagesPage(Page):
@@ -468,7 +467,7 @@ class SettingsPage(Page):
     discarded = True
 
     async def content(self, request: server.Request, session: AdminSession, events: list) -> Any:
-        return elements.SettingsElement(self.role, session.csrf)
+        return elements.SettingsElement(self.view, session.csrf)
 
     async def act(self, request: server.Request, session: AdminSession, action: str) -> str | None:
         if action == "mode":
@@ -487,7 +486,7 @@ class SettingsPage(Page):
         pem = files[0] if files else form(request, "pem").encode("utf-8")
         if not pem.strip():
             raise FormError("choose the vendor's public key file (PREFIX.pub) or paste it")
-        key, new = await self.role.addVendorKey(pem)
+        key, new = await self.view.addVendorKey(pem)
         if not new:
             return f"Vendor key {key} was trusted already."
         return f"Vendor key {key} is trusted now: licenses it signed can be added."
@@ -495,7 +494,7 @@ class SettingsPage(Page):
     async def _mode(self, request: server.Request) -> str:
         role = form(request, "role")
         primary = form(request, "primary") or None
-        mode = await self.role.switchTo(role, primary if role == "failover" else None)
+        mode = await self.view.switchTo(role, primary if role == "failover" else None)
         if mode["role"] == "failover":
             return f"This server is now the failover of {mode['primary']}."
         return "This server is now a primary."
@@ -507,9 +506,9 @@ class SettingsPage(Page):
             if not (text.isascii() and text.isdigit()):
                 raise FormError(f"the {label} must be a whole number")
             values[name] = int(text)
-        if self.role.roleName != "failover":  # a failover's box is off and disabled
+        if self.view.roleName != "failover":  # a failover's box is off and disabled
             values["borrow_enabled"] = bool(form(request, "borrow_enabled"))
-        await self.role.updateSettings(values)
+        await self.view.updateSettings(values)
         return "Settings saved."
 
     async def _password(self, request: server.Request, session: AdminSession) -> str:
@@ -629,7 +628,7 @@ class Home(resource.Resource):
         async def home(request: server.Request) -> Answer:
             if request.postpath not in ([], [b""]):
                 return await _notFound(self.site, request)
-            return Redirect("/" + display.home_tab(self.site.role))
+            return Redirect("/" + display.home_tab(self.site.view))
 
         return self.site.serve(request, home)
 

@@ -10,6 +10,7 @@ from twisted.web import resource, server
 
 from licenseserver.web.api import AdminAPI
 from licenseserver.web.auth import AdminAuth
+from licenseserver.web.facade import ServerView
 from licenseserver.web.pages import WebSite, addPages
 
 
@@ -18,20 +19,20 @@ class Health(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, role: Any):
+    def __init__(self, view: ServerView):
         super().__init__()
-        self.role = role
+        self.view = view
 
     def render_GET(self, request: server.Request) -> bytes:
-        ok = self.role.serving()
+        ok = self.view.serving()
         request.setResponseCode(200 if ok else 503)
         request.setHeader(b"content-type", b"application/json")
-        body = {"ok": ok, "role": self.role.roleName, "state": self.role.state}
+        body = {"ok": ok, "role": self.view.roleName, "state": self.view.state}
         return json.dumps(body).encode() + b"\n"
 
 
 def buildRoot(
-    role: Any,
+    view: ServerView,
     auth: AdminAuth,
     setPassword: Callable[[str], None] | None = None,
     runInThread: Callable[..., Awaitable[Any]] | None = None,
@@ -41,7 +42,7 @@ def buildRoot(
     ``setPassword`` stores a new admin password for the Settings tab; see ``WebSite``.
     """
     root = resource.Resource()
-    root.putChild(b"healthz", Health(role))
-    root.putChild(b"api", AdminAPI(role, auth))
-    addPages(root, WebSite(role, auth, setPassword, runInThread))
+    root.putChild(b"healthz", Health(view))
+    root.putChild(b"api", AdminAPI(view, auth))
+    addPages(root, WebSite(view, auth, setPassword, runInThread))
     return root

@@ -1,4 +1,4 @@
-"""What the admin sees of a role, as JSON-ready dicts: shared by API and pages."""
+"""What the admin sees of the view, as JSON-ready dicts: shared by API and pages."""
 
 from __future__ import annotations
 
@@ -7,36 +7,37 @@ from typing import Any
 from licenseserver import allocation
 from licenseserver._version import EDITION, __version__
 from licenseserver.model import Client, Event, Lease, License, record_to_dict
+from licenseserver.web.facade import ServerView
 
 
-def status(role: Any) -> dict[str, Any]:
+def status(view: ServerView) -> dict[str, Any]:
     """The body of ``GET /api/status``."""
     return {
-        "name": role.serverName,
-        "role": role.roleName,
-        "state": role.state,
+        "name": view.serverName,
+        "role": view.roleName,
+        "state": view.state,
         "version": __version__,
         "edition": EDITION,
-        "primary": role.primaryAddress(),
-        "failover": role.failoverAddress(),
-        "revision": role.committedRevision,
-        "peer": role.peerStatus(),
-        "refused_peer": role.refusedPeer(),
+        "primary": view.primaryAddress(),
+        "failover": view.failoverAddress(),
+        "revision": view.committedRevision,
+        "peer": view.peerStatus(),
+        "refused_peer": view.refusedPeer(),
     }
 
 
-def license(role: Any, lic: License, inUse: int | None = None) -> dict[str, Any]:
+def license(view: ServerView, lic: License, inUse: int | None = None) -> dict[str, Any]:
     """One license with its status, seats in use and assignments."""
-    now = role.now()
+    now = view.now()
     out = record_to_dict(lic)
     out.pop("signature")
     out["status"] = allocation.license_status(lic, now)
     out["days_to_expiry"] = allocation.days_to_expiry(lic, now)
     if inUse is None:
-        inUse = allocation.seats_in_use(lic, role.pool.leasesFor(lic.product), now)
+        inUse = allocation.seats_in_use(lic, view.leasesFor(lic.product), now)
     out["in_use"] = inUse
-    out["assigned"] = [a.client for a in role.pool.assignmentsOfLicense(lic.id)]
-    agreement = role.pool.get("agreement", lic.id)
+    out["assigned"] = [a.client for a in view.assignmentsOfLicense(lic.id)]
+    agreement = view.agreement(lic.id)
     out["agreement"] = (
         None
         if agreement is None
@@ -45,16 +46,16 @@ def license(role: Any, lic: License, inUse: int | None = None) -> dict[str, Any]
     return out
 
 
-def upload_warnings(role: Any, ids: list[str]) -> list[str]:
+def upload_warnings(view: ServerView, ids: list[str]) -> list[str]:
     """What the admin should hear about licenses just added: ended, or not begun yet.
 
     Such a license is taken (a vendor may ship one ahead of its start, and an
     admin may keep an old one for the record), but it gives no seat now.
     """
-    now = role.now()
+    now = view.now()
     out = []
     for license_id in ids:
-        lic = role.pool.license(license_id)
+        lic = view.license(license_id)
         status = allocation.license_status(lic, now)
         if status == allocation.EXPIRED:
             out.append(
@@ -67,18 +68,17 @@ def upload_warnings(role: Any, ids: list[str]) -> list[str]:
     return out
 
 
-def licenses(role: Any) -> list[dict[str, Any]]:
+def licenses(view: ServerView) -> list[dict[str, Any]]:
     """The license pool, in id order."""
-    pool = role.pool
-    inUse = pool.seatsInUse(role.now())
-    ordered = sorted(pool.all("license"), key=lambda lic: lic.id)
-    return [license(role, lic, inUse[lic.id]) for lic in ordered]
+    inUse = view.seatsInUse(view.now())
+    ordered = sorted(view.licenses(), key=lambda lic: lic.id)
+    return [license(view, lic, inUse[lic.id]) for lic in ordered]
 
 
-def client(role: Any, c: Client) -> dict[str, Any]:
+def client(view: ServerView, c: Client) -> dict[str, Any]:
     """One registered machine with its products and their assigned licenses."""
     products = []
-    for p in role.pool.productsOf(c.id):
+    for p in view.productsOf(c.id):
         products.append(
             {
                 "product": p.product,
@@ -86,8 +86,8 @@ def client(role: Any, c: Client) -> dict[str, Any]:
                 "user": p.user,
                 "cores": p.cores,
                 "last_seen": p.last_seen,
-                "failover_capable": role.failoverCapable(p.product, p.version),
-                "licenses": [a.license for a in role.pool.assignmentsOf(c.id, p.product)],
+                "failover_capable": view.failoverCapable(p.product, p.version),
+                "licenses": [a.license for a in view.assignmentsOf(c.id, p.product)],
             }
         )
     return {
@@ -101,9 +101,9 @@ def client(role: Any, c: Client) -> dict[str, Any]:
     }
 
 
-def clients(role: Any) -> list[dict[str, Any]]:
+def clients(view: ServerView) -> list[dict[str, Any]]:
     """Every registered machine, in id order."""
-    return [client(role, c) for c in sorted(role.pool.all("client"), key=_client_order)]
+    return [client(view, c) for c in sorted(view.clients(), key=_client_order)]
 
 
 def _client_order(c: Client) -> tuple[int, str]:
@@ -111,23 +111,23 @@ def _client_order(c: Client) -> tuple[int, str]:
     return (int(number), c.id) if number.isascii() and number.isdigit() else (1 << 62, c.id)
 
 
-def lease(role: Any, item: Lease) -> dict[str, Any]:
+def lease(view: ServerView, item: Lease) -> dict[str, Any]:
     """One live lease, with its client's host and whether a failover would serve it."""
-    now = role.now()
-    c = role.pool.client(item.client)
+    now = view.now()
+    c = view.client(item.client)
     out = record_to_dict(item)
     out["host"] = c.host if c is not None else ""
     out["ttl_left"] = max(0, item.expires - now)
-    out["failover_capable"] = role.failoverCapable(item.product, item.version)
+    out["failover_capable"] = view.failoverCapable(item.product, item.version)
     return out
 
 
-def leases(role: Any) -> list[dict[str, Any]]:
+def leases(view: ServerView) -> list[dict[str, Any]]:
     """Live leases, running ones first, then borrowed seats, each by grant time."""
-    now = role.now()
-    live = [item for item in role.pool.all("lease") if item.live(now)]
+    now = view.now()
+    live = [item for item in view.leases() if item.live(now)]
     live.sort(key=lambda item: (item.borrowed, item.granted, item.id))
-    return [lease(role, item) for item in live]
+    return [lease(view, item) for item in live]
 
 
 def event(e: Event) -> dict[str, Any]:
@@ -141,6 +141,6 @@ def event(e: Event) -> dict[str, Any]:
     }
 
 
-def settings(role: Any) -> dict[str, Any]:
+def settings(view: ServerView) -> dict[str, Any]:
     """The body of ``GET /api/settings``: the failover mode and the licensing settings."""
-    return {"role": role.roleName, "primary": role.primaryConfigured(), **role.settings()}
+    return {"role": view.roleName, "primary": view.primaryConfigured(), **view.settings()}
