@@ -177,6 +177,40 @@ class CheckoutTests(RoleTestCase):
         """A product without any usable license gives no-license."""
         self.refused(self.role.checkout(hello(self.role), {}), "no-license")
 
+    def test_noLicenseRecorded(self):
+        """A refusal for want of a usable license (here an expired one) is in Messages with
+        its reason, once an hour per product however often a client asks; products the
+        pool has no license of are not recorded."""
+        self.addLicenses(
+            {"expires": "2026-03-31"}, {"product": "MapForce", "expires": "2026-02-28"}
+        )
+        s = hello(self.role, user="anna")
+        for _ in range(50):
+            self.refused(self.role.checkout(s, {}), "no-license")
+            self.refused(self.role.checkout(s, {"product": "MapForce"}), "no-license")
+            self.refused(self.role.checkout(s, {"product": "Unknown"}), "no-license")
+            self.clock.advance(60)
+
+        def noLicense():
+            events = self.successResultOf(self.store.events(500))
+            return [e for e in events if e.kind == "no-license"]
+
+        mapforce, xmlspy = noLicense()
+        self.assertEqual(
+            xmlspy.message,
+            "XMLSpy: no license for ws1 (anna): the license of XMLSpy expired on 2026-03-31",
+        )
+        self.assertEqual(xmlspy.severity, "warning")
+        self.assertEqual(
+            xmlspy.data, {"product": "XMLSpy", "machine": "m1", "host": "ws1", "user": "anna"}
+        )
+        self.assertIn("expired on 2026-02-28", mapforce.message)
+        self.clock.advance(600)
+        self.refused(self.role.checkout(s, {}), "no-license")
+        self.assertEqual(
+            [e.data["product"] for e in noLicense()], ["XMLSpy", "MapForce", "XMLSpy"]
+        )
+
     def test_otherProduct(self):
         """CHECKOUT may name another product than HELLO's."""
         self.addLicenses({"product": "MapForce", "seats": 1})

@@ -58,6 +58,10 @@ keeps what the pool and the store hold in proportion while leaving room for
 any real name (a host name has at most 253 characters)."""
 
 
+NO_LICENSE_EVERY = 3600
+"""Seconds between two Messages events about one product's ``404 no-license`` refusals."""
+
+
 def _integer_between(low: int, high: int) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -182,6 +186,8 @@ class ServingRole(service.MultiService):
         self.loadError: Any = None
         self._whenLoaded: list[defer.Deferred] = []
         self._newToken = newToken or RandomTokens(12)
+        self._noLicenseNoted: dict[str, int] = {}
+        """Per product: when a ``no-license`` event was last recorded."""
         reaper = TimerService(reapInterval, self._reapSafely)
         reaper.clock = clock
         reaper.setServiceParent(self)
@@ -547,6 +553,8 @@ class ServingRole(service.MultiService):
                     host=session.host,
                     user=request.user,
                 )
+            elif result.reason == "no-license":
+                self._noteNoLicense(request, session, result.message)
             self.audit(
                 "denial",
                 reason=result.reason,
@@ -556,6 +564,32 @@ class ServingRole(service.MultiService):
             )
             raise ProtocolError(result.reason, result.message)
         return result
+
+    def _noteNoLicense(self, request: allocation.SeatRequest, session: Session, why: str) -> None:
+        """Record in Messages that a product's licenses gave no seat (expired, deactivated,
+        not yet valid, another version or edition): once per ``NO_LICENSE_EVERY`` per
+        product, however often clients ask (each refusal is in the audit log).
+
+        Only for products the pool has licenses of: any other name is the client's to
+        choose, and a client looping over names would fill Messages.
+        """
+        product = request.product
+        if not self.pool.licensesFor(product):
+            return
+        now = self.now()
+        last = self._noLicenseNoted.get(product)
+        if last is not None and now - last < NO_LICENSE_EVERY:
+            return
+        self._noLicenseNoted[product] = now
+        self.record(
+            "no-license",
+            "warning",
+            f"{product}: no license for {session.host} ({request.user}): {why}",
+            product=product,
+            machine=request.machine,
+            host=session.host,
+            user=request.user,
+        )
 
     def _grant(
         self,
