@@ -11,12 +11,12 @@ least once, and whose primary last ran this very version, takes over: it
 serves from the synced pool, keeping the synced leases valid. The first line
 from the primary after that hands control back at once: the failover stops
 serving, puts back the pool as it was at the takeover (everything done while
-active is discarded) and syncs on from there.
+active is discarded) and syncs on from there. When it pairs again, its AUTH
+reports to the primary when it served and how many seats it granted.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from OpenSSL import SSL
@@ -40,6 +40,7 @@ from licenseserver.protocols import sync
 from licenseserver.protocols.peer import Reply, peerService
 from licenseserver.protocols.wire import ProtocolError
 from licenseserver.roles.base import AdminError, ServingRole
+from licenseserver.roles.primary import ALIVE_AT, STOPPED_AT, utc
 from licenseserver.versions import Version, VersionError
 
 STANDBY = "standby"
@@ -54,6 +55,10 @@ PROOF_REFUSED = (
     "the primary refused our pairing proof: check that both servers use the same peer secret file"
 )
 """The problem a failover shows when the primary refuses its AUTH (a wrong secret)."""
+
+SERVED = "served_report"
+"""Local value: the failover's time serving not yet reported to the primary:
+``{"from", "until", "grants", "takeovers"}`` (``until`` is None while it serves)."""
 
 
 class FailoverRole(ServingRole):
@@ -100,6 +105,7 @@ class FailoverRole(ServingRole):
         self._restoring: defer.Deferred = defer.succeed(None)
         self._syncing = defer.DeferredLock()
         self._silence: Any = None
+        self._served: dict[str, Any] | None = None
         peerService(primaryEndpoint, self, self.clock, heartbeat).setServiceParent(self)
         beats = TimerService(heartbeat, self._beatSafely)
         beats.clock = self.clock
@@ -113,6 +119,15 @@ class FailoverRole(ServingRole):
         self.primaryVersion = await self.store.getLocal(PRIMARY_VERSION)
         self.primaryEdition = await self.store.getLocal(PRIMARY_EDITION)
         self._diverged = await self.store.getLocal(DIVERGED)
+        self._served = await self.store.getLocal(SERVED)
+        if self._served is not None and self._served["until"] is None:
+            # It stopped while serving without noting when: it served until this start
+            # at the latest (its grants since the takeover were not counted).
+            self._noteServed(until=self.now())
+        # The notes of a primary's last run are not this server's: as a primary again
+        # later, it was not down meanwhile.
+        for name in (ALIVE_AT, STOPPED_AT):
+            await self.store.setLocal(name, None)
 
     def _loaded(self, snapshot: Any) -> None:
         super()._loaded(snapshot)
@@ -121,6 +136,8 @@ class FailoverRole(ServingRole):
     def stopService(self) -> defer.Deferred:
         if self._silence is not None and self._silence.active():
             self._silence.cancel()
+        if self._state == ACTIVE:
+            self._noteServed(until=self.now())
         return super().stopService()
 
     # What the failover tells
@@ -238,6 +255,9 @@ class FailoverRole(ServingRole):
         self._state = ACTIVE
         self.stateSince = self.now()
         self.takeovers += 1
+        served = self._served or {"from": self.stateSince, "grants": 0, "takeovers": 0}
+        self._served = {**served, "takeovers": served["takeovers"] + 1}
+        self._noteServed(until=None)
         message = (
             f"took over: the primary {self.primary} was silent for {self.takeoverAfter:g} s;"
             " serving licenses until it returns"
@@ -275,6 +295,7 @@ class FailoverRole(ServingRole):
         self.log.info("Failover {message}", message=message)
         self.record("handback", "info", message, primary=self.primary)
         self.audit("handback", primary=self.primary)
+        self._noteServed(until=self.now())
         saved, self._beforeTakeover = self._beforeTakeover, None
         self.storedExpiry.clear()
         if saved is not None:
@@ -282,6 +303,31 @@ class FailoverRole(ServingRole):
             self.committedRevision = saved.revision
             self._restoring = defer.ensureDeferred(self._restore(saved))
         # Without the saved pool (a restart while active), the next sync is a snapshot.
+
+    def _granted(self, lease: Any, command: str) -> Any:
+        if self._state == ACTIVE and self._served is not None:
+            self._served["grants"] += 1
+        return super()._granted(lease, command)
+
+    def _noteServed(self, *, until: int | None) -> None:
+        """Keep the time served, with its end (None: serving), until the primary has it."""
+        if self._served is None:
+            return
+        self._served["until"] = until
+        d = self.store.setLocal(SERVED, dict(self._served))
+        d.addErrback(lambda f: self.log.failure("Could not note the time served", f))
+
+    def _servedReport(self) -> dict[str, Any]:
+        """The AUTH arguments that report a finished time serving; {} when there is none."""
+        served = self._served
+        if served is None or served["until"] is None:
+            return {}
+        return {
+            "served_from": served["from"],
+            "served_until": served["until"],
+            "served_grants": served["grants"],
+            "served_takeovers": served["takeovers"],
+        }
 
     async def _restore(self, saved: Snapshot) -> None:
         await self.store.replaceAll(saved)
@@ -314,7 +360,7 @@ class FailoverRole(ServingRole):
                 "The primary {primary} can be reached again"
                 " (unreachable since {since}, for {seconds:.0f} s)",
                 primary=self.primary,
-                since=_utc(since),
+                since=utc(since),
                 seconds=self.clock.seconds() - since,
             )
         self.link = link
@@ -371,11 +417,15 @@ class FailoverRole(ServingRole):
         await self.store.setLocal(PRIMARY_VERSION, self.primaryVersion)
         await self.store.setLocal(PRIMARY_EDITION, self.primaryEdition)
         proof = peer_proof(self.peerSecret, reply.args.get("challenge", ""), self.serverName)
-        reply = await link.request("AUTH", {"proof": proof})
+        report = self._servedReport()
+        reply = await link.request("AUTH", {"proof": proof, **report})
         if not reply.ok:
             self._refusedBy(reply, "AUTH")
             link.close()
             return
+        if report and self._servedReport() == report:
+            self._served = None
+            await self.store.setLocal(SERVED, None)
         self.linkState = PAIRED
         self.problem = None
         self._reported = None
@@ -501,11 +551,6 @@ def _refusalProblem(response: Any, verb: str, primary: str) -> str:
     if response.reason == "already-paired":
         return f"{head}: another failover ({response.args.get('name', '?')}) is paired with it"
     return head
-
-
-def _utc(seconds: float) -> str:
-    """A time for the log and Messages: ``2026-06-01 14:02:11 UTC``."""
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
 def _tlsProblem(error: Exception, primary: str) -> str:

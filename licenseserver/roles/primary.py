@@ -6,15 +6,22 @@ port. The failover says ``PEER`` and proves the pairing secret with ``AUTH``
 link); then it heartbeats with ``BEAT`` and fetches changes with ``SYNC``.
 Only committed data leaves the primary: the sync reads the store, never the
 in-memory pool, which may hold changes still on their way to disk.
+
+A primary that starts again tells the admin how long it was down: it notes
+in its data directory that it runs (every ``ALIVE_EVERY`` seconds) and that
+it stopped cleanly, and records the outage in Messages. A failover that
+served meanwhile reports that with its next ``AUTH``.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.application.internet import TimerService
 from twisted.internet import defer
 
 from licenseserver._version import EDITION, __version__
@@ -22,7 +29,13 @@ from licenseserver.addresses import parse_host_port
 from licenseserver.localstate import FAILOVER_ADDRESS
 from licenseserver.passwords import proof_matches
 from licenseserver.protocols import sync
-from licenseserver.protocols.wire import MAX_INTEGER, ProtocolError, format_ok, integer_arg
+from licenseserver.protocols.wire import (
+    MAX_INTEGER,
+    ProtocolError,
+    format_ok,
+    integer_arg,
+    parse_integer,
+)
 from licenseserver.roles.base import ServingRole, text_arg
 from licenseserver.session import Session
 
@@ -62,6 +75,33 @@ REPORT_EVERY = 300
 PENALTY_CAP = 60.0
 """Longest wait imposed on an address after wrong pairing proofs."""
 
+ALIVE_AT = "primary_alive_at"
+"""Local value: when this primary last noted that it runs (every ``ALIVE_EVERY`` s)."""
+STOPPED_AT = "primary_stopped_at"
+"""Local value: when this primary stopped cleanly; cleared as it starts."""
+ALIVE_EVERY = 30.0
+"""Seconds between two notes that the primary runs: how far a crash's time is known."""
+
+SERVED_ARGS = ("served_from", "served_until", "served_grants", "served_takeovers")
+"""The arguments of AUTH with which a failover reports the time it served."""
+
+
+def utc(seconds: float) -> str:
+    """A time for the log and Messages: ``2026-06-01 14:02:11 UTC``."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+
+def duration(seconds: float) -> str:
+    """A length of time in words: ``45 s``, ``3 min 29 s``, ``2 h 5 min``, ``3 d 4 h``."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+
 
 def _inline(function: Callable[..., Any], *args: Any) -> defer.Deferred:
     return defer.maybeDeferred(function, *args)
@@ -97,9 +137,59 @@ class PrimaryRole(ServingRole):
         """The last failover refused, until one pairs."""
         self._penalties: dict[str, tuple[int, float]] = {}
         """Per address: wrong proofs in a row, and when the next proof is checked."""
+        alive = TimerService(ALIVE_EVERY, self._noteAlive)
+        alive.clock = self.clock
+        alive.setServiceParent(self)
 
     async def loadLocal(self) -> None:
         self.rememberedFailover = await self.store.getLocal(FAILOVER_ADDRESS)
+        aliveAt = await self.store.getLocal(ALIVE_AT)
+        stoppedAt = await self.store.getLocal(STOPPED_AT)
+        if stoppedAt is not None:
+            await self.store.setLocal(STOPPED_AT, None)
+        self._recordOutage(aliveAt, stoppedAt)
+
+    # Its own outages
+
+    def _recordOutage(self, aliveAt: int | None, stoppedAt: int | None) -> None:
+        """Say in Messages and the log since when this primary was down, and whether
+        its last stop was clean. Nothing on a first start (nor after running as a
+        failover, which clears both notes)."""
+        now = self.now()
+        if stoppedAt is not None:
+            message = (
+                f"this primary was stopped from {utc(stoppedAt)} to {utc(now)}"
+                f" ({duration(now - stoppedAt)}); it stopped cleanly"
+            )
+            self.log.info("{message}", message=message)
+            self.record("outage", "info", message, since=stoppedAt, until=now, clean=True)
+        elif aliveAt is not None:
+            message = (
+                f"this primary was down from about {utc(aliveAt)} to {utc(now)}"
+                f" ({duration(now - aliveAt)}): it did not stop cleanly (a crash, a kill"
+                f" or a power cut); it last noted that it ran at {utc(aliveAt)}"
+            )
+            self.log.warn("{message}", message=message)
+            self.record("outage", "warning", message, since=aliveAt, until=now, clean=False)
+
+    def _noteAlive(self) -> defer.Deferred:
+        d = self.store.setLocal(ALIVE_AT, self.now())
+        d.addErrback(lambda f: self.log.failure("Could not note that this primary runs", f))
+        return d
+
+    def stopService(self) -> defer.Deferred:
+        """Stop, noting in the data directory that the stop was clean."""
+        if not self.loaded:
+            return super().stopService()
+        stopped = super().stopService()
+        noted = self.store.setLocal(STOPPED_AT, self.now())
+        noted.addErrback(
+            lambda f: self.log.warn(
+                "Could not note the clean stop ({why}): the next start reports a crash",
+                why=f.getErrorMessage(),
+            )
+        )
+        return stopped.addCallback(lambda ignored: noted)
 
     # What the primary tells about its failover
 
@@ -252,7 +342,47 @@ class PrimaryRole(ServingRole):
         self.log.info("Failover {name} paired from {peer}", name=name, peer=session.peer)
         self.record("failover-paired", "info", f"failover {name} ({session.peer_listen}) paired")
         self.audit("failover-paired", name=name, address=session.peer_listen, peer=session.peer)
+        self._recordServed(name, args)
         return {"revision": self.committedRevision}
+
+    def _recordServed(self, name: str, args: dict[str, str]) -> None:
+        """Record what a failover that paired reports of the time it served, if anything.
+
+        ``served_from`` and ``served_until`` (Unix times) and ``served_grants`` and
+        ``served_takeovers`` (counts) come with its AUTH; a report that does not read
+        is logged and left out, and pairs all the same.
+        """
+        if "served_from" not in args:
+            return
+        values = [parse_integer(args.get(key, "")) for key in SERVED_ARGS]
+        if None in values or values[0] > values[1]:
+            self.log.warn("Failover {name} sent a report that does not read", name=name)
+            return
+        since, until, grants, takeovers = values
+        times = "" if takeovers == 1 else f" in {takeovers} takeovers"
+        message = (
+            f"the failover {name} served from {utc(since)} to {utc(until)}"
+            f" ({grants} grant{'' if grants == 1 else 's'}{times})"
+        )
+        self.log.warn("{message}", message=message)
+        self.record(
+            "failover-served",
+            "warning",
+            message,
+            name=name,
+            since=since,
+            until=until,
+            grants=grants,
+            takeovers=takeovers,
+        )
+        self.audit(
+            "failover-served",
+            name=name,
+            since=since,
+            until=until,
+            grants=grants,
+            takeovers=takeovers,
+        )
 
     def _refuse(self, session: Session, name: str, why: str) -> None:
         self._noteRefusal(session, name, "peer-refused", why)

@@ -545,6 +545,15 @@ class TakeoverTests(PairedTestCase):
         self.assertNotIn("machine-roaming", machines)
         self.assertIn("held-1", machines)
 
+        # The primary's Messages say that it was down, and that the failover served.
+        outage = self.waitForEvent(self.primary, "outage")
+        self.assertEqual(outage["data"]["clean"], False, outage)
+        self.assertIn("did not stop cleanly", outage["message"])
+        served = self.waitForEvent(self.primary, "failover-served")
+        self.assertEqual(served["data"]["name"], FAILOVER_NAME, served)
+        self.assertEqual(served["data"]["grants"], 2, served)
+        self.assertLessEqual(outage["data"]["since"], served["data"]["since"], (outage, served))
+
         # Clients go back to the primary, where their leases are still held.
         client = self.session(self.primary, "held-1")
         self.assertRenewal(client.request("HEARTBEAT", lease=self.leases["held-1"]))
