@@ -348,7 +348,7 @@ class FailoverRole(ServingRole):
             self.log.warn(
                 "Cannot reach the primary {primary}: {why}; trying again every {every:g} s",
                 primary=self.primary,
-                why=failure.getErrorMessage(),
+                why=failure.getErrorMessage().rstrip("."),
                 every=self.beatInterval,
             )
 
