@@ -30,6 +30,14 @@ DIVERGED = "diverged_at"
 
 FAILOVER_ADDRESS = "failover_address"
 """A primary's last paired failover, which it tells clients."""
+ALIVE_AT = "primary_alive_at"
+"""When this primary last noted that it runs (every ``ALIVE_EVERY`` s of ``roles.primary``)."""
+STOPPED_AT = "primary_stopped_at"
+"""When this primary stopped cleanly; cleared as it starts."""
+
+SERVED = "served_report"
+"""A failover's time serving not yet reported to its primary:
+``{"from", "until", "grants", "takeovers"}`` (``until`` is None while it serves)."""
 
 
 def role_change(
@@ -39,7 +47,8 @@ def role_change(
 
     A server that becomes the failover of a primary it did not mirror before
     holds data that is not that primary's: it forgets what it knew of a
-    primary and marks its data to be replaced by the first sync.
+    primary, and what it served for one, and marks its data to be replaced by
+    the first sync.
     """
     values: dict[str, Any] = {ROLE: role, PRIMARY: primary}
     if role == "failover" and (old_role != "failover" or old_primary != primary):
@@ -49,6 +58,7 @@ def role_change(
                 PRIMARY_NAME: None,
                 PRIMARY_VERSION: None,
                 PRIMARY_EDITION: None,
+                SERVED: None,
                 DIVERGED: 0,
             }
         )

@@ -11,8 +11,8 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from licenseserver._version import EDITION, __version__
+from licenseserver.localstate import SERVED
 from licenseserver.passwords import peer_proof
-from licenseserver.roles.failover import SERVED
 from licenseserver.roles.primary import ALIVE_EVERY, PrimaryRole, duration, utc
 from licenseserver.testing import FakeStore, PumpEndpoint
 from tests.helpers import START, hello, licenseFile, makeRole, makeSwitch, run, session
@@ -233,3 +233,15 @@ class FailoverReportTests(PairTestCase):
         self.advance(2)
         self.assertEqual(self.failover.linkState, "paired")
         self.assertEqual(self.served(), [])
+
+
+class RoleChangeTests(unittest.TestCase):
+    def test_reportForgottenWithItsPrimary(self):
+        """A failover pointed at another primary forgets the report of its time serving
+        for the old one; one that stays with its primary keeps it."""
+        from licenseserver.localstate import role_change
+
+        moved = role_change("failover", "ls1:35355", "failover", "ls9:35355")
+        self.assertIn(SERVED, moved)
+        self.assertIsNone(moved[SERVED])
+        self.assertNotIn(SERVED, role_change("failover", "ls1:35355", "failover", "ls1:35355"))

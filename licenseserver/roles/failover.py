@@ -27,11 +27,14 @@ from twisted.internet import defer, error
 from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import display_address
 from licenseserver.localstate import (
+    ALIVE_AT,
     DIVERGED,
     LAST_SYNC,
     PRIMARY_EDITION,
     PRIMARY_NAME,
     PRIMARY_VERSION,
+    SERVED,
+    STOPPED_AT,
 )
 from licenseserver.model import Snapshot
 from licenseserver.passwords import peer_proof
@@ -40,7 +43,7 @@ from licenseserver.protocols import sync
 from licenseserver.protocols.peer import Reply, peerService
 from licenseserver.protocols.wire import ProtocolError
 from licenseserver.roles.base import AdminError, ServingRole
-from licenseserver.roles.primary import ALIVE_AT, STOPPED_AT, utc
+from licenseserver.roles.primary import utc
 from licenseserver.versions import Version, VersionError
 
 STANDBY = "standby"
@@ -56,9 +59,6 @@ PROOF_REFUSED = (
 )
 """The problem a failover shows when the primary refuses its AUTH (a wrong secret)."""
 
-SERVED = "served_report"
-"""Local value: the failover's time serving not yet reported to the primary:
-``{"from", "until", "grants", "takeovers"}`` (``until`` is None while it serves)."""
 
 
 class FailoverRole(ServingRole):

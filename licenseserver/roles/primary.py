@@ -26,7 +26,7 @@ from twisted.internet import defer
 
 from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import parse_host_port
-from licenseserver.localstate import FAILOVER_ADDRESS
+from licenseserver.localstate import ALIVE_AT, FAILOVER_ADDRESS, STOPPED_AT
 from licenseserver.passwords import proof_matches
 from licenseserver.protocols import sync
 from licenseserver.protocols.wire import (
@@ -75,10 +75,6 @@ REPORT_EVERY = 300
 PENALTY_CAP = 60.0
 """Longest wait imposed on an address after wrong pairing proofs."""
 
-ALIVE_AT = "primary_alive_at"
-"""Local value: when this primary last noted that it runs (every ``ALIVE_EVERY`` s)."""
-STOPPED_AT = "primary_stopped_at"
-"""Local value: when this primary stopped cleanly; cleared as it starts."""
 ALIVE_EVERY = 30.0
 """Seconds between two notes that the primary runs: how far a crash's time is known."""
 
