@@ -59,6 +59,38 @@ class ILicenseStore(Interface):
         """
 
 
+class ILedger(Interface):
+    """The one owner of the pool's state: every change to it goes through here."""
+
+    pool = Attribute("the records as they are now (a ``pool.Pool``), for reading")
+    committedRevision = Attribute("the newest revision the store has made durable")
+    revision = Attribute("the pool's revision: the last change applied")
+
+    def load(snapshot):
+        """Hold ``snapshot`` as read from the store."""
+
+    def commit(changes, audited=()):
+        """Apply ``changes`` now and write them; fire once they are durable.
+
+        Keyword arguments: ``patient`` (the write may wait to share a
+        transaction), ``result`` (what to fire with), ``revision`` (a sync's,
+        instead of the next). A refused write puts the pool back and fails
+        with ``internal-error``.
+        """
+
+    def renew(leases, now):
+        """Renew leases; return them and the Deferred of their write, or None."""
+
+    def applySync(groups):
+        """Apply a sync's ``(revision, changes)`` groups through ``commit``."""
+
+    def replace(snapshot):
+        """Replace everything with ``snapshot``: the store, then the pool."""
+
+    def restore(snapshot):
+        """Go back to ``snapshot`` at once; fire once the store holds it too."""
+
+
 class IRole(Interface):
     """What the licensing protocol and the web ask of the server's role.
 

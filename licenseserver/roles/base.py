@@ -26,6 +26,7 @@ from licenseserver import allocation, signing
 from licenseserver._version import EDITION, __version__
 from licenseserver.audit import AuditEntry
 from licenseserver.interfaces import IRole
+from licenseserver.ledger import Ledger
 from licenseserver.model import (
     Agreement,
     Assignment,
@@ -175,13 +176,8 @@ class ServingRole(service.MultiService):
         self.configuredKeys = dict(trustedKeys)
         """The vendor keys this server was started with (files or ``--vendor-key``)."""
         self.settingDefaults = {**settingDefaults, "lease_ttl": leaseTTL}
-        self.pool = Pool()
-        self.committedRevision = 0
-        """The newest revision the store has made durable."""
-        self.storedExpiry: dict[str, int] = {}
-        """Each lease's expiry as the store holds it, or will once the write
-        on its way is durable (the pool's may be later). A write that fails
-        puts back what was there before it."""
+        self.ledger = Ledger(store)
+        """The pool's state and every change to it (``licenseserver.ledger``)."""
         self.loaded = False
         self.loadError: Any = None
         self._whenLoaded: list[defer.Deferred] = []
@@ -209,9 +205,7 @@ class ServingRole(service.MultiService):
         """Read this role's local (never synced) values from the store, before serving."""
 
     def _loaded(self, snapshot: Any) -> None:
-        self.pool = Pool.fromSnapshot(snapshot)
-        self.committedRevision = snapshot.revision
-        self.storedExpiry = {lease.id: lease.expires for lease in self.pool.all("lease")}
+        self.ledger.load(snapshot)
         self.loaded = True
         added = [key["id"] for key in self.vendorKeys() if key["source"] == "added"]
         if added:
@@ -393,6 +387,16 @@ class ServingRole(service.MultiService):
         """How often clients should heartbeat: a quarter of the lease time."""
         return max(1, self.leaseTTL // 4)
 
+    @property
+    def pool(self) -> Pool:
+        """The pool as it is now, for reading: only the ledger changes it."""
+        return self.ledger.pool
+
+    @property
+    def committedRevision(self) -> int:
+        """The newest revision the store has made durable."""
+        return self.ledger.committedRevision
+
     def commit(
         self,
         changes: list[Change],
@@ -400,46 +404,11 @@ class ServingRole(service.MultiService):
         patient: bool = False,
         result: Any = None,
     ) -> defer.Deferred:
-        """Apply ``changes`` to the pool now and write them through the store.
+        """Record ``changes`` (and the ``audited`` entries) through the ledger.
 
-        Fires with ``result`` once the changes, and the ``audited`` entries
-        for the audit log, are durable together. If the store refuses them,
-        the pool is put back as it was and the Deferred fails with a
-        ``ProtocolError`` of ``internal-error``.
+        Fires with ``result`` once they are durable; see ``Ledger.commit``.
         """
-        undo = self.pool.apply(changes)
-        self.pool.revision += 1
-        revision = self.pool.revision
-        written = self.storedExpiry
-        before = {}
-        for change in changes:
-            if change.kind == "lease":
-                lease_id = change.key[0]
-                before.setdefault(lease_id, written.get(lease_id))
-                if change.record is None:
-                    written.pop(lease_id, None)
-                else:
-                    written[lease_id] = change.record.expires
-        d = self.store.commit(revision, changes, audited, patient)
-
-        def stored(ignored: Any) -> Any:
-            if revision > self.committedRevision:
-                self.committedRevision = revision
-            return result
-
-        def failed(failure: Any) -> None:
-            self.pool.apply(undo)
-            for lease_id, expires in before.items():
-                if expires is None:
-                    written.pop(lease_id, None)
-                else:
-                    written[lease_id] = expires
-            self.log.failure("A change could not be stored; it was taken back", failure)
-            why = getattr(failure.value, "reason", None) or "a storage error"
-            raise ProtocolError("internal-error", f"nothing was stored: {why}")
-
-        d.addCallbacks(stored, failed)
-        return d
+        return self.ledger.commit(changes, audited, patient=patient, result=result)
 
     def entry(self, kind: str, **data: Any) -> AuditEntry:
         """An audit log entry of ``kind`` at this moment."""
@@ -665,24 +634,8 @@ class ServingRole(service.MultiService):
         )
 
     def _renewAll(self, leases: list[Lease]) -> tuple[list[Lease], defer.Deferred | None]:
-        """Move the leases' expiry to now plus their lease time.
-
-        Returns the renewed leases, and the Deferred of their write or None
-        when none is needed. The pool takes the new expiry at once; the store
-        only when the expiry it holds is less than half a lease time ahead. A
-        client heartbeats every quarter lease time, so most heartbeats cost no
-        disk write, and after a crash a lease still lives at least half a lease
-        time past its last heartbeat (the failover, which syncs from the store,
-        sees the same).
-        """
-        now = self.now()
-        renewed = [_replace(lease, expires=now + lease.ttl) for lease in leases]
-        changes = [Change.put(lease) for lease in renewed]
-        stored = self.storedExpiry
-        if any(stored.get(lease.id, 0) - now < lease.ttl / 2 for lease in leases):
-            return renewed, self.commit(changes, patient=True)
-        self.pool.apply(changes)
-        return renewed, None
+        """Renew the leases to now plus their lease time (``Ledger.renew``)."""
+        return self.ledger.renew(leases, self.now())
 
     def _ownLease(self, session: Session, lease_id: str) -> Lease:
         lease = self.pool.lease(lease_id)

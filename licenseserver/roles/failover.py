@@ -38,7 +38,6 @@ from licenseserver.localstate import (
 )
 from licenseserver.model import Snapshot
 from licenseserver.passwords import peer_proof
-from licenseserver.pool import Pool
 from licenseserver.protocols import sync
 from licenseserver.protocols.peer import Reply, peerService
 from licenseserver.protocols.wire import ProtocolError
@@ -58,7 +57,6 @@ PROOF_REFUSED = (
     "the primary refused our pairing proof: check that both servers use the same peer secret file"
 )
 """The problem a failover shows when the primary refuses its AUTH (a wrong secret)."""
-
 
 
 class FailoverRole(ServingRole):
@@ -297,10 +295,7 @@ class FailoverRole(ServingRole):
         self.audit("handback", primary=self.primary)
         self._noteServed(until=self.now())
         saved, self._beforeTakeover = self._beforeTakeover, None
-        self.storedExpiry.clear()
         if saved is not None:
-            self.pool = Pool.fromSnapshot(saved)
-            self.committedRevision = saved.revision
             self._restoring = defer.ensureDeferred(self._restore(saved))
         # Without the saved pool (a restart while active), the next sync is a snapshot.
 
@@ -330,7 +325,8 @@ class FailoverRole(ServingRole):
         }
 
     async def _restore(self, saved: Snapshot) -> None:
-        await self.store.replaceAll(saved)
+        """Put back the pool saved at takeover: at once in memory, then in the store."""
+        await self.ledger.restore(saved)
         self._diverged = None
         await self.store.setLocal(DIVERGED, None)
 
@@ -486,23 +482,13 @@ class FailoverRole(ServingRole):
             self.log.warn("SYNC refused: {r}", r=reply.response)
             return
         revision = reply.integer("revision")
-        self.storedExpiry.clear()  # the sync writes leases past commit(): renew durably
         if reply.args.get("mode") == sync.SNAPSHOT:
-            snapshot = sync.decode_snapshot(revision, reply.lines)
-            await self.store.replaceAll(snapshot)
-            self.pool = Pool.fromSnapshot(snapshot)
-            self.committedRevision = revision
+            await self.ledger.replace(sync.decode_snapshot(revision, reply.lines))
             if self._diverged is not None:
                 self._diverged = None
                 await self.store.setLocal(DIVERGED, None)
         else:
-            writes = []
-            for rev, changes in sync.group_changes(reply.lines):
-                self.pool.apply(changes)
-                self.pool.revision = rev
-                writes.append(self.store.commit(rev, changes))
-            await defer.gatherResults(writes, consumeErrors=True)
-            self.committedRevision = self.pool.revision
+            await self.ledger.applySync(sync.group_changes(reply.lines))
         self.lastSync = self.now()
         await self.store.setLocal(LAST_SYNC, self.lastSync)
 
