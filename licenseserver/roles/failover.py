@@ -43,15 +43,50 @@ from licenseserver.protocols.peer import Reply, peerService
 from licenseserver.protocols.wire import ProtocolError
 from licenseserver.roles.base import AdminError, ServingRole
 from licenseserver.roles.primary import utc
+from licenseserver.roles.states import StateMachine
 from licenseserver.versions import Version, VersionError
 
+# The failover's states (``FailoverRole.machine``): see TRANSITIONS.
 STANDBY = "standby"
+"""Mirroring the primary, or trying to reach it; takes over when it goes silent."""
 ACTIVE = "active"
-
-CONNECTING = "connecting"
-PAIRED = "paired"
-MISMATCH = "version-mismatch"
+"""Serving licenses in the silent primary's stead."""
+HANDING_BACK = "handing-back"
+"""The primary answers again: serving nothing, putting back the pool of the takeover."""
 REFUSED = "refused"
+"""The primary answers but refuses the link (wrong secret, TLS, already paired): it is
+alive, so no takeover while it answers; asked again every heartbeat."""
+STOPPED = "stopped"
+"""The primary runs another version or edition: the failover service stops (no serving,
+no sync) until both match (FAILOVER.md rule 12)."""
+
+TRANSITIONS = {
+    (STANDBY, "silent"): ACTIVE,
+    (REFUSED, "silent"): ACTIVE,
+    (ACTIVE, "heard"): HANDING_BACK,
+    (HANDING_BACK, "restored"): STANDBY,
+    (STANDBY, "refused"): REFUSED,
+    (HANDING_BACK, "refused"): REFUSED,
+    (STOPPED, "refused"): REFUSED,
+    (STANDBY, "mismatch"): STOPPED,
+    (REFUSED, "mismatch"): STOPPED,
+    (HANDING_BACK, "mismatch"): STOPPED,
+    (REFUSED, "paired"): STANDBY,
+    (STOPPED, "paired"): STANDBY,
+}
+"""Every change of the failover's state, by event:
+
+- ``silent``: the primary said nothing for ``takeoverAfter`` (and the failover
+  may take over: it has synced, and the primary last ran this version);
+- ``heard``: the primary said something while the failover served;
+- ``restored``: the pool of the takeover is back, in memory and in the store;
+- ``refused``, ``mismatch``: the primary refused the link, for another
+  version or edition (``mismatch``) or another reason;
+- ``paired``: the primary accepted the link.
+"""
+
+LINK_WORDS = {REFUSED: "refused", STOPPED: "version-mismatch"}
+"""What ``peerStatus()["link"]`` says in these states; else ``paired`` or ``connecting``."""
 
 PROOF_REFUSED = (
     "the primary refused our pairing proof: check that both servers use the same peer secret file"
@@ -82,10 +117,13 @@ class FailoverRole(ServingRole):
         self.beatInterval = heartbeat
         self.takeoverAfter = takeoverAfter
         self.peerSecret = peerSecret
-        self._state = STANDBY
+        self.machine = StateMachine(
+            self, STANDBY, TRANSITIONS, guards={"silent": self._mayTakeOver}
+        )
         self.stateSince = int(self.clock.seconds())
         self.link: Any = None
-        self.linkState = CONNECTING
+        self.paired = False
+        """Whether the link to the primary is up and authenticated."""
         self.problem: str | None = None
         self._reported: tuple[str, str] | None = None
         self._unreachableSince: float | None = None
@@ -134,7 +172,7 @@ class FailoverRole(ServingRole):
     def stopService(self) -> defer.Deferred:
         if self._silence is not None and self._silence.active():
             self._silence.cancel()
-        if self._state == ACTIVE:
+        if self.active:
             self._noteServed(until=self.now())
         return super().stopService()
 
@@ -142,7 +180,20 @@ class FailoverRole(ServingRole):
 
     @property
     def state(self) -> str:
-        return self._state
+        """``active`` while serving, else ``standby`` (the protocol's and the API's word)."""
+        return "active" if self.active else "standby"
+
+    @property
+    def active(self) -> bool:
+        return self.machine.state == ACTIVE
+
+    @property
+    def linkState(self) -> str:
+        """The link as ``peerStatus`` shows it: paired, connecting, refused, version-mismatch."""
+        words = LINK_WORDS.get(self.machine.state)
+        if words:
+            return words
+        return "paired" if self.paired else "connecting"
 
     def primaryAddress(self) -> str | None:
         return self.primary
@@ -172,13 +223,13 @@ class FailoverRole(ServingRole):
     # Gates
 
     def gate(self) -> None:
-        if self._state != ACTIVE:
+        if not self.active:
             raise ProtocolError(
                 "standby", "this failover is in standby: use the primary", primary=self.primary
             )
 
     def gateAdmin(self) -> None:
-        if self._state != ACTIVE:
+        if not self.active:
             raise AdminError(
                 409, f"standby failover: make this change on the primary {self.primary}"
             )
@@ -199,7 +250,7 @@ class FailoverRole(ServingRole):
 
     async def reap(self) -> int:
         """Remove expired leases, while active only: in standby the primary's reaper does."""
-        if self._state != ACTIVE:
+        if not self.active:
             return 0
         return await super().reap()
 
@@ -209,8 +260,7 @@ class FailoverRole(ServingRole):
         """The primary said something: it is alive."""
         self.lastHeard = self.clock.seconds()
         self._armSilence()
-        if self._state == ACTIVE:
-            self._handBack()
+        self.machine.fire("heard")
 
     def _armSilence(self) -> None:
         if not self.running:
@@ -221,16 +271,16 @@ class FailoverRole(ServingRole):
             self._silence = self.clock.callLater(self.takeoverAfter, self._silenceElapsed)
 
     def _silenceElapsed(self) -> None:
-        if self._state == ACTIVE:
+        if self.active or self.machine.fire("silent"):
             return
-        why = self._cannotTakeOver()
-        if why:
-            self.log.warn(
-                "The primary is silent, but this failover does not take over: {why}", why=why
-            )
-            self.problem = why
-            return
-        self._takeOver()
+        why = self._cannotTakeOver() or f"the failover service is {self.machine.state}"
+        self.log.warn(
+            "The primary is silent, but this failover does not take over: {why}", why=why
+        )
+        self.problem = why
+
+    def _mayTakeOver(self) -> bool:
+        return self._cannotTakeOver() is None
 
     def _cannotTakeOver(self) -> str | None:
         if self.lastSync is None:
@@ -244,13 +294,13 @@ class FailoverRole(ServingRole):
             )
         return None
 
-    def _takeOver(self) -> None:
+    def enterActive(self) -> None:
+        """Take over: serve the synced pool; keep what it was, to put back at handback."""
         if self._diverged is None:
             self._beforeTakeover = self.pool.snapshot()
             self._diverged = self.pool.revision
             d = self.store.setLocal(DIVERGED, self._diverged)
             d.addErrback(lambda f: self.log.failure("Could not mark the takeover", f))
-        self._state = ACTIVE
         self.stateSince = self.now()
         self.takeovers += 1
         served = self._served or {"from": self.stateSince, "grants": 0, "takeovers": 0}
@@ -285,9 +335,8 @@ class FailoverRole(ServingRole):
         if written is not None:
             written.addErrback(lambda f: self.log.failure("Could not renew the synced leases", f))
 
-    def _handBack(self) -> None:
+    def enterHandingBack(self) -> None:
         """Stop serving at once and put the pool back as it was at the takeover."""
-        self._state = STANDBY
         self.stateSince = self.now()
         message = f"handed back: the primary {self.primary} answers again; back in standby"
         self.log.info("Failover {message}", message=message)
@@ -295,12 +344,15 @@ class FailoverRole(ServingRole):
         self.audit("handback", primary=self.primary)
         self._noteServed(until=self.now())
         saved, self._beforeTakeover = self._beforeTakeover, None
-        if saved is not None:
-            self._restoring = defer.ensureDeferred(self._restore(saved))
-        # Without the saved pool (a restart while active), the next sync is a snapshot.
+        if saved is None:
+            # Without the saved pool (a restart while active), the next sync is a snapshot.
+            self.machine.fire("restored")
+            return
+        self._restoring = defer.ensureDeferred(self._restore(saved))
+        self._restoring.addErrback(self._restoreFailed)
 
     def _granted(self, lease: Any, command: str) -> Any:
-        if self._state == ACTIVE and self._served is not None:
+        if self.active and self._served is not None:
             self._served["grants"] += 1
         return super()._granted(lease, command)
 
@@ -329,12 +381,19 @@ class FailoverRole(ServingRole):
         await self.ledger.restore(saved)
         self._diverged = None
         await self.store.setLocal(DIVERGED, None)
+        self.machine.fire("restored")
+
+    def _restoreFailed(self, failure: Any) -> None:
+        """The store did not take the saved pool: the pool in memory is back all the same,
+        so stand by; the next sync replaces everything (the data is still marked diverged)."""
+        self.log.failure("Could not store the pool put back at handback", failure)
+        self.machine.fire("restored")
 
     # The link
 
     def refused(self) -> bool:
         """Whether the primary refused the last link (it is asked again a heartbeat later)."""
-        return self.linkState in (REFUSED, MISMATCH)
+        return self.machine.state in (REFUSED, STOPPED)
 
     def connectFailed(self, failure: Any) -> None:
         """A connection attempt failed: log it when the primary becomes unreachable, once,
@@ -367,18 +426,18 @@ class FailoverRole(ServingRole):
         """The link closed; a TLS refusal counts as an answer (the primary is up)."""
         if self.link is link:
             self.link = None
-            if self.linkState == PAIRED:
-                self.linkState = CONNECTING
+            if self.paired:
+                self.paired = False
                 self.log.info("The link to the primary {primary} closed", primary=self.primary)
         if reason is not None and reason.check(SSL.Error, VerificationError):
             self.heard()
-            self._refused(REFUSED, _tlsProblem(reason.value, self.primary))
-        elif not link.heardAny and self.linkState != PAIRED:
+            self._refused("refused", _tlsProblem(reason.value, self.primary))
+        elif not link.heardAny and not self.paired:
             # Something accepted the connection and closed it without a word: the
             # primary is up but will not talk like this (a TLS port, say).
             self.heard()
             self._refused(
-                REFUSED,
+                "refused",
                 "the primary closed the link without answering:"
                 " if it serves TLS, give this failover --primary-ca",
             )
@@ -422,7 +481,8 @@ class FailoverRole(ServingRole):
         if report and self._servedReport() == report:
             self._served = None
             await self.store.setLocal(SERVED, None)
-        self.linkState = PAIRED
+        self.paired = True
+        self.machine.fire("paired")
         self.problem = None
         self._reported = None
         self.primaryRevision = reply.integer("revision")
@@ -438,22 +498,23 @@ class FailoverRole(ServingRole):
             d = self.store.setLocal(PRIMARY_VERSION, theirs)
             d.addCallback(lambda ignored: self.store.setLocal(PRIMARY_EDITION, edition))
             d.addErrback(lambda f: self.log.failure("Could not store the primary's version", f))
-            problem = _mismatchAdvice(theirs, edition)
-            state = MISMATCH
+            self._refused("mismatch", _mismatchAdvice(theirs, edition))
         else:
-            problem = _refusalProblem(response, verb, self.primary)
-            state = REFUSED
-        self._refused(state, problem)
+            self._refused("refused", _refusalProblem(response, verb, self.primary))
 
-    def _refused(self, state: str, problem: str) -> None:
-        """Show why the link is refused; log and record it once, not on every retry.
+    def _refused(self, event: str, problem: str) -> None:
+        """The primary refused the link (``event``: ``refused`` or ``mismatch``): change
+        state, show why, and log and record it once, not on every retry.
 
         A version mismatch stops the failover service until the versions match
         (FAILOVER.md rule 12); any other refusal leaves it unpaired, asking again
         every heartbeat.
         """
-        if (state, problem) != self._reported:
-            if state == MISMATCH:
+        self.paired = False
+        self.machine.fire(event)
+        kind = LINK_WORDS[STOPPED] if event == "mismatch" else LINK_WORDS[REFUSED]
+        if (kind, problem) != self._reported:
+            if event == "mismatch":
                 self.log.warn("Failover service stopped: {problem}", problem=problem)
             else:
                 self.log.warn(
@@ -463,9 +524,9 @@ class FailoverRole(ServingRole):
                     problem=problem,
                     every=self.beatInterval,
                 )
-            self.record(state, "error", problem, primary=self.primary)
-            self._reported = (state, problem)
-        self.linkState, self.problem = state, problem
+            self.record(kind, "error", problem, primary=self.primary)
+            self._reported = (kind, problem)
+        self.problem = problem
 
     def _sync(self, link: Any) -> defer.Deferred:
         """Fetch what changed since the revision held (everything, if it must go).
@@ -503,7 +564,7 @@ class FailoverRole(ServingRole):
 
     async def _beat(self) -> None:
         link = self.link
-        if link is None or self.linkState != PAIRED or self._syncing.locked:
+        if link is None or not self.paired or self._syncing.locked:
             return
         reply = await link.request("BEAT", {"revision": self.pool.revision})
         if not reply.ok:
