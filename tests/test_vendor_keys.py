@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twisted.logger import capturedLogs, formatEvent
 
 from licenseserver import signing
-from licenseserver.roles.base import VENDOR_KEYS, AdminError
+from licenseserver.roles.admin import VENDOR_KEYS, AdminError
 from licenseserver.testing import FakeStore
 from tests.helpers import licenseFile, makeRole, run
 from tests.test_failover import PairTestCase

@@ -108,6 +108,10 @@ class LicensingProtocol(LineReceiver):
         factory.sessionClosed(self.session)
 
     _socketPaused = False
+    _heldBytes = 0
+    """Bytes that came while line delivery was paused: LineReceiver keeps them. Past a
+    line's worth, the socket is paused too, so a client that pipelines without end
+    costs one read buffer."""
 
     def dataReceived(self, data: bytes) -> None:
         if self.admitted:
@@ -115,8 +119,10 @@ class LicensingProtocol(LineReceiver):
                 # Only a line that ends is hearing from the client: bytes that never
                 # make a line do not hold the connection open past the idle timeout.
                 self.lastHeard = self.factory.clock.seconds()
+            if self.paused:
+                self._heldBytes += len(data)
             super().dataReceived(data)
-            if self.paused and not self._socketPaused and len(self._buffer) > wire.MAX_LINE:
+            if self.paused and not self._socketPaused and self._heldBytes > wire.MAX_LINE:
                 self._socketPaused = True
                 self.transport.pauseProducing()
         elif self.refusal is not None and b"\n" in data:
@@ -239,6 +245,7 @@ class LicensingProtocol(LineReceiver):
     def _resume(self) -> None:
         if self._open():
             self.paused = False
+            self._heldBytes = 0
             if self._socketPaused:
                 self._socketPaused = False
                 self.transport.resumeProducing()

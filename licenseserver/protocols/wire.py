@@ -362,3 +362,42 @@ def format_error(
     if message is not None:
         all_args["message"] = message
     return f"ERR {code} {reason}{_format_args(all_args)}\n".encode()
+
+
+MAX_MACHINE = 128
+"""Longest ``machine`` id: the protocol's own limit."""
+
+MAX_TEXT = 1024
+"""Longest other text value (product, host, user, edition, request, peer names).
+
+The protocol names no limit for them beyond the line's 8192 bytes; this one
+keeps what the pool and the store hold in proportion while leaving room for
+any real name (a host name has at most 253 characters)."""
+
+
+def text_arg(
+    args: Mapping[str, str],
+    name: str,
+    *,
+    required: bool,
+    default: str = "",
+    limit: int = MAX_TEXT,
+) -> str:
+    """An argument of 1 to ``limit`` printable characters."""
+    value = args.get(name)
+    if value is None:
+        if required:
+            raise ProtocolError("bad-request", f"{name}= is required")
+        return default
+    if not (1 <= len(value) <= limit) or not value.isprintable():
+        raise ProtocolError("bad-request", f"{name} must be 1 to {limit} printable characters")
+    return value
+
+
+def lease_arg(args: Mapping[str, str]) -> str:
+    """The required ``lease`` argument, as given: any id the server does not hold is
+    ``unknown-lease`` (checked where it is looked up), however long or odd."""
+    value = args.get("lease")
+    if value is None:
+        raise ProtocolError("bad-request", "lease= is required")
+    return value

@@ -35,8 +35,9 @@ from licenseserver.protocols.wire import (
     format_ok,
     integer_arg,
     parse_integer,
+    text_arg,
 )
-from licenseserver.roles.base import ServingRole, text_arg
+from licenseserver.roles.base import ServingRole
 from licenseserver.session import Session
 
 

@@ -1,0 +1,335 @@
+"""What a role does for clients on the licensing port: HELLO, seats, renewals, the reaper.
+
+``ClientOperations`` is a part of ``ServingRole`` (``roles.base``): it decides
+each request with the seat rules of ``allocation`` from the ledger's pool, and
+records the result through ``ServingRole.commit`` (the ledger). A client hears
+``OK`` only once its grant, renewal or release is durable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.internet import defer
+
+from licenseserver import allocation
+from licenseserver.audit import AuditEntry
+from licenseserver.model import (
+    Change,
+    Client,
+    Lease,
+    Product,
+)
+from licenseserver.protocols.wire import (
+    MAX_MACHINE,
+    ProtocolError,
+    integer_arg,
+    lease_arg,
+    text_arg,
+)
+from licenseserver.session import Session
+from licenseserver.versions import is_valid as version_is_valid
+
+Answer = dict[str, Any] | defer.Deferred
+"""What a request handler gives: its answer, or a Deferred that fires with it."""
+
+NO_LICENSE_EVERY = 3600
+"""Seconds between two Messages events about one product's ``404 no-license`` refusals."""
+
+
+class ClientOperations:
+    """HELLO, CHECKOUT, HEARTBEAT, RELEASE and BORROW, and the reaper of expired leases.
+
+    A mixin of ``ServingRole``: it uses the role's ``pool``, ``commit``,
+    ``entry``, ``audit``, ``record``, ``now``, ``setting`` and its gates.
+    """
+
+    async def hello(self, session: Session, args: Mapping[str, str]) -> dict[str, Any]:
+        """Register the machine and product of the session, and open it."""
+        self.gate()
+        if session.hello:
+            raise ProtocolError("bad-request", "HELLO was already said on this connection")
+        product = text_arg(args, "product", required=True)
+        version = text_arg(args, "version", required=True)
+        if not version_is_valid(version):
+            raise ProtocolError("bad-request", f"{version!r} is not a product version")
+        host = text_arg(args, "host", required=True)
+        machine = text_arg(args, "machine", required=True, limit=MAX_MACHINE)
+        user = text_arg(args, "user", required=False, default="-")
+        cores = integer_arg(args, "cores", 1, 1, 1 << 20)
+        self.checkClient(product, version)
+        await self.whenLoaded()
+        now = self.now()
+        client = self.pool.clientByMachine(machine)
+        if client is None:
+            client = Client(self._newClientId(), machine, host, now, now)
+        else:
+            client = Client(client.id, machine, host, client.registered, now)
+        await self.commit(
+            [
+                Change.put(client),
+                Change.put(Product(client.id, product, version, user, cores, now)),
+            ]
+        )
+        session.hello = True
+        session.client = client.id
+        session.machine, session.host, session.user = machine, host, user
+        session.product, session.version, session.cores = product, version, cores
+        status = self.status()
+        return {
+            **{k: status[k] for k in ("server", "role", "state", "version", "edition")},
+            "client": client.id,
+            "primary": status["primary"],
+            "failover": status["failover"],
+            "heartbeat": self.heartbeatInterval(),
+        }
+
+    def _newClientId(self) -> str:
+        return f"c-{self.pool.highestClientNumber + 1}"
+
+    def _requireHello(self, session: Session) -> None:
+        self.gate()
+        if not session.hello:
+            raise ProtocolError("hello-required", "say HELLO first")
+
+    def _seatRequest(self, session: Session, args: Mapping[str, str]) -> allocation.SeatRequest:
+        product = text_arg(args, "product", required=False, default=session.product)
+        edition = args.get("edition")
+        if edition is not None:
+            edition = text_arg(args, "edition", required=True)
+        cores = integer_arg(args, "cores", session.cores, 1, 1 << 20)
+        return allocation.SeatRequest(
+            session.machine, session.user, product, session.version, cores, edition
+        )
+
+    def _allocate(self, request: allocation.SeatRequest, session: Session) -> allocation.Grant:
+        now = self.now()
+        assigned = [a.license for a in self.pool.assignmentsOf(session.client, request.product)]
+        result = allocation.allocate(
+            request,
+            self.pool.licensesFor(request.product),
+            (),
+            assigned,
+            now,
+            self.pool.holdersOf,
+        )
+        if isinstance(result, allocation.Denial):
+            if result.reason == "no-seats":
+                self.record(
+                    "unmet-request",
+                    "warning",
+                    f"{request.product}: no free seat for {session.host} ({request.user})",
+                    product=request.product,
+                    machine=request.machine,
+                    host=session.host,
+                    user=request.user,
+                )
+            elif result.reason == "no-license":
+                self._noteNoLicense(request, session, result.message)
+            self.audit(
+                "denial",
+                reason=result.reason,
+                product=request.product,
+                machine=request.machine,
+                user=request.user,
+            )
+            raise ProtocolError(result.reason, result.message)
+        return result
+
+    def _noteNoLicense(self, request: allocation.SeatRequest, session: Session, why: str) -> None:
+        """Record in Messages that a product's licenses gave no seat (expired, deactivated,
+        not yet valid, another version or edition): once per ``NO_LICENSE_EVERY`` per
+        product, however often clients ask (each refusal is in the audit log).
+
+        Only for products the pool has licenses of: any other name is the client's to
+        choose, and a client looping over names would fill Messages.
+        """
+        product = request.product
+        if not self.pool.licensesFor(product):
+            return
+        now = self.now()
+        last = self._noLicenseNoted.get(product)
+        if last is not None and now - last < NO_LICENSE_EVERY:
+            return
+        self._noLicenseNoted[product] = now
+        self.record(
+            "no-license",
+            "warning",
+            f"{product}: no license for {session.host} ({request.user}): {why}",
+            product=product,
+            machine=request.machine,
+            host=session.host,
+            user=request.user,
+        )
+
+    def _grant(
+        self,
+        session: Session,
+        request: allocation.SeatRequest,
+        grant: allocation.Grant,
+        ttl: int,
+        *,
+        borrowed: bool = False,
+        key: str = "",
+    ) -> Lease:
+        now = self.now()
+        return Lease(
+            id="l-" + self._newToken(),
+            client=session.client,
+            machine=session.machine,
+            user=session.user,
+            product=request.product,
+            version=session.version,
+            licenses=grant.licenses,
+            kind=grant.kind,
+            granted=now,
+            expires=now + ttl,
+            ttl=ttl,
+            borrowed=borrowed,
+            request=key,
+        )
+
+    def checkout(self, session: Session, args: Mapping[str, str]) -> defer.Deferred:
+        """Take a seat, or return the lease of a repeated ``request`` key."""
+        return defer.maybeDeferred(self.serveCheckout, session, args)
+
+    def heartbeat(self, session: Session, args: Mapping[str, str]) -> defer.Deferred:
+        """Renew one lease, or every lease of the session's machine."""
+        return defer.maybeDeferred(self.serveHeartbeat, session, args)
+
+    def release(self, session: Session, args: Mapping[str, str]) -> defer.Deferred:
+        """Free a lease."""
+        return defer.maybeDeferred(self.serveRelease, session, args)
+
+    # The licensing port's busiest requests are served without coroutines: each
+    # returns its answer when it needs no write, a Deferred of it otherwise, and
+    # raises ProtocolError to refuse. The methods above wrap them for callers
+    # that want a Deferred always.
+
+    def serveCheckout(self, session: Session, args: Mapping[str, str]) -> Answer:
+        """CHECKOUT: the answer, or a Deferred that fires with it once the grant is durable."""
+        self._requireHello(session)
+        request = self._seatRequest(session, args)
+        key = text_arg(args, "request", required=False)
+        if key:
+            earlier = self.pool.leaseByRequest(session.machine, key)
+            if earlier is not None and earlier.live(self.now()):
+                if earlier.borrowed:
+                    return _leaseArgs(earlier, ttl=True)
+                (renewed,), written = self._renewAll([earlier])
+                return _after(written, _leaseArgs(renewed, ttl=True))
+        grant = self._allocate(request, session)
+        lease = self._grant(session, request, grant, self.leaseTTL, key=key)
+        answer = _leaseArgs(lease, ttl=True)
+        return self.commit([Change.put(lease)], self._granted(lease, "checkout"), result=answer)
+
+    def _granted(self, lease: Lease, command: str) -> AuditEntry:
+        return self.entry(
+            "grant",
+            command=command,
+            lease=lease.id,
+            machine=lease.machine,
+            user=lease.user,
+            product=lease.product,
+            licenses=list(lease.licenses),
+            expires=lease.expires,
+        )
+
+    def _renewAll(self, leases: list[Lease]) -> tuple[list[Lease], defer.Deferred | None]:
+        """Renew the leases to now plus their lease time (``Ledger.renew``)."""
+        return self.ledger.renew(leases, self.now())
+
+    def _ownLease(self, session: Session, lease_id: str) -> Lease:
+        lease = self.pool.lease(lease_id)
+        if lease is None or lease.machine != session.machine or not lease.live(self.now()):
+            raise ProtocolError("unknown-lease", f"this server holds no lease {lease_id[:80]}")
+        return lease
+
+    def serveHeartbeat(self, session: Session, args: Mapping[str, str]) -> Answer:
+        """HEARTBEAT: the answer, or a Deferred of it when the renewal must be written."""
+        self._requireHello(session)
+        if "lease" in args:
+            lease = self._ownLease(session, lease_arg(args))
+            if lease.borrowed:
+                return {"expires": lease.expires, "ttl": lease.ttl}
+            (lease,), written = self._renewAll([lease])
+            return _after(written, {"expires": lease.expires, "ttl": lease.ttl})
+        now = self.now()
+        leases = [
+            lease
+            for lease in self.pool.leasesOfMachine(session.machine)
+            if lease.live(now) and not lease.borrowed
+        ]
+        if not leases:
+            raise ProtocolError("unknown-lease", "this machine holds no lease here")
+        renewed, written = self._renewAll(leases)
+        soonest = min(renewed, key=lambda lease: lease.expires)
+        return _after(written, {"expires": soonest.expires, "ttl": soonest.ttl})
+
+    def serveRelease(self, session: Session, args: Mapping[str, str]) -> Answer:
+        """RELEASE: a Deferred that fires with the answer once the release is durable."""
+        self._requireHello(session)
+        lease = self._ownLease(session, lease_arg(args))
+        released = self.entry("release", lease=lease.id, machine=lease.machine)
+        return self.commit([Change.delete(lease)], released, result={})
+
+    async def borrow(self, session: Session, args: Mapping[str, str]) -> dict[str, Any]:
+        """Take a seat for 1 to the maximum number of days, without heartbeats."""
+        self._requireHello(session)
+        if not self.borrowAllowed():
+            raise ProtocolError("borrow-disabled", "this server does not lend seats")
+        request = self._seatRequest(session, args)
+        most = int(self.setting("borrow_max_days"))
+        if "days" not in args:
+            raise ProtocolError("bad-request", "days= is required")
+        days = integer_arg(args, "days", 1, 1, most)
+        grant = self._allocate(request, session)
+        # No request key: BORROW has none, and one stored here would answer a later
+        # CHECKOUT that uses the same key with this borrowed lease.
+        lease = self._grant(session, request, grant, days * 86400, borrowed=True)
+        await self.commit([Change.put(lease)], self._granted(lease, "borrow"))
+        return _leaseArgs(lease, ttl=False)
+
+    # The reaper
+
+    async def reap(self) -> int:
+        """Remove the leases that have expired; return how many."""
+        now = self.now()
+        dead = [lease for lease in self.pool.all("lease") if not lease.live(now)]
+        if dead:
+            expired = self.entry("expire", leases=[lease.id for lease in dead])
+            await self.commit([Change.delete(lease) for lease in dead], expired)
+        return len(dead)
+
+    def _reapSafely(self) -> defer.Deferred:
+        d = defer.ensureDeferred(self.reap())
+        d.addErrback(lambda f: self.log.failure("Reaping expired leases failed", f))
+        return d
+
+
+_replace = dataclasses.replace
+
+
+def _after(written: defer.Deferred | None, answer: dict[str, Any]) -> Answer:
+    """``answer`` now when nothing was written, else once ``written`` is durable."""
+    if written is None:
+        return answer
+    return written.addCallback(lambda ignored: answer)
+
+
+def _leaseArgs(lease: Lease, *, ttl: bool) -> dict[str, Any]:
+    """A grant's answer. ``license`` is one license id, as the protocol has it; a core
+    seat whose cores come from several licenses lists them all in ``licenses``."""
+    args: dict[str, Any] = {
+        "lease": lease.id,
+        "license": lease.licenses[0],
+        "kind": lease.kind,
+        "expires": lease.expires,
+    }
+    if ttl:
+        args["ttl"] = lease.ttl
+    if len(lease.licenses) > 1:
+        args["licenses"] = ",".join(lease.licenses)
+    return args
