@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from licenseserver import audit, cli
+from licenseserver import audit, cli, store
 from licenseserver.audit import GENESIS, AuditEntry
 from licenseserver.store import SQLiteStore
 from licenseserver.testing import FakeStore
@@ -36,6 +36,69 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=8,
 )
+
+
+WRITTEN = Path(__file__).parent / "data" / "schema2-datadir.json"
+"""A data directory as licenseserver 1.0.0 wrote it (schema 2), as the rows of its tables."""
+
+
+def writtenDataDir(case: unittest.TestCase) -> Path:
+    """A data directory holding the rows of ``WRITTEN``, at this version's schema.
+
+    The database is made at the fixture's schema by the migrations up to it,
+    takes the fixture's rows, and then goes through any later migration, as
+    ``licenseserver upgrade`` would take it.
+    """
+    fixture = json.loads(WRITTEN.read_text(encoding="ascii"))
+    data = Path(case.mktemp())
+    data.mkdir()
+    conn = store.connect(store.database_path(data), create=True)
+    try:
+        store.migrate(conn, [m for m in store.MIGRATIONS if m[0] <= fixture["schema"]])
+        conn.execute("BEGIN")
+        for name, table in fixture["tables"].items():
+            columns = ", ".join(table["columns"])
+            marks = ", ".join("?" * len(table["columns"]))
+            conn.execute(f"DELETE FROM {name}")
+            conn.executemany(f"INSERT INTO {name} ({columns}) VALUES ({marks})", table["rows"])
+        conn.execute("COMMIT")
+        store.migrate(conn)
+    finally:
+        conn.close()
+    return data
+
+
+def auditCommand(*args: str) -> tuple[int, str, str]:
+    """``licenseserver audit ARGS``: its exit status, output and errors."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(["audit", *args])
+    return status, out.getvalue(), err.getvalue()
+
+
+class WrittenLogTests(unittest.TestCase):
+    """An audit log that an earlier version wrote still verifies."""
+
+    def test_writtenLogVerifies(self):
+        """`licenseserver audit verify` passes the log of ``tests/data/schema2-datadir.json``."""
+        data = writtenDataDir(self)
+        self.assertEqual(
+            auditCommand("verify", "--data", str(data)), (0, "audit log intact: 13 entries\n", "")
+        )
+
+    def test_writtenLinesAreCanonical(self):
+        """Every stored line is the hash and canonical text of the entry it holds, byte
+        for byte, so a change of encoding shows here at the entry it touches."""
+        conn = sqlite3.connect(store.database_path(writtenDataDir(self)))
+        groups = conn.execute("SELECT last, prev, hash, lines FROM audit_log ORDER BY last")
+        groups = groups.fetchall()
+        conn.close()
+        stored = [line for *_, lines in groups for line in lines.split("\n")]
+        rows = list(audit.rows_of_groups(groups))
+        self.assertEqual(len(rows), 13)
+        for line, (seq, time, kind, data, _, digest) in zip(stored, rows, strict=True):
+            entry = AuditEntry(time, kind, json.loads(data))
+            self.assertEqual(f"{digest} {audit.canonical(seq, entry)}", line)
 
 
 class ChainTests(unittest.TestCase):
