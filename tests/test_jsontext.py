@@ -22,7 +22,11 @@ _scalars = (
 )
 _values = st.recursive(
     _scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=4).map(tuple)
+        | st.dictionaries(st.text(), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -47,6 +51,16 @@ class CompactEncoderTests(unittest.TestCase):
         self.assertEqual(encode("é"), '"\\u00e9"')
         self.assertEqual(compact_encoder(ensure_ascii=False)("é"), '"é"')
         self.assertEqual(encode(("t", 1)), '["t",1]')
+
+    def test_oneStringTuple(self):
+        """A tuple of one string, as most change-log keys are, is a one-string array with
+        the string written as json writes it."""
+        for ensure_ascii in (True, False):
+            encode = compact_encoder(ensure_ascii=ensure_ascii)
+            for value in (("l-1",), ('é\n"\\',), ("",), ("\U0001f600",)):
+                self.assertEqual(encode(value), json.dumps(list(value), ensure_ascii=ensure_ascii))
+        self.assertEqual(compact_encoder()(("é",)), '["\\u00e9"]')
+        self.assertEqual(compact_encoder(ensure_ascii=False)(("é",)), '["é"]')
 
     def test_notJson(self):
         """A value that is not JSON raises TypeError, and the encoder still works after."""
