@@ -717,7 +717,10 @@ def _schema_2(conn: sqlite3.Connection) -> None:
             flush()
         if not group:
             start = prev
-        group.append(f"{digest} {' '.join(text.splitlines())}")
+        # One entry, one line: only a newline can break it (the canonical text has none;
+        # unreadable data might). str.splitlines would also split at U+2028 and others.
+        line = text.replace("\n", " ")
+        group.append(f"{digest} {line}")
         last_seq, last_hash = seq, digest
     flush()
     conn.execute("DROP TABLE audit")

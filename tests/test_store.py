@@ -941,7 +941,7 @@ class FakeStoreTests(StoreTestsMixin, unittest.TestCase):
 class SchemaTwoTests(unittest.TestCase):
     """Migration 2: the change log and the audit chain as one row per transaction."""
 
-    def schemaOne(self, entries: int, tamper: int | None = None) -> Path:
+    def schemaOne(self, entries: int, tamper: int | None = None, text: str = "") -> Path:
         """A schema-1 database at revision 7 with a client, a change log and an audit chain."""
         path = Path(self.mktemp())
         path.mkdir()
@@ -956,7 +956,10 @@ class SchemaTwoTests(unittest.TestCase):
         )
         previous = audit.GENESIS
         for seq in range(1, entries + 1):
-            entry = AuditEntry(1000 + seq, "grant", {"machine": f"m-{seq}", "n": [seq, None]})
+            data = {"machine": f"m-{seq}", "n": [seq, None]}
+            if text:
+                data["text"] = text
+            entry = AuditEntry(1000 + seq, "grant", data)
             digest = audit.chain(previous, seq, entry)
             data = audit.data_text(entry)
             if seq == tamper:
@@ -990,6 +993,12 @@ class SchemaTwoTests(unittest.TestCase):
         conn.close()
         self.assertEqual([last for last, _ in groups], [1000, 2000, 2500])
         self.assertEqual(groups[0][1], audit.GENESIS)
+
+    def test_lineSeparatorsInData(self) -> None:
+        """Text with the characters Python counts as line ends (U+2028, U+2029, U+0085,
+        a form feed) moves over as it was written: the chain still verifies."""
+        path = self.schemaOne(3, text="a\u2028b\u2029c\x85d\x0ce")
+        self.assertEqual(self.migrated(path), audit.Verdict(3))
 
     def test_brokenLinkStaysBroken(self) -> None:
         """An entry changed before the migration is still found after it."""
