@@ -1,9 +1,10 @@
 """Reading JSON that came from outside: license files and admin API bodies.
 
 ``json.loads`` takes a key given twice (the last one wins, so a text can show
-one value and mean another), ``NaN`` and ``Infinity``, and nesting until
-Python's recursion limit, where it raises ``RecursionError`` instead of a
-``ValueError``. ``loads`` refuses all three with a ``ValueError`` whose text
+one value and mean another), ``NaN`` and ``Infinity``, lone surrogates
+(``"\\ud800"``, which no store or hash can take), and nesting until Python's
+recursion limit, where it raises ``RecursionError`` instead of a
+``ValueError``. ``loads`` refuses all of them with a ``ValueError`` whose text
 says what is wrong, and refuses nesting deeper than ``MAX_DEPTH`` so that
 nothing that walks the value later can recurse without bound.
 """
@@ -41,9 +42,20 @@ def loads(text: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
     return value
 
 
+def _check_text(text: str) -> None:
+    """Refuse a lone surrogate (``"\\ud800"``): it is no character, has no UTF-8, and
+    could be neither stored nor hashed into the audit log."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        message = f"text {text[:40]!r} holds a lone surrogate, which is no character"
+        raise ValueError(message) from None
+
+
 def _without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
+        _check_text(key)
         if key in result:
             raise ValueError(f"field {key!r} appears twice in one object")
         result[key] = value
@@ -65,6 +77,8 @@ def _depth(value: Any) -> int:
         elif isinstance(item, list):
             children = item
         else:
+            if isinstance(item, str):
+                _check_text(item)
             continue
         deepest = max(deepest, level)
         stack.extend((child, level + 1) for child in children)

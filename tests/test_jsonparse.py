@@ -37,6 +37,13 @@ class LoadsTests(unittest.TestCase):
         for text in ("NaN", "[Infinity]", "-Infinity", "9" * 5000):
             self.assertRaises(ValueError, jsonparse.loads, text)
 
+    def test_loneSurrogates(self):
+        """A lone surrogate, as a value or as a key, at any depth, is refused."""
+        for text in ('"\\ud800"', '{"\\udfff": 1}', '[{"a": ["x\\ud800y"]}]'):
+            with self.assertRaisesRegex(ValueError, "lone surrogate"):
+                jsonparse.loads(text)
+        self.assertEqual(jsonparse.loads('"\\ud83d\\ude00"'), "\U0001f600")
+
     def test_notUTF8(self):
         """Bytes that are not UTF-8 are a ValueError that says so."""
         with self.assertRaisesRegex(ValueError, "not UTF-8"):

@@ -720,6 +720,11 @@ class HostileBodyTests(WebTestCase):
         path = "/api/clients/c-1/products/XMLSpy/licenses"
         self.assertBadJSON("PUT", path, body, "'licenses' appears twice")
 
+    def test_loneSurrogate(self):
+        """A setting's name with a lone surrogate is a 400, not a storage error."""
+        self.assertBadJSON("PUT", "/api/settings", b'{"\\ud800": 1}', "lone surrogate")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_giantJSONInteger(self):
         """An integer of 5,000 digits in a setting is a 400, not a 500."""
         body = b'{"borrow_max_days":' + b"9" * 5000 + b"}"
