@@ -4,6 +4,14 @@ Everything the rest of the server, the tools and the tests use is named here,
 as ``store.X``.
 """
 
+from licenseserver.store.errors import (
+    ConflictError,
+    SchemaError,
+    StoreClosedError,
+    StoreError,
+    StoreWriteError,
+    translate_error,
+)
 from licenseserver.store.writer import (
     DATABASE_NAME,
     DEFAULT_CHECKPOINT_EVERY,
@@ -18,14 +26,9 @@ from licenseserver.store.writer import (
     TABLES,
     WRITE,
     Column,
-    ConflictError,
     Migration,
     PreparedWrite,
-    SchemaError,
     SQLiteStore,
-    StoreClosedError,
-    StoreError,
-    StoreWriteError,
     TableSpec,
     check_change,
     check_database,
@@ -53,7 +56,6 @@ from licenseserver.store.writer import (
     schema_version,
     set_local,
     to_json,
-    translate_error,
 )
 
 # Internals that tests and bench/request_path.py (which repeats the writer's SQL to

@@ -53,6 +53,13 @@ from zope.interface import implementer
 from licenseserver import audit, model
 from licenseserver.interfaces import ILicenseStore
 from licenseserver.jsontext import compact_encoder
+from licenseserver.store.errors import (
+    ConflictError,
+    SchemaError,
+    StoreClosedError,
+    StoreError,
+    translate_error,
+)
 
 DATABASE_NAME = "licenseserver.sqlite3"
 """The database file's name inside the data directory."""
@@ -68,36 +75,6 @@ DEFAULT_CHECKPOINT_EVERY = 20_000
 
 It bounds the writer's memory for them (a few MB) and the change log a store
 reads again when it opens after a crash (a fraction of a second)."""
-
-
-class StoreError(Exception):
-    """A failure of the store, with a message meant for the admin."""
-
-
-class SchemaError(StoreError):
-    """The database's schema is not the one this server runs (or not ours)."""
-
-
-class StoreWriteError(StoreError):
-    """SQLite could not do the job (disk full, read-only, I/O error, locked).
-
-    Nothing of the failed job is stored. ``code`` is SQLite's error name,
-    such as ``SQLITE_FULL``; ``reason`` says what went wrong in words fit to
-    tell a client (no paths).
-    """
-
-    def __init__(self, message: str, code: str = "", reason: str = "a storage error") -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-
-
-class ConflictError(StoreError):
-    """A put would give two records of a kind the same unique field."""
-
-
-class StoreClosedError(StoreError):
-    """The store is closed, or could not be opened."""
 
 
 # ---------------------------------------------------------------------------
@@ -898,32 +875,6 @@ def _configure(conn: sqlite3.Connection, path: Path) -> None:
             f"cannot put {path} in WAL mode (journal mode stays {mode}); "
             "the file system may not support it"
         )
-
-
-_ERROR_REASONS = {
-    "SQLITE_FULL": "the disk is full (or the database reached its size limit)",
-    "SQLITE_READONLY": "the database is read-only",
-    "SQLITE_IOERR": "a disk I/O error occurred",
-    "SQLITE_BUSY": "the database is locked by another process",
-    "SQLITE_LOCKED": "the database is locked",
-    "SQLITE_CANTOPEN": "the database file cannot be opened",
-    "SQLITE_PERM": "permission denied",
-    "SQLITE_CORRUPT": "the database file is corrupt",
-    "SQLITE_NOTADB": "the file is not a database",
-}
-
-
-def translate_error(error: sqlite3.Error, path: Path | str) -> StoreWriteError:
-    """A readable StoreWriteError for an SQLite error on the database at ``path``."""
-    name = getattr(error, "sqlite_errorname", "") or ""
-    primary = name.split("_")[:2]
-    code = "_".join(primary)
-    reason = _ERROR_REASONS.get(code, f"database error: {error}")
-    return StoreWriteError(
-        f"the store {path} failed: {reason} ({error}); nothing was stored",
-        code,
-        _ERROR_REASONS.get(code, "a storage error"),
-    )
 
 
 # ---------------------------------------------------------------------------
