@@ -12,6 +12,15 @@ from licenseserver.store.errors import (
     StoreWriteError,
     translate_error,
 )
+from licenseserver.store.tables import (
+    ROWS_PER_STATEMENT,
+    TABLES,
+    Column,
+    TableSpec,
+    execute_rows,
+    from_json,
+    to_json,
+)
 from licenseserver.store.writer import (
     DATABASE_NAME,
     DEFAULT_CHECKPOINT_EVERY,
@@ -21,15 +30,11 @@ from licenseserver.store.writer import (
     MIGRATIONS,
     RAW,
     READ,
-    ROWS_PER_STATEMENT,
     SCHEMA_VERSION,
-    TABLES,
     WRITE,
-    Column,
     Migration,
     PreparedWrite,
     SQLiteStore,
-    TableSpec,
     check_change,
     check_database,
     check_event,
@@ -40,8 +45,6 @@ from licenseserver.store.writer import (
     connect,
     database_path,
     decode_log_line,
-    execute_rows,
-    from_json,
     latest_version,
     load_records,
     log_line,
@@ -55,7 +58,6 @@ from licenseserver.store.writer import (
     require_current_schema,
     schema_version,
     set_local,
-    to_json,
 )
 
 # Internals that tests and bench/request_path.py (which repeats the writer's SQL to
