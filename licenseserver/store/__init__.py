@@ -4,6 +4,14 @@ Everything the rest of the server, the tools and the tests use is named here,
 as ``store.X``.
 """
 
+from licenseserver.store.checks import (
+    check_change,
+    check_event,
+    check_local_name,
+    check_newer,
+    check_revision,
+    conflict_error,
+)
 from licenseserver.store.errors import (
     ConflictError,
     SchemaError,
@@ -35,13 +43,7 @@ from licenseserver.store.writer import (
     Migration,
     PreparedWrite,
     SQLiteStore,
-    check_change,
     check_database,
-    check_event,
-    check_local_name,
-    check_newer,
-    check_revision,
-    conflict_error,
     connect,
     database_path,
     decode_log_line,
