@@ -1,11 +1,12 @@
 """One connection to a license server: requests out, answers back in order, on Twisted.
 
-``ServerConnection`` writes request lines with ``wire`` and matches each
-answer to the oldest request still waiting (the server answers in request
-order). An ``OK`` fires the request's Deferred with its arguments, an
-``ERR`` fails it with the typed ``ServerError``. A request that gets no
-answer within ``timeout`` breaks the connection: it and every request behind
-it fail with ``ServerTimeout``, since answers could no longer be matched.
+``ServerConnection`` is a ``LineClient`` (``protocols/lineclient.py``), which
+writes request lines and matches each answer to the oldest request still
+waiting (the server answers in request order). An ``OK`` fires the request's
+Deferred with its arguments, an ``ERR`` fails it with the typed
+``ServerError``. A request that gets no answer within ``timeout`` breaks the
+connection: it and every request behind it fail with ``ServerTimeout``,
+since answers could no longer be matched.
 
 ``open_connection`` connects through any client endpoint, so tests can use
 in-memory ones; ``AddressEndpoint`` is the default for ``host:port``, and
@@ -15,7 +16,6 @@ in-memory ones; ``AddressEndpoint`` is the default for ``host:port``, and
 from __future__ import annotations
 
 import socket
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,102 +24,51 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, w
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 from twisted.python import usage
 from zope.interface import implementer
 
 from licenseserver import tls
 from licenseserver.client import errors
 from licenseserver.client.core import split_address, without_none
-from licenseserver.protocols import wire
-
-MAX_ANSWER = 1 << 20
-"""Longest answer line accepted from a server."""
+from licenseserver.protocols import lineclient, wire
 
 
-class ServerConnection(LineReceiver):
+class ServerConnection(lineclient.LineClient):
     """A client's connection to one server at ``address``."""
 
-    delimiter = b"\n"
-    MAX_LENGTH = MAX_ANSWER
-    log = Logger()
-
     def __init__(self, address: str, clock: Any, timeout: float):
+        super().__init__(clock, timeout)
         self.address = address
-        self.clock = clock
-        self.timeout = timeout
         self.hello: dict[str, str] = {}
         """The arguments of the server's answer to HELLO, once said."""
-        self.onLost: Callable[[ServerConnection], None] | None = None
-        self._pending: deque[tuple[defer.Deferred, Any]] = deque()
-        self._broken: errors.ServerUnavailable | None = None
-
-    @property
-    def usable(self) -> bool:
-        """Whether requests can still be sent."""
-        return self._broken is None and self.transport is not None
 
     def request(self, verb: str, args: Mapping[str, object] | None = None) -> defer.Deferred:
         """Send one request; fire with the ``OK`` arguments or fail with a typed error."""
-        if self._broken is not None:
-            return defer.fail(self._broken)
-        d: defer.Deferred = defer.Deferred()
-        timer = self.clock.callLater(self.timeout, self._timedOut, verb)
-        self._pending.append((d, timer))
-        self.transport.write(wire.format_request(verb, without_none(args or {})))
-        return d
+        return super().request(verb, without_none(args or {}))
 
-    def lineReceived(self, line: bytes) -> None:
-        if self._broken is not None:
-            return
-        try:
-            response = wire.parse_response(line)
-        except wire.ProtocolError:
-            self._break(
-                errors.ProtocolViolation(self.address, f"answered with junk: {line[:80]!r}")
+    def answered(self, answer: wire.Response, lines: tuple[bytes, ...]) -> dict[str, str]:
+        if answer.ok:
+            return dict(answer.args)
+        raise errors.error_from_response(answer, self.address)
+
+    def errorFor(self, problem: lineclient.LineClientError) -> errors.ServerUnavailable:
+        if isinstance(problem, lineclient.TimedOut):
+            return errors.ServerTimeout(self.address, str(problem))
+        if isinstance(problem, lineclient.JunkAnswer):
+            return errors.ProtocolViolation(
+                self.address, f"answered with junk: {problem.line[:80]!r}"
             )
-            return
-        if not self._pending:
-            self._break(errors.ProtocolViolation(self.address, "answered what was not asked"))
-            return
-        d, timer = self._pending.popleft()
-        if timer.active():
-            timer.cancel()
-        if response.ok:
-            d.callback(dict(response.args))
-        else:
-            d.errback(errors.error_from_response(response, self.address))
-
-    def lineLengthExceeded(self, line: bytes) -> None:
-        self._break(errors.ProtocolViolation(self.address, "sent an overlong line"))
-
-    def _timedOut(self, verb: str) -> None:
-        self._break(
-            errors.ServerTimeout(self.address, f"no answer to {verb} in {self.timeout:g} s")
-        )
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self._break(errors.ConnectionLost(self.address, "the connection closed"), close=False)
+        if isinstance(problem, lineclient.UnaskedAnswer):
+            return errors.ProtocolViolation(self.address, "answered what was not asked")
+        if isinstance(problem, lineclient.OverlongLine):
+            return errors.ProtocolViolation(self.address, "sent an overlong line")
+        if isinstance(problem, lineclient.Closed):
+            return errors.ConnectionLost(self.address, "the connection was closed")
+        return errors.ConnectionLost(self.address, "the connection closed")
 
     def close(self) -> None:
         """Drop the connection; requests still waiting fail with ``ConnectionLost``."""
-        self._break(errors.ConnectionLost(self.address, "the connection was closed"))
-
-    def _break(self, problem: errors.ServerUnavailable, close: bool = True) -> None:
-        if self._broken is None:
-            self._broken = problem
-        pending, self._pending = list(self._pending), deque()
-        for _, timer in pending:
-            if timer.active():
-                timer.cancel()
-        if close and self.transport is not None:
-            self.transport.abortConnection()
-        for d, _ in pending:
-            d.errback(self._broken)
-        if self.onLost is not None:
-            onLost, self.onLost = self.onLost, None
-            onLost(self)
+        self.abort()
 
 
 class _ConnectionFactory(Factory):

@@ -316,7 +316,7 @@ class LineClient(LineReceiver):
         waiting, self._waiting = self._waiting, deque()
         self._records = None
         for _, timer in waiting:
-            if timer is not None:
+            if timer is not None and timer.active():
                 timer.cancel()
         for d, _ in waiting:
             d.errback(self._broken)
