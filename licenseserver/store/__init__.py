@@ -4,6 +4,14 @@ Everything the rest of the server, the tools and the tests use is named here,
 as ``store.X``.
 """
 
+from licenseserver.store.changelog import (
+    PreparedWrite,
+    decode_log_line,
+    log_line,
+    parse_log_line,
+    prepare_commit,
+    prepare_entries,
+)
 from licenseserver.store.checks import (
     check_change,
     check_event,
@@ -41,21 +49,15 @@ from licenseserver.store.writer import (
     SCHEMA_VERSION,
     WRITE,
     Migration,
-    PreparedWrite,
     SQLiteStore,
     check_database,
     connect,
     database_path,
-    decode_log_line,
     latest_version,
     load_records,
-    log_line,
     migrate,
     open_database,
     owed_since,
-    parse_log_line,
-    prepare_commit,
-    prepare_entries,
     read_snapshot,
     require_current_schema,
     schema_version,
