@@ -28,6 +28,20 @@ from licenseserver.store.errors import (
     StoreWriteError,
     translate_error,
 )
+from licenseserver.store.schema import (
+    DATABASE_NAME,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Migration,
+    check_database,
+    connect,
+    database_path,
+    latest_version,
+    migrate,
+    open_database,
+    require_current_schema,
+    schema_version,
+)
 from licenseserver.store.tables import (
     ROWS_PER_STATEMENT,
     TABLES,
@@ -38,29 +52,17 @@ from licenseserver.store.tables import (
     to_json,
 )
 from licenseserver.store.writer import (
-    DATABASE_NAME,
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_KEEP_CHANGES,
     DEFAULT_TRIM_INTERVAL,
     MAX_BATCH,
-    MIGRATIONS,
     RAW,
     READ,
-    SCHEMA_VERSION,
     WRITE,
-    Migration,
     SQLiteStore,
-    check_database,
-    connect,
-    database_path,
-    latest_version,
     load_records,
-    migrate,
-    open_database,
     owed_since,
     read_snapshot,
-    require_current_schema,
-    schema_version,
     set_local,
 )
 

@@ -294,7 +294,7 @@ class UpgradePathTests(unittest.TestCase):
         """A migration that fails half way leaves the data directory byte for byte as it was,
         and the old server still starts on it."""
         broken = copy_build(self.base / "build-broken", NEW)
-        with open(broken / "licenseserver" / "store" / "writer.py", "a") as f:
+        with open(broken / "licenseserver" / "store" / "schema.py", "a") as f:
             f.write(BROKEN_MIGRATION)
         primary = self.server(self.primaryData, name="primary-old")
         self.addLicense(primary)
