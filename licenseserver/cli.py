@@ -18,9 +18,7 @@ import http.client
 import json
 import os
 import re
-import socket
 import sqlite3
-import ssl
 import sys
 import time
 import urllib.error
@@ -36,7 +34,6 @@ from licenseserver.addresses import format_host_port, parse_host_port
 from licenseserver.client.cli import register as register_client
 from licenseserver.datadir import DataDir
 from licenseserver.errors import CommandError
-from licenseserver.protocols import wire
 
 
 class _Parser(argparse.ArgumentParser):
@@ -480,35 +477,38 @@ def _reason(error: Exception) -> str:
 
 
 def _status(args: argparse.Namespace) -> None:
-    """Ask a server for its STATUS over the licensing port and print it."""
+    """Ask a server for its STATUS over the licensing port and print it.
+
+    With ``--ca`` over TLS, checking the server's certificate as the
+    failover's link does (``lineclient.blockingRequest``).
+    """
+    from twisted.python import usage
+
+    from licenseserver.protocols import lineclient
+
     address = parse_host_port(args.server)
     if address is None:
         raise CommandError(f"{args.server!r} is not HOST[:PORT]")
-    context = None
+    host, port = address
+    options = None
     if args.ca:
         try:
-            context = tls.python_client_context(args.ca)
-        except ssl.SSLError as e:
-            raise CommandError(f"{args.ca} holds no PEM certificate: {e.reason or e}") from e
-        except OSError as e:
-            raise CommandError(f"cannot read {args.ca}: {e.strerror or e}") from e
+            options = tls.clientOptions(host, args.ca)
+        except usage.UsageError as e:
+            raise CommandError(str(e)) from e
+        except ValueError as e:
+            raise CommandError(f"cannot reach {args.server}: {host!r} is not a host name") from e
     try:
-        with socket.create_connection(address, timeout=10) as raw:
-            conn = raw
-            if context is not None:
-                conn = context.wrap_socket(raw, server_hostname=address[0])
-            conn.sendall(wire.format_request("STATUS"))
-            line = conn.makefile("rb").readline(wire.MAX_LINE)
-    except ssl.SSLError as e:
-        raise CommandError(f"TLS with {args.server} failed: {e.reason or e}") from e
-    except OSError as e:
-        raise CommandError(f"cannot reach {args.server}: {e.strerror or e}") from e
-    except UnicodeError as e:
-        raise CommandError(f"cannot reach {args.server}: {address[0]!r} is not a host name") from e
-    try:
-        response = wire.parse_response(line.rstrip(b"\n"))
-    except wire.ProtocolError as e:
+        reply = lineclient.blockingRequest(host, port, "STATUS", timeout=10, tlsOptions=options)
+    except lineclient.TLSFailed as e:
+        raise CommandError(f"TLS with {args.server} failed: {e}") from e
+    except lineclient.JunkAnswer as e:
+        raise CommandError(f"{args.server} did not answer STATUS: {e.why}") from e
+    except (lineclient.OverlongLine, lineclient.Disconnected) as e:
         raise CommandError(f"{args.server} did not answer STATUS: {e}") from e
+    except lineclient.LineClientError as e:
+        raise CommandError(f"cannot reach {args.server}: {e}") from e
+    response = reply.response
     if not response.ok:
         raise CommandError(f"{args.server} refused STATUS: {response.code} {response.reason}")
     if args.json:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sqlite3
-import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,11 +20,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from twisted.python import usage
+
 from licenseserver import store, tls, versions
 from licenseserver.addresses import endpoint_host_port, format_host_port, parse_host_port
 from licenseserver.datadir import DataDir
 from licenseserver.localstate import PRIMARY, PRIMARY_CA, ROLE, SERVER_VERSION, role_change
-from licenseserver.protocols import wire
+from licenseserver.protocols import lineclient
 
 BeforeMigrate = Callable[[Path, dict[str, Any]], None]
 
@@ -364,52 +364,57 @@ def ask_primary_status(
 ) -> dict[str, str]:
     """Send ``STATUS`` to the licensing port at ``address``; return the answer's arguments.
 
-    A blocking socket: the upgrade runs with no reactor. With ``ca`` (the
-    failover's ``--primary-ca`` file) it speaks TLS, trusting that file and
-    checking that the certificate names the host, as the failover's link
-    does. Raises ``PrimaryUnreachableError`` when there is no connection (or
-    no trusted one), no answer in ``timeout`` seconds, or an answer other
-    than ``OK``.
+    Blocking (``lineclient.blockingRequest``): the upgrade runs with no
+    reactor. With ``ca`` (the failover's ``--primary-ca`` file) it speaks TLS,
+    trusting that file and checking that the certificate names the host, as
+    the failover's link does. Raises ``PrimaryUnreachableError`` when there is
+    no connection (or no trusted one), no answer in ``timeout`` seconds, or an
+    answer other than ``OK``.
     """
+    host, port = address
+    options = _tls(host, ca) if ca else None
     try:
-        with socket.create_connection(address, timeout=timeout) as plain:
-            conn = _tls(plain, address[0], ca) if ca else plain
-            with conn:
-                conn.sendall(wire.format_request("STATUS"))
-                with conn.makefile("rb") as answer:
-                    line = answer.readline(wire.MAX_LINE)
-    except OSError as e:
-        raise PrimaryUnreachableError(_os_reason(e)) from e
-    if not line.endswith(b"\n"):
-        raise PrimaryUnreachableError("it closed the connection without answering STATUS")
-    try:
-        response = wire.parse_response(line.rstrip(b"\n"))
-    except (wire.ProtocolError, ValueError) as e:
-        raise PrimaryUnreachableError(
-            f"it answered STATUS with a line that is no answer: {e}"
-        ) from e
+        reply = lineclient.blockingRequest(
+            host, port, "STATUS", timeout=timeout, tlsOptions=options
+        )
+    except lineclient.LineClientError as e:
+        raise PrimaryUnreachableError(_unanswered(e)) from e
+    response = reply.response
     if not response.ok:
         raise PrimaryUnreachableError(f"it refused STATUS: {response.code} {response.reason}")
     return response.args
 
 
-def _tls(conn: socket.socket, host: str, ca: str) -> ssl.SSLSocket:
-    """``conn`` in TLS, trusting only ``ca`` and requiring a certificate for ``host``."""
+def _tls(host: str, ca: str) -> Any:
+    """TLS client options trusting only ``ca`` and requiring a certificate for ``host``."""
     try:
-        context = tls.python_client_context(ca)
-    except (OSError, ValueError) as e:
-        why = getattr(e, "strerror", None) or getattr(e, "reason", None) or e
-        raise PrimaryUnreachableError(f"its CA file {ca} (--primary-ca) is unusable: {why}") from e
-    return context.wrap_socket(conn, server_hostname=host)
+        return tls.clientOptions(host, ca)
+    except usage.UsageError as e:
+        raise PrimaryUnreachableError(f"its CA file {ca} (--primary-ca) is unusable: {e}") from e
+    except ValueError as e:
+        raise PrimaryUnreachableError(f"{host!r} is not a host name") from e
+
+
+def _unanswered(error: Exception) -> str:
+    """Why the primary's STATUS could not be had, in a few words."""
+    if isinstance(error, lineclient.TimedOut):
+        return "no answer in time"
+    if isinstance(error, lineclient.CertificateRefused):
+        return f"its TLS certificate does not verify: {error.detail}"
+    if isinstance(error, lineclient.TLSFailed):
+        return f"TLS failed: {error}"
+    if isinstance(error, lineclient.Disconnected):
+        return "it closed the connection without answering STATUS"
+    if isinstance(error, lineclient.JunkAnswer):
+        return f"it answered STATUS with a line that is no answer: {error.why}"
+    if isinstance(error, lineclient.OverlongLine):
+        return f"it answered STATUS with {error}"
+    return str(error) or type(error).__name__
 
 
 def _os_reason(error: OSError) -> str:
     if isinstance(error, TimeoutError):
         return "no answer in time"
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return f"its TLS certificate does not verify: {error.verify_message}"
-    if isinstance(error, ssl.SSLError):
-        return f"TLS failed: {error.reason or error}"
     return error.strerror or str(error) or type(error).__name__
 
 

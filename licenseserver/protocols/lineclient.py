@@ -354,7 +354,7 @@ def blockingRequest(
     signal handlers) until the answer or the failure, so the global reactor
     is never run. With ``tlsOptions`` (``licenseserver.tls.clientOptions``)
     it speaks TLS and checks the certificate as the failover's link does.
-    ``timeout`` bounds the connection and then the answer, each. An ``ERR``
+    ``timeout`` bounds the whole exchange, connecting included. An ``ERR``
     answer is a ``Reply`` too. Raises ``ConnectFailed``, ``TLSFailed`` (its
     ``CertificateRefused`` when the certificate does not verify),
     ``TimedOut``, ``Disconnected``, ``JunkAnswer`` or ``OverlongLine``.
@@ -406,13 +406,17 @@ async def _exchange(
         raise ConnectFailed(f"{host!r} is not a host name") from None
     if tlsOptions is not None:
         endpoint = wrapClientTLS(tlsOptions, endpoint)
-    client = _OneRequest(reactor, timeout)
+    started = reactor.seconds()
+    client = _OneRequest(reactor)
     try:
         await connectProtocol(endpoint, client)
     except Exception as e:
         raise _notConnected(e, host, verb, timeout) from None
+    client.timeout = max(0.0, started + timeout - reactor.seconds())
     try:
         return await client.request(verb, args)
+    except TimedOut:
+        raise TimedOut(verb, timeout) from None
     except Disconnected as e:
         if tlsOptions is not None:
             tlsProblem = _tlsProblem(e.reason, host, client.secured)
