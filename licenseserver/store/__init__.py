@@ -28,6 +28,19 @@ from licenseserver.store.errors import (
     StoreWriteError,
     translate_error,
 )
+
+# Internals that tests and bench/request_path.py (which repeats the writer's SQL to
+# measure it) reach as ``store._X``.
+from licenseserver.store.jobs import _insert_log as _insert_log
+from licenseserver.store.jobs import _meta_int as _meta_int
+from licenseserver.store.jobs import _set_meta as _set_meta
+from licenseserver.store.jobs import _write_rows as _write_rows
+from licenseserver.store.jobs import (
+    load_records,
+    owed_since,
+    read_snapshot,
+    set_local,
+)
 from licenseserver.store.schema import (
     DATABASE_NAME,
     MIGRATIONS,
@@ -60,19 +73,8 @@ from licenseserver.store.writer import (
     READ,
     WRITE,
     SQLiteStore,
-    load_records,
-    owed_since,
-    read_snapshot,
-    set_local,
 )
-
-# Internals that tests and bench/request_path.py (which repeats the writer's SQL to
-# measure it) reach as ``store._X``.
-from licenseserver.store.writer import _insert_log as _insert_log
 from licenseserver.store.writer import _Job as _Job
-from licenseserver.store.writer import _meta_int as _meta_int
-from licenseserver.store.writer import _set_meta as _set_meta
-from licenseserver.store.writer import _write_rows as _write_rows
 
 __all__ = [
     "DATABASE_NAME",
