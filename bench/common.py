@@ -28,19 +28,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, error, task
+from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from licenseserver.protocols import lineclient  # noqa: E402 (needs REPO_ROOT on sys.path)
 
 EPHEMERAL = "tcp:0:interface=127.0.0.1"
 PRODUCT = "BenchApp"
@@ -821,46 +821,39 @@ def build_data_dir(data_dir: Path, records: Iterable[Any], batch: int = 5000) ->
 # A licensing client for scripted exchanges
 
 
-class LineClient(Protocol):
+class LineClient(lineclient.LineClient):
     """One connection speaking the licensing protocol: ``await request(line)`` gives the answer.
 
-    Requests may be pipelined; answers come back in order. ``closed`` fires when the
-    connection ends.
+    The project's line client (``licenseserver/protocols/lineclient.py``), kept lean for the
+    load it makes: a request is a line as it is, its answer the answer line as bytes, not
+    parsed (``args_of`` reads what a script needs). Requests may be pipelined; answers come
+    back in order. ``closed`` fires when the connection ends.
     """
 
+    MAX_LENGTH = 1 << 24
+
     def __init__(self) -> None:
-        self.pending: deque = deque()
-        self.buffer = b""
+        super().__init__()
         self.closed: defer.Deferred = defer.Deferred()
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)
 
-    def dataReceived(self, data: bytes) -> None:
-        lines = (self.buffer + data).split(b"\n")
-        self.buffer = lines.pop()
-        for line in lines:
-            if self.pending:
-                self.pending.popleft().callback(line)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        pending, self.pending = self.pending, deque()
-        for d in pending:
-            d.errback(error.ConnectionLost("closed"))
-        if not self.closed.called:
-            self.closed.callback(None)
-
-    def request(self, line: bytes | str) -> defer.Deferred:
+    def request(self, line: bytes | str) -> defer.Deferred:  # type: ignore[override]
         if isinstance(line, str):
             line = line.encode()
-        d: defer.Deferred = defer.Deferred()
-        self.pending.append(d)
-        self.transport.write(line + b"\n")
-        return d
+        return self.requestLine(line + b"\n")
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.loseConnection()
+    def readAnswer(self, line: bytes) -> bytes:
+        return line
+
+    def answered(self, answer: bytes, lines: tuple[bytes, ...]) -> bytes:
+        return answer
+
+    def connectionLost(self, reason: Any = None) -> None:
+        super().connectionLost(reason)
+        if not self.closed.called:
+            self.closed.callback(None)
 
 
 async def connect(reactor: Any, port: int, protocol: Any = None, timeout: float = 10.0) -> Any:
