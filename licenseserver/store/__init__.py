@@ -1,7 +1,24 @@
-"""SQLite storage of the license pool behind ``ILicenseStore``.
+"""SQLite storage of the license pool behind ``ILicenseStore``: records, revision, change log.
 
-Everything the rest of the server, the tools and the tests use is named here,
-as ``store.X``.
+The server keeps the pool in memory on the reactor thread and writes every
+change through this store; it answers a client only once the store's Deferred
+has fired, so a Deferred fires only after its write is durable (WAL mode,
+``synchronous=FULL``).
+
+Its modules, each built on those above it:
+
+- ``errors``: the store's exceptions, and SQLite's errors made readable.
+- ``tables``: records as rows, one ``TableSpec`` per kind (``TABLES``).
+- ``checks``: the checks that the fake store (``testing.FakeStore``) shares.
+- ``changelog``: the change log's line format; commits checked and encoded.
+- ``schema``: the schema and its migrations; opening and checking the database.
+- ``jobs``: the SQL that the writer thread runs on its connection; the readers.
+- ``writer``: the writer thread (group commit, checkpoints, trims) and ``SQLiteStore``.
+
+Everything the server, the tools, the tests and the benchmarks use is named
+here, as ``store.X``; so are the few internals they reach (``store._Job``, and
+the ``store._meta_int``, ``_set_meta``, ``_insert_log`` and ``_write_rows`` that
+``bench/request_path.py`` runs to measure the writer's SQL).
 """
 
 from licenseserver.store.changelog import (
@@ -28,9 +45,6 @@ from licenseserver.store.errors import (
     StoreWriteError,
     translate_error,
 )
-
-# Internals that tests and bench/request_path.py (which repeats the writer's SQL to
-# measure it) reach as ``store._X``.
 from licenseserver.store.jobs import _insert_log as _insert_log
 from licenseserver.store.jobs import _meta_int as _meta_int
 from licenseserver.store.jobs import _set_meta as _set_meta

@@ -1,4 +1,13 @@
-"""Records as rows: JSON values, one ``TableSpec`` per record kind (``TABLES``), multi-row SQL."""
+"""Records as rows: JSON values, one ``TableSpec`` per record kind (``TABLES``), multi-row SQL.
+
+Every record kind of ``model.KINDS`` has a real table with typed columns; the
+``TABLES`` registry maps records to rows and back, so ``commit`` is generic
+over kinds. The change log holds every change as its row, which makes it the
+durable copy of the kinds without unique columns until a checkpoint writes
+their rows to the tables (``TableSpec.eager``): a lease granted and released
+between two checkpoints costs no table a write, and a store opened after a
+crash reads the rows its tables still owe back from the log.
+"""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""SQLite storage of the license pool behind ``ILicenseStore``: records, revision, change log.
-
-The server keeps the pool in memory on the reactor thread and writes every
-change through this store; it answers a client only once the store's Deferred
-has fired, so a Deferred fires only after its write is durable (WAL mode,
-``synchronous=FULL``).
+"""The writer thread and ``SQLiteStore``: group commit, checkpoints, trims of the change log.
 
 One dedicated thread owns the SQLite connection. Calls become jobs on a
 queue; the thread takes one job, drains whatever else is already waiting and
@@ -16,16 +11,9 @@ a slower path where each job runs inside its own SAVEPOINT, so that a failing
 job is rolled back and errbacks alone. Results travel back to the reactor
 thread with ``callFromThread``.
 
-Every record kind of ``model.KINDS`` has a real table with typed columns; the
-``TABLES`` registry maps records to rows and back, so ``commit`` is generic
-over kinds. The change log holds every change as its row, which makes it the
-durable copy of the kinds without unique columns until a checkpoint writes
-their rows to the tables (``TableSpec.eager``): a lease granted and released
-between two checkpoints costs no table a write, and a store opened after a
-crash reads the rows its tables still owe back from the log. The schema
-version lives in ``PRAGMA user_version`` and moves forward only through
-``MIGRATIONS``, run by ``licenseserver upgrade``: a server never migrates a
-database silently.
+The rows of the other kinds are owed to their tables: the writer holds them
+until a checkpoint writes them, and a store opened after a crash reads them
+back from the change log (see ``tables``).
 """
 
 from __future__ import annotations
@@ -47,19 +35,9 @@ from zope.interface import implementer
 
 from licenseserver import model
 from licenseserver.interfaces import ILicenseStore
-from licenseserver.store.changelog import (
-    PreparedWrite,
-    prepare_commit,
-    prepare_entries,
-)
-from licenseserver.store.checks import (
-    check_newer,
-)
-from licenseserver.store.errors import (
-    StoreClosedError,
-    StoreError,
-    translate_error,
-)
+from licenseserver.store.changelog import PreparedWrite, prepare_commit, prepare_entries
+from licenseserver.store.checks import check_newer
+from licenseserver.store.errors import StoreClosedError, StoreError, translate_error
 from licenseserver.store.jobs import (
     _add_event_job,
     _append_audit,
@@ -78,15 +56,8 @@ from licenseserver.store.jobs import (
     owed_since,
     set_local,
 )
-from licenseserver.store.schema import (
-    MIGRATIONS,
-    Migration,
-    open_database,
-)
-from licenseserver.store.tables import (
-    TABLES,
-    execute_rows,
-)
+from licenseserver.store.schema import MIGRATIONS, Migration, open_database
+from licenseserver.store.tables import TABLES, execute_rows
 
 DEFAULT_KEEP_CHANGES = 100_000
 """The change log keeps at least this many revisions (a failover further behind resyncs)."""
