@@ -724,8 +724,8 @@ class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
         comes once checkpoint_every rows are owed; loads see them before that."""
         path = self.newPath()
         s = await self.makeStore(path, checkpoint_every=3)
-        self.assertFalse(store.TABLES["lease"].eager)
-        self.assertTrue(store.TABLES["client"].eager)
+        self.assertTrue(store.TABLES["lease"].checkpointed)
+        self.assertFalse(store.TABLES["client"].checkpointed)
         leases = [dataclasses.replace(LEASE, id=f"l-{n}") for n in range(3)]
         await s.commit(1, puts(CLIENT, leases[0]))
         await s.commit(2, puts(leases[1]))
@@ -836,6 +836,19 @@ class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
             self.assertEqual(actual[spec.table], fields)
             example = next(r for r in EVERY_KIND if r.kind_name == kind)
             self.assertEqual(tuple(getattr(example, name) for name in spec.key), example.key)
+
+    def test_checkpointedKinds(self) -> None:
+        """Every kind without unique columns has a checkpointed table; a kind with unique
+        columns cannot have one, since its table must refuse a clash at commit time."""
+        checkpointed = {kind for kind, spec in store.TABLES.items() if spec.checkpointed}
+        self.assertEqual(
+            checkpointed, {"license", "product", "assignment", "agreement", "lease", "setting"}
+        )
+        self.assertEqual(
+            checkpointed, {kind for kind, spec in store.TABLES.items() if not spec.unique}
+        )
+        with self.assertRaises(ValueError):
+            dataclasses.replace(store.TABLES["client"], checkpointed=True)
 
 
 class CommitDelayTests(unittest.TestCase):

@@ -92,7 +92,7 @@ def _log_rows(conn: sqlite3.Connection, after: int) -> Iterable[str]:
 
 
 def owed_since(conn: sqlite3.Connection, checkpoint: int) -> dict[str, dict[tuple, tuple | None]]:
-    """What the tables of the kinds written at checkpoints owe after ``checkpoint``.
+    """What the checkpointed tables (``TableSpec.checkpointed``) owe after ``checkpoint``.
 
     Read from the change log: for each such kind, the last row of every key
     changed since (None for a key deleted). ValueError for a log that does
@@ -102,7 +102,7 @@ def owed_since(conn: sqlite3.Connection, checkpoint: int) -> dict[str, dict[tupl
     for line in _log_rows(conn, checkpoint):
         revision, kind, key, row = parse_log_line(line)
         spec = _logged_table(kind)
-        if revision > checkpoint and not spec.eager:
+        if revision > checkpoint and spec.checkpointed:
             owed.setdefault(kind, {})[key] = row
     return owed
 
@@ -110,7 +110,11 @@ def owed_since(conn: sqlite3.Connection, checkpoint: int) -> dict[str, dict[tupl
 def load_records(
     conn: sqlite3.Connection, owed: dict[str, dict[tuple, tuple | None]]
 ) -> model.Snapshot:
-    """Every record: the tables' rows with what they still ``owe`` laid over them."""
+    """Every record: the tables' rows with what they still ``owe`` laid over them.
+
+    This, or ``read_snapshot``, is how to read records: a checkpointed table
+    alone is stale until the next checkpoint.
+    """
     records = {}
     for kind, spec in TABLES.items():
         rows: Iterable[Sequence] = conn.execute(spec.selectSQL)

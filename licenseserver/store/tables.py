@@ -2,11 +2,21 @@
 
 Every record kind of ``model.KINDS`` has a real table with typed columns; the
 ``TABLES`` registry maps records to rows and back, so ``commit`` is generic
-over kinds. The change log holds every change as its row, which makes it the
-durable copy of the kinds without unique columns until a checkpoint writes
-their rows to the tables (``TableSpec.eager``): a lease granted and released
-between two checkpoints costs no table a write, and a store opened after a
-crash reads the rows its tables still owe back from the log.
+over kinds.
+
+Most record tables are checkpoints, not the current state. The change log
+holds every change as its row, which makes it the durable copy of the
+checkpointed kinds (``TableSpec.checkpointed``: leases, licenses, products,
+assignments, agreements, settings) until a checkpoint writes their rows to
+their tables: a lease granted and released between two checkpoints costs no
+table a write, and a store opened after a crash reads the rows its tables
+still owe back from the log. A plain SELECT from a checkpointed table is
+therefore stale until the next checkpoint: it misses what changed after
+``meta.checkpoint`` and may still hold rows deleted since. Read records with
+``load_records`` (on the store's connection) or ``read_snapshot`` (a data
+directory, read only), which lay the change log's rows over the table's. The
+kinds with unique columns (clients) are written to their tables at once, as
+are the store's other tables (meta, local, events, change_log, audit_log).
 """
 
 from __future__ import annotations
@@ -99,6 +109,15 @@ class TableSpec:
     ``columns`` name every field of the record, in table order; ``key`` the
     columns of the record's ``key`` (the primary key); ``unique`` further
     column groups that no two records of the kind may share.
+
+    ``checkpointed``: the table is a checkpoint. A commit does not write this
+    kind's rows to it; the change log is their durable copy, the writer holds
+    them owed, and the next checkpoint writes them (see ``writer``), so that a
+    lease granted and released between two checkpoints never costs its table
+    a write. A plain SELECT from the table is stale until that checkpoint:
+    ``load_records`` and ``read_snapshot`` are the way to read the kind. A
+    kind with unique columns cannot be checkpointed: only the table can tell
+    that two of its rows clash, and a commit must be refused then, not later.
     """
 
     kind: str
@@ -106,6 +125,11 @@ class TableSpec:
     columns: tuple[Column, ...]
     key: tuple[str, ...]
     unique: tuple[tuple[str, ...], ...] = ()
+    checkpointed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.checkpointed and self.unique:
+            raise ValueError(f"{self.table} has unique columns: it cannot be a checkpoint")
 
     def to_row(self, record: Any) -> tuple:
         """The row that stores ``record``; ValueError when a value cannot be stored."""
@@ -132,18 +156,6 @@ class TableSpec:
         """The record that ``row`` stores."""
         data = {c.name: c.decode(value) for c, value in zip(self.columns, row, strict=True)}
         return model.record_from_dict(self.kind, data)
-
-    @property
-    def eager(self) -> bool:
-        """Whether a commit writes this kind's rows into its table at once.
-
-        A kind with unique columns is: only the table can tell that two of
-        its rows clash, and a commit must be refused then, not later. The
-        rows of the other kinds reach their tables at the next checkpoint
-        (the change log holds them meanwhile), so that a lease granted and
-        released between two checkpoints never costs its table a write.
-        """
-        return bool(self.unique)
 
     @cached_property
     def keyOf(self) -> Callable[[Sequence], tuple]:
@@ -192,6 +204,7 @@ class TableSpec:
 
     @cached_property
     def selectSQL(self) -> str:
+        """Every row of the table: for a checkpointed kind, as of the last checkpoint only."""
         return f"SELECT {self._names} FROM {self.table} ORDER BY {', '.join(self.key)}"
 
     @cached_property
@@ -231,6 +244,8 @@ def _columns(*names: str | Column) -> tuple[Column, ...]:
     return tuple(Column(n) if isinstance(n, str) else n for n in names)
 
 
+# ``checkpointed=True``: the table is a checkpoint, behind the change log until the next
+# one; a plain SELECT from it is stale (read with load_records or read_snapshot).
 _SPECS = (
     TableSpec(
         "license",
@@ -253,6 +268,7 @@ _SPECS = (
             "added",
         ),
         key=("id",),
+        checkpointed=True,
     ),
     TableSpec(
         "client",
@@ -266,18 +282,21 @@ _SPECS = (
         "products",
         _columns("client", "product", "version", "user", "cores", "last_seen"),
         key=("client", "product"),
+        checkpointed=True,
     ),
     TableSpec(
         "assignment",
         "assignments",
         _columns("client", "product", "license"),
         key=("client", "product", "license"),
+        checkpointed=True,
     ),
     TableSpec(
         "agreement",
         "agreements",
         _columns("license", "accepted_by", "accepted"),
         key=("license",),
+        checkpointed=True,
     ),
     TableSpec(
         "lease",
@@ -298,9 +317,16 @@ _SPECS = (
             "request",
         ),
         key=("id",),
+        checkpointed=True,
     ),
-    TableSpec("setting", "settings", _columns("name", _json("value")), key=("name",)),
+    TableSpec(
+        "setting",
+        "settings",
+        _columns("name", _json("value")),
+        key=("name",),
+        checkpointed=True,
+    ),
 )
 
 TABLES: dict[str, TableSpec] = {spec.kind: spec for spec in _SPECS}
-"""kind -> TableSpec, for every kind of ``model.KINDS``."""
+"""kind -> TableSpec, for every kind of ``model.KINDS`` (all but ``client`` checkpointed)."""

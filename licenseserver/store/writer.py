@@ -11,9 +11,10 @@ a slower path where each job runs inside its own SAVEPOINT, so that a failing
 job is rolled back and errbacks alone. Results travel back to the reactor
 thread with ``callFromThread``.
 
-The rows of the other kinds are owed to their tables: the writer holds them
-until a checkpoint writes them, and a store opened after a crash reads them
-back from the change log (see ``tables``).
+The rows of the checkpointed kinds (``TableSpec.checkpointed``) are owed to
+their tables: the writer holds them until a checkpoint writes them, and a
+store opened after a crash reads them back from the change log (see
+``tables``).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ DEFAULT_TRIM_INTERVAL = 1_000
 MAX_BATCH = 256
 """Most jobs that one group commit takes."""
 DEFAULT_CHECKPOINT_EVERY = 20_000
-"""Rows owed to the tables (see ``TableSpec.eager``) that make the writer checkpoint.
+"""Rows owed to the tables (``TableSpec.checkpointed``) that make the writer checkpoint.
 
 It bounds the writer's memory for them (a few MB) and the change log a store
 reads again when it opens after a crash (a fraction of a second)."""
@@ -130,9 +131,9 @@ class _BatchLostError(Exception):
 class _Transaction:
     """What a write transaction changes besides its SQL, kept until it commits.
 
-    ``owed``: rows for the tables written at checkpoints; ``tail``: the audit
-    chain's end (None until read); ``reset``: every table was rewritten, so
-    what they owed before is void; ``revision``: the store's revision.
+    ``owed``: rows for the checkpointed tables; ``tail``: the audit chain's
+    end (None until read); ``reset``: every table was rewritten, so what they
+    owed before is void; ``revision``: the store's revision.
     """
 
     __slots__ = ("owed", "tail", "reset", "revision")
@@ -160,11 +161,11 @@ class SQLiteStore(service.Service):
 
     A commit is durable once its transaction has written its change-log lines,
     its audit entries and the rows of the kinds with unique columns. The rows
-    of the other kinds (leases above all) are owed to their tables, held by the
-    writer thread, and written at the next checkpoint: when ``checkpoint_every``
-    rows are owed, before the log is trimmed past them, and when the store
-    closes. A store opened after a crash reads what its tables owe back from
-    the change log.
+    of the checkpointed kinds (leases above all) are owed to their tables,
+    held by the writer thread, and written at the next checkpoint: when
+    ``checkpoint_every`` rows are owed, before the log is trimmed past them,
+    and when the store closes. A store opened after a crash reads what its
+    tables owe back from the change log.
     """
 
     log = Logger()
@@ -235,7 +236,7 @@ class SQLiteStore(service.Service):
         """Commits made during this reactor turn, queued together at its end."""
         # The writer thread's own state:
         self._owed: dict[str, dict[tuple, tuple | None]] = {}
-        """Rows owed to the tables written at checkpoints: kind -> key -> row (None: gone)."""
+        """Rows owed to the checkpointed tables: kind -> key -> row (None: gone)."""
         self._tablesAt = 0
         """The revision up to which the tables hold every change."""
         self._revision = 0
@@ -648,7 +649,7 @@ class SQLiteStore(service.Service):
                     check_newer(prepared.revision, txn.revision)
                     txn.revision = prepared.revision
                 for spec, key, row in prepared.writes:
-                    if not spec.eager:
+                    if spec.checkpointed:
                         txn.owed.setdefault(spec.kind, {})[key] = row
                         continue
                     if (spec.kind, key) in written:
@@ -753,7 +754,7 @@ class SQLiteStore(service.Service):
             revision = prepared.revision
         owed: dict[str, dict[tuple, tuple | None]] = {}
         for spec, key, row in prepared.writes:
-            if spec.eager:
+            if not spec.checkpointed:
                 _write_row(conn, spec, key, row)
             else:
                 owed.setdefault(spec.kind, {})[key] = row
