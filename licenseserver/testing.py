@@ -19,24 +19,18 @@ from zope.interface import implementer
 
 from licenseserver import audit, model
 from licenseserver.interfaces import ILicenseStore
-from licenseserver.store import (
-    DEFAULT_KEEP_CHANGES,
-    DEFAULT_TRIM_INTERVAL,
-    TABLES,
-    StoreClosedError,
-    TableSpec,
+from licenseserver.store.changelog import decode_log_line, prepare_commit, prepare_entries
+from licenseserver.store.checks import (
     check_change,
     check_event,
     check_local_name,
     check_newer,
     check_revision,
     conflict_error,
-    decode_log_line,
-    from_json,
-    prepare_commit,
-    prepare_entries,
-    to_json,
 )
+from licenseserver.store.errors import StoreClosedError
+from licenseserver.store.tables import TABLES, TableSpec, from_json, to_json
+from licenseserver.store.writer import DEFAULT_KEEP_CHANGES, DEFAULT_TRIM_INTERVAL
 
 _Rows = dict[str, dict[tuple, tuple]]
 
