@@ -8,7 +8,9 @@ has fired, so a Deferred fires only after its write is durable (WAL mode,
 Its modules, each built on those above it:
 
 - ``errors``: the store's exceptions, and SQLite's errors made readable.
-- ``tables``: records as rows, one ``TableSpec`` per kind (``TABLES``).
+- ``tables``: records as rows, one ``TableSpec`` per kind (``TABLES``). Most
+  tables, the lease table above all, are checkpoints (``TableSpec.checkpointed``):
+  a plain SELECT from them is stale; ``load_records``/``read_snapshot`` read them.
 - ``checks``: the checks that the fake store (``testing.FakeStore``) shares.
 - ``changelog``: the change log's line format; commits checked and encoded.
 - ``schema``: the schema and its migrations; opening and checking the database.

@@ -2,7 +2,9 @@
 
 The schema version lives in ``PRAGMA user_version`` and moves forward only
 through ``MIGRATIONS``, run by ``licenseserver upgrade``: a server never
-migrates a database silently.
+migrates a database silently. ``meta`` holds the store's ``revision``, where the
+change log starts (``log_start``) and ``checkpoint``, the revision up to which
+the checkpointed tables (``TableSpec.checkpointed``) hold every change.
 """
 
 from __future__ import annotations
