@@ -268,7 +268,7 @@ def _transaction(conn: Any, commits: list, revision: int, chain_end: tuple, owed
     Returns the new revision, the new end of the audit chain and the CPU seconds;
     the leases' rows join ``owed``.
     """
-    from licenseserver import store
+    from licenseserver import audit, store
 
     lines: list[str] = []
     entries: list = []
@@ -279,7 +279,7 @@ def _transaction(conn: Any, commits: list, revision: int, chain_end: tuple, owed
         entries += prepared.entries
         for spec, key, row in prepared.writes:
             owed.setdefault(spec.kind, {})[key] = row
-    audited, new_end = store.audit.append_lines(chain_end, entries)
+    audited, new_end = audit.append_lines(chain_end, entries)
     start = time.process_time()
     conn.execute("BEGIN IMMEDIATE")
     store._meta_int(conn, "revision")
