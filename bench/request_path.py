@@ -81,6 +81,9 @@ class ParkedStore:
     def getLocal(self, name: str) -> defer.Deferred:
         return defer.succeed(None)
 
+    def setLocal(self, name: str, value: Any) -> defer.Deferred:
+        return defer.succeed(None)
+
     def commit(self, revision: int, changes: Any, audit: Any = (), patient: bool = False):
         d: defer.Deferred = defer.Deferred()
         self.parked.append(d)
