@@ -81,46 +81,29 @@ class BodyLimitTests(unittest.TestCase):
         self.pid = self.server.process.pid
         self.address = ("127.0.0.1", self.server.web_port)
 
-    def connect(self) -> socket.socket:
+    def send(self, method: str, path: str, body: bytes = b"", **fields: str) -> socket.socket:
+        """A new connection that has sent a multipart request's head (and ``body``)."""
         sock = socket.create_connection(self.address, timeout=10)
         self.addCleanup(sock.close)
-        return sock
-
-    def head(self, method: str, path: str, **fields: str) -> bytes:
         lines = [
             f"{method} {path} HTTP/1.1",
             "Host: 127.0.0.1",
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}",
             *(f"{name.replace('_', '-')}: {value}" for name, value in fields.items()),
         ]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        return sock
 
     def declaredTooLarge(self, method: str, path: str) -> None:
         """A 64 MiB Content-Length is refused with 413 before a byte of the body is sent."""
-        sock = self.connect()
-        sock.sendall(
-            self.head(
-                method,
-                path,
-                Content_Type=f"multipart/form-data; boundary={BOUNDARY}",
-                Content_Length=str(BIG),
-                Expect="100-continue",
-            )
-        )
+        sock = self.send(method, path, Content_Length=str(BIG), Expect="100-continue")
         status, body = read_answer(sock)
         self.assertEqual(status, 413, (method, path))
         self.assertIn("larger than", json.loads(body)["error"])
 
     def chunkedTooLarge(self, method: str, path: str) -> None:
         """A body without a length is cut off with 413 once it passes the limit."""
-        sock = self.connect()
-        sock.sendall(
-            self.head(
-                method,
-                path,
-                Content_Type=f"multipart/form-data; boundary={BOUNDARY}",
-                Transfer_Encoding="chunked",
-            )
-        )
+        sock = self.send(method, path, Transfer_Encoding="chunked")
         piece = b"x" * 65536
         chunk = b"%x\r\n" % len(piece) + piece + b"\r\n"
         sent = 0
@@ -142,17 +125,7 @@ class BodyLimitTests(unittest.TestCase):
             f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
         ).encode()
         body = part + b"A" * (LIMIT - 4096) + f"\r\n--{BOUNDARY}--\r\n".encode()
-        sock = self.connect()
-        sock.sendall(
-            self.head(
-                method,
-                path,
-                Content_Type=f"multipart/form-data; boundary={BOUNDARY}",
-                Content_Length=str(len(body)),
-                Connection="close",
-            )
-            + body
-        )
+        sock = self.send(method, path, body, Content_Length=str(len(body)), Connection="close")
         status, _ = read_answer(sock)
         expected = {"/login": (413,), "/logout": (303,)}.get(path, (303, 401))
         self.assertIn(status, expected, (method, path))
