@@ -7,7 +7,6 @@ import datetime
 import io
 import ipaddress
 import os
-import ssl
 import stat
 import subprocess
 import sys
@@ -18,9 +17,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet import endpoints, reactor
 from twisted.internet import ssl as twisted_ssl
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from twisted.test import iosim
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from licenseserver import certs, cli, listening, tls
 
@@ -40,35 +48,50 @@ def verifier(
     )
 
 
+@implementer(IHandshakeListener)
+class HandshakeProbe(Protocol):
+    """The client's application side: told whether the handshake completed, and why it ended."""
+
+    secured = False
+    reason: Failure | None = None
+
+    def handshakeCompleted(self) -> None:
+        self.secured = True
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.reason = reason
+
+
 def handshake(server_pem: Path, server_key: Path, cafile: Path, host: str) -> None:
     """Run a TLS handshake in memory: a client trusting ``cafile`` connects to ``host``.
 
-    The client checks as the tools do (``tls.python_client_context``, which
-    checks as the failover's link does). Raises ``ssl.SSLCertVerificationError``
-    when the client refuses the server.
+    Both ends are the product's own: the server's options as its ``ssl:`` ports
+    load the files (``tls.serverOptions``), the client's as the tools and the
+    failover's link build them (``tls.clientOptions``), each in Twisted's TLS
+    over pyOpenSSL, joined by ``iosim`` instead of a socket. Raises why the
+    client refused the server: ``OpenSSL.SSL.Error`` when the certificate does
+    not chain to ``cafile``, ``service_identity.VerificationError`` when it does
+    not name ``host``.
     """
-    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_context.load_cert_chain(server_pem, server_key)
-    client_context = tls.python_client_context(cafile)
-    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
-    from_server, from_client = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = client_context.wrap_bio(from_server, to_server, server_hostname=host)
-    server = server_context.wrap_bio(from_client, to_client, server_side=True)
-    done = {"client": False, "server": False}
-    for _ in range(10):
-        for side, name in ((client, "client"), (server, "server")):
-            if done[name]:
-                continue
-            try:
-                side.do_handshake()
-                done[name] = True
-            except ssl.SSLWantReadError:
-                pass
-        from_client.write(to_server.read())
-        from_server.write(to_client.read())
-        if all(done.values()):
-            return
-    raise AssertionError("the handshake did not finish")
+    clock = Clock()
+    probe = HandshakeProbe()
+    server_factory = TLSMemoryBIOFactory(
+        tls.serverOptions(server_key, server_pem), False, Factory.forProtocol(Protocol), clock
+    )
+    client_factory = TLSMemoryBIOFactory(
+        tls.clientOptions(host, cafile), True, Factory.forProtocol(lambda: probe), clock
+    )
+    _, _, pump = iosim.connectedServerAndClient(
+        lambda: server_factory.buildProtocol(None),
+        lambda: client_factory.buildProtocol(None),
+        greet=False,
+        clock=clock,
+    )
+    pump.flush()
+    if probe.reason is not None:
+        probe.reason.raiseException()
+    if not probe.secured:
+        raise AssertionError("the handshake did not finish")
 
 
 class CertificateTests(unittest.TestCase):
@@ -297,11 +320,12 @@ class FileTests(unittest.TestCase):
         )
         handshake(pem, key, self.ca_pem, "ls1.example.com")
         handshake(pem, key, self.ca_pem, "127.0.0.1")
-        with self.assertRaises(ssl.SSLCertVerificationError):
+        with self.assertRaises(VerificationError):
             handshake(pem, key, self.ca_pem, "ls2.example.com")
         other_pem, _ = certs.write_ca(self.directory / "other")
-        with self.assertRaises(ssl.SSLCertVerificationError):
+        with self.assertRaises(SSL.Error) as caught:
             handshake(pem, key, other_pem, "ls1.example.com")
+        self.assertIn("certificate verify failed", str(caught.exception))
 
     def test_twistedEndpoint(self) -> None:
         """``tls_endpoint`` names the files so that the server loads them, ':' in a path too."""
@@ -373,8 +397,11 @@ class FileTests(unittest.TestCase):
         It signs server certificates, and a client that trusts it accepts them.
         The decision (``docs/tls.md``): the strict X.509 checks of Python 3.13's
         default context, which refuse a CA without key usage, are applied
-        nowhere. The client here checks as the tools do; the failover's link
-        and the SDK are shown in ``tests.test_tls_ciphers.CompanyCATests``.
+        nowhere. Every client of the project (the tools, the failover's link,
+        the SDK) checks through pyOpenSSL, which applies them on no Python;
+        the client here checks as they do (``tls.clientOptions``), and
+        ``tests.test_tls_ciphers.CompanyCATests`` shows each of them over a
+        real connection.
         """
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Corp CA")])

@@ -3,11 +3,13 @@
 Servers listen on 127.0.0.1 built as the server builds its ``ssl:`` ports
 (``listening.serverEndpoint``); the clients are the failover's link to its
 primary (``tap._client_endpoint``), the client SDK's ``tls_endpoint_for`` and
-the tools that speak Python's ``ssl`` (``licenseserver status --ca`` and the
-upgrade's question to a failover's primary). Against the server, a client that
-offers only CBC suites under TLS 1.2 must fail and one that offers an AEAD
-suite must succeed; against a server that offers only CBC suites, every one of
-our clients must fail. Blocking clients run in a thread; nothing sleeps.
+the tools that ask a server over TLS (``licenseserver status --ca`` and the
+upgrade's question to a failover's primary, both through
+``lineclient.blockingRequest`` with ``tls.clientOptions``). Against the server,
+a client that offers only CBC suites under TLS 1.2 must fail and one that
+offers an AEAD suite must succeed; against a server that offers only CBC
+suites, every one of our clients must fail. Blocking clients run in a thread;
+nothing sleeps.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import ipaddress
 import socket
 import ssl as stdlib_ssl
 import sys
+from collections.abc import Callable
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -30,14 +33,16 @@ from twisted.internet import defer, endpoints, reactor, threads
 from twisted.internet import ssl as twisted_ssl
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.basic import LineReceiver
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial import unittest
 from zope.interface import implementer
 
 from licenseserver import certs, cli, listening, tap, tls, upgrade
 from licenseserver.addresses import split_endpoint
 from licenseserver.client.connection import tls_endpoint_for
+from licenseserver.protocols import lineclient
 
 HOST = "127.0.0.1"
 DAY = datetime.timedelta(days=1)
@@ -163,23 +168,24 @@ class HandshakeProbe(Protocol):
 
 
 class ProbeFactory(Factory):
-    """Server side: a ``HandshakeProbe`` per connection, kept to wait for their end."""
+    """Server side: a ``probe`` per connection, kept to wait for their end."""
 
     noisy = False
 
-    def __init__(self) -> None:
+    def __init__(self, probe: Callable[[], HandshakeProbe] = HandshakeProbe) -> None:
+        self.probe = probe
         self.probes: list[HandshakeProbe] = []
 
     def buildProtocol(self, addr: Any) -> HandshakeProbe:
-        probe = HandshakeProbe()
+        probe = self.probe()
         probe.done.addErrback(lambda _: None)  # the client side reports the failure
         probe.factory = self
         self.probes.append(probe)
         return probe
 
 
-class StatusAnswerer(LineReceiver):
-    """A licensing port reduced to answering STATUS with a fixed line."""
+class StatusAnswerer(HandshakeProbe, LineReceiver):
+    """A licensing port reduced to answering STATUS with a fixed line; a probe too."""
 
     delimiter = b"\n"
 
@@ -220,12 +226,14 @@ class TLSTestCase(unittest.TestCase):
         self.addCleanup(stop)
         return port.getHost().port
 
-    async def listenAsServer(self, key: Path, pem: Path, **fields: str) -> int:
+    async def listenAsServer(
+        self, key: Path, pem: Path, factory: Any = None, **fields: str
+    ) -> int:
         """Listen as the server's ``--port``/``--web`` ``ssl:`` endpoint does."""
         description = certs.tls_endpoint(0, key, pem, interface=HOST)
         for name, value in fields.items():
             description += f":{name}={endpoints.quoteStringArgument(value)}"
-        return await self.listen(listening.serverEndpoint(reactor, description))
+        return await self.listen(listening.serverEndpoint(reactor, description), factory)
 
     async def listenCBCOnly(self) -> int:
         """Listen as a server that offers TLS 1.2 with CBC suites only."""
@@ -278,6 +286,28 @@ class TLSTestCase(unittest.TestCase):
         """The client SDK's TLS endpoint to ``127.0.0.1:port``."""
         return tls_endpoint_for(reactor, str(ca or self.caPem))(f"{HOST}:{port}")
 
+    async def toolsRequest(self, port: int, ca: Path | None = None) -> lineclient.Reply:
+        """STATUS to ``127.0.0.1:port`` as the tools send it, in a thread: the answer."""
+        options = tls.clientOptions(HOST, ca or self.caPem)
+        return await threads.deferToThread(
+            lineclient.blockingRequest, HOST, port, "STATUS", timeout=10, tlsOptions=options
+        )
+
+    async def statusCommand(self, port: int, ca: Path | None = None) -> tuple[int, str]:
+        """``licenseserver status --ca`` against ``127.0.0.1:port``: its status and stderr."""
+        err = StringIO()
+        self.patch(sys, "stderr", err)
+        self.patch(sys, "stdout", StringIO())
+        argv = ["status", "--server", f"{HOST}:{port}", "--ca", str(ca or self.caPem)]
+        status = await threads.deferToThread(cli.main, argv)
+        return status, err.getvalue()
+
+    async def upgradeQuestion(self, port: int, ca: Path | None = None) -> dict[str, str]:
+        """The upgrade's STATUS question to a primary at ``127.0.0.1:port``: the answer."""
+        return await threads.deferToThread(
+            upgrade.ask_primary_status, (HOST, port), 5.0, str(ca or self.caPem)
+        )
+
 
 def python_handshake(port: int, context: stdlib_ssl.SSLContext) -> tuple[str, str]:
     """Blocking: a TLS handshake with Python's ``ssl``; the version and the suite."""
@@ -292,6 +322,35 @@ def python_client(cafile: Path, ciphers: str) -> stdlib_ssl.SSLContext:
     context.maximum_version = stdlib_ssl.TLSVersion.TLSv1_2
     context.set_ciphers(ciphers)
     return context
+
+
+TLS_1_2 = 0x0303
+TLS_1_3 = 0x0304
+
+
+def offered_versions(record: bytes) -> list[int]:
+    """The versions a ClientHello record offers in its ``supported_versions`` extension.
+
+    RFC 8446, 4.1.2: after the record and handshake headers come the legacy
+    version, the random, the session id, the suites and the compression
+    methods, then the extensions; ``supported_versions`` is extension 43.
+    """
+    assert record[0] == 22 and record[5] == 1, "not a ClientHello record"
+    hello = record[9:]
+    at = 2 + 32
+    at += 1 + hello[at]
+    at += 2 + int.from_bytes(hello[at : at + 2], "big")
+    at += 1 + hello[at]
+    end = at + 2 + int.from_bytes(hello[at : at + 2], "big")
+    at += 2
+    while at < end:
+        kind = int.from_bytes(hello[at : at + 2], "big")
+        size = int.from_bytes(hello[at + 2 : at + 4], "big")
+        if kind == 43:
+            data = hello[at + 5 : at + 4 + size]
+            return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+        at += 4 + size
+    return []
 
 
 class CipherListTests(unittest.TestCase):
@@ -313,12 +372,24 @@ class CipherListTests(unittest.TestCase):
             self.assertEqual([c for c in offered if not c.startswith("TLS_")], expected)
             self.assertTrue(all(is_aead(c) for c in offered), offered)
 
-    def test_pythonContextOnlyAEAD(self) -> None:
-        """The tools' Python ``ssl`` context offers the same suites, TLS 1.2 at least."""
-        context = tls.python_client_context()
-        names = [c["name"] for c in context.get_ciphers()]
-        self.assertEqual([c for c in names if not is_aead(c)], [])
-        self.assertEqual(context.minimum_version, stdlib_ssl.TLSVersion.TLSv1_2)
+    def test_clientOptionsOnlyAEAD(self) -> None:
+        """The tools' client options offer the same suites, and TLS 1.3 and 1.2 only.
+
+        ``tls.clientOptions`` as ``lineclient.blockingRequest`` wraps it: the
+        suites its connection enables, and the versions its ClientHello offers.
+        """
+        sent = StringTransport()
+        factory = TLSMemoryBIOFactory(
+            tls.clientOptions("localhost"), True, Factory.forProtocol(Protocol)
+        )
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(sent)
+        offered = protocol.getHandle().get_cipher_list()
+        self.assertEqual(
+            [c for c in offered if not c.startswith("TLS_")], tls.ECDHE_CIPHERS + tls.DHE_CIPHERS
+        )
+        self.assertTrue(all(is_aead(c) for c in offered), offered)
+        self.assertEqual(offered_versions(sent.value()), [TLS_1_3, TLS_1_2])
 
 
 class ServerSuiteTests(TLSTestCase):
@@ -410,57 +481,69 @@ class ClientSuiteTests(TLSTestCase):
             ),
             lowerMaximumSecurityTo=twisted_ssl.TLSVersion.TLSv1_2,
         )
-        port = await self.listen(endpoints.SSL4ServerEndpoint(reactor, 0, options, interface=HOST))
+        answerers = ProbeFactory(StatusAnswerer)
+        port = await self.listen(
+            endpoints.SSL4ServerEndpoint(reactor, 0, options, interface=HOST), answerers
+        )
         for endpoint in (self.failoverLink(port), self.sdkEndpoint(port)):
             self.assertEqual(
                 await self.handshake(endpoint), ("TLSv1.2", "ECDHE-ECDSA-AES256-GCM-SHA384")
             )
-        context = tls.python_client_context(self.caPem)
+        reply = await self.toolsRequest(port)
+        self.assertTrue(reply.ok)
         self.assertEqual(
-            await threads.deferToThread(python_handshake, port, context),
-            ("TLSv1.2", "ECDHE-ECDSA-AES256-GCM-SHA384"),
+            await answerers.probes[-1].done, ("TLSv1.2", "ECDHE-ECDSA-AES256-GCM-SHA384")
         )
 
-    async def test_pythonContext(self) -> None:
-        """The tools' Python ``ssl`` context fails against CBC only."""
+    async def test_toolsRequest(self) -> None:
+        """The tools' request (``blockingRequest``, ``tls.clientOptions``) fails against CBC only.
+
+        It fails as a TLS failure, not as a refused certificate; with the
+        server it gets its answer, over TLS 1.3.
+        """
         port = await self.listenCBCOnly()
-        context = tls.python_client_context(self.caPem)
-        with self.assertRaises(stdlib_ssl.SSLError):
-            await threads.deferToThread(python_handshake, port, context)
+        with self.assertRaises(lineclient.TLSFailed) as caught:
+            await self.toolsRequest(port)
+        self.assertNotIsInstance(caught.exception, lineclient.CertificateRefused)
+        answerers = ProbeFactory(StatusAnswerer)
+        port = await self.listenAsServer(self.ecKey, self.ecPem, answerers)
+        reply = await self.toolsRequest(port)
+        self.assertEqual(reply.args["role"], "primary")
+        version, suite = await answerers.probes[-1].done
+        self.assertEqual(version, "TLSv1.3")
+        self.assertTrue(is_aead(suite), suite)
 
     async def test_statusCommand(self) -> None:
         """``licenseserver status --ca`` fails against CBC only and asks the server."""
-        err = StringIO()
-        self.patch(sys, "stderr", err)
-        self.patch(sys, "stdout", StringIO())
         port = await self.listenCBCOnly()
-        argv = ["status", "--server", f"{HOST}:{port}", "--ca", str(self.caPem)]
-        self.assertEqual(await threads.deferToThread(cli.main, argv), 1)
-        self.assertIn(f"TLS with {HOST}:{port} failed", err.getvalue())
-        server = listening.serverEndpoint(
-            reactor, certs.tls_endpoint(0, self.ecKey, self.ecPem, interface=HOST)
-        )
-        port = await self.listen(server, Factory.forProtocol(StatusAnswerer))
-        argv = ["status", "--server", f"{HOST}:{port}", "--ca", str(self.caPem)]
-        self.assertEqual(await threads.deferToThread(cli.main, argv), 0, err.getvalue())
+        status, err = await self.statusCommand(port)
+        self.assertEqual(status, 1)
+        self.assertIn(f"TLS with {HOST}:{port} failed", err)
+        port = await self.listenAsServer(self.ecKey, self.ecPem, ProbeFactory(StatusAnswerer))
+        status, err = await self.statusCommand(port)
+        self.assertEqual(status, 0, err)
 
     async def test_upgradeQuestion(self) -> None:
-        """The upgrade's STATUS question to a failover's primary fails against CBC only."""
+        """The upgrade's STATUS question to a failover's primary fails against CBC only.
+
+        With the server, it gets the answer.
+        """
         port = await self.listenCBCOnly()
         with self.assertRaises(upgrade.PrimaryUnreachableError) as caught:
-            await threads.deferToThread(
-                upgrade.ask_primary_status, (HOST, port), 5.0, str(self.caPem)
-            )
+            await self.upgradeQuestion(port)
         self.assertIn("TLS failed", str(caught.exception))
+        port = await self.listenAsServer(self.ecKey, self.ecPem, ProbeFactory(StatusAnswerer))
+        self.assertEqual((await self.upgradeQuestion(port))["role"], "primary")
 
 
 class CompanyCATests(TLSTestCase):
     """A company CA made elsewhere: RSA, through an intermediate, without key usage extensions.
 
     Accepted alike by the failover's link, the client SDK and the tools, on
-    every supported Python: Python 3.13's strict X.509 checks, which refuse a
-    CA certificate without key usage, are not applied (see ``tls.python_client_context``).
-    An intermediate alone is no trust root anywhere.
+    every supported Python: they all check through pyOpenSSL, which applies
+    none of Python 3.13's strict X.509 checks that refuse a CA certificate
+    without key usage (see ``tls.clientOptionsTrusting``). An intermediate
+    alone is no trust root anywhere.
     """
 
     def setUp(self) -> None:
@@ -483,8 +566,12 @@ class CompanyCATests(TLSTestCase):
         self.corpKey = write_key(self.base / "corp-server.key", leaf_key)
 
     async def listenCorp(self) -> int:
+        """Listen as a server with the company certificate and its intermediate."""
         return await self.listenAsServer(
-            self.corpKey, self.corpPem, extraCertChain=str(self.intermediatePem)
+            self.corpKey,
+            self.corpPem,
+            ProbeFactory(StatusAnswerer),
+            extraCertChain=str(self.intermediatePem),
         )
 
     async def test_accepted(self) -> None:
@@ -496,10 +583,9 @@ class CompanyCATests(TLSTestCase):
         ):
             version, _ = await self.handshake(endpoint)
             self.assertEqual(version, "TLSv1.3")
-        context = tls.python_client_context(self.rootPem)
-        self.assertFalse(context.verify_flags & stdlib_ssl.VERIFY_X509_STRICT)
-        version, _ = await threads.deferToThread(python_handshake, port, context)
-        self.assertEqual(version, "TLSv1.3")
+        status, err = await self.statusCommand(port, self.rootPem)
+        self.assertEqual(status, 0, err)
+        self.assertEqual((await self.upgradeQuestion(port, self.rootPem))["role"], "primary")
 
     async def test_intermediateAloneRefused(self) -> None:
         """Trusting only the intermediate is refused by all of them (no partial chains)."""
@@ -509,9 +595,12 @@ class CompanyCATests(TLSTestCase):
             self.sdkEndpoint(port, self.intermediatePem),
         ):
             await self.assertRefused(endpoint)
-        context = tls.python_client_context(self.intermediatePem)
-        with self.assertRaises(stdlib_ssl.SSLCertVerificationError):
-            await threads.deferToThread(python_handshake, port, context)
+        status, err = await self.statusCommand(port, self.intermediatePem)
+        self.assertEqual(status, 1)
+        self.assertIn("the server's certificate does not verify", err)
+        with self.assertRaises(upgrade.PrimaryUnreachableError) as caught:
+            await self.upgradeQuestion(port, self.intermediatePem)
+        self.assertIn("its TLS certificate does not verify", str(caught.exception))
 
     async def test_chainNeeded(self) -> None:
         """Without ``extraCertChain=`` clients that trust only the root refuse the server."""
