@@ -1,18 +1,19 @@
-"""TLS settings shared by every endpoint: the suites offered, trust roots and contexts.
+"""TLS settings shared by every endpoint: the suites offered, trust roots and options.
 
 Every TLS connection of the project, the server's ``ssl:`` ports (licensing and
 web), the failover's link to the primary, the client SDK's TLS endpoints and the
 tools that ask a server over TLS (``licenseserver status --ca``, the upgrade's
 question to a failover's primary), speaks TLS 1.2 or 1.3 and offers only the
 suites in ``CIPHERS`` under TLS 1.2, so that both sides of every link offer
-the same list.
+the same list. All of them are Twisted's TLS over pyOpenSSL with the options
+made here (``serverOptions``, ``clientOptions``), so every client checks a
+certificate the same way, on every Python (see ``clientOptionsTrusting``).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-import ssl as stdlib_ssl
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,8 @@ def clientOptions(host: str, ca: str | Path | None = None) -> Any:
     """Client TLS options that accept only a certificate for ``host`` under ``ca``.
 
     ``ca`` is a PEM file of trust roots (see ``load_trust_roots``); without it
-    the system's trust store is used.
+    the system's trust store is used. The failover's link (``--primary-ca``)
+    and the tools (``status --ca``, the upgrade's question) use these.
     """
     return clientOptionsTrusting(host, load_trust_roots(ca) if ca is not None else None)
 
@@ -96,8 +98,11 @@ def clientOptionsTrusting(host: str, trustRoot: Any = None) -> Any:
 
     TLS 1.2 or 1.3, offering only the suites of ``CIPHERS`` (and TLS 1.3's).
     The checks are OpenSSL's defaults through pyOpenSSL, the same on every
-    Python: a CA certificate without a key usage extension is trusted (Python
-    3.13's strict X.509 checks belong to its ``ssl`` module, not to these).
+    Python: a CA certificate without a key usage extension is trusted, an
+    intermediate certificate alone is no trust root. (Python 3.13's
+    ``ssl.create_default_context`` sets ``VERIFY_X509_STRICT`` and
+    ``VERIFY_X509_PARTIAL_CHAIN``, which decide both the other way; they
+    belong to its ``ssl`` module, and pyOpenSSL sets neither.)
     """
     return ssl.optionsForClientTLS(
         host,
@@ -161,25 +166,3 @@ def serverOptions(
         acceptableCiphers=acceptableCiphers(dhe=dh is not None),
         raiseMinimumTo=MINIMUM_VERSION,
     )
-
-
-def python_client_context(cafile: str | Path | None = None) -> stdlib_ssl.SSLContext:
-    """A client context of Python's ``ssl`` module that checks like the failover's link.
-
-    It trusts the certificates in ``cafile`` (else the system's), checks the
-    host name, speaks TLS 1.2 or 1.3 and offers the suites of ``CIPHERS``.
-
-    Python 3.13's default context also sets ``VERIFY_X509_STRICT``, which
-    refuses a CA certificate without a key usage extension, as many company
-    CAs made with older tools are, and ``VERIFY_X509_PARTIAL_CHAIN``, which
-    accepts an intermediate certificate as a trust root. Both are cleared here
-    so that the tools accept exactly what the server's own TLS (pyOpenSSL,
-    which sets neither) accepts, on every Python: a CA without key usage is
-    trusted, an intermediate alone is not. Raises what
-    ``ssl.create_default_context`` raises for an unusable ``cafile``.
-    """
-    context = stdlib_ssl.create_default_context(cafile=None if cafile is None else str(cafile))
-    context.verify_flags &= ~(stdlib_ssl.VERIFY_X509_STRICT | stdlib_ssl.VERIFY_X509_PARTIAL_CHAIN)
-    context.minimum_version = stdlib_ssl.TLSVersion.TLSv1_2
-    context.set_ciphers(CIPHERS)
-    return context
