@@ -58,7 +58,7 @@ def acceptableCiphers(dhe: bool = True) -> Any:
     Without ``dhe``, the ``DHE`` suites are left out.
     """
     return ssl.AcceptableCiphers.fromOpenSSLCipherString(
-        ":".join(ECDHE_CIPHERS + (DHE_CIPHERS if dhe else []))
+        CIPHERS if dhe else ":".join(ECDHE_CIPHERS)
     )
 
 
