@@ -30,22 +30,12 @@ from twisted.logger import Logger
 from licenseserver.client import errors
 from licenseserver.client.core import Event
 from licenseserver.client.twisted_api import Borrowed, TwistedClient, TwistedLease
+from licenseserver.protocols import lineclient
 
 log = Logger()
 
 CLOSE_AT_EXIT_TIMEOUT = 5.0
 """How long closing the clients still open at interpreter exit may take, each."""
-
-
-def _new_reactor() -> Any:
-    """A reactor object of its own (not the global one): poll, or select where poll is missing."""
-    try:
-        from twisted.internet.pollreactor import PollReactor
-    except ImportError:
-        from twisted.internet.selectreactor import SelectReactor
-
-        return SelectReactor()
-    return PollReactor()
 
 
 class _EventThread:
@@ -80,10 +70,14 @@ class _EventThread:
 
 
 class ReactorThread:
-    """A private reactor running in a daemon thread, and calls into it from other threads."""
+    """A private reactor running in a daemon thread, and calls into it from other threads.
+
+    The reactor is ``lineclient.newReactor()``'s, as ``blockingRequest`` uses:
+    never the global one.
+    """
 
     def __init__(self, name: str = "licenseserver-client") -> None:
-        self.reactor = _new_reactor()
+        self.reactor = lineclient.newReactor()
         self._thread = threading.Thread(
             target=self.reactor.run, kwargs={"installSignalHandlers": False}, name=name
         )
