@@ -415,14 +415,14 @@ class SQLiteStore(service.Service):
         return job.deferred
 
     def _joinTurn(self, job: _Job) -> defer.Deferred:
-        """Queue a commit with the others of this reactor turn, at the turn's end.
+        """Queue a commit with the others made in this reactor turn, at the turn's end.
 
-        The commits that the licensing port makes while it reads one round
-        of requests reach the writer together, in one queue entry: the
-        writer wakes once for them, not once for each, and wakes when the
-        reactor thread has done the round's work rather than in the middle
-        of it, which would only make the two threads take the GIL from each
-        other. Any other call ends the turn first, so jobs keep their order.
+        Whoever commits (the store knows no caller), the commits made during
+        one turn of the reactor reach the writer together, in one queue
+        entry: the writer wakes once for them, not once for each, and wakes
+        when the reactor thread has done the turn's work rather than in the
+        middle of it, which would only make the two threads take the GIL from
+        each other. Any other call ends the turn first, so jobs keep their order.
         """
         if self._state in ("closing", "closed"):
             return defer.fail(self._closedError())
