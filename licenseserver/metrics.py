@@ -74,6 +74,12 @@ class _RoleCollector:
         labels = ["license", "product"]
         seats = GaugeMetricFamily("licenseserver_seats", "Seats of a license.", labels=labels)
         used = GaugeMetricFamily("licenseserver_seats_in_use", "Seats in use.", labels=labels)
+        over = GaugeMetricFamily(
+            "licenseserver_license_over_allocated",
+            "Seats of a license in use beyond its seats (after a merge of a failover's"
+            " leases); 0 normally.",
+            labels=labels,
+        )
         left = GaugeMetricFamily(
             "licenseserver_license_days_to_expiry",
             "Whole days until a license's end date (0 on its last day, negative after);"
@@ -85,11 +91,13 @@ class _RoleCollector:
             labels = [lic.id, lic.product]
             seats.add_metric(labels, lic.seats)
             used.add_metric(labels, inUse[lic.id])
+            over.add_metric(labels, max(0, inUse[lic.id] - lic.seats))
             days = allocation.days_to_expiry(lic, now)
             if days is not None:
                 left.add_metric(labels, days)
         yield seats
         yield used
+        yield over
         yield left
         live = [lease for lease in view.leases() if lease.live(now)]
         leases = GaugeMetricFamily(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.protocol import Factory
 from twisted.trial import unittest
 
 from licenseserver.roles import failover as failover_module
@@ -18,6 +19,7 @@ from licenseserver.roles import primary as primary_module
 from licenseserver.roles.failover import (
     ACTIVE,
     HANDING_BACK,
+    MERGING,
     REFUSED,
     STANDBY,
     STOPPED,
@@ -26,7 +28,7 @@ from licenseserver.roles.failover import (
 from licenseserver.roles.states import StateMachine, hook_name, states_of
 from licenseserver.testing import FakeStore
 from tests.helpers import hello, licenseFile
-from tests.test_failover import HEARTBEAT, TAKEOVER, PairTestCase
+from tests.test_failover import HEARTBEAT, TAKEOVER, AnswerOnceAndDie, PairTestCase
 
 
 class Owner:
@@ -87,7 +89,7 @@ class TableTests(unittest.TestCase):
     def test_everyStateReachable(self):
         """Every state can be reached from standby, and standby from every state."""
         states = states_of(TRANSITIONS)
-        self.assertEqual(states, {STANDBY, ACTIVE, HANDING_BACK, REFUSED, STOPPED})
+        self.assertEqual(states, {STANDBY, ACTIVE, MERGING, HANDING_BACK, REFUSED, STOPPED})
 
         def reachable(start: str) -> set[str]:
             seen, todo = {start}, [start]
@@ -133,12 +135,25 @@ class TransitionTests(PairTestCase):
         self.assertEqual(self.failover.machine.state, STANDBY)
         self.assertIn("never completed a sync", self.failover.problem)
 
-    def test_activeHeardHandingBackRestoredStandby(self):
-        """active --heard--> handing-back --restored--> standby: while the pool of the
-        takeover is being written back the failover serves nothing; then it stands by."""
+    def test_activeMergingHandingBackStandby(self):
+        """active --heard--> merging --merged--> handing-back --restored--> standby: while
+        the primary takes the leases their clients are still answered here, and no new
+        seat is granted; then, while the pool of the takeover is written back, the
+        failover serves nothing; then it stands by."""
         self.killPrimary()
         self.advance(TAKEOVER + 0.2)
-        hello(self.failover, "m9")
+        m9 = hello(self.failover, "m9")
+        lease = self.ok(self.failover.checkout(m9, {}))["lease"]
+        merges: list[Any] = []
+        merge = self.failover._merge
+
+        async def heldMerge(link: Any) -> None:
+            gate: defer.Deferred = defer.Deferred()
+            merges.append(gate)
+            await gate
+            await merge(link)
+
+        self.patch(self.failover, "_merge", heldMerge)
         store = self.failoverStore
         written: list[Any] = []
 
@@ -151,18 +166,41 @@ class TransitionTests(PairTestCase):
         self.patch(store, "replaceAll", heldReplaceAll)
         self.revivePrimary()
         self.beat()
+        self.assertEqual(self.failover.machine.state, MERGING)
+        self.assertEqual(self.failover.state, "active")
+        self.ok(self.failover.heartbeat(m9, {"lease": lease}))
+        self.refused(self.failover.checkout(hello(self.failover, "m8"), {}), "standby")
+        (gate,) = merges
+        gate.callback(None)
+        self.beat()
         self.assertEqual(self.failover.machine.state, HANDING_BACK)
         self.assertEqual(self.failover.state, "standby")
         self.assertIsNone(self.failover.pool.clientByMachine("m9"), "the pool is back at once")
+        self.assertIsNotNone(self.primary.pool.lease(lease), "the primary holds the lease")
         (d,) = written
         d.callback(None)
         self.assertEqual(
             self.history(),
             [
                 (STANDBY, "silent", ACTIVE),
-                (ACTIVE, "heard", HANDING_BACK),
+                (ACTIVE, "heard", MERGING),
+                (MERGING, "merged", HANDING_BACK),
                 (HANDING_BACK, "restored", STANDBY),
             ],
+        )
+
+    def test_mergingSilentActive(self):
+        """merging --silent--> active: a primary that answered once and died again before it
+        took the leases does not end the takeover."""
+        self.killPrimary()
+        self.advance(TAKEOVER + 0.2)
+        self.endpoint.revive(Factory.forProtocol(AnswerOnceAndDie))
+        self.advance(HEARTBEAT * 2)
+        self.killPrimary()
+        self.advance(TAKEOVER + 0.2)
+        self.assertEqual(
+            self.history(),
+            [(STANDBY, "silent", ACTIVE), (ACTIVE, "heard", MERGING), (MERGING, "silent", ACTIVE)],
         )
 
     def test_standbyRefusedPairedStandby(self):
@@ -210,14 +248,18 @@ class TransitionTests(PairTestCase):
             self.history(), [(STANDBY, "mismatch", STOPPED), (STOPPED, "paired", STANDBY)]
         )
 
-    def test_handingBackRefused(self):
-        """handing-back --refused--> refused: the primary that answered again refuses the
-        link (here: it pairs another failover meanwhile)."""
+    def test_mergingRefused(self):
+        """merging --refused--> refused: the primary that answered again refuses the link
+        before it took the leases (here: a wrong secret); the failover cannot serve beside
+        a live primary, so it hands back without them and its pool is the takeover's."""
         self.killPrimary()
         self.advance(TAKEOVER + 0.2)
+        hello(self.failover, "m9")
         self.failover.peerSecret = "wrong"
         self.revivePrimary()
         self.advance(HEARTBEAT * 3)
         self.assertEqual(self.failover.machine.state, REFUSED)
-        self.assertIn((ACTIVE, "heard", HANDING_BACK), self.history())
+        self.assertIn((ACTIVE, "heard", MERGING), self.history())
+        self.assertIn((MERGING, "refused", REFUSED), self.history())
         self.assertEqual(self.failover.state, "standby")
+        self.assertIsNone(self.failover.pool.clientByMachine("m9"))

@@ -23,14 +23,12 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from licenseserver import allocation
 from licenseserver._version import EDITION, __version__
 from licenseserver.audit import AuditEntry
 from licenseserver.interfaces import IRole
 from licenseserver.ledger import Ledger
-from licenseserver.model import (
-    Change,
-    Event,
-)
+from licenseserver.model import Change, Event
 from licenseserver.pool import Pool
 from licenseserver.protocols.wire import ProtocolError
 from licenseserver.roles.admin import AdminError, AdminOperations
@@ -83,6 +81,8 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         self._whenLoaded: list[defer.Deferred] = []
         self._newToken = newToken or RandomTokens(12)
         self._noLicenseNoted: dict[str, int] = {}
+        self._overNoted: dict[str, int] = {}
+        """Per license: the over-allocation last recorded in Messages."""
         """Per product: when a ``no-license`` event was last recorded."""
         reaper = TimerService(reapInterval, self._reapSafely)
         reaper.clock = clock
@@ -191,6 +191,12 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
     def checkClient(self, product: str, version: str) -> None:
         """Raise a ``ProtocolError`` for a client product version this role does not serve."""
 
+    def gateGrant(self) -> None:
+        """Raise ``ProtocolError`` when this role grants no new seat now."""
+
+    def leaseEnded(self, leases: Any, how: str) -> None:
+        """Leases ended: ``released`` by their client, or ``expired`` without a heartbeat."""
+
     def borrowAllowed(self) -> bool:
         return bool(self.setting("borrow_enabled"))
 
@@ -249,6 +255,36 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         event = Event(self.now(), kind, severity, message, data)
         d = self.store.addEvent(event)
         d.addErrback(lambda f: self.log.failure("Could not record an event", f))
+
+    def overAllocated(self, license_id: str) -> int:
+        """How many more seats of a license are in use than it has (0 when not more).
+
+        Only a merge of a failover's leases can make it more (FAILOVER.md rule 18):
+        the seat rules grant no seat of a license while it is full, so none is
+        granted until fewer than its seats are in use again.
+        """
+        lic = self.pool.license(license_id)
+        if lic is None:
+            return 0
+        holders = allocation.seat_holders(lic, self.pool.leasesFor(lic.product), self.now())
+        return max(0, len(holders) - lic.seats)
+
+    def noteOverAllocation(self, license_ids: Any, failover: str) -> None:
+        """Record in Messages each of ``license_ids`` that a merge left over-allocated,
+        once for each new count."""
+        for license_id in dict.fromkeys(license_ids):
+            over = self.overAllocated(license_id)
+            if not over or self._overNoted.get(license_id) == over:
+                continue
+            self._overNoted[license_id] = over
+            lic = self.pool.license(license_id)
+            message = (
+                f"license {license_id} ({lic.product}) is over-allocated by {over} after the"
+                f" leases of the failover {failover} were merged: no running client loses its"
+                f" seat, and no new seat is granted until fewer than {lic.seats} are in use"
+            )
+            self.log.warn("{message}", message=message)
+            self.record("over-allocated", "warning", message, license=license_id, over=over)
 
     def failoverCapable(self, product: str, version: str) -> bool:
         """Whether a failover would serve this product version."""

@@ -220,6 +220,7 @@ class ClientOperations:
                     return _leaseArgs(earlier, ttl=True)
                 (renewed,), written = self._renewAll([earlier])
                 return _after(written, _leaseArgs(renewed, ttl=True))
+        self.gateGrant()
         grant = self._allocate(request, session)
         lease = self._grant(session, request, grant, self.leaseTTL, key=key)
         answer = _leaseArgs(lease, ttl=True)
@@ -273,6 +274,7 @@ class ClientOperations:
         self._requireHello(session)
         lease = self._ownLease(session, lease_arg(args))
         released = self.entry("release", lease=lease.id, machine=lease.machine)
+        self.leaseEnded([lease], "released")
         return self.commit([Change.delete(lease)], released, result={})
 
     async def borrow(self, session: Session, args: Mapping[str, str]) -> dict[str, Any]:
@@ -299,6 +301,7 @@ class ClientOperations:
         now = self.now()
         dead = [lease for lease in self.pool.all("lease") if not lease.live(now)]
         if dead:
+            self.leaseEnded(dead, "expired")
             expired = self.entry("expire", leases=[lease.id for lease in dead])
             await self.commit([Change.delete(lease) for lease in dead], expired)
         return len(dead)

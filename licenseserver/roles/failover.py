@@ -17,6 +17,7 @@ reports to the primary when it served and how many seats it granted.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from OpenSSL import SSL
@@ -36,7 +37,7 @@ from licenseserver.localstate import (
     SERVED,
     STOPPED_AT,
 )
-from licenseserver.model import Snapshot
+from licenseserver.model import Snapshot, record_to_dict
 from licenseserver.passwords import peer_proof
 from licenseserver.protocols import sync
 from licenseserver.protocols.peer import Reply, peerService
@@ -51,8 +52,11 @@ STANDBY = "standby"
 """Mirroring the primary, or trying to reach it; takes over when it goes silent."""
 ACTIVE = "active"
 """Serving licenses in the silent primary's stead."""
+MERGING = "merging"
+"""The primary answers again: the leases served here go to it (FAILOVER.md rule 14) while
+their clients may still renew and release them here; no new seat is granted."""
 HANDING_BACK = "handing-back"
-"""The primary answers again: serving nothing, putting back the pool of the takeover."""
+"""The primary has the leases: serving nothing, putting back the pool of the takeover."""
 REFUSED = "refused"
 """The primary answers but refuses the link (wrong secret, TLS, already paired): it is
 alive, so no takeover while it answers; asked again every heartbeat."""
@@ -63,7 +67,11 @@ no sync) until both match (FAILOVER.md rule 12)."""
 TRANSITIONS = {
     (STANDBY, "silent"): ACTIVE,
     (REFUSED, "silent"): ACTIVE,
-    (ACTIVE, "heard"): HANDING_BACK,
+    (ACTIVE, "heard"): MERGING,
+    (MERGING, "merged"): HANDING_BACK,
+    (MERGING, "silent"): ACTIVE,
+    (MERGING, "refused"): REFUSED,
+    (MERGING, "mismatch"): STOPPED,
     (HANDING_BACK, "restored"): STANDBY,
     (STANDBY, "refused"): REFUSED,
     (HANDING_BACK, "refused"): REFUSED,
@@ -79,6 +87,7 @@ TRANSITIONS = {
 - ``silent``: the primary said nothing for ``takeoverAfter`` (and the failover
   may take over: it has synced, and the primary last ran this version);
 - ``heard``: the primary said something while the failover served;
+- ``merged``: the primary holds the leases granted, renewed and ended here, durably;
 - ``restored``: the pool of the takeover is back, in memory and in the store;
 - ``refused``, ``mismatch``: the primary refused the link, for another
   version or edition (``mismatch``) or another reason;
@@ -136,6 +145,10 @@ class FailoverRole(ServingRole):
         self.primaryRevision: int | None = None
         """The primary's revision as its last answer gave it."""
         self.takeovers = 0
+        self._unmerged = False
+        """Whether the leases served here have not gone to the primary yet (merging)."""
+        self._ended: dict[str, tuple[str, int]] = {}
+        """Leases that ended while serving: id to (``released`` or ``expired``, last end)."""
         self._diverged: int | None = None
         self._beforeTakeover: Snapshot | None = None
         self._restoring: defer.Deferred = defer.succeed(None)
@@ -180,8 +193,9 @@ class FailoverRole(ServingRole):
 
     @property
     def state(self) -> str:
-        """``active`` while serving, else ``standby`` (the protocol's and the API's word)."""
-        return "active" if self.active else "standby"
+        """``active`` while serving (merging too: its leases are still served here), else
+        ``standby`` (the protocol's and the API's word)."""
+        return "active" if self.machine.state in (ACTIVE, MERGING) else "standby"
 
     @property
     def active(self) -> bool:
@@ -223,10 +237,21 @@ class FailoverRole(ServingRole):
     # Gates
 
     def gate(self) -> None:
+        """Clients are served while active, and while merging: a client renewing or
+        releasing its lease in the middle of a handback is answered, never refused
+        (FAILOVER.md rule 14)."""
+        if self.machine.state not in (ACTIVE, MERGING):
+            self._standby()
+
+    def gateGrant(self) -> None:
+        """New seats only while active: a merging failover's leases are going to the primary."""
         if not self.active:
-            raise ProtocolError(
-                "standby", "this failover is in standby: use the primary", primary=self.primary
-            )
+            self._standby()
+
+    def _standby(self) -> None:
+        raise ProtocolError(
+            "standby", "this failover is in standby: use the primary", primary=self.primary
+        )
 
     def gateAdmin(self) -> None:
         if not self.active:
@@ -253,6 +278,57 @@ class FailoverRole(ServingRole):
         if not self.active:
             return 0
         return await super().reap()
+
+    def leaseEnded(self, leases: Any, how: str) -> None:
+        """Remember how leases ended while serving, for the merge at handback."""
+        if self.machine.state in (ACTIVE, MERGING):
+            for lease in leases:
+                self._ended[lease.id] = (how, lease.expires)
+
+    async def _merge(self, link: Any) -> None:
+        """Hand the primary every lease granted, renewed or ended here (FAILOVER.md rule 14).
+
+        One ``MERGE`` per lease touched since the takeover, as the pool has it
+        now: its record, or how it ended. Once every one is answered, the
+        primary holds them durably and the failover hands back.
+        """
+        replies = await defer.gatherResults(
+            [link.request("MERGE", args) for args in await self._journal()],
+            consumeErrors=True,
+        )
+        for reply in replies:
+            if not reply.ok:
+                self.log.warn("The primary did not take a lease: {r}", r=reply.response)
+        merged = len(replies)
+        self.log.info("Handed {n} leases to the primary {primary}", n=merged, primary=self.primary)
+        self.audit("leases-merged", primary=self.primary, leases=merged)
+        self._ended.clear()
+        self.machine.fire("merged")
+
+    async def _journal(self) -> list[dict[str, Any]]:
+        """The ``MERGE`` arguments of every lease touched since the takeover.
+
+        The leases are those the failover's own change log names after the
+        revision it held at the takeover (durable, so a restart while active
+        loses none of them), each as the pool holds it now.
+        """
+        changes = None
+        if self._diverged is not None:
+            changes = await self.store.changesSince(self._diverged)
+        if changes is not None:
+            touched = {c.key[0] for _, group in changes for c in group if c.kind == "lease"}
+        else:  # the log no longer reaches back: every lease known here
+            touched = {lease.id for lease in self.pool.all("lease")} | set(self._ended)
+        journal: list[dict[str, Any]] = []
+        for lease_id in sorted(touched):
+            lease = self.pool.lease(lease_id)
+            if lease is not None:
+                record = json.dumps(record_to_dict(lease), separators=(",", ":"))
+                journal.append({"record": record})
+            else:
+                how, expires = self._ended.get(lease_id, ("expired", 0))
+                journal.append({"lease": lease_id, "ended": how, "expires": expires})
+        return journal
 
     # Silence and takeover
 
@@ -296,6 +372,7 @@ class FailoverRole(ServingRole):
 
     def enterActive(self) -> None:
         """Take over: serve the synced pool; keep what it was, to put back at handback."""
+        self._unmerged = False
         if self._diverged is None:
             self._beforeTakeover = self.pool.snapshot()
             self._diverged = self.pool.revision
@@ -335,8 +412,39 @@ class FailoverRole(ServingRole):
         if written is not None:
             written.addErrback(lambda f: self.log.failure("Could not renew the synced leases", f))
 
+    def enterMerging(self) -> None:
+        """The primary answers again: hand it the leases once the link is paired (``_pair``).
+
+        The time served ends here, so the AUTH of that link reports it.
+        """
+        self._unmerged = True
+        self.stateSince = self.now()
+        self._noteServed(until=self.now())
+        self.log.info(
+            "The primary {primary} answers again: handing it the leases served here",
+            primary=self.primary,
+        )
+
+    def enterRefused(self) -> None:
+        self._leaveUnmerged()
+
+    def enterStopped(self) -> None:
+        self._leaveUnmerged()
+
+    def _leaveUnmerged(self) -> None:
+        """The primary answered but refused the link before it took the leases: the
+        failover cannot serve beside a live primary, so it hands back without them."""
+        if self._unmerged:
+            self.log.warn(
+                "The primary {primary} refused the link before it took the leases served"
+                " here: their clients must check out again at the primary",
+                primary=self.primary,
+            )
+            self.enterHandingBack()
+
     def enterHandingBack(self) -> None:
         """Stop serving at once and put the pool back as it was at the takeover."""
+        self._unmerged = False
         self.stateSince = self.now()
         message = f"handed back: the primary {self.primary} answers again; back in standby"
         self.log.info("Failover {message}", message=message)
@@ -483,6 +591,8 @@ class FailoverRole(ServingRole):
             await self.store.setLocal(SERVED, None)
         self.paired = True
         self.machine.fire("paired")
+        if self.machine.state == MERGING:
+            await self._merge(link)
         self.problem = None
         self._reported = None
         self.primaryRevision = reply.integer("revision")

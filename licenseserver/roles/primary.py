@@ -15,6 +15,7 @@ served meanwhile reports that with its next ``AUTH``.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from collections.abc import Callable
@@ -24,9 +25,11 @@ from typing import Any
 from twisted.application.internet import TimerService
 from twisted.internet import defer
 
+from licenseserver import jsonparse
 from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import parse_host_port
 from licenseserver.localstate import ALIVE_AT, FAILOVER_ADDRESS, STOPPED_AT
+from licenseserver.model import Change, Lease, record_from_dict
 from licenseserver.passwords import proof_matches
 from licenseserver.protocols import sync
 from licenseserver.protocols.wire import (
@@ -98,6 +101,29 @@ def duration(seconds: float) -> str:
     if seconds < 86400:
         return f"{seconds // 3600} h {seconds % 3600 // 60} min"
     return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+
+
+def merged_lease(text: str) -> Lease:
+    """The lease of a ``MERGE record=...``; ``bad-request`` for anything that is not one."""
+    try:
+        data = jsonparse.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        lease = record_from_dict("lease", data)
+    except (ValueError, TypeError) as e:
+        raise ProtocolError("bad-request", f"record is not a lease: {e}") from None
+    texts = (lease.id, lease.client, lease.machine, lease.user, lease.product, lease.version)
+    numbers = (lease.granted, lease.expires, lease.ttl)
+    if (
+        not all(isinstance(value, str) and value for value in texts)
+        or not lease.id.startswith("l-")
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers)
+        or not lease.licenses
+        or not all(isinstance(lid, str) for lid in lease.licenses)
+        or not isinstance(lease.borrowed, bool)
+    ):
+        raise ProtocolError("bad-request", "record is not a lease")
+    return lease
 
 
 def _inline(function: Callable[..., Any], *args: Any) -> defer.Deferred:
@@ -268,6 +294,7 @@ class PrimaryRole(ServingRole):
             "AUTH": self.peerAuth,
             "BEAT": self.peerBeat,
             "SYNC": self.peerSync,
+            "MERGE": self.peerMerge,
         }
 
     async def peerPeer(self, session: Session, args: dict[str, str]) -> dict[str, Any]:
@@ -416,6 +443,51 @@ class PrimaryRole(ServingRole):
         link.last_beat = self.now()
         link.revision = integer_arg(args, "revision", link.revision, 0, MAX_INTEGER)
         return {"revision": self.committedRevision, "time": link.last_beat}
+
+    async def peerMerge(self, session: Session, args: dict[str, str]) -> dict[str, Any]:
+        """A lease the failover granted, renewed or ended while it served (FAILOVER.md rule 14).
+
+        ``record=<lease as JSON>`` puts the failover's lease, keeping the later
+        end where this primary holds the same lease; ``lease=<id> ended=released``
+        removes it, ``ended=expired expires=<t>`` removes it unless this primary
+        has seen it renewed past ``t`` meanwhile. Durable before the answer;
+        ``merged`` says what was done (``put``, ``removed`` or ``kept``).
+        """
+        link = self._link(session)
+        link.last_beat = self.now()
+        if "record" in args:
+            lease = merged_lease(args["record"])
+            if any(self.pool.license(lid) is None for lid in lease.licenses):
+                return {"merged": "kept", "why": "license-gone"}
+            client = self.pool.clientByMachine(lease.machine)
+            if client is not None:
+                lease = dataclasses.replace(lease, client=client.id)
+            known = self.pool.lease(lease.id)
+            if known is not None and known.expires >= lease.expires:
+                return {"merged": "kept"}
+            changes = [Change.put(lease)]
+            earlier = (
+                self.pool.leaseByRequest(lease.machine, lease.request) if lease.request else None
+            )
+            if earlier is not None and earlier.id != lease.id:
+                # The client asked the failover again under the same key: it holds the
+                # failover's lease now, and a key names one lease at one server.
+                changes.insert(0, Change.delete(earlier))
+            entry = self.entry("lease-merged", lease=lease.id, failover=link.name, op="put")
+            await self.commit(changes, entry)
+            self.noteOverAllocation(lease.licenses, link.name)
+            return {"merged": "put"}
+        lease_id = text_arg(args, "lease", required=True)
+        ended = args.get("ended")
+        if ended not in ("released", "expired"):
+            raise ProtocolError("bad-request", "ended must be released or expired")
+        expires = integer_arg(args, "expires", 0, 0, MAX_INTEGER)
+        known = self.pool.lease(lease_id)
+        if known is None or (ended == "expired" and known.expires > expires):
+            return {"merged": "kept"}
+        entry = self.entry("lease-merged", lease=lease_id, failover=link.name, op=ended)
+        await self.commit([Change.delete(known)], entry)
+        return {"merged": "removed"}
 
     async def peerSync(self, session: Session, args: dict[str, str]) -> bytes:
         """Every change after ``since``, or a snapshot when that is 0 or too old."""

@@ -193,6 +193,16 @@ def _warnings(view: ServerView, events: Iterable[Any], now: float) -> list[Alert
         if len(soon) > 1:
             text = f"{len(soon)} licenses expire within {EXPIRY_WARNING_DAYS} days; first: {text}"
         out.append(Alert(text, POOL))
+    for lic in sorted(view.licenses(), key=lambda lic: lic.id):
+        over = view.overAllocated(lic.id)
+        if over:
+            out.append(
+                Alert(
+                    f"license {lic.id} ({lic.product}) is over-allocated by {over}: no new"
+                    f" seat until fewer than {lic.seats} are in use",
+                    POOL,
+                )
+            )
     unmet = unmet_today(events, now)
     if unmet:
         plural = "s" if unmet != 1 else ""

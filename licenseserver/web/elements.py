@@ -252,9 +252,14 @@ class PoolElement(FormPart):
                     kind=lic["kind"],
                     cores=f" ({lic['cores']} cores)" if lic["cores"] else "",
                     status=lic["status"],
-                    expiring=tags.span(" expires soon", class_="mark-warn")
-                    if lic["id"] in self.expiring
-                    else "",
+                    expiring=[
+                        tags.span(" expires soon", class_="mark-warn")
+                        if lic["id"] in self.expiring
+                        else "",
+                        tags.span(f" over-allocated by {lic['over_allocated']}", class_="mark-no")
+                        if lic["over_allocated"]
+                        else "",
+                    ],
                     in_use=str(lic["in_use"]),
                     seats=str(lic["seats"]),
                     starts=lic["starts"] or "—",

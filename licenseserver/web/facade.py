@@ -122,6 +122,10 @@ class ServerView:
         """Seats in use of every license at ``now``."""
         return self.role.pool.seatsInUse(now)
 
+    def overAllocated(self, license_id: str) -> int:
+        """How many more seats of a license are in use than it has (after a merge)."""
+        return self.role.overAllocated(license_id)
+
     def settings(self) -> dict[str, Any]:
         return self.role.settings()
 

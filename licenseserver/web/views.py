@@ -36,6 +36,7 @@ def license(view: ServerView, lic: License, inUse: int | None = None) -> dict[st
     if inUse is None:
         inUse = allocation.seats_in_use(lic, view.leasesFor(lic.product), now)
     out["in_use"] = inUse
+    out["over_allocated"] = max(0, inUse - lic.seats)
     out["assigned"] = [a.client for a in view.assignmentsOfLicense(lic.id)]
     agreement = view.agreement(lic.id)
     out["agreement"] = (
