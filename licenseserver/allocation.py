@@ -91,6 +91,47 @@ def days_to_expiry(lic: License, now: float) -> int | None:
     return (day_start(lic.expires) - today) // 86400
 
 
+FULL = "full"
+"""Partition policy: the active failover serves the whole pool; a cut between the two
+servers can put up to twice the seats in use (FAILOVER.md rule 15)."""
+EXACT = "exact"
+"""Partition policy: never more seats in use than licensed, whatever the cut (rules 16-17)."""
+PARTITION_POLICIES = (FULL, EXACT)
+
+
+def share_seats(spec: str, seats: int) -> int:
+    """The failover share ``E`` of a license of ``seats``: ``20%`` (rounded down) or a count.
+
+    Raises ``ValueError`` for a spec that is neither a percentage from 0 to 100
+    nor a whole number; a count is capped at ``seats``.
+    """
+    text = spec.strip()
+    if text.endswith("%"):
+        number = text[:-1]
+        if not (number.isascii() and number.isdigit()) or int(number) > 100:
+            raise ValueError(f"a failover share must be 0% to 100% or a seat count, not {spec!r}")
+        return seats * int(number) // 100
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"a failover share must be 0% to 100% or a seat count, not {spec!r}")
+    return min(int(text), seats)
+
+
+def partition_policy(lic: License, policy: str, share: str) -> tuple[str, int]:
+    """The policy in force for ``lic`` and its failover share ``E`` in seats.
+
+    ``policy`` and ``share`` are the server's settings (``partition_policy``,
+    ``failover_share``). The vendor's signed terms come first; the admin may
+    make a ``full`` license ``exact``, never the other way round. The share is
+    the vendor's when the vendor set one, else the setting's; under ``full``
+    it is 0 (nothing is held back).
+    """
+    exact = EXACT in (lic.failover_policy, policy)
+    if not exact:
+        return FULL, 0
+    spec = lic.failover_share if lic.failover_share is not None else share
+    return EXACT, share_seats(spec, lic.seats)
+
+
 def version_allowed(lic: License, version: str) -> bool:
     """Whether a client of ``version`` may use ``lic`` (its maximum version)."""
     if not lic.max_version:

@@ -334,3 +334,35 @@ class HolderIndexTests(unittest.TestCase):
         leases = [lease("m1", expires=NOW), lease("m2")]
         result = allocation.allocate(ask("m1"), licenses, leases, [], NOW)
         self.assertEqual(result.reason, "no-seats")
+
+
+class PartitionPolicyTests(unittest.TestCase):
+    """The policy in force for a license and its failover share (FAILOVER.md rule 15)."""
+
+    CASES = [
+        # (vendor policy, vendor share, setting policy, setting share, seats) -> (policy, E)
+        ((None, None, "full", "20%", 10), ("full", 0)),
+        ((None, None, "exact", "20%", 10), ("exact", 2)),
+        (("exact", None, "full", "20%", 10), ("exact", 2)),
+        (("full", None, "exact", "30%", 10), ("exact", 3)),
+        (("exact", "3", "exact", "20%", 10), ("exact", 3)),
+        (("exact", "50%", "full", "20%", 5), ("exact", 2)),
+        ((None, None, "exact", "0%", 10), ("exact", 0)),
+        ((None, None, "exact", "100%", 4), ("exact", 4)),
+        (("exact", "9", "full", "20%", 4), ("exact", 4)),
+        ((None, None, "exact", "20%", 3), ("exact", 0)),
+    ]
+
+    def test_table(self):
+        """The vendor's terms first; the admin can make full exact, never exact full; the
+        share is the vendor's if given, rounded down from a percentage, capped at seats."""
+        for (vp, vs, sp, ss, seats), expected in self.CASES:
+            licence = lic(seats=seats, failover_policy=vp, failover_share=vs)
+            self.assertEqual(
+                allocation.partition_policy(licence, sp, ss), expected, (vp, vs, sp, ss, seats)
+            )
+
+    def test_badShares(self):
+        """A share that is neither 0% to 100% nor a count is a ValueError."""
+        for spec in ("", "x", "101%", "-1", "2.5", "20 %%", "１"):
+            self.assertRaises(ValueError, allocation.share_seats, spec, 10)
