@@ -32,6 +32,10 @@ class License:
     ``installed`` and ``core``; ``cores`` is the cores each machine of a
     ``core`` license gets (0 for the other kinds). Dates are ``YYYY-MM-DD``
     in UTC.
+
+    ``failover_policy`` (``full`` or ``exact``) and ``failover_share`` (``20%``
+    or a seat count) are optional signed terms (FAILOVER.md rule 15): None
+    when the vendor left them to the server's settings.
     """
 
     kind_name: ClassVar[str] = "license"
@@ -51,6 +55,8 @@ class License:
     signature: str
     active: bool = True
     added: int = 0
+    failover_policy: str | None = None
+    failover_share: str | None = None
 
     @property
     def key(self) -> tuple[str, ...]:

@@ -73,7 +73,7 @@ def _database(testcase: unittest.TestCase, seats: int = 1) -> Path:
     conn = store.open_database(path)
     conn.execute(
         "INSERT INTO licenses VALUES ('L-1', 'Alpha', 'Soak', 'concurrent', ?, 0, 'x',"
-        " '2026-01-01', NULL, NULL, NULL, 'k', 's', 1, 0)",
+        " '2026-01-01', NULL, NULL, NULL, 'k', 's', 1, 0, NULL, NULL)",
         (seats,),
     )
     conn.close()

@@ -1067,3 +1067,45 @@ class SchemaTests(unittest.TestCase):
         self.assertEqual(store.schema_version(conn), store.SCHEMA_VERSION)
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         self.assertNotIn("half", tables)
+
+
+class SchemaThreeTests(unittest.TestCase):
+    """Migration 3: licenses gain the optional partition terms (FAILOVER.md rule 15)."""
+
+    async def test_migratedDatabaseKeepsItsLicenses(self) -> None:
+        """A schema-2 database with a license, written by the schema-2 code path, opens
+        after migration 3 with the license as it was and no partition terms; a license
+        with terms is stored and loaded with them."""
+        path = Path(self.mktemp())
+        path.mkdir()
+        path = path / store.DATABASE_NAME
+        conn = store.connect(path, create=True)
+        store.migrate(conn, store.MIGRATIONS[:2])
+        conn.execute("BEGIN")
+        old_line = store.log_line(
+            1, "license", (LICENSE.id,), store.TABLES["license"].to_row(LICENSE)[:15]
+        )
+        conn.execute("INSERT INTO change_log (last, lines) VALUES (1, ?)", (old_line,))
+        conn.execute("UPDATE meta SET value = '1' WHERE name = 'revision'")
+        conn.execute("COMMIT")
+        self.assertEqual(store.migrate(conn), store.SCHEMA_VERSION)
+        conn.close()
+        s = store.SQLiteStore(path, reactor)
+        self.addCleanup(s.close)
+        await s.open()
+        (loaded,) = (await s.load()).records["license"]
+        self.assertEqual(loaded, LICENSE)
+        self.assertIsNone(loaded.failover_policy)
+        self.assertEqual(await s.changesSince(0), [(1, puts(LICENSE))])
+        exact = dataclasses.replace(LICENSE, id="L-X", failover_policy="exact", failover_share="3")
+        await s.commit(2, puts(exact))
+        await s.close()
+        s = store.SQLiteStore(path, reactor)
+        await s.open()
+        licenses = {lic.id: lic for lic in (await s.load()).records["license"]}
+        self.assertEqual(licenses["L-X"], exact)
+
+    def test_longerRowRefused(self) -> None:
+        """A row with more values than the table has columns does not read."""
+        row = store.TABLES["license"].to_row(LICENSE) + ("extra",)
+        self.assertRaises(ValueError, store.TABLES["license"].from_row, row)

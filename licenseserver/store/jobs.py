@@ -103,7 +103,7 @@ def owed_since(conn: sqlite3.Connection, checkpoint: int) -> dict[str, dict[tupl
         revision, kind, key, row = parse_log_line(line)
         spec = _logged_table(kind)
         if revision > checkpoint and spec.checkpointed:
-            owed.setdefault(kind, {})[key] = row
+            owed.setdefault(kind, {})[key] = None if row is None else spec.padded(row)
     return owed
 
 

@@ -200,11 +200,20 @@ def _schema_2(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO meta (name, value) VALUES ('checkpoint', ?)", (revision,))
 
 
-MIGRATIONS: list[Migration] = [(1, _schema_1), (2, _schema_2)]
+def _schema_3(conn: sqlite3.Connection) -> None:
+    """Licenses gain the optional signed terms ``failover_policy`` and ``failover_share``
+    (FAILOVER.md rule 15), NULL for the licenses already in the pool (the vendor left
+    them to the server's settings). Change-log lines written before keep their shorter
+    rows; ``TableSpec.from_row`` reads those with the new fields at their defaults."""
+    conn.execute("ALTER TABLE licenses ADD COLUMN failover_policy TEXT")
+    conn.execute("ALTER TABLE licenses ADD COLUMN failover_share TEXT")
+
+
+MIGRATIONS: list[Migration] = [(1, _schema_1), (2, _schema_2), (3, _schema_3)]
 """Ordered ``(version, step)``: ``step(conn)`` takes a database from the
 previous version to ``version``. Append; never edit a step once released."""
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this server runs: the last version of ``MIGRATIONS``."""
 
 

@@ -152,9 +152,24 @@ class TableSpec:
         """The columns whose values are encoded to be stored, by position."""
         return tuple((i, c.encode) for i, c in enumerate(self.columns) if c.encode is not _same)
 
+    def padded(self, row: Sequence) -> tuple:
+        """``row`` with NULL for the columns added after it was written (an older
+        change-log line); ValueError for a row longer than the table."""
+        if len(row) > len(self.columns):
+            raise ValueError(f"a {self.kind} row of {len(row)} values for {len(self.columns)}")
+        return tuple(row) + (None,) * (len(self.columns) - len(row))
+
     def from_row(self, row: Sequence) -> Any:
-        """The record that ``row`` stores."""
-        data = {c.name: c.decode(value) for c, value in zip(self.columns, row, strict=True)}
+        """The record that ``row`` stores.
+
+        A row shorter than the columns was written before the last columns were
+        added (a change-log line of an older schema): the missing fields take
+        their defaults. A longer one is an error.
+        """
+        data = {
+            c.name: c.decode(value)
+            for c, value in zip(self.columns, self.padded(row), strict=True)
+        }
         return model.record_from_dict(self.kind, data)
 
     @cached_property
@@ -266,6 +281,8 @@ _SPECS = (
             "signature",
             _boolean("active"),
             "added",
+            "failover_policy",
+            "failover_share",
         ),
         key=("id",),
         checkpointed=True,
