@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from licenseserver import jsonparse, versions
+from licenseserver import allocation, jsonparse, versions
 from licenseserver.model import CORE, LICENSE_KINDS, License
 
 FORMAT = "licenseserver-licenses/1"
@@ -56,7 +56,15 @@ TERM_FIELDS = (
     "expires",
     "max_version",
 )
-"""The fields of ``License`` that the vendor signs, in file order."""
+"""The fields of ``License`` that the vendor signs, in file order: every license has them."""
+
+OPTIONAL_TERM_FIELDS = ("failover_policy", "failover_share")
+"""Signed terms that a license carries only when the vendor set them (FAILOVER.md rule 15).
+
+A license without them has exactly the terms, canonical bytes and signature it
+had before they existed; a license with them has them in its file after
+``TERM_FIELDS`` and under its signature like any other term. They are never
+written as null: left out, they leave the choice to the server's settings."""
 
 MAX_COUNT = 1_000_000_000
 """Upper bound of ``seats`` and ``cores``: far above any real license, far
@@ -332,14 +340,25 @@ def signature_matches(
 
 
 def terms_of(license: License) -> dict[str, Any]:
-    """The signed terms of ``license``, as a dict in ``TERM_FIELDS`` order."""
-    return {name: getattr(license, name) for name in TERM_FIELDS}
+    """The signed terms of ``license``, as a dict in ``TERM_FIELDS`` order.
+
+    The ``OPTIONAL_TERM_FIELDS`` follow when the license has them (not None),
+    and are left out otherwise, so that a license without them signs and
+    verifies exactly as before they existed.
+    """
+    terms = {name: getattr(license, name) for name in TERM_FIELDS}
+    for name in OPTIONAL_TERM_FIELDS:
+        value = getattr(license, name)
+        if value is not None:
+            terms[name] = value
+    return terms
 
 
 def check_terms(terms: Mapping[str, Any]) -> dict[str, Any]:
     """Check that ``terms`` are complete, well typed and sensible.
 
-    Returns them as a dict in ``TERM_FIELDS`` order. Raises
+    Returns them as a dict in ``TERM_FIELDS`` order, then the
+    ``OPTIONAL_TERM_FIELDS`` that are present. Raises
     ``LicenseFormatError`` naming the field and the problem. The rules are the
     same for issuing and for reading, so a vendor cannot sign a license that
     a server would refuse, and a server refuses what no vendor tool makes.
@@ -347,7 +366,7 @@ def check_terms(terms: Mapping[str, Any]) -> dict[str, Any]:
     missing = [name for name in TERM_FIELDS if name not in terms]
     if missing:
         raise LicenseFormatError(f"missing terms: {', '.join(missing)}")
-    unknown = sorted(set(terms) - set(TERM_FIELDS))
+    unknown = sorted(set(terms) - set(TERM_FIELDS) - set(OPTIONAL_TERM_FIELDS))
     if unknown:
         raise LicenseFormatError(f"unknown terms: {', '.join(unknown)}")
 
@@ -386,7 +405,47 @@ def check_terms(terms: Mapping[str, Any]) -> dict[str, Any]:
         raise LicenseFormatError(
             f"max_version must be a product version such as 2024r2 or 9.0.1; got {max_version!r}"
         )
-    return {name: terms[name] for name in TERM_FIELDS}
+    _check_partition_terms(terms)
+    checked = {name: terms[name] for name in TERM_FIELDS}
+    checked.update({name: terms[name] for name in OPTIONAL_TERM_FIELDS if name in terms})
+    return checked
+
+
+def _check_partition_terms(terms: Mapping[str, Any]) -> None:
+    """Check the optional ``failover_policy`` and ``failover_share`` (FAILOVER.md rule 15).
+
+    The policy is ``full`` or ``exact``; a share goes only with ``exact`` (only
+    an exact license holds seats back for the failover) and is a percentage
+    from 0% to 100% or a whole number of seats from 0 to ``seats``, written
+    as text (``"20%"``, ``"2"``).
+    """
+    if "failover_policy" in terms:
+        policy = terms["failover_policy"]
+        if not isinstance(policy, str) or policy not in allocation.PARTITION_POLICIES:
+            raise LicenseFormatError(
+                f"failover_policy must be {' or '.join(allocation.PARTITION_POLICIES)}"
+                f" (or left out, for the server's setting); got {policy!r}"
+            )
+    if "failover_share" not in terms:
+        return
+    share = terms["failover_share"]
+    if terms.get("failover_policy") != allocation.EXACT:
+        raise LicenseFormatError(
+            "failover_share goes only with failover_policy exact: only an exact license"
+            " holds seats back for the failover"
+        )
+    rule = (
+        f"failover_share must be a percentage from 0% to 100% or a whole number of seats"
+        f' from 0 to {terms["seats"]}, written as text such as "20%" or "2"; got {share!r}'
+    )
+    if not isinstance(share, str) or share != share.strip():
+        raise LicenseFormatError(rule)
+    try:
+        allocation.share_seats(share, terms["seats"])
+    except ValueError:
+        raise LicenseFormatError(rule) from None
+    if not share.endswith("%") and int(share) > terms["seats"]:
+        raise LicenseFormatError(rule)
 
 
 def _is_int(value: Any) -> bool:
@@ -448,12 +507,16 @@ def issue_license(
     max_version: str | None = None,
     id: str | None = None,
     issued: str | None = None,
+    failover_policy: str | None = None,
+    failover_share: str | None = None,
 ) -> License:
     """Sign new license terms with the vendor's ``private_key``.
 
     ``id`` defaults to a random ``L-<year of issue>-<8 hex digits>`` and
     ``issued`` to today's date in UTC; ``cores`` to 0 (a core license must
-    give it). The terms are checked by ``check_terms`` first, so a license
+    give it). ``failover_policy`` and ``failover_share`` are signed only when
+    given (not None); left out, the server's settings decide. The terms are
+    checked by ``check_terms`` first, so a license
     that a server would refuse is never signed; ``LicenseFormatError`` says
     what is wrong. The result's ``key_id`` names the signing key.
     """
@@ -462,21 +525,24 @@ def issue_license(
     if id is None:
         _check_date({"issued": issued}, "issued", optional=False)
         id = new_license_id(int(issued[:4]))
-    terms = check_terms(
-        {
-            "id": id,
-            "product": product,
-            "edition": edition,
-            "kind": kind,
-            "seats": seats,
-            "cores": 0 if cores is None else cores,
-            "licensee": licensee,
-            "issued": issued,
-            "starts": starts,
-            "expires": expires,
-            "max_version": max_version,
-        }
-    )
+    terms: dict[str, Any] = {
+        "id": id,
+        "product": product,
+        "edition": edition,
+        "kind": kind,
+        "seats": seats,
+        "cores": 0 if cores is None else cores,
+        "licensee": licensee,
+        "issued": issued,
+        "starts": starts,
+        "expires": expires,
+        "max_version": max_version,
+    }
+    if failover_policy is not None:
+        terms["failover_policy"] = failover_policy
+    if failover_share is not None:
+        terms["failover_share"] = failover_share
+    terms = check_terms(terms)
     return License(
         **terms,
         key_id=key_id(private_key.public_key()),
@@ -490,9 +556,10 @@ def issue_license(
 def dump_licenses(licenses: Iterable[License]) -> bytes:
     """A license file holding ``licenses``, as UTF-8 bytes.
 
-    Indented JSON with the terms in ``TERM_FIELDS`` order, so that admins
-    can read what they were sold. Only the signed terms, ``key_id`` and
-    ``signature`` are written; pool state (``active``, ``added``) is not.
+    Indented JSON with the terms in ``TERM_FIELDS`` order (then the optional
+    terms the license has), so that admins can read what they were sold.
+    Only the signed terms, ``key_id`` and ``signature`` are written; pool
+    state (``active``, ``added``) is not.
     Raises ``LicenseFormatError`` for what ``parse_license_file`` would
     refuse: no license, or one id twice.
     """

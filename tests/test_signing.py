@@ -258,6 +258,178 @@ class CanonicalTests(unittest.TestCase):
         self.assertFalse(signing.signature_matches(private_key.public_key(), terms, signature))
 
 
+_FIXED_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+"""A vendor key fixed for good: Ed25519 signatures are deterministic, so the
+signatures below are pinned bytes too."""
+
+_PINNED_TERMS = {
+    "id": "L-2024-0000CAFE",
+    "product": "CAD Pro",
+    "kind": CONCURRENT,
+    "seats": 10,
+    "edition": "Enterprise",
+    "licensee": "Acme GmbH, Zürich",
+    "issued": "2024-03-01",
+    "starts": "2024-04-01",
+    "expires": "2025-03-31",
+    "max_version": "2024r2",
+}
+
+
+class OptionalTermsTests(unittest.TestCase):
+    """failover_policy and failover_share: signed when the vendor sets them, absent otherwise."""
+
+    def test_old_canonical_bytes_unchanged(self):
+        """A license without the optional terms signs the very bytes it signed before
+        they existed, so every license already issued keeps verifying."""
+        license = signing.issue_license(_FIXED_KEY, **_PINNED_TERMS)
+        self.assertEqual(
+            signing.canonical_terms(signing.terms_of(license)),
+            b"licenseserver-license-v1\n"
+            + (
+                '{"cores":0,"edition":"Enterprise","expires":"2025-03-31",'
+                '"id":"L-2024-0000CAFE","issued":"2024-03-01","kind":"concurrent",'
+                '"licensee":"Acme GmbH, Zürich","max_version":"2024r2","product":"CAD Pro",'
+                '"seats":10,"starts":"2024-04-01"}'
+            ).encode(),
+        )
+        self.assertEqual(
+            license.signature,
+            "hjZK7KTwtTBQPWxElLUB+CVmU9FRIK5QBvanR64/nJLK23gO2UefIphnKsNAVyWq7mSv+r9v2R6R4FGRCQmDAw==",
+        )
+        document = json.loads(signing.dump_licenses([license]))
+        self.assertEqual(list(document["licenses"][0]["terms"]), list(signing.TERM_FIELDS))
+
+    def test_terms_signed(self):
+        """The optional terms, when set, are in the signed bytes (in key order)."""
+        license = signing.issue_license(
+            _FIXED_KEY, **_PINNED_TERMS, failover_policy="exact", failover_share="20%"
+        )
+        self.assertIn(
+            b'"expires":"2025-03-31","failover_policy":"exact","failover_share":"20%",'
+            b'"id":"L-2024-0000CAFE"',
+            signing.canonical_terms(signing.terms_of(license)),
+        )
+        self.assertEqual(
+            license.signature,
+            "HS2Saz2x11pGBI7t0FkIlWkCOba6lvhZjqaXY9bfJF6PP+xjJetKnMfuebbQUIX9jXbyRvQKL5xcSIwEZtBFDg==",
+        )
+
+    def test_round_trip(self):
+        """A license with the optional terms verifies and keeps them; the file lists
+        them after the other terms."""
+        trusted = {signing.key_id(_FIXED_KEY.public_key()): _FIXED_KEY.public_key()}
+        licenses = [
+            signing.issue_license(
+                _FIXED_KEY, **_terms(id="L-1", failover_policy="exact", failover_share="2")
+            ),
+            signing.issue_license(_FIXED_KEY, **_terms(id="L-2", failover_policy="exact")),
+            signing.issue_license(_FIXED_KEY, **_terms(id="L-3", failover_policy="full")),
+            signing.issue_license(_FIXED_KEY, **_terms(id="L-4")),
+        ]
+        data = signing.dump_licenses(licenses)
+        verified = signing.verify_licenses(data, trusted)
+        self.assertEqual(verified, licenses)
+        self.assertEqual(
+            [(lic.failover_policy, lic.failover_share) for lic in verified],
+            [("exact", "2"), ("exact", None), ("full", None), (None, None)],
+        )
+        terms = json.loads(data)["licenses"][0]["terms"]
+        self.assertEqual(list(terms), [*signing.TERM_FIELDS, "failover_policy", "failover_share"])
+        self.assertNotIn("failover_share", json.loads(data)["licenses"][1]["terms"])
+
+    def test_tampered_terms(self):
+        """Changing, adding or removing an optional term is refused as tampered."""
+        trusted = {signing.key_id(_FIXED_KEY.public_key()): _FIXED_KEY.public_key()}
+        exact = signing.dump_licenses(
+            [
+                signing.issue_license(
+                    _FIXED_KEY, **_terms(failover_policy="exact", failover_share="2")
+                )
+            ]
+        )
+        bare = signing.dump_licenses([signing.issue_license(_FIXED_KEY, **_terms())])
+
+        def drop_both(document):
+            del document["licenses"][0]["terms"]["failover_policy"]
+            del document["licenses"][0]["terms"]["failover_share"]
+
+        def loosen(document):
+            document["licenses"][0]["terms"]["failover_policy"] = "full"
+            del document["licenses"][0]["terms"]["failover_share"]
+
+        tampered = [
+            _edit(exact, _set_term(0, "failover_share", "1")),
+            _edit(exact, _set_term(0, "failover_share", "100%")),
+            _edit(exact, drop_both),
+            _edit(exact, loosen),
+            _edit(bare, _set_term(0, "failover_policy", "exact")),
+            _edit(bare, _set_term(0, "failover_policy", "full")),
+        ]
+        for data in tampered:
+            error = self.assertRaises(
+                signing.TamperedLicenseError, signing.verify_licenses, data, trusted
+            )
+            self.assertEqual(error.reason, "tampered")
+
+    def assertRefusedAtIssue(self, message_part: str, **overrides):
+        error = self.assertRaises(
+            signing.LicenseFormatError,
+            signing.issue_license,
+            _FIXED_KEY,
+            **_terms(**overrides),
+        )
+        self.assertIn(message_part, str(error))
+
+    def test_bad_values_at_issue(self):
+        """Bad policies and shares are refused before anything is signed."""
+        self.assertRefusedAtIssue(
+            "failover_policy must be full or exact", failover_policy="strict"
+        )
+        self.assertRefusedAtIssue("failover_policy must be full or exact", failover_policy="EXACT")
+        self.assertRefusedAtIssue("only with failover_policy exact", failover_share="20%")
+        self.assertRefusedAtIssue(
+            "only with failover_policy exact", failover_policy="full", failover_share="20%"
+        )
+        for share in ("101%", "6", "-1", "2.5", "", " 20%", "20 %", "twenty", "%", "２"):
+            self.assertRefusedAtIssue(
+                "failover_share must be a percentage from 0% to 100% or a whole number of"
+                " seats from 0 to 5",
+                failover_policy="exact",
+                failover_share=share,
+            )
+        self.assertRefusedAtIssue("written as text", failover_policy="exact", failover_share=2)
+
+    def test_edge_values_at_issue(self):
+        """0%, 100%, 0 seats and all the seats are all shares a vendor may set."""
+        for share in ("0%", "100%", "0", "5"):
+            license = signing.issue_license(
+                _FIXED_KEY, **_terms(failover_policy="exact", failover_share=share)
+            )
+            self.assertEqual(license.failover_share, share)
+
+    def test_bad_values_at_read(self):
+        """A file with a bad policy or share is refused as bad-format, naming the license."""
+        bare = signing.dump_licenses([signing.issue_license(_FIXED_KEY, **_terms(id="L-X"))])
+        exact = signing.dump_licenses(
+            [signing.issue_license(_FIXED_KEY, **_terms(id="L-X", failover_policy="exact"))]
+        )
+        bad = [
+            (_edit(bare, _set_term(0, "failover_policy", None)), "failover_policy must be"),
+            (_edit(bare, _set_term(0, "failover_policy", "none")), "failover_policy must be"),
+            (_edit(bare, _set_term(0, "failover_share", "20%")), "only with failover_policy"),
+            (_edit(exact, _set_term(0, "failover_share", None)), "failover_share must be"),
+            (_edit(exact, _set_term(0, "failover_share", 1)), "failover_share must be"),
+            (_edit(exact, _set_term(0, "failover_share", "9")), "from 0 to 5"),
+            (_edit(exact, _set_term(0, "failover_share", "120%")), "failover_share must be"),
+        ]
+        for data, message_part in bad:
+            error = self.assertRaises(signing.LicenseFormatError, signing.parse_license_file, data)
+            self.assertEqual(error.reason, "bad-format")
+            self.assertIn("license L-X: ", str(error))
+            self.assertIn(message_part, str(error))
+
+
 class IssueTests(unittest.TestCase):
     """issue_license: defaults and the checks of the terms."""
 
@@ -832,6 +1004,10 @@ _TRUSTED = {signing.key_id(_PRIVATE_KEY.public_key()): _PRIVATE_KEY.public_key()
 _BASE_LICENSES = [
     signing.issue_license(_PRIVATE_KEY, **_terms(id=f"L-2024-0000000{n}", kind=kind, cores=cores))
     for n, (kind, cores) in enumerate([(CONCURRENT, 0), (INSTALLED, 0), (CORE, 4)])
+] + [
+    signing.issue_license(
+        _PRIVATE_KEY, **_terms(id="L-2024-00000003", failover_policy="exact", failover_share="40%")
+    )
 ]
 
 
@@ -862,6 +1038,10 @@ _TERM_VALUES = {
     "starts": st.none() | _DATES,
     "expires": st.none() | _DATES,
     "max_version": st.none() | _VERSIONS,
+    "failover_policy": st.sampled_from(["full", "exact"]),
+    "failover_share": st.one_of(
+        st.integers(0, 100).map(lambda n: f"{n}%"), st.integers(0, 10).map(str)
+    ),
 }
 
 
@@ -869,7 +1049,7 @@ _TERM_VALUES = {
 def _changed_term(draw):
     """A base license, one signed term's name, and a different value for it."""
     license = draw(st.sampled_from(_BASE_LICENSES))
-    name = draw(st.sampled_from(signing.TERM_FIELDS))
+    name = draw(st.sampled_from(signing.TERM_FIELDS + signing.OPTIONAL_TERM_FIELDS))
     old = getattr(license, name)
     new = draw(_TERM_VALUES[name].filter(lambda value: value != old))
     return license, name, new
@@ -879,8 +1059,10 @@ class TamperPropertyTests(unittest.TestCase):
     """Any change to the signed terms is caught."""
 
     def test_term_fields_cover_the_strategies(self):
-        """The property below changes every signed field of License."""
-        self.assertEqual(set(_TERM_VALUES), set(signing.TERM_FIELDS))
+        """The property below changes every signed field of License, optional ones too."""
+        self.assertEqual(
+            set(_TERM_VALUES), set(signing.TERM_FIELDS + signing.OPTIONAL_TERM_FIELDS)
+        )
 
     @settings(
         max_examples=300,
@@ -905,7 +1087,7 @@ class TamperPropertyTests(unittest.TestCase):
 
     def test_each_field_valid_change_is_tampered(self):
         """For each signed field, a change that keeps the terms valid is tampered."""
-        core, concurrent = _BASE_LICENSES[2], _BASE_LICENSES[0]
+        core, concurrent, exact = _BASE_LICENSES[2], _BASE_LICENSES[0], _BASE_LICENSES[3]
         changes = [
             (core, "id", "L-2024-FFFFFFFF"),
             (core, "product", "CAD Pro X"),
@@ -918,8 +1100,13 @@ class TamperPropertyTests(unittest.TestCase):
             (core, "starts", None),
             (core, "expires", "2025-04-01"),
             (core, "max_version", "2025"),
+            (core, "failover_policy", "exact"),
+            (exact, "failover_share", "4"),
         ]
-        self.assertEqual([name for _, name, _ in changes], list(signing.TERM_FIELDS))
+        self.assertEqual(
+            [name for _, name, _ in changes],
+            list(signing.TERM_FIELDS + signing.OPTIONAL_TERM_FIELDS),
+        )
         for license, name, value in changes:
             data = _edit(signing.dump_licenses([license]), _set_term(0, name, value))
             error = self.assertRaises(
