@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from licenseserver import certs, signing, tls
+from licenseserver import allocation, certs, signing, tls
 from licenseserver._version import __version__
 from licenseserver.addresses import format_host_port, parse_host_port
 from licenseserver.client.cli import register as register_client
@@ -87,6 +87,8 @@ def _vendor_issue(args: argparse.Namespace) -> None:
             starts=args.starts,
             expires=args.expires,
             max_version=args.max_version,
+            failover_policy=args.failover_policy,
+            failover_share=args.failover_share,
         )
         data = signing.dump_licenses([license])
     except signing.LicenseError as e:
@@ -704,6 +706,17 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--expires", metavar="YYYY-MM-DD")
     issue.add_argument("--max-version", metavar="V")
     issue.add_argument("--id", metavar="ID", help="license id (default: L-<year>-<random hex>)")
+    issue.add_argument(
+        "--failover-policy",
+        choices=allocation.PARTITION_POLICIES,
+        help="what a cut between primary and failover may do (default: the server's setting)",
+    )
+    issue.add_argument(
+        "--failover-share",
+        metavar="20%|N",
+        help="with --failover-policy exact: the seats held for the failover, a percentage"
+        " or a count (default: the server's setting)",
+    )
     issue.add_argument("--out", required=True, metavar="FILE")
     issue.set_defaults(func=_vendor_issue)
 

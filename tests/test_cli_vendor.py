@@ -187,6 +187,81 @@ class IssueTests(VendorCommandTestCase):
         [license] = signing.verify_licenses(self.out.read_bytes(), self.trusted)
         self.assertEqual(license.id, "ACME-0042")
 
+    def test_issue_failover_terms(self):
+        """--failover-policy and --failover-share are signed into the license."""
+        cases = [
+            (("--failover-policy", "exact", "--failover-share", "20%"), ("exact", "20%")),
+            (("--failover-policy", "exact", "--failover-share", "3"), ("exact", "3")),
+            (("--failover-policy", "exact"), ("exact", None)),
+            (("--failover-policy", "full"), ("full", None)),
+        ]
+        for number, (options, terms) in enumerate(cases):
+            self.out = self.directory / f"license-{number}.json"
+            status, out, err = self.issue(
+                "--product", "CAD", "--kind", "concurrent", "--seats", "10", *options
+            )
+            self.assertEqual((status, err), (0, ""))
+            [license] = signing.verify_licenses(self.out.read_bytes(), self.trusted)
+            self.assertEqual((license.failover_policy, license.failover_share), terms)
+
+    def test_issue_without_failover_terms(self):
+        """Without the options the license file has no failover terms at all."""
+        status, out, err = self.issue("--product", "CAD", "--kind", "concurrent", "--seats", "2")
+        self.assertEqual((status, err), (0, ""))
+        self.assertNotIn(b"failover", self.out.read_bytes())
+
+    def test_failover_share_without_exact(self):
+        """A share without --failover-policy exact is one line; nothing is written."""
+        for policy in ((), ("--failover-policy", "full")):
+            result = self.issue(
+                "--product",
+                "CAD",
+                "--kind",
+                "concurrent",
+                "--seats",
+                "10",
+                *policy,
+                "--failover-share",
+                "2",
+            )
+            self.assertOneLineError(result, "only with failover_policy exact")
+            self.assertNothingWritten()
+
+    def test_bad_failover_share(self):
+        """A share above 100% or above the seats is one line; nothing is written."""
+        for share in ("120%", "11", "-1", "a fifth"):
+            result = self.issue(
+                "--product",
+                "CAD",
+                "--kind",
+                "concurrent",
+                "--seats",
+                "10",
+                "--failover-policy",
+                "exact",
+                "--failover-share",
+                share,
+            )
+            self.assertOneLineError(result, "failover_share must be", "from 0 to 10")
+            self.assertNothingWritten()
+
+    def test_bad_failover_policy(self):
+        """A policy other than full or exact is a usage error with status 2."""
+        status, out, err = self.issue(
+            "--product",
+            "CAD",
+            "--kind",
+            "concurrent",
+            "--seats",
+            "10",
+            "--failover-policy",
+            "strict",
+        )
+        self.assertEqual((status, out), (2, ""))
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn("--failover-policy", err)
+        self.assertNothingWritten()
+
     def test_missing_key_file(self):
         """A missing key file is one line naming the file; nothing is written."""
         missing = self.directory / "absent.key"
