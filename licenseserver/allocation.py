@@ -132,6 +132,23 @@ def partition_policy(lic: License, policy: str, share: str) -> tuple[str, int]:
     return EXACT, share_seats(spec, lic.seats)
 
 
+def seats_held(lic: License, leases: Iterable[Lease], counts: Callable[[Lease], bool]) -> int:
+    """How many seats of ``lic`` the leases for which ``counts`` is true hold.
+
+    A seat is a holder as ``holders_by_license`` has it: for a concurrent
+    license one (machine, user, product), for the other kinds one machine; a
+    holder with several counted leases holds one seat.
+    """
+    holders = set()
+    for lease in leases:
+        if lic.id in lease.licenses and counts(lease):
+            if lic.kind == CONCURRENT:
+                holders.add((lease.machine, lease.user, lease.product))
+            else:
+                holders.add((lease.machine,))
+    return len(holders)
+
+
 def version_allowed(lic: License, version: str) -> bool:
     """Whether a client of ``version`` may use ``lic`` (its maximum version)."""
     if not lic.max_version:

@@ -28,7 +28,7 @@ from licenseserver._version import EDITION, __version__
 from licenseserver.audit import AuditEntry
 from licenseserver.interfaces import IRole
 from licenseserver.ledger import Ledger
-from licenseserver.model import Change, Event
+from licenseserver.model import CONCURRENT, Change, Event
 from licenseserver.pool import Pool
 from licenseserver.protocols.wire import ProtocolError
 from licenseserver.roles.admin import AdminError, AdminOperations
@@ -38,6 +38,9 @@ from licenseserver.tokens import RandomTokens
 from licenseserver.versions import meets_minimum
 
 __all__ = ["AdminError", "ServingRole"]
+
+DEFAULT_SHARE = "20%"
+"""The failover share when neither the license nor the settings give one."""
 
 
 @implementer(IRole)
@@ -193,6 +196,44 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
 
     def gateGrant(self) -> None:
         """Raise ``ProtocolError`` when this role grants no new seat now."""
+
+    def partitionTerms(self, lic: Any) -> tuple[str, int]:
+        """The partition policy in force for ``lic`` and its failover share ``E``
+        (``allocation.partition_policy`` with this server's settings)."""
+        return allocation.partition_policy(
+            lic,
+            self.setting("partition_policy") or allocation.FULL,
+            self.setting("failover_share") or DEFAULT_SHARE,
+        )
+
+    def exactLicenses(self, lease: Any) -> list[tuple[Any, int]]:
+        """The concurrent licenses of ``lease`` under the exact policy, with their share.
+
+        Only concurrent seats can be over-used across a cut: installed and core
+        seats go to assigned machines only, and a machine holds one seat at
+        both servers alike.
+        """
+        out = []
+        for license_id in lease.licenses:
+            lic = self.pool.license(license_id)
+            if lic is not None and lic.kind == CONCURRENT:
+                policy, share = self.partitionTerms(lic)
+                if policy == allocation.EXACT:
+                    out.append((lic, share))
+        return out
+
+    def partitionCheck(self, lease: Any) -> bool:
+        """Refuse ``lease`` (``409 no-seats``) when the partition rules hold its seat back;
+        return whether its grant must wait for the failover's acknowledgement."""
+        return False
+
+    def awaitAcknowledgement(self, lease: Any, written: defer.Deferred) -> defer.Deferred:
+        """``written``, and then the failover's durable copy of ``lease``."""
+        return written
+
+    def keepsExpired(self, lease: Any) -> bool:
+        """Whether an expired lease still counts, so that the reaper leaves it."""
+        return False
 
     def leaseEnded(self, leases: Any, how: str) -> None:
         """Leases ended: ``released`` by their client, or ``expired`` without a heartbeat."""

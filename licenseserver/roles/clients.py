@@ -223,8 +223,10 @@ class ClientOperations:
         self.gateGrant()
         grant = self._allocate(request, session)
         lease = self._grant(session, request, grant, self.leaseTTL, key=key)
+        acknowledged = self.partitionCheck(lease)
         answer = _leaseArgs(lease, ttl=True)
-        return self.commit([Change.put(lease)], self._granted(lease, "checkout"), result=answer)
+        written = self.commit([Change.put(lease)], self._granted(lease, "checkout"), result=answer)
+        return written if not acknowledged else self.awaitAcknowledgement(lease, written)
 
     def _granted(self, lease: Lease, command: str) -> AuditEntry:
         return self.entry(
@@ -291,15 +293,28 @@ class ClientOperations:
         # No request key: BORROW has none, and one stored here would answer a later
         # CHECKOUT that uses the same key with this borrowed lease.
         lease = self._grant(session, request, grant, days * 86400, borrowed=True)
-        await self.commit([Change.put(lease)], self._granted(lease, "borrow"))
+        acknowledged = self.partitionCheck(lease)
+        written = self.commit([Change.put(lease)], self._granted(lease, "borrow"))
+        if acknowledged:
+            written = self.awaitAcknowledgement(lease, written)
+        await written
         return _leaseArgs(lease, ttl=False)
 
     # The reaper
 
     async def reap(self) -> int:
-        """Remove the leases that have expired; return how many."""
+        """Remove the leases that have expired; return how many.
+
+        A lease the partition rules still count (``keepsExpired``) stays: under
+        the ``exact`` policy a seat that ended by silence during a cut is not
+        free again until the two servers meet (FAILOVER.md rules 16-17).
+        """
         now = self.now()
-        dead = [lease for lease in self.pool.all("lease") if not lease.live(now)]
+        dead = [
+            lease
+            for lease in self.pool.all("lease")
+            if not lease.live(now) and not self.keepsExpired(lease)
+        ]
         if dead:
             self.leaseEnded(dead, "expired")
             expired = self.entry("expire", leases=[lease.id for lease in dead])

@@ -28,8 +28,9 @@ from twisted.internet import defer
 from licenseserver import jsonparse
 from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import parse_host_port
+from licenseserver.allocation import EXACT, seats_held
 from licenseserver.localstate import ALIVE_AT, FAILOVER_ADDRESS, STOPPED_AT
-from licenseserver.model import Change, Lease, record_from_dict
+from licenseserver.model import CONCURRENT, Change, Lease, License, record_from_dict
 from licenseserver.passwords import proof_matches
 from licenseserver.protocols import sync
 from licenseserver.protocols.wire import (
@@ -58,6 +59,8 @@ class PeerLink:
     revision: int = 0
     last_sync: int | None = None
     connected: bool = True
+    acknowledged: int = 0
+    """The revision the failover said, with its last BEAT, that it holds durably."""
 
 
 @dataclass
@@ -160,6 +163,13 @@ class PrimaryRole(ServingRole):
         """The last failover refused, until one pairs."""
         self._penalties: dict[str, tuple[int, float]] = {}
         """Per address: wrong proofs in a row, and when the next proof is checked."""
+        self._waiting: list[tuple[int, Lease, defer.Deferred]] = []
+        """Grants of the last E seats waiting for the failover's acknowledgement:
+        (revision, lease, the grant's answer)."""
+        self._grantedInCut: set[str] = set()
+        """Leases granted while cut off from the failover: it holds no copy of them."""
+        self._cutSince: float | None = None
+        self._linkWatch: Any = None
         alive = TimerService(ALIVE_EVERY, self._noteAlive)
         alive.clock = self.clock
         alive.setServiceParent(self)
@@ -245,6 +255,179 @@ class PrimaryRole(ServingRole):
             and link.connected
             and self.clock.seconds() - link.last_beat <= self.takeoverAfter
         )
+
+    # Cut links: never more seats than licensed (FAILOVER.md rule 16)
+
+    def hasFailover(self) -> bool:
+        """Whether this primary has a failover: one paired since it was last unpaired."""
+        return self.peer is not None or self.rememberedFailover is not None
+
+    def linkUp(self) -> bool:
+        """Whether the failover's link is up: paired, and heard within half the takeover
+        time (before the failover could decide that this primary is gone)."""
+        link = self.peer
+        return (
+            link is not None
+            and link.connected
+            and self.clock.seconds() - link.last_beat <= self.takeoverAfter / 2
+        )
+
+    def cutOff(self) -> bool:
+        """Whether this primary has a failover it cannot count on hearing: the exact
+        policy's limits apply (after a restart too, until the failover pairs again)."""
+        cut = self.hasFailover() and not self.linkUp()
+        if cut and self._cutSince is None:
+            self._cutSince = self.clock.seconds()
+        elif not cut and self._cutSince is not None:
+            self._cutSince = None
+            self._grantedInCut.clear()
+        return cut
+
+    def cutLimits(self) -> list[dict[str, Any]]:
+        """While cut off: each exact license with the most seats this primary serves."""
+        if not self.cutOff():
+            return []
+        out = []
+        for lic in sorted(self.pool.all("license"), key=lambda lic: lic.id):
+            if lic.kind != CONCURRENT:
+                continue
+            policy, share = self.partitionTerms(lic)
+            if policy == EXACT:
+                out.append(
+                    {
+                        "license": lic.id,
+                        "product": lic.product,
+                        "seats": lic.seats,
+                        "serving": lic.seats - share,
+                        "since": int(self._cutSince),
+                    }
+                )
+        return out
+
+    def partitionCheck(self, lease: Lease) -> bool:
+        """Under ``exact``: while cut off, serve at most N - E seats, counting the seats of
+        leases the failover may hold a copy of that ended by silence; while linked, a grant
+        of one of the last E seats waits for the failover's acknowledgement."""
+        exact = self.exactLicenses(lease)
+        if not exact or not self.hasFailover():
+            return False
+        now = self.now()
+        cut = self.cutOff()
+        acknowledged = False
+        for lic, share in exact:
+            leases = self.pool.leasesFor(lic.product)
+            if self._holdsSeat(lic, lease, leases, now):
+                continue
+            if cut:
+                held = seats_held(lic, leases, lambda other: self._counts(other, now))
+                if held >= lic.seats - share:
+                    raise ProtocolError(
+                        "no-seats",
+                        f"{lic.seats - share} of the {lic.seats} seats of {lic.product} are"
+                        f" in use, and {share} are held back for the failover: this server"
+                        " is cut off from it (exact partition policy)",
+                    )
+            elif seats_held(lic, leases, lambda other: other.live(now)) + 1 > lic.seats - share:
+                acknowledged = True
+        if cut:
+            self._grantedInCut.add(lease.id)
+        return acknowledged
+
+    def _holdsSeat(self, lic: License, lease: Lease, leases: list[Lease], now: int) -> bool:
+        """Whether ``lease``'s holder holds a seat of ``lic`` already (it takes no new one)."""
+        holder = (lease.machine, lease.user, lease.product)
+        return any(
+            (other.machine, other.user, other.product) == holder and other.live(now)
+            for other in leases
+            if lic.id in other.licenses
+        )
+
+    def _counts(self, lease: Lease, now: int) -> bool:
+        """Whether a lease holds its seat during a cut: live, or ended by silence while the
+        failover may hold a copy and renew it (not granted during the cut)."""
+        return lease.live(now) or lease.id not in self._grantedInCut
+
+    def keepsExpired(self, lease: Lease) -> bool:
+        return (
+            self.hasFailover()
+            and self.cutOff()
+            and lease.id not in self._grantedInCut
+            and bool(self.exactLicenses(lease))
+        )
+
+    def awaitAcknowledgement(self, lease: Lease, written: defer.Deferred) -> defer.Deferred:
+        """Answer the grant of one of the last E seats only once the failover holds it.
+
+        The failover acknowledges with the revision of its next BEAT, which it
+        sends as soon as a sync is durable. If the link is cut first, the grant
+        is taken back and refused: the failover may take over without it.
+        """
+        revision = self.ledger.revision
+
+        def durable(answer: Any) -> Any:
+            link = self.peer
+            if link is not None and link.acknowledged >= revision:
+                return answer
+            waiter: defer.Deferred = defer.Deferred()
+            self._waiting.append((revision, lease, waiter))
+            self._watchLink()
+            return waiter.addCallback(lambda ignored: answer)
+
+        return written.addCallback(durable)
+
+    def _acknowledge(self, revision: int) -> None:
+        waiting, self._waiting = self._waiting, []
+        for entry in waiting:
+            if entry[0] <= revision:
+                entry[2].callback(None)
+            else:
+                self._waiting.append(entry)
+
+    def _watchLink(self) -> None:
+        """Check, a little more often than the failover could give up on this primary,
+        that the link of the waiting grants is up."""
+        if self._linkWatch is None or not self._linkWatch.active():
+            self._linkWatch = self.clock.callLater(self.takeoverAfter / 4, self._checkLink)
+
+    def _checkLink(self) -> None:
+        self._linkWatch = None
+        if not self._waiting:
+            return
+        if self.linkUp():
+            self._watchLink()
+            return
+        waiting, self._waiting = self._waiting, []
+        leases = [lease for _, lease, _ in waiting if self.pool.lease(lease.id) is not None]
+        taken = self.entry("grant-withdrawn", leases=[lease.id for lease in leases])
+        d = self.commit([Change.delete(lease) for lease in leases], taken) if leases else None
+        refusal = ProtocolError(
+            "no-seats",
+            "the link to the failover was cut before it held this seat, one of those held"
+            " back for it (exact partition policy): try again",
+        )
+        for _, _, waiter in waiting:
+            waiter.errback(refusal)
+        if d is not None:
+            d.addErrback(lambda f: self.log.failure("Could not withdraw unacknowledged grants", f))
+
+    async def unpair(self) -> None:
+        """Forget the failover (an admin's decision, when it is gone for good): the exact
+        policy's limits no longer apply, and clients are told of no failover."""
+        self.gateAdmin()
+        name = self.peer.name if self.peer is not None else self.rememberedFailover
+        if self.peer is None and self.rememberedFailover is None:
+            return
+        # Its link's next BEAT or SYNC is refused (not-authorized) and closes it.
+        self.peer = None
+        self.rememberedFailover = None
+        await self.store.setLocal(FAILOVER_ADDRESS, None)
+        self.audit("failover-unpaired", name=name)
+        self.record(
+            "failover-unpaired",
+            "warning",
+            f"the failover {name} was unpaired: the exact partition limits no longer apply",
+        )
+        self._acknowledge(1 << 62)
 
     def refusedPeer(self) -> dict[str, Any] | None:
         """The last failover refused (reason, message, from where, how often), until one pairs."""
@@ -442,6 +625,9 @@ class PrimaryRole(ServingRole):
         link = self._link(session)
         link.last_beat = self.now()
         link.revision = integer_arg(args, "revision", link.revision, 0, MAX_INTEGER)
+        if link.revision > link.acknowledged:
+            link.acknowledged = link.revision
+            self._acknowledge(link.revision)
         return {"revision": self.committedRevision, "time": link.last_beat}
 
     async def peerMerge(self, session: Session, args: dict[str, str]) -> dict[str, Any]:
