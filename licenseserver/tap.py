@@ -54,6 +54,8 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "borrow_enabled": True,
     "borrow_max_days": 30,
     "failover_minimums": {"*": "2015r3", "MobileTogetherServer": "1.5"},
+    "partition_policy": "full",
+    "failover_share": "20%",
 }
 """Licensing settings (synced to the failover) before the admin changes them."""
 

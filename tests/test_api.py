@@ -287,6 +287,42 @@ class APITests(unittest.TestCase):
             self.assertIn("error", body)
         self.assertEqual(self.role.setting("borrow_max_days"), 7)
 
+    async def test_partitionSettings(self):
+        """partition_policy (default full) and failover_share (default 20%) are licensing
+        settings: listed, changed by PUT, and a bad value is 400 and changes nothing."""
+        code, body = await self.call("GET", "/api/settings")
+        self.assertEqual((body["partition_policy"], body["failover_share"]), ("full", "20%"))
+        change = {"partition_policy": "exact", "failover_share": "2"}
+        code, body = await self.call("PUT", "/api/settings", json.dumps(change).encode())
+        self.assertEqual(code, 200)
+        self.assertEqual((body["partition_policy"], body["failover_share"]), ("exact", "2"))
+        self.assertEqual(self.role.setting("failover_share"), "2")
+        revision = self.role.pool.revision
+        bad = [
+            {"partition_policy": "strict"},
+            {"partition_policy": "FULL"},
+            {"partition_policy": None},
+            {"partition_policy": ["full"]},
+            {"failover_share": "101%"},
+            {"failover_share": "-1"},
+            {"failover_share": " 20%"},
+            {"failover_share": ""},
+            {"failover_share": "2.5"},
+            {"failover_share": 2},
+            {"partition_policy": "full", "failover_share": "lots"},
+            {"partition_policy": "full", "failover_policy": "full"},
+        ]
+        for values in bad:
+            code, body = await self.call("PUT", "/api/settings", json.dumps(values).encode())
+            self.assertEqual(code, 400, values)
+            self.assertIn("error", body)
+        self.assertEqual(self.role.pool.revision, revision)
+        self.assertEqual(self.role.setting("partition_policy"), "exact")
+        code, body = await self.call(
+            "PUT", "/api/settings", json.dumps({"failover_share": "100%"}).encode()
+        )
+        self.assertEqual((code, body["failover_share"]), (200, "100%"))
+
     async def test_badModeChangesNoSetting(self):
         """A settings change that comes with a mode that will not do is refused whole:
         the licensing settings in the same body stay as they were."""

@@ -423,6 +423,28 @@ class SettingsTests(ElementTestCase):
         self.assertNotIn('disabled="disabled"', html)
         self.assertEqual(html.count(f'name="csrf" value="{TOKEN}"'), 4)
 
+    def test_partitionPolicy(self):
+        """The policy is a choice of full and exact with the current one selected, the share
+        a text field, with the hint that a license's own terms come first."""
+        html = self.render(elements.SettingsElement(self.view, TOKEN))
+        self.assertIn('<select name="partition_policy" id="partition-policy">', html)
+        self.assertEqual(
+            re.findall(r'<option value="(\w+)"( selected="selected")?>', html),
+            [("full", ' selected="selected"'), ("exact", "")],
+        )
+        self.assertIn('name="failover_share" id="failover-share"', html)
+        self.assertIn('value="20%"', html)
+        self.assertIn("A license its vendor made exact stays exact", html)
+        self.successResultOf(
+            run(self.role.updateSettings({"partition_policy": "exact", "failover_share": "1"}))
+        )
+        html = self.render(elements.SettingsElement(self.view, TOKEN))
+        self.assertEqual(
+            re.findall(r'<option value="(\w+)"( selected="selected")?>', html),
+            [("full", ""), ("exact", ' selected="selected"')],
+        )
+        self.assertIn('id="failover-share" size="8" required="required" value="1"', html)
+
     def test_standbyFailover(self):
         """On a standby failover the mode names the primary; the synced limits are locked."""
         self.successResultOf(self.role.switchTo("failover", "ls0:35355"))

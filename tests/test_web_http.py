@@ -601,6 +601,23 @@ class TabTests(WebTestCase):
         self.assertIn("must be a whole number", page.body)
         self.assertEqual(self.role.leaseTTL, 60)
 
+    def test_partitionSettings(self):
+        """Settings saves the partition policy and failover share with the other
+        licensing settings; a bad share is named and changes nothing."""
+        fields = {"action": "licensing", "lease_ttl": "120", "borrow_max_days": "30"}
+        page = self.act("/settings", **fields, partition_policy="exact", failover_share=" 3 ")
+        self.assertIn("Settings saved.", page.body)
+        self.assertEqual(self.role.setting("partition_policy"), "exact")
+        self.assertEqual(self.role.setting("failover_share"), "3")
+        self.assertIn('<option value="exact" selected="selected">', page.body)
+        self.assertIn('id="failover-share" size="8" required="required" value="3"', page.body)
+        page = self.act("/settings", **fields, partition_policy="full", failover_share="lots")
+        self.assertIn("failover_share: must be a percentage from 0% to 100%", page.body)
+        page = self.act("/settings", **fields, partition_policy="none", failover_share="10%")
+        self.assertIn("partition_policy: must be full or exact", page.body)
+        self.assertEqual(self.role.setting("partition_policy"), "exact")
+        self.assertEqual(self.role.setting("failover_share"), "3")
+
     def test_switchMode(self):
         """Settings switches the server to a failover of a primary, at once."""
         page = self.act("/settings", action="mode", role="failover", primary="ls0:35355")

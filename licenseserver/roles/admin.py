@@ -45,6 +45,23 @@ def _minimums(value: Any) -> str | None:
     return None
 
 
+def _partition_policy(value: Any) -> str | None:
+    if not isinstance(value, str) or value not in allocation.PARTITION_POLICIES:
+        return f"must be {' or '.join(allocation.PARTITION_POLICIES)}"
+    return None
+
+
+def _failover_share(value: Any) -> str | None:
+    rule = 'must be a percentage from 0% to 100% or a whole number of seats, such as "20%" or "2"'
+    if not isinstance(value, str) or value != value.strip():
+        return rule
+    try:
+        allocation.share_seats(value, 0)
+    except ValueError:
+        return rule
+    return None
+
+
 VENDOR_KEYS = "vendor_keys"
 """The setting that holds the vendor keys added at run time: key id to PEM text.
 
@@ -55,6 +72,8 @@ SETTING_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "borrow_max_days": _integer_between(1, 365),
     "lease_ttl": _integer_between(4, 86400),
     "failover_minimums": _minimums,
+    "partition_policy": _partition_policy,
+    "failover_share": _failover_share,
 }
 """How each licensing setting's value is checked."""
 

@@ -499,6 +499,13 @@ class MessagesElement(Element):
         return tag.fillSlots(limit=str(self.limit_)) if len(self.events) >= self.limit_ else ""
 
 
+POLICY_LABELS = {
+    allocation.FULL: "full: both servers may serve every seat (up to twice the seats in use)",
+    allocation.EXACT: "exact: never more seats in use than licensed",
+}
+"""The Settings tab's choices of ``partition_policy`` (FAILOVER.md rule 15)."""
+
+
 class SettingsElement(FormPart):
     """Settings: the failover mode, the lease and borrow limits, the admin password."""
 
@@ -524,6 +531,7 @@ class SettingsElement(FormPart):
             primary=self.form.get("primary", mode["primary"] or ""),
             lease_ttl=str(self.values.get("lease_ttl", "")),
             borrow_max_days=str(self.values.get("borrow_max_days", "")),
+            failover_share=str(self.values.get("failover_share", "")),
             minimums=display.minimums_text(minimums),
         )
 
@@ -540,6 +548,15 @@ class SettingsElement(FormPart):
         if self.view.roleName == "failover":
             return tag(disabled="disabled")  # a failover never lends: PROTOCOL.md, BORROW
         return tag(checked="checked") if self.values.get("borrow_enabled") else tag
+
+    @renderer
+    def policyOption(self, request: Any, tag: Tag) -> list[Tag]:
+        chosen = self.values.get("partition_policy")
+        out = []
+        for policy in allocation.PARTITION_POLICIES:
+            option = tag.clone().fillSlots(policyValue=policy, policyLabel=POLICY_LABELS[policy])
+            out.append(option(selected="selected") if policy == chosen else option)
+        return out
 
     @renderer
     def borrowNote(self, request: Any, tag: Tag) -> Tag | str:

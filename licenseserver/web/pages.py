@@ -508,6 +508,9 @@ class SettingsPage(Page):
             values[name] = int(text)
         if self.view.roleName != "failover":  # a failover's box is off and disabled
             values["borrow_enabled"] = bool(form(request, "borrow_enabled"))
+        for name in ("partition_policy", "failover_share"):
+            if name.encode("ascii") in request.args:
+                values[name] = form(request, name)
         await self.view.updateSettings(values)
         return "Settings saved."
 
