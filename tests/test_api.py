@@ -323,6 +323,65 @@ class APITests(unittest.TestCase):
         )
         self.assertEqual((code, body["failover_share"]), (200, "100%"))
 
+    async def test_licensePartitionPolicy(self):
+        """Each license shows the policy in force, its share E in seats and where the
+        policy comes from: the license's signed terms first, the settings otherwise."""
+        data = licenseFile(
+            {"id": "L-N", "seats": 10},
+            {"id": "L-E", "seats": 10, "failover_policy": "exact", "failover_share": "3"},
+            {"id": "L-X", "seats": 10, "failover_policy": "exact"},
+            {"id": "L-F", "seats": 10, "failover_policy": "full"},
+        )
+        self.assertEqual((await self.call("POST", "/api/licenses", data))[0], 201)
+
+        async def shown():
+            _, body = await self.call("GET", "/api/licenses")
+            return {
+                lic["id"]: (
+                    lic["failover_policy"],
+                    lic["partition_policy"],
+                    lic["failover_share"],
+                    lic["policy_source"],
+                )
+                for lic in body
+            }
+
+        self.assertEqual(
+            await shown(),
+            {
+                "L-N": (None, "full", 0, "settings"),
+                "L-E": ("exact", "exact", 3, "license"),
+                "L-X": ("exact", "exact", 2, "license"),
+                "L-F": ("full", "full", 0, "license"),
+            },
+        )
+        change = {"partition_policy": "exact", "failover_share": "50%"}
+        self.assertEqual(
+            (await self.call("PUT", "/api/settings", json.dumps(change).encode()))[0], 200
+        )
+        self.assertEqual(
+            await shown(),
+            {
+                "L-N": (None, "exact", 5, "settings"),
+                "L-E": ("exact", "exact", 3, "license"),
+                "L-X": ("exact", "exact", 5, "license"),
+                "L-F": ("full", "exact", 5, "settings"),
+            },
+        )
+        change = {"partition_policy": "full", "failover_share": "4"}
+        self.assertEqual(
+            (await self.call("PUT", "/api/settings", json.dumps(change).encode()))[0], 200
+        )
+        self.assertEqual(
+            await shown(),
+            {
+                "L-N": (None, "full", 0, "settings"),
+                "L-E": ("exact", "exact", 3, "license"),
+                "L-X": ("exact", "exact", 4, "license"),
+                "L-F": ("full", "full", 0, "license"),
+            },
+        )
+
     async def test_badModeChangesNoSetting(self):
         """A settings change that comes with a mode that will not do is refused whole:
         the licensing settings in the same body stay as they were."""

@@ -19,7 +19,7 @@ from licenseserver.protocols.licensing import LicensingFactory
 from licenseserver.roles.failover import FailoverRole
 from licenseserver.roles.primary import PrimaryRole
 from licenseserver.testing import FakeStore, PumpEndpoint
-from licenseserver.web import display, elements
+from licenseserver.web import display, elements, views
 from licenseserver.web.facade import ServerView
 from tests.helpers import START, hello, licenseFile, makeRole, makeSwitch, run
 
@@ -202,6 +202,26 @@ class PairedHeaderTests(ElementTestCase):
         self.assertIn(f"active since {display.timestamp(self.failover.stateSince)}", html)
         self.assertIn(">not connected<", html)
 
+    def test_partitionSettingsSynced(self):
+        """The partition settings are licensing settings: the failover gets the primary's,
+        and shows each license's policy in force by them."""
+        self.successResultOf(run(self.primary.addLicenses(licenseFile({"seats": 10}))))
+        self.successResultOf(
+            run(
+                self.primary.updateSettings({"partition_policy": "exact", "failover_share": "30%"})
+            )
+        )
+        self.advance(1.1)
+        settings = self.failover.settings()
+        self.assertEqual(
+            (settings["partition_policy"], settings["failover_share"]), ("exact", "30%")
+        )
+        (lic,) = views.licenses(ServerView(self.failover))
+        self.assertEqual(
+            (lic["partition_policy"], lic["failover_share"], lic["policy_source"]),
+            ("exact", 3, "settings"),
+        )
+
     def test_versionMismatchAdvice(self):
         """A failover's problem, such as the version to upgrade to, is in its header."""
         self.failover.problem = "upgrade this failover to version 9.9.9"
@@ -319,6 +339,32 @@ class PoolTests(ElementTestCase):
         self.assertIn('value="delete"', row)
         self.assertIn(f'name="csrf" value="{TOKEN}"', row)
         self.assertIn("(1; 1 of 3 seats in use)", html)
+
+    def test_partitionPolicy(self):
+        """Each license shows its partition policy and failover share, and says in a
+        tooltip whether the license or the settings chose it."""
+        self.add(
+            {"id": "L-N", "seats": 10},
+            {"id": "L-E", "seats": 10, "failover_policy": "exact", "failover_share": "20%"},
+        )
+        html = self.render(elements.PoolElement(self.view, TOKEN))
+        self.assertIn("<th>Failover policy</th>", html)
+
+        def cell(license_id: str) -> str:
+            row = re.search(rf'<tr id="license-{license_id}">.*?</tr>', html, re.S).group(0)
+            return re.search(r'<td class="policy".*?</td>', row).group(0)
+
+        self.assertEqual(cell("L-N"), '<td class="policy" title="from the Settings tab">full</td>')
+        self.assertEqual(
+            cell("L-E"),
+            '<td class="policy" title="set by the license">exact, 2 held for the failover</td>',
+        )
+        self.successResultOf(
+            run(self.role.updateSettings({"partition_policy": "exact", "failover_share": "3"}))
+        )
+        html = self.render(elements.PoolElement(self.view, TOKEN))
+        self.assertIn(">exact, 3 held for the failover<", cell("L-N"))
+        self.assertIn(">exact, 2 held for the failover<", cell("L-E"))
 
     def test_inactiveOffersActivate(self):
         """A deactivated license offers Activate."""

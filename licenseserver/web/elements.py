@@ -211,6 +211,17 @@ class StandbyElement(Element):
         )
 
 
+POLICY_SOURCES = {"license": "set by the license", "settings": "from the Settings tab"}
+"""Where a license's partition policy comes from, for the License Pool's tooltip."""
+
+
+def policy_text(lic: dict[str, Any]) -> str:
+    """A license's partition policy for people: ``exact, 2 held for the failover`` or ``full``."""
+    if lic["partition_policy"] == allocation.EXACT:
+        return f"exact, {lic['failover_share']} held for the failover"
+    return lic["partition_policy"]
+
+
 class PoolElement(FormPart):
     """License Pool: upload, and each license with status, seats, dates and actions."""
 
@@ -262,6 +273,8 @@ class PoolElement(FormPart):
                     ],
                     in_use=str(lic["in_use"]),
                     seats=str(lic["seats"]),
+                    policy=policy_text(lic),
+                    policySource=POLICY_SOURCES[lic["policy_source"]],
                     starts=lic["starts"] or "—",
                     expires=lic["expires"] or "never",
                     max_version=lic["max_version"] or "any",

@@ -27,10 +27,23 @@ def status(view: ServerView) -> dict[str, Any]:
 
 
 def license(view: ServerView, lic: License, inUse: int | None = None) -> dict[str, Any]:
-    """One license with its status, seats in use and assignments."""
+    """One license with its status, seats in use, assignments and partition policy.
+
+    ``failover_policy`` is the vendor's signed term (None when the license
+    has none); ``partition_policy`` is the policy in force (FAILOVER.md rule
+    15) and ``failover_share`` its share ``E`` in seats (0 under ``full``);
+    ``policy_source`` is ``license`` when the policy in force is the one the
+    license sets, ``settings`` when it comes from the server's settings.
+    """
     now = view.now()
     out = record_to_dict(lic)
     out.pop("signature")
+    policy, share = allocation.partition_policy(
+        lic, view.setting("partition_policy"), view.setting("failover_share")
+    )
+    out["partition_policy"] = policy
+    out["failover_share"] = share
+    out["policy_source"] = "license" if lic.failover_policy == policy else "settings"
     out["status"] = allocation.license_status(lic, now)
     out["days_to_expiry"] = allocation.days_to_expiry(lic, now)
     if inUse is None:
