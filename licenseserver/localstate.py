@@ -35,6 +35,10 @@ ALIVE_AT = "primary_alive_at"
 STOPPED_AT = "primary_stopped_at"
 """When this primary stopped cleanly; cleared as it starts."""
 
+TAKEOVER_HELD = "takeover_held"
+"""What an active failover's exact partition limits count from (FAILOVER.md rule 17):
+``{"at": T, "live": [lease ids]}``, its takeover time and the synced leases live then.
+Kept from the first takeover until the pool of that takeover is put back."""
 SERVED = "served_report"
 """A failover's time serving not yet reported to its primary:
 ``{"from", "until", "grants", "takeovers"}`` (``until`` is None while it serves)."""
@@ -59,6 +63,7 @@ def role_change(
                 PRIMARY_VERSION: None,
                 PRIMARY_EDITION: None,
                 SERVED: None,
+                TAKEOVER_HELD: None,
                 DIVERGED: 0,
             }
         )

@@ -27,6 +27,7 @@ from twisted.internet import defer, error
 
 from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import display_address
+from licenseserver.allocation import seats_held
 from licenseserver.localstate import (
     ALIVE_AT,
     DIVERGED,
@@ -36,8 +37,9 @@ from licenseserver.localstate import (
     PRIMARY_VERSION,
     SERVED,
     STOPPED_AT,
+    TAKEOVER_HELD,
 )
-from licenseserver.model import Snapshot, record_to_dict
+from licenseserver.model import Lease, Snapshot, record_to_dict
 from licenseserver.passwords import peer_proof
 from licenseserver.protocols import sync
 from licenseserver.protocols.peer import Reply, peerService
@@ -150,6 +152,9 @@ class FailoverRole(ServingRole):
         self._ended: dict[str, tuple[str, int]] = {}
         """Leases that ended while serving: id to (``released`` or ``expired``, last end)."""
         self._diverged: int | None = None
+        self._takeover: dict[str, Any] | None = None
+        """Since the first takeover until handback: ``at`` (its time) and ``live`` (the
+        ids of the synced leases live then), which the exact policy counts from."""
         self._beforeTakeover: Snapshot | None = None
         self._restoring: defer.Deferred = defer.succeed(None)
         self._syncing = defer.DeferredLock()
@@ -168,6 +173,9 @@ class FailoverRole(ServingRole):
         self.primaryVersion = await self.store.getLocal(PRIMARY_VERSION)
         self.primaryEdition = await self.store.getLocal(PRIMARY_EDITION)
         self._diverged = await self.store.getLocal(DIVERGED)
+        held = await self.store.getLocal(TAKEOVER_HELD)
+        if self._diverged is not None and held is not None:
+            self._takeover = {"at": held["at"], "live": frozenset(held["live"])}
         self._served = await self.store.getLocal(SERVED)
         if self._served is not None and self._served["until"] is None:
             # It stopped while serving without noting when: it served until this start
@@ -285,6 +293,74 @@ class FailoverRole(ServingRole):
             for lease in leases:
                 self._ended[lease.id] = (how, lease.expires)
 
+    # The exact partition policy (FAILOVER.md rule 17)
+
+    def partitionCheck(self, lease: Lease) -> bool:
+        """Under ``exact``: grant a new seat only while this failover's own grants (live, or
+        ended by silence) are fewer than ``min(E, N - S)``, where S counts the synced leases
+        that were live at the takeover and were not RELEASEd here.
+
+        The primary, if it is alive on the far side of a cut, serves at most
+        ``N - E`` seats and still counts every lease this failover holds a copy
+        of, so the two never hand out more than N seats between them.
+        """
+        takeover = self._takeover
+        if takeover is None:
+            return False
+        now = self.now()
+        live = takeover["live"]
+        for lic, share in self.exactLicenses(lease):
+            leases = self.pool.leasesFor(lic.product)
+            holder = (lease.machine, lease.user, lease.product)
+            if any(
+                (other.machine, other.user, other.product) == holder and other.live(now)
+                for other in leases
+                if lic.id in other.licenses
+            ):
+                continue
+            synced = seats_held(lic, leases, lambda other: other.id in live)
+            own = seats_held(lic, leases, lambda other: self._ownGrant(other, takeover))
+            limit = max(0, min(share, lic.seats - synced))
+            if own >= limit:
+                raise ProtocolError(
+                    "no-seats",
+                    f"this failover grants at most {limit} seats of {lic.product} while the"
+                    f" primary is away, and all are taken (exact partition policy)",
+                )
+        return False
+
+    @staticmethod
+    def _ownGrant(lease: Lease, takeover: dict[str, Any]) -> bool:
+        """Whether ``lease`` was granted here since the takeover."""
+        return lease.id not in takeover["live"] and lease.granted >= takeover["at"]
+
+    def keepsExpired(self, lease: Lease) -> bool:
+        """While serving, a lease of an exact license that the limits count stays when it
+        ends by silence: its seat is not free again until the primary has it."""
+        takeover = self._takeover
+        return (
+            takeover is not None
+            and self.machine.state in (ACTIVE, MERGING)
+            and (lease.id in takeover["live"] or self._ownGrant(lease, takeover))
+            and bool(self.exactLicenses(lease))
+        )
+
+    def _holdTakeover(self) -> None:
+        """Note the takeover's time and the synced leases live at it, durably."""
+        live = sorted(
+            lease.id for lease in self.pool.all("lease") if lease.expires > (self.lastSync or 0)
+        )
+        at = self.now()
+        self._takeover = {"at": at, "live": frozenset(live)}
+        d = self.store.setLocal(TAKEOVER_HELD, {"at": at, "live": live})
+        d.addErrback(lambda f: self.log.failure("Could not note the leases held at takeover", f))
+
+    async def _forgetTakeover(self) -> None:
+        self._diverged = None
+        self._takeover = None
+        await self.store.setLocal(DIVERGED, None)
+        await self.store.setLocal(TAKEOVER_HELD, None)
+
     async def _merge(self, link: Any) -> None:
         """Hand the primary every lease granted, renewed or ended here (FAILOVER.md rule 14).
 
@@ -378,6 +454,8 @@ class FailoverRole(ServingRole):
             self._diverged = self.pool.revision
             d = self.store.setLocal(DIVERGED, self._diverged)
             d.addErrback(lambda f: self.log.failure("Could not mark the takeover", f))
+        if self._takeover is None:
+            self._holdTakeover()
         self.stateSince = self.now()
         self.takeovers += 1
         served = self._served or {"from": self.stateSince, "grants": 0, "takeovers": 0}
@@ -390,7 +468,17 @@ class FailoverRole(ServingRole):
         self.log.warn("Failover {message}", message=message)
         self.record("takeover", "warning", message, primary=self.primary)
         self.audit("takeover", primary=self.primary, revision=self.pool.revision)
+        self._dropLink()
         self._renewSyncedLeases()
+
+    def _dropLink(self) -> None:
+        """A link silent for the takeover time is dead, whatever TCP thinks: drop it, so
+        that the primary, when it answers again, does so on a new link, which pairs
+        and hands it the leases served here first (``_pair``)."""
+        link, self.link = self.link, None
+        self.paired = False
+        if link is not None:
+            link.transport.abortConnection()
 
     def _renewSyncedLeases(self) -> None:
         """Renew every lease that was live at the last sync, as a HEARTBEAT would.
@@ -487,8 +575,7 @@ class FailoverRole(ServingRole):
     async def _restore(self, saved: Snapshot) -> None:
         """Put back the pool saved at takeover: at once in memory, then in the store."""
         await self.ledger.restore(saved)
-        self._diverged = None
-        await self.store.setLocal(DIVERGED, None)
+        await self._forgetTakeover()
         self.machine.fire("restored")
 
     def _restoreFailed(self, failure: Any) -> None:
@@ -591,12 +678,16 @@ class FailoverRole(ServingRole):
             await self.store.setLocal(SERVED, None)
         self.paired = True
         self.machine.fire("paired")
-        if self.machine.state == MERGING:
+        if self.machine.state == MERGING or (
+            self.machine.state == STANDBY and self._diverged is not None
+        ):
+            # Merging; or restarted while serving, and the primary is back before the
+            # silence that would have made this failover take over again.
             await self._merge(link)
         self.problem = None
         self._reported = None
         self.primaryRevision = reply.integer("revision")
-        await self._syncing.run(self._sync, link)
+        await self._syncAndAcknowledge(link)
 
     def _refusedBy(self, reply: Reply, verb: str) -> None:
         """The primary refused ``verb`` (PEER or AUTH) with ``reply``."""
@@ -656,8 +747,7 @@ class FailoverRole(ServingRole):
         if reply.args.get("mode") == sync.SNAPSHOT:
             await self.ledger.replace(sync.decode_snapshot(revision, reply.lines))
             if self._diverged is not None:
-                self._diverged = None
-                await self.store.setLocal(DIVERGED, None)
+                await self._forgetTakeover()
         else:
             await self.ledger.applySync(sync.group_changes(reply.lines))
         self.lastSync = self.now()
@@ -673,15 +763,40 @@ class FailoverRole(ServingRole):
             self.log.failure("A heartbeat to the primary failed", failure)
 
     async def _beat(self) -> None:
+        """Heartbeat; when the primary has changed, sync, then heartbeat again at once.
+
+        A BEAT's ``revision`` is what this failover holds durably from the
+        primary: the primary answers a grant of one of the last seats of an
+        exact license only once a BEAT acknowledges it (FAILOVER.md rule 16),
+        so the BEAT after a sync goes out without waiting for the next
+        interval. A failover holding data of its own says 0 until a sync has
+        replaced it.
+        """
         link = self.link
         if link is None or not self.paired or self._syncing.locked:
             return
-        reply = await link.request("BEAT", {"revision": self.pool.revision})
+        reply = await link.request("BEAT", self._beatArgs())
         if not reply.ok:
             return
         self.primaryRevision = reply.integer("revision")
         if self.primaryRevision != self.pool.revision:
-            await self._syncing.run(self._sync, link)
+            await self._syncAndAcknowledge(link)
+
+    async def _syncAndAcknowledge(self, link: Any) -> None:
+        """Sync, and tell the primary at once what this failover now holds."""
+        await self._syncing.run(self._sync, link)
+        if link is self.link and self.paired:
+            reply = await link.request("BEAT", self._beatArgs())
+            if reply.ok:
+                self.primaryRevision = reply.integer("revision")
+
+    def _beatArgs(self) -> dict[str, Any]:
+        """``revision``: the primary's revision this failover holds, its pool's, unless it
+        served since (0 then, with ``diverged=1``: it holds leases of its own, which the
+        primary does not count as a link that is up)."""
+        if self._diverged is not None:
+            return {"revision": 0, "diverged": 1}
+        return {"revision": self.pool.revision}
 
 
 def _mismatchAdvice(version: str, edition: str) -> str:

@@ -61,6 +61,9 @@ class PeerLink:
     connected: bool = True
     acknowledged: int = 0
     """The revision the failover said, with its last BEAT, that it holds durably."""
+    heard: float = 0.0
+    """When the failover's last BEAT came (the clock's own seconds); 0 before the first,
+    which it sends once it has handed over its leases and synced."""
 
 
 @dataclass
@@ -263,13 +266,17 @@ class PrimaryRole(ServingRole):
         return self.peer is not None or self.rememberedFailover is not None
 
     def linkUp(self) -> bool:
-        """Whether the failover's link is up: paired, and heard within half the takeover
-        time (before the failover could decide that this primary is gone)."""
+        """Whether the failover's link is up: paired, and a BEAT heard within half the
+        takeover time (before the failover could decide that this primary is gone).
+
+        A failover BEATs on a new link only after its MERGE and first SYNC, so
+        the limits of a cut hold until what it served is here.
+        """
         link = self.peer
         return (
             link is not None
             and link.connected
-            and self.clock.seconds() - link.last_beat <= self.takeoverAfter / 2
+            and self.clock.seconds() - link.heard <= self.takeoverAfter / 2
         )
 
     def cutOff(self) -> bool:
@@ -624,6 +631,9 @@ class PrimaryRole(ServingRole):
         """The failover's heartbeat: it says what it holds, the primary what it has."""
         link = self._link(session)
         link.last_beat = self.now()
+        if args.get("diverged") != "1":
+            # A failover that served on its own has not handed everything over yet.
+            link.heard = self.clock.seconds()
         link.revision = integer_arg(args, "revision", link.revision, 0, MAX_INTEGER)
         if link.revision > link.acknowledged:
             link.acknowledged = link.revision

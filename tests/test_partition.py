@@ -1,0 +1,406 @@
+"""Cut links never hand out more seats than licensed: the exact policy (FAILOVER.md 16-18).
+
+A primary and a failover on one Clock (``PairTestCase``); a cut between them is
+``PumpEndpoint.silent`` (nothing moves, nothing closes), so both stay up and
+each serves the clients that reach it. The license has N = 5 seats and the
+failover's share E = 2: cut off, the primary serves at most 3, the active
+failover at most min(2, 5 - the synced leases live at its takeover).
+"""
+
+from __future__ import annotations
+
+from licenseserver.localstate import TAKEOVER_HELD
+from licenseserver.protocols.licensing import LicensingFactory
+from licenseserver.testing import FakeStore
+from tests.helpers import hello, licenseFile, makeRole
+from tests.test_failover import HEARTBEAT, TAKEOVER, PairTestCase
+
+EXACT = {"seats": 5, "failover_policy": "exact", "failover_share": "2"}
+TTL = 120
+"""The lease time of ``makeRole``."""
+
+
+class PartitionTestCase(PairTestCase):
+    """A paired pair with one license of ``spec``; helpers to cut and heal the link."""
+
+    spec = EXACT
+
+    def setUp(self) -> None:
+        super().setUp()
+        (self.lid,) = self.ok(self.primary.addLicenses(licenseFile(self.spec)))
+        self.beat()
+        self.assertMirrors()
+
+    def checkout(self, role, machine: str) -> str:
+        return self.ok(role.checkout(hello(role, machine), {}))["lease"]
+
+    def refusedCheckout(self, role, machine: str) -> str:
+        return self.refused(role.checkout(hello(role, machine), {}), "no-seats").message
+
+    def cut(self) -> None:
+        """The network between the servers drops everything; both stay up."""
+        self.endpoint.silent = True
+
+    def heal(self) -> None:
+        self.endpoint.silent = False
+        self.endpoint.flush()
+
+    def cutFor(self, seconds: float) -> None:
+        self.cut()
+        self.advance(seconds)
+
+    def auditKinds(self, store: FakeStore) -> list[str]:
+        return [row[2] for row in store.auditRows]
+
+    def inUse(self, role) -> int:
+        now = role.now()
+        return len(
+            {
+                (lease.machine, lease.user)
+                for lease in role.pool.all("lease")
+                if lease.live(now) and self.lid in lease.licenses
+            }
+        )
+
+
+class PrimaryLinkedTests(PartitionTestCase):
+    """Rule 16 while the link is up: all N seats, the last E once the failover holds them."""
+
+    def test_firstSeatsAnsweredAtOnce(self):
+        """Grants up to N - E need nothing from the failover."""
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+
+    def test_lastSeatsWaitForTheFailover(self):
+        """A grant of one of the last E seats is answered only once the failover's BEAT
+        says it holds the revision of the grant, which it does within a heartbeat."""
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        d = self.primary.checkout(hello(self.primary, "m4"), {})
+        self.assertNoResult(d)
+        self.beat()
+        lease = self.successResultOf(d)["lease"]
+        self.assertIsNotNone(self.failover.pool.lease(lease))
+        stored = self.successResultOf(self.failoverStore.load())
+        self.assertIn(lease, {record.id for record in stored.records["lease"]})
+
+    def test_allSeatsWhileLinked(self):
+        """While linked, the primary grants all N seats (the last E acknowledged)."""
+        for machine in ("m1", "m2", "m3", "m4", "m5"):
+            d = self.primary.checkout(hello(self.primary, machine), {})
+            self.beat()
+            self.successResultOf(d)
+        self.assertEqual(self.inUse(self.primary), 5)
+        self.refusedCheckout(self.primary, "m6")
+
+    def test_cutBeforeAcknowledgementWithdraws(self):
+        """A grant waiting for the failover when the link is cut is taken back and refused:
+        the failover may take over without it."""
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        self.cut()
+        d = self.primary.checkout(hello(self.primary, "m4"), {})
+        self.assertNoResult(d)
+        self.advance(TAKEOVER / 2 + 0.5)
+        failure = self.failureResultOf(d)
+        self.assertEqual(failure.value.reason, "no-seats")
+        self.assertEqual(self.primary.pool.leasesOfMachine("m4"), [])
+        self.assertIn("grant-withdrawn", self.auditKinds(self.primaryStore))
+
+    def test_holderKeepsItsSeat(self):
+        """A holder already holding a seat takes no new one: no wait, even in a cut."""
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        self.cutFor(TAKEOVER / 2 + 0.5)
+        again = self.primary.checkout(hello(self.primary, "m1"), {})
+        self.successResultOf(again)
+
+
+class PrimaryCutTests(PartitionTestCase):
+    """Rule 16 while the link is down: at most N - E seats, silent ends still count."""
+
+    def test_servesAtMostNMinusE(self):
+        self.checkout(self.primary, "m1")
+        self.beat()
+        self.cutFor(TAKEOVER / 2 + 0.5)
+        self.assertTrue(self.primary.cutOff())
+        self.checkout(self.primary, "m2")
+        self.checkout(self.primary, "m3")
+        message = self.refusedCheckout(self.primary, "m4")
+        self.assertIn("2 are held back for the failover", message)
+        self.assertEqual(
+            self.primary.cutLimits(),
+            [
+                {
+                    "license": self.lid,
+                    "product": "XMLSpy",
+                    "seats": 5,
+                    "serving": 3,
+                    "since": self.primary.cutLimits()[0]["since"],
+                }
+            ],
+        )
+
+    def test_silentEndStillCounts(self):
+        """A lease the failover holds a copy of that ends by silence during the cut keeps
+        its seat: its client may be renewing it at the failover."""
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        self.beat()
+        self.cutFor(TAKEOVER / 2 + 0.5)
+        self.advance(TTL + 1, step=1)
+        self.ok(self.primary.reap())
+        self.assertEqual(len(list(self.primary.pool.all("lease"))), 3)
+        self.refusedCheckout(self.primary, "m4")
+
+    def test_releasedSeatIsFree(self):
+        """A lease RELEASEd at the primary during the cut frees its seat."""
+        leases = [self.checkout(self.primary, m) for m in ("m1", "m2", "m3")]
+        self.beat()
+        self.cutFor(TAKEOVER / 2 + 0.5)
+        self.ok(self.primary.release(hello(self.primary, "m1"), {"lease": leases[0]}))
+        self.checkout(self.primary, "m4")
+
+    def test_grantInCutMayBeReused(self):
+        """A lease granted during the cut is unknown to the failover: its silent end frees
+        the seat."""
+        self.cutFor(TAKEOVER / 2 + 0.5)
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        self.advance(TTL + 1, step=1)
+        self.ok(self.primary.reap())
+        self.assertEqual(list(self.primary.pool.all("lease")), [])
+        self.checkout(self.primary, "m4")
+
+    def test_shortCutHealed(self):
+        """When the link is back (a BEAT heard), all N seats may be granted again, and the
+        leases kept for their silent end go."""
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        self.beat()
+        self.cutFor(TAKEOVER / 2 + 0.5)
+        self.refusedCheckout(self.primary, "m4")
+        self.heal()
+        self.beat()
+        self.assertFalse(self.primary.cutOff())
+        d = self.primary.checkout(hello(self.primary, "m4"), {})
+        self.beat()
+        self.successResultOf(d)
+
+    def test_restartedPrimaryIsCutUntilPaired(self):
+        """A primary restarted with a failover it has not heard yet is cut off."""
+        for machine in ("m1", "m2"):
+            self.checkout(self.primary, machine)
+        self.beat()
+        self.killPrimary()
+        self.primary = self.startPrimary()
+        self.assertTrue(self.primary.cutOff())
+        self.checkout(self.primary, "m3")
+        self.refusedCheckout(self.primary, "m4")
+        self.endpoint.revive(LicensingFactory(self.primary))
+        self.advance(HEARTBEAT * 2)
+        self.assertFalse(self.primary.cutOff())
+        self.assertEqual(self.failover.state, "standby")
+
+    def test_unpairLiftsTheLimits(self):
+        """Unpairing the failover (audited, in Messages) lifts the limits."""
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        self.cutFor(TAKEOVER / 2 + 0.5)
+        self.refusedCheckout(self.primary, "m4")
+        self.ok(self.primary.unpair())
+        self.checkout(self.primary, "m4")
+        self.checkout(self.primary, "m5")
+        self.assertFalse(self.primary.cutOff())
+        self.assertIn("failover-unpaired", self.auditKinds(self.primaryStore))
+        events = self.successResultOf(self.primaryStore.events(20))
+        self.assertIn("failover-unpaired", [e.kind for e in events])
+
+    def test_neverPaired(self):
+        """A primary that never had a failover serves all N seats at once."""
+        alone = makeRole(FakeStore(), self.clock)
+        self.addCleanup(alone.stopService)
+        self.ok(alone.addLicenses(licenseFile(EXACT)))
+        for machine in ("m1", "m2", "m3", "m4", "m5"):
+            self.checkout(alone, machine)
+
+
+class FullPolicyTests(PartitionTestCase):
+    spec = {"seats": 5}
+
+    def test_noLimits(self):
+        """Under full, a cut-off primary serves every seat, and answers at once."""
+        self.cutFor(TAKEOVER / 2 + 0.5)
+        for machine in ("m1", "m2", "m3", "m4", "m5"):
+            self.checkout(self.primary, machine)
+        self.assertEqual(self.primary.cutLimits(), [])
+
+    def test_failoverServesTheWholePool(self):
+        """Under full, the active failover serves every free seat (the seed's behaviour)."""
+        self.checkout(self.primary, "m1")
+        self.beat()
+        self.cutFor(TAKEOVER + 0.5)
+        self.assertEqual(self.failover.state, "active")
+        for machine in ("f1", "f2", "f3", "f4"):
+            self.checkout(self.failover, machine)
+
+
+class FailoverExactTests(PartitionTestCase):
+    """Rule 17: the active failover grants while its own grants are fewer than
+    min(E, N - S), S the synced leases live at its takeover (not RELEASEd here)."""
+
+    def hold(self, *machines: str) -> list[str]:
+        """Leases granted at the primary (acknowledged) and synced."""
+        leases = []
+        for machine in machines:
+            d = self.primary.checkout(hello(self.primary, machine), {})
+            self.beat()
+            leases.append(self.successResultOf(d)["lease"])
+        self.assertMirrors()
+        return leases
+
+    def takeOverInCut(self) -> None:
+        self.cutFor(TAKEOVER + 0.5)
+        self.assertEqual(self.failover.state, "active")
+
+    def test_ownGrantsBoundedByShare(self):
+        self.hold("m1")
+        self.takeOverInCut()
+        self.checkout(self.failover, "f1")
+        self.checkout(self.failover, "f2")
+        message = self.refusedCheckout(self.failover, "f3")
+        self.assertIn("at most 2 seats", message)
+
+    def test_boundedBySyncedSeats(self):
+        """With 4 synced seats live, one new seat is the failover's to grant."""
+        self.hold("m1", "m2", "m3", "m4")
+        self.takeOverInCut()
+        self.checkout(self.failover, "f1")
+        self.refusedCheckout(self.failover, "f2")
+
+    def test_syncedClientsRenew(self):
+        """Every synced lease is renewed at the failover, whatever the limits."""
+        leases = self.hold("m1", "m2", "m3", "m4", "m5")
+        self.takeOverInCut()
+        for machine, lease in zip(("m1", "m2", "m3", "m4", "m5"), leases, strict=True):
+            self.ok(self.failover.heartbeat(hello(self.failover, machine), {"lease": lease}))
+        self.refusedCheckout(self.failover, "f1")
+
+    def test_releasedSyncedSeatReused(self):
+        """A synced lease RELEASEd at the failover frees its seat there."""
+        leases = self.hold("m1", "m2", "m3", "m4")
+        self.takeOverInCut()
+        self.ok(self.failover.release(hello(self.failover, "m1"), {"lease": leases[0]}))
+        self.checkout(self.failover, "f1")
+        self.checkout(self.failover, "f2")
+        self.refusedCheckout(self.failover, "f3")
+
+    def test_silentSyncedSeatNotReused(self):
+        """A synced lease that ends by silence at the failover keeps its seat: its client
+        may be renewing it at the primary, on the far side of the cut."""
+        self.hold("m1", "m2", "m3", "m4")
+        self.takeOverInCut()
+        self.advance(TTL + 1, step=1)
+        self.ok(self.failover.reap())
+        self.assertEqual(len(list(self.failover.pool.all("lease"))), 4)
+        self.checkout(self.failover, "f1")
+        self.refusedCheckout(self.failover, "f2")
+
+    def test_ownSilentGrantNotReused(self):
+        """The failover's own grant that ends by silence keeps its seat; one RELEASEd
+        frees it."""
+        self.takeOverInCut()
+        first = self.checkout(self.failover, "f1")
+        self.ok(self.failover.release(hello(self.failover, "f1"), {"lease": first}))
+        self.checkout(self.failover, "f2")
+        self.checkout(self.failover, "f3")
+        self.advance(TTL + 1, step=1)
+        self.ok(self.failover.reap())
+        self.refusedCheckout(self.failover, "f4")
+
+    def test_restartWhileActiveKeepsTheCount(self):
+        """The takeover's count is durable: a failover restarted while active counts from
+        the same takeover."""
+        self.hold("m1", "m2", "m3")
+        self.takeOverInCut()
+        self.checkout(self.failover, "f1")
+        held = self.successResultOf(self.failoverStore.getLocal(TAKEOVER_HELD))
+        self.assertEqual(len(held["live"]), 3)
+        self.failover.stopService()
+        self.failover = self.startFailover()
+        self.advance(TAKEOVER + 0.5)
+        self.assertEqual(self.failover.state, "active")
+        self.checkout(self.failover, "f2")
+        self.refusedCheckout(self.failover, "f3")
+
+    def test_secondCutDuringHandback(self):
+        """Heard again, then silent again before the merge: the failover serves on under
+        the limits of its first takeover."""
+        self.hold("m1", "m2", "m3")
+        self.takeOverInCut()
+        self.checkout(self.failover, "f1")
+        self.failover.heard()
+        self.assertEqual(self.failover.machine.state, "merging")
+        self.advance(TAKEOVER + 0.5)
+        self.assertEqual(self.failover.machine.state, "active")
+        self.checkout(self.failover, "f2")
+        self.refusedCheckout(self.failover, "f3")
+
+
+class HandbackTests(PartitionTestCase):
+    """Rules 14 and 18 under exact: both sides serve their share of a cut; the merge puts
+    every client's lease at the primary and never more than N seats in use."""
+
+    def test_cutBothSidesThenMerge(self):
+        self.cutFor(TAKEOVER + 0.5)
+        self.assertEqual(self.failover.state, "active")
+        primary = [self.checkout(self.primary, m) for m in ("p1", "p2", "p3")]
+        self.refusedCheckout(self.primary, "p4")
+        failover = [self.checkout(self.failover, m) for m in ("f1", "f2")]
+        self.refusedCheckout(self.failover, "f3")
+        self.heal()
+        self.advance(HEARTBEAT * 3)
+        self.assertEqual(self.failover.state, "standby")
+        for lease in primary + failover:
+            self.assertIsNotNone(self.primary.pool.lease(lease))
+        self.assertEqual(self.inUse(self.primary), 5)
+        self.assertEqual(self.primary.overAllocated(self.lid), 0)
+        self.refusedCheckout(self.primary, "p4")
+        for machine, lease in zip(("f1", "f2"), failover, strict=True):
+            self.ok(self.primary.heartbeat(hello(self.primary, machine), {"lease": lease}))
+        self.beat()
+        self.assertMirrors()
+
+    def test_restartedWhileActivePrimaryBackFirst(self):
+        """A failover restarted while active, whose primary answers before it would take
+        over again, still hands its leases over before it syncs."""
+        self.cutFor(TAKEOVER + 0.5)
+        granted = self.checkout(self.failover, "f1")
+        self.failover.stopService()
+        self.heal()
+        self.failover = self.startFailover()
+        self.advance(HEARTBEAT * 3)
+        self.assertEqual(self.failover.state, "standby")
+        self.assertIsNotNone(self.primary.pool.lease(granted))
+        self.assertIsNone(self.successResultOf(self.failoverStore.getLocal(TAKEOVER_HELD)))
+        self.assertMirrors()
+
+    def test_divergedFailoverAcknowledgesNothing(self):
+        """A failover holding leases of its own says revision 0 in its BEAT: it does not
+        hold the primary's revisions, whatever its own count says."""
+        self.cutFor(TAKEOVER + 0.5)
+        self.checkout(self.failover, "f1")
+        self.assertEqual(self.failover._beatArgs(), {"revision": 0, "diverged": 1})
+
+
+class BeatTests(PartitionTestCase):
+    def test_divergedBeatIsNoLink(self):
+        """A BEAT from a failover that served on its own does not end the cut at the
+        primary: its leases are not here yet."""
+        self.cutFor(TAKEOVER / 2 + 0.5)
+        self.assertTrue(self.primary.cutOff())
+        link = self.primary.peer.session
+        self.ok(self.primary.peerBeat(link, {"revision": "0", "diverged": "1"}))
+        self.assertTrue(self.primary.cutOff())
+        self.ok(self.primary.peerBeat(link, {"revision": str(self.failover.pool.revision)}))
+        self.assertFalse(self.primary.cutOff())
