@@ -404,3 +404,24 @@ class BeatTests(PartitionTestCase):
         self.assertTrue(self.primary.cutOff())
         self.ok(self.primary.peerBeat(link, {"revision": str(self.failover.pool.revision)}))
         self.assertFalse(self.primary.cutOff())
+
+
+class CutLimitTests(PartitionTestCase):
+    """Rule 19: each server says the limit in force while the link is down."""
+
+    def test_bothSides(self):
+        self.checkout(self.primary, "m1")
+        self.beat()
+        self.assertEqual(self.primary.cutLimits(), [])
+        self.assertEqual(self.failover.cutLimits(), [])
+        self.cutFor(TAKEOVER + 0.5)
+        (primary,) = self.primary.cutLimits()
+        self.assertEqual((primary["seats"], primary["serving"]), (5, 3))
+        (failover,) = self.failover.cutLimits()
+        self.assertEqual((failover["license"], failover["seats"]), (self.lid, 5))
+        self.assertEqual(failover["serving"], 3)
+        self.assertEqual(failover["since"], self.failover._takeover["at"])
+        self.heal()
+        self.advance(HEARTBEAT * 3)
+        self.assertEqual(self.primary.cutLimits(), [])
+        self.assertEqual(self.failover.cutLimits(), [])

@@ -231,6 +231,12 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         """``written``, and then the failover's durable copy of ``lease``."""
         return written
 
+    def cutLimits(self) -> list[dict[str, Any]]:
+        """While the link between the servers is down and this server serves: each exact
+        license with the most seats it serves now (``license``, ``product``, ``seats``,
+        ``serving``, ``since``; FAILOVER.md rule 19). Empty otherwise."""
+        return []
+
     def keepsExpired(self, lease: Any) -> bool:
         """Whether an expired lease still counts, so that the reaper leaves it."""
         return False

@@ -27,7 +27,7 @@ from twisted.internet import defer, error
 
 from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import display_address
-from licenseserver.allocation import seats_held
+from licenseserver.allocation import EXACT, seats_held
 from licenseserver.localstate import (
     ALIVE_AT,
     DIVERGED,
@@ -39,7 +39,7 @@ from licenseserver.localstate import (
     STOPPED_AT,
     TAKEOVER_HELD,
 )
-from licenseserver.model import Lease, Snapshot, record_to_dict
+from licenseserver.model import CONCURRENT, Lease, Snapshot, record_to_dict
 from licenseserver.passwords import peer_proof
 from licenseserver.protocols import sync
 from licenseserver.protocols.peer import Reply, peerService
@@ -328,6 +328,32 @@ class FailoverRole(ServingRole):
                     f" primary is away, and all are taken (exact partition policy)",
                 )
         return False
+
+    def cutLimits(self) -> list[dict[str, Any]]:
+        """While serving: each exact license with the seats served at most, the synced
+        leases held plus the new seats this failover may grant."""
+        takeover = self._takeover
+        if takeover is None or self.machine.state not in (ACTIVE, MERGING):
+            return []
+        out = []
+        for lic in sorted(self.pool.all("license"), key=lambda lic: lic.id):
+            if lic.kind != CONCURRENT:
+                continue
+            policy, share = self.partitionTerms(lic)
+            if policy != EXACT:
+                continue
+            leases = self.pool.leasesFor(lic.product)
+            synced = seats_held(lic, leases, lambda other: other.id in takeover["live"])
+            out.append(
+                {
+                    "license": lic.id,
+                    "product": lic.product,
+                    "seats": lic.seats,
+                    "serving": synced + max(0, min(share, lic.seats - synced)),
+                    "since": int(takeover["at"]),
+                }
+            )
+        return out
 
     @staticmethod
     def _ownGrant(lease: Lease, takeover: dict[str, Any]) -> bool:
