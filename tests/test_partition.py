@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from licenseserver.localstate import TAKEOVER_HELD
 from licenseserver.protocols.licensing import LicensingFactory
+from licenseserver.roles.admin import AdminError
 from licenseserver.testing import FakeStore
-from tests.helpers import hello, licenseFile, makeRole
+from tests.helpers import hello, licenseFile, makeRole, run
 from tests.test_failover import HEARTBEAT, TAKEOVER, PairTestCase
 
 EXACT = {"seats": 5, "failover_policy": "exact", "failover_share": "2"}
@@ -425,3 +426,18 @@ class CutLimitTests(PartitionTestCase):
         self.advance(HEARTBEAT * 3)
         self.assertEqual(self.primary.cutLimits(), [])
         self.assertEqual(self.failover.cutLimits(), [])
+
+
+class UnpairTests(PartitionTestCase):
+    def test_failoverRefuses(self):
+        """Unpairing is the primary's: a failover answers 409 and changes nothing."""
+        failure = self.failureResultOf(run(self.failover.unpair()), AdminError)
+        self.assertEqual(failure.value.status, 409)
+        self.assertEqual(self.failover.linkState, "paired")
+
+    def test_idempotent(self):
+        """Unpairing a primary without a failover changes nothing and audits nothing."""
+        self.ok(self.primary.unpair())
+        kinds = self.auditKinds(self.primaryStore)
+        self.ok(self.primary.unpair())
+        self.assertEqual(self.auditKinds(self.primaryStore), kinds)

@@ -267,6 +267,10 @@ class FailoverRole(ServingRole):
                 409, f"standby failover: make this change on the primary {self.primary}"
             )
 
+    async def unpair(self) -> None:
+        """Only a primary has a failover to unpair."""
+        raise AdminError(409, f"this is a failover: unpair it on its primary {self.primary}")
+
     def checkClient(self, product: str, version: str) -> None:
         if not self.failoverCapable(product, version):
             table = self.setting("failover_minimums")
