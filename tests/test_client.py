@@ -670,6 +670,38 @@ class FailoverTests(ClientTestCase):
         self.assertEqual(atPrimary.id, reacquired.lease)
         self.assertEqual(self.servers.liveLeases(self.servers.failover)[0].id, reacquired.lease)
 
+    def test_grantedInCutKeptThroughHandback(self) -> None:
+        """A cut between the servers: a client that reaches only the failover checks out
+        there; when the link heals the failover hands its leases to the primary (rule 14),
+        and the client follows its 503 to the primary under the same lease id, its lease
+        valid at every step and no error or lost lease reported to the application."""
+        client = self.makeClient((FAILOVER, PRIMARY))
+        self.servers.linkEndpoint.silent = True
+        self.servers.advance(TAKEOVER + LINK_BEAT * 2)
+        self.assertEqual(self.servers.failover.state, "active")
+        lease = self.wait(client.checkout())
+        self.assertEqual(lease.server, FAILOVER)
+        granted = lease.id
+        self.assertEqual(self.servers.liveLeases(self.servers.primary), [])
+        states = []
+        self.servers.linkEndpoint.silent = False
+        self.servers.linkEndpoint.flush()
+        for _ in range(int((HEARTBEAT + LINK_BEAT * 4) / 0.5)):
+            self.servers.advance(0.5)
+            states.append(lease.state)
+        self.assertEqual(self.servers.failover.state, "standby")
+        self.assertEqual((lease.server, lease.id), (PRIMARY, granted))
+        self.assertTrue(all(state in core.VALID_STATES for state in states), states)
+        kinds = self.kinds()
+        self.assertIn(core.LEASE_KEPT, kinds)
+        for bad in (core.LEASE_LOST, core.LEASE_REACQUIRED, core.GRACE):
+            self.assertNotIn(bad, kinds)
+        (held,) = self.servers.liveLeases(self.servers.primary)
+        self.assertEqual(held.id, granted)
+        self.servers.advance(HEARTBEAT * 2)
+        self.assertEqual(lease.state, core.HELD)
+        self.assertEqual(self.servers.primary.pool.lease(granted).expires, lease.expires)
+
     def test_standbyNamesPrimary(self) -> None:
         """A client given only the failover is sent to the primary by its 503."""
         client = self.makeClient((FAILOVER,))
