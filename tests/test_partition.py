@@ -142,6 +142,21 @@ class PrimaryCutTests(PartitionTestCase):
             ],
         )
 
+    def test_refusalIsAnUnmetRequest(self):
+        """A seat held back for the failover is refused like a full license: audited as a
+        denial, and in Messages with the reason, which the seats in use alone do not show."""
+        self.cutFor(TAKEOVER / 2 + 0.5)
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        self.refusedCheckout(self.primary, "m4")
+        (unmet,) = [
+            e
+            for e in self.successResultOf(self.primaryStore.events(100))
+            if e.kind == "unmet-request"
+        ]
+        self.assertIn("held back for the failover", unmet.message)
+        self.assertEqual(self.auditKinds(self.primaryStore)[-1], "denial")
+
     def test_silentEndStillCounts(self):
         """A lease the failover holds a copy of that ends by silence during the cut keeps
         its seat: its client may be renewing it at the failover."""

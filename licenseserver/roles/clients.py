@@ -116,27 +116,51 @@ class ClientOperations:
             self.pool.holdersOf,
         )
         if isinstance(result, allocation.Denial):
-            if result.reason == "no-seats":
-                self.record(
-                    "unmet-request",
-                    "warning",
-                    f"{request.product}: no free seat for {session.host} ({request.user})",
-                    product=request.product,
-                    machine=request.machine,
-                    host=session.host,
-                    user=request.user,
-                )
-            elif result.reason == "no-license":
-                self._noteNoLicense(request, session, result.message)
-            self.audit(
-                "denial",
-                reason=result.reason,
-                product=request.product,
-                machine=request.machine,
-                user=request.user,
-            )
+            self._noteDenial(request, session, result.reason, result.message)
             raise ProtocolError(result.reason, result.message)
         return result
+
+    def _partitionChecked(
+        self, lease: Lease, request: allocation.SeatRequest, session: Session
+    ) -> bool:
+        """``partitionCheck``, with its refusals noted like any other unmet request."""
+        try:
+            return self.partitionCheck(lease)
+        except ProtocolError as e:
+            self._noteDenial(request, session, e.reason, e.message, explain=True)
+            raise
+
+    def _noteDenial(
+        self,
+        request: allocation.SeatRequest,
+        session: Session,
+        reason: str,
+        message: str,
+        explain: bool = False,
+    ) -> None:
+        """Audit a refused seat request; put the ones an admin can act on in Messages
+        (with the refusal's ``message`` when ``explain``: a seat held back by a rule
+        the admin cannot see from the seats in use alone)."""
+        if reason == "no-seats":
+            why = f": {message}" if explain else ""
+            self.record(
+                "unmet-request",
+                "warning",
+                f"{request.product}: no free seat for {session.host} ({request.user}){why}",
+                product=request.product,
+                machine=request.machine,
+                host=session.host,
+                user=request.user,
+            )
+        elif reason == "no-license":
+            self._noteNoLicense(request, session, message)
+        self.audit(
+            "denial",
+            reason=reason,
+            product=request.product,
+            machine=request.machine,
+            user=request.user,
+        )
 
     def _noteNoLicense(self, request: allocation.SeatRequest, session: Session, why: str) -> None:
         """Record in Messages that a product's licenses gave no seat (expired, deactivated,
@@ -223,7 +247,7 @@ class ClientOperations:
         self.gateGrant()
         grant = self._allocate(request, session)
         lease = self._grant(session, request, grant, self.leaseTTL, key=key)
-        acknowledged = self.partitionCheck(lease)
+        acknowledged = self._partitionChecked(lease, request, session)
         answer = _leaseArgs(lease, ttl=True)
         written = self.commit([Change.put(lease)], self._granted(lease, "checkout"), result=answer)
         return written if not acknowledged else self.awaitAcknowledgement(lease, written)
@@ -293,7 +317,7 @@ class ClientOperations:
         # No request key: BORROW has none, and one stored here would answer a later
         # CHECKOUT that uses the same key with this borrowed lease.
         lease = self._grant(session, request, grant, days * 86400, borrowed=True)
-        acknowledged = self.partitionCheck(lease)
+        acknowledged = self._partitionChecked(lease, request, session)
         written = self.commit([Change.put(lease)], self._granted(lease, "borrow"))
         if acknowledged:
             written = self.awaitAcknowledgement(lease, written)
