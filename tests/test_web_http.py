@@ -117,35 +117,12 @@ class Pending:
         return Response(status, headers, body.decode("utf-8"))
 
 
-class WebTestCase(unittest.TestCase):
-    """A primary (or failover) role with the whole web site in front of it."""
+class WebRequests:
+    """Requests to the web site ``self.site``, each in a fresh in-memory channel,
+    carrying the session cookie ``self.cookie`` (kept by ``login``)."""
 
-    role_name = "primary"
-
-    def setUp(self) -> None:
-        self.clock = InlineReactor()
-        self.clock.advance(START)
-        self.store = FakeStore()
-        nowhere = PumpEndpoint(None)
-        nowhere.up = False
-        self.role = makeSwitch(self.store, self.clock, nowhere, role=self.role_name)
-        self.addCleanup(self.role.stopService)
-        self.hash = HASH
-        self.sessions = SessionStore(self.clock)
-        self.throttle = LoginThrottle(self.clock, onFailures=reportGuessing(self.role))
-        self.auth = AdminAuth(
-            self.clock, lambda: self.hash, sessions=self.sessions, throttle=self.throttle
-        )
-        self.passwordsSet: list[str] = []
-        root = buildRoot(ServerView(self.role), self.auth, setPassword=self.setPassword)
-        self.site = LimitedSite(root, reactor=self.clock)
-        self.cookie: str | None = None
-
-    def setPassword(self, password: str) -> None:
-        self.passwordsSet.append(password)
-        self.hash = passwords.hash_password(password, n=2)
-
-    # Requests
+    site: Any
+    cookie: str | None = None
 
     def send(
         self,
@@ -230,6 +207,35 @@ class WebTestCase(unittest.TestCase):
     def token(self, path: str = "/messages") -> str:
         """The CSRF token that a page of the session carries."""
         return self.get(path).csrf()
+
+
+class WebTestCase(WebRequests, unittest.TestCase):
+    """A primary (or failover) role with the whole web site in front of it."""
+
+    role_name = "primary"
+
+    def setUp(self) -> None:
+        self.clock = InlineReactor()
+        self.clock.advance(START)
+        self.store = FakeStore()
+        nowhere = PumpEndpoint(None)
+        nowhere.up = False
+        self.role = makeSwitch(self.store, self.clock, nowhere, role=self.role_name)
+        self.addCleanup(self.role.stopService)
+        self.hash = HASH
+        self.sessions = SessionStore(self.clock)
+        self.throttle = LoginThrottle(self.clock, onFailures=reportGuessing(self.role))
+        self.auth = AdminAuth(
+            self.clock, lambda: self.hash, sessions=self.sessions, throttle=self.throttle
+        )
+        self.passwordsSet: list[str] = []
+        root = buildRoot(ServerView(self.role), self.auth, setPassword=self.setPassword)
+        self.site = LimitedSite(root, reactor=self.clock)
+        self.cookie = None
+
+    def setPassword(self, password: str) -> None:
+        self.passwordsSet.append(password)
+        self.hash = passwords.hash_password(password, n=2)
 
     def assertRedirect(self, response: Response, location: str) -> None:
         self.assertEqual((response.status, response.location), (303, location), response.body)
