@@ -99,6 +99,17 @@ class _RoleCollector:
         yield used
         yield over
         yield left
+        limits = view.cutLimits()
+        if limits:
+            cut = GaugeMetricFamily(
+                "licenseserver_license_cut_limit",
+                "Seats of an exact license this server serves at most while cut off from its"
+                " peer; licenses under no such limit now have no series.",
+                labels=["license", "product"],
+            )
+            for item in limits:
+                cut.add_metric([item["license"], item["product"]], item["serving"])
+            yield cut
         live = [lease for lease in view.leases() if lease.live(now)]
         leases = GaugeMetricFamily(
             "licenseserver_leases", "Live leases, running or borrowed.", labels=["borrowed"]

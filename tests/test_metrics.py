@@ -16,6 +16,8 @@ from licenseserver.protocols.licensing import LicensingFactory
 from licenseserver.testing import FakeStore
 from licenseserver.web.facade import ServerView
 from tests.helpers import licenseFile, makeRole, run
+from tests.test_failover import HEARTBEAT, TAKEOVER
+from tests.test_partition import PartitionTestCase
 
 
 def samples(metrics):
@@ -97,6 +99,44 @@ class MetricsTests(unittest.TestCase):
         labels = dict(info[0][1])
         self.assertEqual((labels["role"], labels["state"]), ("primary", "active"))
         self.assertEqual(got[("licenseserver_active", ())], 1)
+
+
+class CutLimitMetricsTests(PartitionTestCase):
+    """``licenseserver_license_cut_limit`` on a pair with one exact license (5 seats, 2 held
+    for the failover): a series on each server while the link is cut, none otherwise."""
+
+    NAME = "licenseserver_license_cut_limit"
+
+    def setUp(self):
+        super().setUp()
+        self.primaryMetrics = Metrics()
+        self.primaryMetrics.watch(ServerView(self.primary))
+        self.failoverMetrics = Metrics()
+        self.failoverMetrics.watch(ServerView(self.failover))
+        self.labels = (("license", self.lid), ("product", "XMLSpy"))
+
+    def limits(self, metrics):
+        return {key: value for key, value in samples(metrics).items() if key[0] == self.NAME}
+
+    def test_cutLimit(self):
+        self.assertEqual(self.limits(self.primaryMetrics), {})
+        self.assertEqual(self.limits(self.failoverMetrics), {})
+        self.cutFor(TAKEOVER + 0.5)
+        self.assertEqual(self.limits(self.primaryMetrics), {(self.NAME, self.labels): 3})
+        self.assertEqual(self.limits(self.failoverMetrics), {(self.NAME, self.labels): 2})
+        over = ("licenseserver_license_over_allocated", self.labels)
+        self.assertEqual(samples(self.primaryMetrics)[over], 0)
+        self.heal()
+        self.advance(HEARTBEAT * 3)
+        self.assertEqual(self.limits(self.primaryMetrics), {})
+        self.assertEqual(self.limits(self.failoverMetrics), {})
+
+    def test_helpText(self):
+        """The gauge has help text and no _total suffix, like every gauge."""
+        self.cutFor(TAKEOVER / 2 + 0.5)
+        (family,) = [f for f in self.primaryMetrics.registry.collect() if f.name == self.NAME]
+        self.assertEqual(family.type, "gauge")
+        self.assertIn("cut off", family.documentation)
 
 
 class MetricsRouteTests(unittest.TestCase):

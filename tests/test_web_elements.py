@@ -546,3 +546,9 @@ class DisplayTests(unittest.TestCase):
         self.assertEqual(display.timestamp(None), "never")
         self.assertEqual(display.ago(None, 10), "never")
         self.assertEqual(display.ago(10, 70), "1 min ago")
+
+    def test_timeOfDay(self):
+        """A time of the same UTC day reads as HH:MM UTC; one of another day has its date."""
+        noon = 86400 * 3 + 12 * 3600 + 5 * 60
+        self.assertEqual(display.time_of_day(noon, noon + 3600), "12:05 UTC")
+        self.assertEqual(display.time_of_day(noon, noon + 86400), "1970-01-04 12:05 UTC")

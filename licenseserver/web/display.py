@@ -93,6 +93,14 @@ def timestamp(seconds: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
+def time_of_day(seconds: float, now: float) -> str:
+    """A Unix time as ``HH:MM UTC`` when it is on the day of ``now``, else with its date
+    (``YYYY-MM-DD HH:MM UTC``), the same UTC clock as ``timestamp``."""
+    if day_start(seconds) == day_start(now):
+        return time.strftime("%H:%M UTC", time.gmtime(seconds))
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
+
+
 def duration(seconds: float) -> str:
     """A span of time for people: ``45 s``, ``12 min``, ``3 h 5 min``, ``4 d 2 h``."""
     seconds = max(0, int(seconds))
@@ -176,7 +184,8 @@ def not_failover_capable(view: ServerView) -> list[dict[str, Any]]:
 
 
 def warnings(view: ServerView, events: Iterable[Any], now: float) -> list[Alert]:
-    """What needs the admin: expiring licenses, unmet requests today, non-failover clients.
+    """What needs the admin: the limits of a cut, expiring and over-allocated licenses,
+    unmet requests today, non-failover clients.
 
     Each links to the tab that shows more, unless that tab is hidden (``tab`` is "").
     """
@@ -184,8 +193,23 @@ def warnings(view: ServerView, events: Iterable[Any], now: float) -> list[Alert]
     return [a if a.tab in shown else Alert(a.text, "") for a in _warnings(view, events, now)]
 
 
+def cut_warnings(view: ServerView, now: float) -> list[Alert]:
+    """While the link between the servers is down: the limit in force of each exact
+    license (FAILOVER.md rule 19), as this server sees it."""
+    peer = "primary" if view.roleName == "failover" else "failover"
+    return [
+        Alert(
+            f"cut off from the {peer} since {time_of_day(item['since'], now)}: serving at"
+            f" most {item['serving']} of {item['seats']} seats of {item['product']}"
+            f" (license {item['license']})",
+            POOL,
+        )
+        for item in view.cutLimits()
+    ]
+
+
 def _warnings(view: ServerView, events: Iterable[Any], now: float) -> list[Alert]:
-    out = []
+    out = cut_warnings(view, now)
     soon = expiring_licenses(view, now)
     if soon:
         first = soon[0]

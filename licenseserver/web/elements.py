@@ -222,6 +222,16 @@ def policy_text(lic: dict[str, Any]) -> str:
     return lic["partition_policy"]
 
 
+def cut_limit_mark(lic: dict[str, Any]) -> Tag | str:
+    """The limit in force during a cut (FAILOVER.md rule 19), for the License Pool."""
+    if lic["serving_at_most"] is None:
+        return ""
+    return tags.span(
+        f" serving at most {lic['serving_at_most']} of {lic['seats']} while cut off",
+        class_="mark-warn cut-limit",
+    )
+
+
 class PoolElement(FormPart):
     """License Pool: upload, and each license with status, seats, dates and actions."""
 
@@ -274,6 +284,7 @@ class PoolElement(FormPart):
                     in_use=str(lic["in_use"]),
                     seats=str(lic["seats"]),
                     policy=policy_text(lic),
+                    cutLimit=cut_limit_mark(lic),
                     policySource=POLICY_SOURCES[lic["policy_source"]],
                     starts=lic["starts"] or "—",
                     expires=lic["expires"] or "never",

@@ -126,6 +126,12 @@ class ServerView:
         """How many more seats of a license are in use than it has (after a merge)."""
         return self.role.overAllocated(license_id)
 
+    def cutLimits(self) -> list[dict[str, Any]]:
+        """While the link between the servers is down and this server serves: each exact
+        license with the most seats served now (``license``, ``product``, ``seats``,
+        ``serving``, ``since``; FAILOVER.md rule 19). Empty otherwise."""
+        return self.role.cutLimits()
+
     def settings(self) -> dict[str, Any]:
         return self.role.settings()
 

@@ -26,7 +26,17 @@ def status(view: ServerView) -> dict[str, Any]:
     }
 
 
-def license(view: ServerView, lic: License, inUse: int | None = None) -> dict[str, Any]:
+def cut_limits(view: ServerView) -> dict[str, int]:
+    """The most seats served of each license under a cut limit now, by license id."""
+    return {item["license"]: item["serving"] for item in view.cutLimits()}
+
+
+def license(
+    view: ServerView,
+    lic: License,
+    inUse: int | None = None,
+    limits: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """One license with its status, seats in use, assignments and partition policy.
 
     ``failover_policy`` is the vendor's signed term (None when the license
@@ -34,6 +44,9 @@ def license(view: ServerView, lic: License, inUse: int | None = None) -> dict[st
     15) and ``failover_share`` its share ``E`` in seats (0 under ``full``);
     ``policy_source`` is ``license`` when the policy in force is the one the
     license sets, ``settings`` when it comes from the server's settings.
+    ``serving_at_most`` is the most seats this server serves while cut off
+    from its peer (FAILOVER.md rule 19), None when no such limit applies now;
+    ``limits`` are ``cut_limits(view)``, read once for a whole list.
     """
     now = view.now()
     out = record_to_dict(lic)
@@ -50,6 +63,9 @@ def license(view: ServerView, lic: License, inUse: int | None = None) -> dict[st
         inUse = allocation.seats_in_use(lic, view.leasesFor(lic.product), now)
     out["in_use"] = inUse
     out["over_allocated"] = max(0, inUse - lic.seats)
+    if limits is None:
+        limits = cut_limits(view)
+    out["serving_at_most"] = limits.get(lic.id)
     out["assigned"] = [a.client for a in view.assignmentsOfLicense(lic.id)]
     agreement = view.agreement(lic.id)
     out["agreement"] = (
@@ -85,8 +101,9 @@ def upload_warnings(view: ServerView, ids: list[str]) -> list[str]:
 def licenses(view: ServerView) -> list[dict[str, Any]]:
     """The license pool, in id order."""
     inUse = view.seatsInUse(view.now())
+    limits = cut_limits(view)
     ordered = sorted(view.licenses(), key=lambda lic: lic.id)
-    return [license(view, lic, inUse[lic.id]) for lic in ordered]
+    return [license(view, lic, inUse[lic.id], limits) for lic in ordered]
 
 
 def client(view: ServerView, c: Client) -> dict[str, Any]:

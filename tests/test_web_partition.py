@@ -1,0 +1,164 @@
+"""What the admin sees of a cut link (FAILOVER.md rule 19).
+
+A primary and a failover on one Clock (``PartitionTestCase``: one exact license
+of 5 seats, 2 held for the failover), each with its whole web site in front of
+it. A cut makes the header, the License Pool and ``/api/licenses`` say the
+limit in force on each server.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from licenseserver import passwords
+from licenseserver.switch import RoleSwitch
+from licenseserver.web.auth import AdminAuth
+from licenseserver.web.bounded import LimitedSite
+from licenseserver.web.facade import ServerView
+from licenseserver.web.root import buildRoot
+from licenseserver.web.sessions import SessionStore
+from licenseserver.web.throttle import LoginThrottle
+from tests.helpers import licenseFile
+from tests.test_failover import HEARTBEAT, TAKEOVER
+from tests.test_partition import PartitionTestCase
+from tests.test_web_http import PASSWORD, InlineReactor, WebRequests
+
+HASH = passwords.hash_password(PASSWORD, n=2)
+CUT = TAKEOVER / 2 + 0.5
+"""Long enough a silence for the primary to count its failover's link as down."""
+TAKEN_OVER = TAKEOVER + 0.5
+"""Long enough a silence for the failover to take over."""
+
+
+class Browser(WebRequests):
+    """The web site in front of one server of the pair, and an admin logged in to it.
+
+    The site has its own clock (sessions, login throttle); the role keeps the pair's.
+    """
+
+    def __init__(self, role: Any, mode: str, primary: str | None):
+        self.switch = RoleSwitch(lambda _role, _primary: role, mode, primary)
+        self.view = ServerView(self.switch)
+        clock = InlineReactor()
+        clock.advance(role.now())
+        auth = AdminAuth(
+            clock, lambda: HASH, sessions=SessionStore(clock), throttle=LoginThrottle(clock)
+        )
+        self.site = LimitedSite(buildRoot(self.view, auth), reactor=clock)
+        self.cookie = None
+        response = self.post("/login", {"password": PASSWORD}, cookie="")
+        self.cookie = response.cookie().split(";", 1)[0].split("=", 1)[1]
+
+    def json(self, method: str, path: str, body: bytes = b"") -> tuple[int, Any]:
+        """An admin API request with Basic credentials: its status and JSON body."""
+        response = self.api(method, path, body)
+        return response.status, json.loads(response.body)
+
+
+class WebPartitionTestCase(PartitionTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.primaryWeb = Browser(self.primary, "primary", None)
+        self.failoverWeb = Browser(self.failover, "failover", "ls1:35355")
+
+    def warnings(self, web: Browser, path: str = "/pool") -> list[str]:
+        """The header's warnings on a page, as (link, text) lines: ``/pool cut off ...``."""
+        body = web.get(path).body
+        found = re.findall(r'<li><a href="([^"]*)">([^<]*)</a></li>', body)
+        return [f"{href} {text}" for href, text in found]
+
+    def cutWarnings(self, web: Browser) -> list[str]:
+        return [line for line in self.warnings(web) if "cut off" in line]
+
+    def licenses(self, web: Browser) -> dict[str, dict[str, Any]]:
+        status, body = web.json("GET", "/api/licenses")
+        self.assertEqual(status, 200, body)
+        return {lic["id"]: lic for lic in body}
+
+    def since(self, role: Any) -> str:
+        """The time the cut began on ``role``, as the header words it (``HH:MM UTC``)."""
+        (limit,) = role.cutLimits()
+        return time.strftime("%H:%M UTC", time.gmtime(limit["since"]))
+
+
+class CutHeaderTests(WebPartitionTestCase):
+    """Rule 19: each server's header says the limit in force during a cut."""
+
+    def test_primaryHeader(self):
+        """Cut off, the primary's header says since when and how many seats it serves,
+        and links to the License Pool; once the failover is heard again it says nothing."""
+        self.assertEqual(self.cutWarnings(self.primaryWeb), [])
+        self.cutFor(CUT)
+        self.assertEqual(
+            self.cutWarnings(self.primaryWeb),
+            [
+                f"/pool cut off from the failover since {self.since(self.primary)}: serving"
+                f" at most 3 of 5 seats of XMLSpy (license {self.lid})"
+            ],
+        )
+        self.heal()
+        self.beat()
+        self.assertEqual(self.cutWarnings(self.primaryWeb), [])
+
+    def test_activeFailoverHeader(self):
+        """The active failover words it from its side: the synced leases live at its
+        takeover (none here) and its share."""
+        self.assertEqual(self.cutWarnings(self.failoverWeb), [])
+        self.cutFor(TAKEN_OVER)
+        self.assertEqual(self.failover.state, "active")
+        self.assertEqual(
+            self.cutWarnings(self.failoverWeb),
+            [
+                f"/pool cut off from the primary since {self.since(self.failover)}: serving"
+                f" at most 2 of 5 seats of XMLSpy (license {self.lid})"
+            ],
+        )
+        self.heal()
+        self.advance(HEARTBEAT * 3)
+        self.assertEqual(self.failover.state, "standby")
+        self.assertEqual(self.cutWarnings(self.failoverWeb), [])
+
+    def test_fullLicenseHasNoLimit(self):
+        """A license under the full policy has no limit to show."""
+        self.ok(self.primary.addLicenses(licenseFile({"id": "L-FULL", "seats": 4})))
+        self.cutFor(CUT)
+        (warning,) = self.cutWarnings(self.primaryWeb)
+        self.assertIn(f"(license {self.lid})", warning)
+        self.assertIsNone(self.licenses(self.primaryWeb)["L-FULL"]["serving_at_most"])
+
+
+class CutPoolTests(WebPartitionTestCase):
+    """Rule 19: the License Pool and ``/api/licenses`` give the limit next to the license."""
+
+    def row(self, web: Browser) -> str:
+        body = web.get("/pool").body
+        match = re.search(rf'<tr id="license-{self.lid}">.*?</tr>', body, re.S)
+        self.assertIsNotNone(match, body)
+        return match.group(0)
+
+    def test_poolShowsTheLimit(self):
+        self.assertNotIn("while cut off", self.row(self.primaryWeb))
+        self.cutFor(TAKEN_OVER)
+        self.assertIn("serving at most 3 of 5 while cut off", self.row(self.primaryWeb))
+        self.assertIn("serving at most 2 of 5 while cut off", self.row(self.failoverWeb))
+
+    def test_servingAtMost(self):
+        """``serving_at_most`` is null while linked, the limit during a cut on either
+        server, and null again once the link is back."""
+        self.assertIsNone(self.licenses(self.primaryWeb)[self.lid]["serving_at_most"])
+        self.assertIsNone(self.licenses(self.failoverWeb)[self.lid]["serving_at_most"])
+        self.cutFor(TAKEN_OVER)
+        self.assertEqual(self.licenses(self.primaryWeb)[self.lid]["serving_at_most"], 3)
+        self.assertEqual(self.licenses(self.failoverWeb)[self.lid]["serving_at_most"], 2)
+        self.heal()
+        self.advance(HEARTBEAT * 3)
+        self.assertIsNone(self.licenses(self.primaryWeb)[self.lid]["serving_at_most"])
+
+    def test_oneLicenseCarriesItToo(self):
+        """The answer to a change of one license carries its limit too."""
+        self.cutFor(CUT)
+        status, body = self.primaryWeb.json("POST", f"/api/licenses/{self.lid}/activate")
+        self.assertEqual((status, body["serving_at_most"]), (200, 3))
