@@ -394,6 +394,16 @@ class APITests(unittest.TestCase):
         self.assertEqual((self.role.leaseTTL, self.role.pool.revision), (120, revision))
         self.assertEqual(self.role.roleName, "primary")
 
+    async def test_unpairWithoutFailover(self):
+        """DELETE /api/failover needs the admin; on a primary without a failover it changes
+        nothing and says so with null."""
+        code, body = await self.call("DELETE", "/api/failover", password=None)
+        self.assertEqual(code, 401)
+        code, body = await self.call("DELETE", "/api/failover")
+        self.assertEqual((code, body), (200, {"unpaired": None}))
+        code, body = await self.call("GET", "/api/failover")
+        self.assertEqual(code, 405)
+
     async def test_switchMode(self):
         """PUT /api/settings with role and primary makes the server a failover."""
         code, body = await self.call(

@@ -1,9 +1,10 @@
-"""What the admin sees of a cut link (FAILOVER.md rule 19).
+"""What the admin sees of a cut link and does about it (FAILOVER.md rules 16 and 19).
 
 A primary and a failover on one Clock (``PartitionTestCase``: one exact license
 of 5 seats, 2 held for the failover), each with its whole web site in front of
 it. A cut makes the header, the License Pool and ``/api/licenses`` say the
-limit in force on each server.
+limit in force on each server; ``DELETE /api/failover`` and the Settings tab
+unpair the failover on the primary, which lifts the limits.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from licenseserver.web.facade import ServerView
 from licenseserver.web.root import buildRoot
 from licenseserver.web.sessions import SessionStore
 from licenseserver.web.throttle import LoginThrottle
-from tests.helpers import licenseFile
+from tests.helpers import licenseFile, run
 from tests.test_failover import HEARTBEAT, TAKEOVER
 from tests.test_partition import PartitionTestCase
-from tests.test_web_http import PASSWORD, InlineReactor, WebRequests
+from tests.test_web_http import PASSWORD, InlineReactor, Response, WebRequests
 
 HASH = passwords.hash_password(PASSWORD, n=2)
 CUT = TAKEOVER / 2 + 0.5
@@ -162,3 +163,118 @@ class CutPoolTests(WebPartitionTestCase):
         self.cutFor(CUT)
         status, body = self.primaryWeb.json("POST", f"/api/licenses/{self.lid}/activate")
         self.assertEqual((status, body["serving_at_most"]), (200, 3))
+
+
+class UnpairAPITests(WebPartitionTestCase):
+    """``DELETE /api/failover``: the primary forgets its failover (rule 16)."""
+
+    def test_unpairLiftsTheLimits(self):
+        """Unpairing answers with the failover's name; the limits go at once, the status
+        names no failover, and the action is in the audit log and in Messages."""
+        self.cutFor(CUT)
+        self.assertTrue(self.cutWarnings(self.primaryWeb))
+        status, body = self.primaryWeb.json("DELETE", "/api/failover")
+        self.assertEqual((status, body), (200, {"unpaired": "ls2"}))
+        self.assertEqual(self.cutWarnings(self.primaryWeb), [])
+        self.assertIsNone(self.licenses(self.primaryWeb)[self.lid]["serving_at_most"])
+        status, body = self.primaryWeb.json("GET", "/api/status")
+        self.assertIsNone(body["failover"])
+        self.assertIsNone(body["peer"])
+        self.assertIn("failover-unpaired", self.auditKinds(self.primaryStore))
+        status, events = self.primaryWeb.json("GET", "/api/messages")
+        self.assertEqual(events[0]["kind"], "failover-unpaired")
+
+    def test_idempotent(self):
+        """A second unpair finds no failover: 200 with null, and nothing more audited."""
+        unpair = ("DELETE", "/api/failover")
+        self.assertEqual(self.primaryWeb.json(*unpair), (200, {"unpaired": "ls2"}))
+        kinds = self.auditKinds(self.primaryStore)
+        self.assertEqual(self.primaryWeb.json(*unpair), (200, {"unpaired": None}))
+        self.assertEqual(self.auditKinds(self.primaryStore), kinds)
+
+    def test_failoverRefuses(self):
+        """On the failover, standby or active, unpairing is 409 naming the primary, and
+        changes nothing."""
+        for state in ("standby", "active"):
+            if state == "active":
+                self.cutFor(TAKEN_OVER)
+            self.assertEqual(self.failover.state, state)
+            status, body = self.failoverWeb.json("DELETE", "/api/failover")
+            self.assertEqual(status, 409, body)
+            self.assertIn("unpair it on its primary ls1:35355", body["error"])
+        self.assertIsNotNone(self.primary.failoverAddress())
+        self.assertNotIn("failover-unpaired", self.auditKinds(self.failoverStore))
+
+    def test_adminOnly(self):
+        """Without the password it is 401; a browser session needs the CSRF token."""
+        response = self.primaryWeb.request("DELETE", "/api/failover", cookie="")
+        self.assertEqual(response.status, 401)
+        response = self.primaryWeb.request("DELETE", "/api/failover")
+        self.assertEqual(response.status, 403)
+        self.assertEqual(self.primary.failoverAddress(), "ls2:35355")
+        token = self.primaryWeb.get("/settings").csrf()
+        response = self.primaryWeb.request(
+            "DELETE", "/api/failover", headers={"X-CSRF-Token": token}
+        )
+        self.assertEqual(response.status, 200, response.body)
+        self.assertIsNone(self.primary.failoverAddress())
+
+    def test_rememberedFailover(self):
+        """A primary restarted before its failover came back unpairs the failover it
+        remembers, named by its address."""
+        self.killPrimary()
+        self.primary = self.startPrimary()
+        self.assertIsNone(self.primary.peerStatus())
+        unpaired = self.successResultOf(run(ServerView(self.primary).unpair()))
+        self.assertEqual(unpaired, "ls2:35355")
+        self.assertIsNone(self.primary.failoverAddress())
+
+
+class UnpairSettingsTests(WebPartitionTestCase):
+    """The Settings tab's unpair form: on a primary with a failover, confirmed by a box."""
+
+    def unpairForm(self, web: Browser) -> str | None:
+        body = web.get("/settings").body
+        match = re.search(r'<form[^>]*id="unpair-form".*?</form>', body, re.S)
+        return match.group(0) if match else None
+
+    def post(self, web: Browser, **fields: str) -> Response:
+        token = web.get("/settings").csrf()
+        response = web.post("/settings", {"csrf": token, "action": "unpair", **fields})
+        self.assertEqual((response.status, response.location), (303, "/settings"))
+        return web.get("/settings")
+
+    def test_shownOnlyOnAPrimaryWithAFailover(self):
+        """The primary shows the form, with its CSRF token and a confirmation box that
+        must be ticked; the failover does not, nor does the primary once unpaired."""
+        form = self.unpairForm(self.primaryWeb)
+        self.assertIsNotNone(form)
+        token = self.primaryWeb.get("/settings").csrf()
+        self.assertIn(f'name="csrf" value="{token}"', form)
+        self.assertRegex(form, r'<input[^>]*name="confirm"[^>]*required="required"')
+        page = self.primaryWeb.get("/settings").body
+        self.assertIn('id="unpair-failover">ls2 (ls2:35355)<', page)
+        self.assertIn("lifts the exact policy", page)
+        self.assertIsNone(self.unpairForm(self.failoverWeb))
+        self.ok(self.primary.unpair())
+        self.assertIsNone(self.unpairForm(self.primaryWeb))
+
+    def test_unconfirmedChangesNothing(self):
+        page = self.post(self.primaryWeb)
+        self.assertIn("tick the box to confirm", page.body)
+        self.assertEqual(self.primary.failoverAddress(), "ls2:35355")
+
+    def test_withoutTokenChangesNothing(self):
+        response = self.primaryWeb.post("/settings", {"action": "unpair", "confirm": "yes"})
+        self.assertEqual(response.status, 403)
+        self.assertEqual(self.primary.failoverAddress(), "ls2:35355")
+
+    def test_unpair(self):
+        """Confirmed, the failover is forgotten and the limits of a cut go at once."""
+        self.cutFor(CUT)
+        page = self.post(self.primaryWeb, confirm="yes")
+        self.assertIn("The failover ls2 is unpaired", page.body)
+        self.assertIn("stop it", page.body)
+        self.assertIsNone(self.primary.failoverAddress())
+        self.assertNotIn("cut off", page.body)
+        self.assertIn("failover-unpaired", self.auditKinds(self.primaryStore))

@@ -55,6 +55,7 @@ class AdminAPI(resource.Resource):
         add("GET", r"messages", True, self.getMessages)
         add("GET", r"settings", True, self.getSettings)
         add("PUT", r"settings", True, self.putSettings)
+        add("DELETE", r"failover", True, self.deleteFailover)
 
     def _route(self, method: str, pattern: str, admin: bool, handler: Handler) -> None:
         self.routes.append((method, re.compile(pattern + r"\Z"), admin, handler))
@@ -200,6 +201,11 @@ class AdminAPI(resource.Resource):
         if body:
             return self.changed(200, views.settings(self.view))
         return 200, views.settings(self.view)
+
+    async def deleteFailover(self, request: server.Request) -> tuple[int, Any]:
+        """Unpair this primary's failover (FAILOVER.md rule 16): the exact limits are
+        lifted. Nothing to unpair is no error; a failover answers 409."""
+        return 200, {"unpaired": await self.view.unpair()}
 
 
 def _body(request: server.Request) -> bytes:

@@ -583,6 +583,17 @@ class SettingsElement(FormPart):
         return out
 
     @renderer
+    def unpair(self, request: Any, tag: Tag) -> Tag | str:
+        """The unpair form, on a primary that has a failover (paired or remembered); a
+        failover has none."""
+        address = self.view.failoverAddress()
+        if address is None:
+            return ""
+        peer = self.view.peerStatus()
+        name = f"{peer['name']} ({address})" if peer is not None else address
+        return tag.fillSlots(failover=name)
+
+    @renderer
     def borrowNote(self, request: Any, tag: Tag) -> Tag | str:
         return tag if self.view.roleName == "failover" else ""
 

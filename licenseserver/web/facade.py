@@ -178,6 +178,16 @@ class ServerView:
     async def addVendorKey(self, pem: bytes) -> tuple[str, bool]:
         return await self.role.addVendorKey(pem)
 
+    async def unpair(self) -> str | None:
+        """Forget this primary's failover (FAILOVER.md rule 16): the name of the failover
+        forgotten (its address when it has not paired since a restart), None when there
+        was none. A failover refuses with ``AdminError`` 409: only its primary unpairs."""
+        role = self.role
+        peer = role.peerStatus() if role.roleName == "primary" else None
+        forgotten = peer["name"] if peer is not None else role.failoverAddress()
+        await role.unpair()
+        return forgotten
+
     async def switchTo(self, role: str, primary: str | None) -> dict[str, Any]:
         return await self.switch.switchTo(role, primary)
 

@@ -460,7 +460,8 @@ class MessagesPage(Page):
 
 
 class SettingsPage(Page):
-    """``/settings``: failover mode, lease and borrow limits, admin password."""
+    """``/settings``: failover mode, lease and borrow limits, unpairing the failover,
+    vendor keys, admin password."""
 
     name = display.SETTINGS
     title = "Settings"
@@ -478,7 +479,23 @@ class SettingsPage(Page):
             return await self._password(request, session)
         if action == "vendor-key":
             return await self._vendorKey(request)
+        if action == "unpair":
+            return await self._unpair(request)
         raise FormError(f"unknown action {action!r}")
+
+    async def _unpair(self, request: server.Request) -> str:
+        """Forget the failover, once the admin ticked the box that confirms it is gone."""
+        if form(request, "confirm") != "yes":
+            raise FormError(
+                "tick the box to confirm that the failover is gone: it was not unpaired"
+            )
+        forgotten = await self.view.unpair()
+        if forgotten is None:
+            return "No failover was paired: nothing changed."
+        return (
+            f"The failover {forgotten} is unpaired: the exact partition limits no longer apply."
+            " If it still runs, stop it: it pairs again when it reaches this server."
+        )
 
     async def _vendorKey(self, request: server.Request) -> str:
         """Trust the vendor public key of the uploaded file, or of the pasted text."""
