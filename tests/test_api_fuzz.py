@@ -18,18 +18,16 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
     max_leaves=12,
 )
-known_keys = st.sampled_from(
-    [
-        "borrow_enabled",
-        "borrow_max_days",
-        "lease_ttl",
-        "failover_minimums",
-        "role",
-        "primary",
-        "licenses",
-        "nope",
-    ]
-)
+SETTING_NAMES = [
+    "borrow_enabled",
+    "borrow_max_days",
+    "lease_ttl",
+    "failover_minimums",
+    "partition_policy",
+    "failover_share",
+]
+"""Every licensing setting's name (``test_knowsEverySetting`` holds it to the server's)."""
+known_keys = st.sampled_from([*SETTING_NAMES, "role", "primary", "licenses", "nope"])
 modes = st.fixed_dictionaries(
     {"role": st.sampled_from(["primary", "failover"]) | json_values},
     optional={"primary": st.sampled_from(["ls9", "ls9:1", "a b", ""]) | json_values},
@@ -48,6 +46,7 @@ targets = st.sampled_from(
         ("POST", "/api/licenses"),
         ("POST", "/api/licenses/L-none/activate"),
         ("DELETE", "/api/clients/c-404"),
+        ("DELETE", "/api/failover"),
         ("PATCH", "/api/settings"),
     ]
 )
@@ -65,6 +64,10 @@ class AdminAPIFuzz(WebTestCase):
         snapshot = self.role.pool.snapshot()
         records = {k: sorted(map(repr, v)) for k, v in snapshot.records.items()}
         return snapshot.revision, records, self.role.mode()
+
+    def test_knowsEverySetting(self):
+        """The fuzzer's setting names are the server's, so every setting's checks are fuzzed."""
+        self.assertEqual(sorted(SETTING_NAMES), sorted(self.role.settings()))
 
     @settings(
         max_examples=300,
