@@ -187,6 +187,10 @@ class IssueTests(VendorCommandTestCase):
         [license] = signing.verify_licenses(self.out.read_bytes(), self.trusted)
         self.assertEqual(license.id, "ACME-0042")
 
+    def issueTenSeats(self, *options: str) -> tuple[int, str, str]:
+        """Issue a 10-seat concurrent license of CAD with ``options``."""
+        return self.issue("--product", "CAD", "--kind", "concurrent", "--seats", "10", *options)
+
     def test_issue_failover_terms(self):
         """--failover-policy and --failover-share are signed into the license."""
         cases = [
@@ -197,9 +201,7 @@ class IssueTests(VendorCommandTestCase):
         ]
         for number, (options, terms) in enumerate(cases):
             self.out = self.directory / f"license-{number}.json"
-            status, out, err = self.issue(
-                "--product", "CAD", "--kind", "concurrent", "--seats", "10", *options
-            )
+            status, out, err = self.issueTenSeats(*options)
             self.assertEqual((status, err), (0, ""))
             [license] = signing.verify_licenses(self.out.read_bytes(), self.trusted)
             self.assertEqual((license.failover_policy, license.failover_share), terms)
@@ -213,50 +215,20 @@ class IssueTests(VendorCommandTestCase):
     def test_failover_share_without_exact(self):
         """A share without --failover-policy exact is one line; nothing is written."""
         for policy in ((), ("--failover-policy", "full")):
-            result = self.issue(
-                "--product",
-                "CAD",
-                "--kind",
-                "concurrent",
-                "--seats",
-                "10",
-                *policy,
-                "--failover-share",
-                "2",
-            )
+            result = self.issueTenSeats(*policy, "--failover-share", "2")
             self.assertOneLineError(result, "only with failover_policy exact")
             self.assertNothingWritten()
 
     def test_bad_failover_share(self):
         """A share above 100% or above the seats is one line; nothing is written."""
         for share in ("120%", "11", "-1", "a fifth"):
-            result = self.issue(
-                "--product",
-                "CAD",
-                "--kind",
-                "concurrent",
-                "--seats",
-                "10",
-                "--failover-policy",
-                "exact",
-                "--failover-share",
-                share,
-            )
+            result = self.issueTenSeats("--failover-policy", "exact", "--failover-share", share)
             self.assertOneLineError(result, "failover_share must be", "from 0 to 10")
             self.assertNothingWritten()
 
     def test_bad_failover_policy(self):
         """A policy other than full or exact is a usage error with status 2."""
-        status, out, err = self.issue(
-            "--product",
-            "CAD",
-            "--kind",
-            "concurrent",
-            "--seats",
-            "10",
-            "--failover-policy",
-            "strict",
-        )
+        status, out, err = self.issueTenSeats("--failover-policy", "strict")
         self.assertEqual((status, out), (2, ""))
         self.assertEqual(len(err.splitlines()), 1, err)
         self.assertIn("--failover-policy", err)
