@@ -1,9 +1,9 @@
 """Real server processes for integration tests, driven through the command line only.
 
-A ServerProcess runs ``twistd licenseserver`` on 127.0.0.1 with ephemeral ports (or a
-licensing port kept across restarts) and learns them from the port files the server writes
-into its data directory. The helpers around it
-make a vendor key, issue license files with the ``licenseserver`` tool and talk to the admin
+A ServerProcess runs ``twistd licenseserver`` on 127.0.0.1 (or another address it is
+given) with ephemeral ports (or a licensing port kept across restarts) and learns them from
+the port files the server writes into its data directory. The helpers around it make a
+vendor key, issue license files with the ``licenseserver`` tool and talk to the admin
 API with urllib. Nothing here imports the server's code.
 """
 
@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +82,14 @@ def hold_for(
         time.sleep(POLL_INTERVAL)
 
 
-def local_endpoint(port: int) -> str:
-    """The endpoint of a listener on 127.0.0.1 with a given port."""
-    return f"tcp:{port}:interface=127.0.0.1"
+def local_endpoint(port: int, host: str = "127.0.0.1") -> str:
+    """The endpoint of a listener on 127.0.0.1 (or another address) with a given port."""
+    return f"tcp:{port}:interface={host}"
+
+
+def interface_endpoint(host: str) -> str:
+    """The endpoint of a listener on the address ``host`` with a port the system picks."""
+    return local_endpoint(0, host)
 
 
 def tls_endpoint(port: int, key: str | os.PathLike[str], cert: str | os.PathLike[str]) -> str:
@@ -142,6 +147,11 @@ class ServerProcess:
 
     ``licensing_endpoint`` is the ``--port`` it listens on; ``keep_licensing_port()``
     pins it to the port the process has now, so that a later start uses the same one.
+
+    A server listening elsewhere (in a network namespace, say) gives ``host``, the address
+    its endpoints listen on and that the tests connect to, and ``command_prefix``, what
+    its command runs under (such as ``ip netns exec NAME``: a prefix that ends by exec'ing
+    the command, so that the signals of ``stop()`` and ``kill()`` reach the server itself).
     """
 
     def __init__(
@@ -155,6 +165,8 @@ class ServerProcess:
         web_endpoint: str = EPHEMERAL,
         web_tls: ssl.SSLContext | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        host: str = "127.0.0.1",
+        command_prefix: Sequence[str] = (),
     ):
         self.data_dir = Path(data_dir).resolve()
         self.code_root = Path(code_root) if code_root else REPO_ROOT
@@ -166,6 +178,9 @@ class ServerProcess:
         """The client TLS context for the web port, when it serves TLS (``https``)."""
         self.cwd = Path(cwd) if cwd else self.code_root
         """The working directory of the process (the code's root by default)."""
+        self.host = host
+        """The address the server listens on, and which the tests connect to."""
+        self.command_prefix = list(command_prefix)
         self.name = name or self.data_dir.name
         self.extra_args = list(extra_args)
         self.log_path = self.data_dir.parent / f"{self.name}.log"
@@ -198,7 +213,7 @@ class ServerProcess:
     @property
     def web_url(self) -> str:
         scheme = "https" if self.web_tls is not None else "http"
-        return f"{scheme}://127.0.0.1:{self.web_port}"
+        return f"{scheme}://{self.host}:{self.web_port}"
 
     @property
     def running(self) -> bool:
@@ -206,6 +221,7 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         return [
+            *self.command_prefix,
             str(TWISTD),
             "--nodaemon",
             "--pidfile=",
@@ -223,7 +239,7 @@ class ServerProcess:
     def keep_licensing_port(self) -> int:
         """Make every later start listen on the licensing port it has now; return it."""
         port = self.licensing_port
-        self.licensing_endpoint = local_endpoint(port)
+        self.licensing_endpoint = local_endpoint(port, self.host)
         return port
 
     def log_tail(self, lines: int = 40) -> str:
