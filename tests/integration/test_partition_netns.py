@@ -401,6 +401,19 @@ class PartitionTestCase(unittest.TestCase):
             fresh.close()
         self.heartbeatAll()
 
+    def assertLeaseClients(self) -> None:
+        """Each lease the primary lists names the registered client of its own machine, and
+        shows that machine's host."""
+        clients = {c["id"]: c["machine"] for c in api_get(self.primary, "/api/clients")}
+        for lease in self.liveLeases(self.primary).values():
+            machine = lease["machine"]
+            self.assertEqual(
+                (clients.get(lease["client"]), lease["host"]),
+                (machine, f"ws-{machine}"),
+                f"lease {lease['id']} of {machine} names client {lease['client']} and host"
+                f" {lease['host']!r}; the primary's clients are {clients}",
+            )
+
 
 class ExactPartitionTests(PartitionTestCase):
     """``exact``: never more than N seats in use, whatever the cut (rules 16-18)."""
@@ -540,3 +553,24 @@ class FullPartitionTests(PartitionTestCase):
         self.refuse(self.primary, "after-2")
         view = self.licenseView(self.primary, licenseId)
         self.assertEqual((view["in_use"], view["over_allocated"]), (SEATS, 0), view)
+
+
+class MergedLeaseClientTests(PartitionTestCase):
+    """A lease merged from the failover belongs to its machine's client at the primary."""
+
+    def test_mergedLeaseNamesItsMachine(self) -> None:
+        """A machine new to both servers checks out at each during the cut: after the
+        handback the primary lists each lease under the client of its own machine (the two
+        servers numbered their new clients alike), with that machine's host."""
+        self.addLicense("full")
+        self.waitSynced()
+        self.cut()
+        self.waitForState(self.failover, "active")
+        self.grant(self.primary, "cut-primary-1")
+        self.grant(self.failover, "cut-failover-1")
+
+        self.heal()
+        self.waitForHandback()
+        self.waitSynced()
+        self.assertAllAtPrimary()
+        self.assertLeaseClients()
