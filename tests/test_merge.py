@@ -56,6 +56,32 @@ class HandbackMergeTests(PairTestCase):
         self.beat()
         self.assertMirrors()
 
+    def test_newMachineGetsAClientOfThePrimary(self):
+        """During a cut both servers register a machine new to them under the same next
+        client id; the merged lease of the failover's machine names that machine's client
+        at the primary (registered by the merge, with the host the failover knew), never
+        the other machine's."""
+        self.endpoint.silent = True
+        self.advance(TAKEOVER + 0.5)
+        self.assertEqual(self.failover.state, "active")
+        hello(self.primary, "m2", host="ws-m2")
+        at = hello(self.failover, "m3", host="ws-m3")
+        self.assertEqual(
+            self.primary.pool.clientByMachine("m2").id,
+            self.failover.pool.clientByMachine("m3").id,
+        )
+        granted = self.ok(self.failover.checkout(at, {}))["lease"]
+        self.endpoint.silent = False
+        self.endpoint.flush()
+        self.advance(HEARTBEAT * 2)
+        self.assertEqual(self.failover.state, "standby")
+        client = self.primary.pool.clientByMachine("m3")
+        self.assertEqual((client.machine, client.host), ("m3", "ws-m3"))
+        self.assertEqual(self.primary.pool.lease(granted).client, client.id)
+        self.assertNotEqual(client.id, self.primary.pool.clientByMachine("m2").id)
+        self.beat()
+        self.assertMirrors()
+
     def test_renewalsAndReleasesMerged(self):
         """A synced lease renewed at the failover keeps its later end at the primary; one
         released at the failover is released at the primary."""

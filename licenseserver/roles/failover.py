@@ -430,7 +430,9 @@ class FailoverRole(ServingRole):
             lease = self.pool.lease(lease_id)
             if lease is not None:
                 record = json.dumps(record_to_dict(lease), separators=(",", ":"))
-                journal.append({"record": record})
+                client = self.pool.clientByMachine(lease.machine)
+                host = {"host": client.host} if client is not None else {}
+                journal.append({"record": record, **host})
             else:
                 how, expires = self._ended.get(lease_id, ("expired", 0))
                 journal.append({"lease": lease_id, "ended": how, "expires": expires})

@@ -30,7 +30,7 @@ from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import parse_host_port
 from licenseserver.allocation import EXACT, seats_held
 from licenseserver.localstate import ALIVE_AT, FAILOVER_ADDRESS, STOPPED_AT
-from licenseserver.model import CONCURRENT, Change, Lease, License, record_from_dict
+from licenseserver.model import CONCURRENT, Change, Client, Lease, License, record_from_dict
 from licenseserver.passwords import proof_matches
 from licenseserver.protocols import sync
 from licenseserver.protocols.wire import (
@@ -655,13 +655,20 @@ class PrimaryRole(ServingRole):
             lease = merged_lease(args["record"])
             if any(self.pool.license(lid) is None for lid in lease.licenses):
                 return {"merged": "kept", "why": "license-gone"}
-            client = self.pool.clientByMachine(lease.machine)
-            if client is not None:
-                lease = dataclasses.replace(lease, client=client.id)
             known = self.pool.lease(lease.id)
             if known is not None and known.expires >= lease.expires:
                 return {"merged": "kept"}
-            changes = [Change.put(lease)]
+            changes = []
+            client = self.pool.clientByMachine(lease.machine)
+            if client is None:
+                # A machine that registered only with the failover: the failover's
+                # client id may name another machine here, so it gets one of this pool.
+                host = text_arg(args, "host", required=False, default=lease.machine)
+                now = self.now()
+                client = Client(self._newClientId(), lease.machine, host, now, now)
+                changes.append(Change.put(client))
+            lease = dataclasses.replace(lease, client=client.id)
+            changes.append(Change.put(lease))
             earlier = (
                 self.pool.leaseByRequest(lease.machine, lease.request) if lease.request else None
             )
