@@ -98,8 +98,10 @@ class APITests(unittest.TestCase):
                 "revision",
                 "peer",
                 "refused_peer",
+                "cut_off_since",
             },
         )
+        self.assertIsNone(body["cut_off_since"])
 
     async def test_healthz(self):
         """GET /healthz answers 200 while the role serves."""

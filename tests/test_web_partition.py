@@ -104,6 +104,21 @@ class CutHeaderTests(WebPartitionTestCase):
         self.beat()
         self.assertEqual(self.cutWarnings(self.primaryWeb), [])
 
+    def test_statusSaysSinceWhen(self):
+        """``cut_off_since`` in /api/status is the cut's start while a limit applies on
+        either server (the header's script reloads the header when it changes), null
+        otherwise."""
+        for web in (self.primaryWeb, self.failoverWeb):
+            self.assertIsNone(web.json("GET", "/api/status")[1]["cut_off_since"])
+        self.cutFor(TAKEOVER + 1)
+        for web, role in ((self.primaryWeb, self.primary), (self.failoverWeb, self.failover)):
+            (limit,) = role.cutLimits()
+            self.assertEqual(web.json("GET", "/api/status")[1]["cut_off_since"], limit["since"])
+        self.heal()
+        self.advance(HEARTBEAT * 3)
+        for web in (self.primaryWeb, self.failoverWeb):
+            self.assertIsNone(web.json("GET", "/api/status")[1]["cut_off_since"])
+
     def test_activeFailoverHeader(self):
         """The active failover words it from its side: the synced leases live at its
         takeover (none here) and its share."""

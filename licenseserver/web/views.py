@@ -23,7 +23,14 @@ def status(view: ServerView) -> dict[str, Any]:
         "revision": view.committedRevision,
         "peer": view.peerStatus(),
         "refused_peer": view.refusedPeer(),
+        "cut_off_since": cut_off_since(view),
     }
+
+
+def cut_off_since(view: ServerView) -> int | None:
+    """Since when the limits of a cut between the servers apply here (the exact policy's,
+    FAILOVER.md rule 19), None while none do: so that a page's header can follow."""
+    return min((item["since"] for item in view.cutLimits()), default=None)
 
 
 def cut_limits(view: ServerView) -> dict[str, int]:

@@ -10,7 +10,7 @@
   function summary(s) {
     var p = s.peer || {};
     return JSON.stringify([s.role, s.state, s.primary, s.failover, p.name, p.address,
-      p.alive, p.in_sync, p.last_sync, p.link, p.problem, p.state_since]);
+      p.alive, p.in_sync, p.last_sync, p.link, p.problem, p.state_since, s.cut_off_since]);
   }
 
   function swap(doc, id) {
