@@ -213,10 +213,18 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         seats go to assigned machines only, and a machine holds one seat at
         both servers alike.
         """
+        licenses = (self.pool.license(license_id) for license_id in lease.licenses)
+        return self._exact(lic for lic in licenses if lic is not None)
+
+    def exactPool(self) -> list[tuple[Any, int]]:
+        """Every concurrent license of the pool under the exact policy, with its share, in
+        license id order."""
+        return self._exact(sorted(self.pool.all("license"), key=lambda lic: lic.id))
+
+    def _exact(self, licenses: Any) -> list[tuple[Any, int]]:
         out = []
-        for license_id in lease.licenses:
-            lic = self.pool.license(license_id)
-            if lic is not None and lic.kind == CONCURRENT:
+        for lic in licenses:
+            if lic.kind == CONCURRENT:
                 policy, share = self.partitionTerms(lic)
                 if policy == allocation.EXACT:
                     out.append((lic, share))

@@ -27,7 +27,7 @@ from twisted.internet import defer, error
 
 from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import display_address
-from licenseserver.allocation import EXACT, seats_held
+from licenseserver.allocation import seats_held
 from licenseserver.localstate import (
     ALIVE_AT,
     DIVERGED,
@@ -39,7 +39,7 @@ from licenseserver.localstate import (
     STOPPED_AT,
     TAKEOVER_HELD,
 )
-from licenseserver.model import CONCURRENT, Lease, Snapshot, record_to_dict
+from licenseserver.model import Lease, Snapshot, record_to_dict
 from licenseserver.passwords import peer_proof
 from licenseserver.protocols import sync
 from licenseserver.protocols.peer import Reply, peerService
@@ -340,12 +340,7 @@ class FailoverRole(ServingRole):
         if takeover is None or self.machine.state not in (ACTIVE, MERGING):
             return []
         out = []
-        for lic in sorted(self.pool.all("license"), key=lambda lic: lic.id):
-            if lic.kind != CONCURRENT:
-                continue
-            policy, share = self.partitionTerms(lic)
-            if policy != EXACT:
-                continue
+        for lic, share in self.exactPool():
             leases = self.pool.leasesFor(lic.product)
             synced = seats_held(lic, leases, lambda other: other.id in takeover["live"])
             out.append(

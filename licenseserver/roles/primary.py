@@ -28,9 +28,9 @@ from twisted.internet import defer
 from licenseserver import jsonparse
 from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import parse_host_port
-from licenseserver.allocation import EXACT, seats_held
+from licenseserver.allocation import seats_held
 from licenseserver.localstate import ALIVE_AT, FAILOVER_ADDRESS, STOPPED_AT
-from licenseserver.model import CONCURRENT, Change, Client, Lease, License, record_from_dict
+from licenseserver.model import Change, Client, Lease, License, record_from_dict
 from licenseserver.passwords import proof_matches
 from licenseserver.protocols import sync
 from licenseserver.protocols.wire import (
@@ -294,22 +294,16 @@ class PrimaryRole(ServingRole):
         """While cut off: each exact license with the most seats this primary serves."""
         if not self.cutOff():
             return []
-        out = []
-        for lic in sorted(self.pool.all("license"), key=lambda lic: lic.id):
-            if lic.kind != CONCURRENT:
-                continue
-            policy, share = self.partitionTerms(lic)
-            if policy == EXACT:
-                out.append(
-                    {
-                        "license": lic.id,
-                        "product": lic.product,
-                        "seats": lic.seats,
-                        "serving": lic.seats - share,
-                        "since": int(self._cutSince),
-                    }
-                )
-        return out
+        return [
+            {
+                "license": lic.id,
+                "product": lic.product,
+                "seats": lic.seats,
+                "serving": lic.seats - share,
+                "since": int(self._cutSince),
+            }
+            for lic, share in self.exactPool()
+        ]
 
     def partitionCheck(self, lease: Lease) -> bool:
         """Under ``exact``: while cut off, serve at most N - E seats, counting the seats of
