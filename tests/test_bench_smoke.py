@@ -362,12 +362,55 @@ REQUEST_PATH = {
     "depths": {Key("1"): _REQUEST_DEPTH, Key("16"): _REQUEST_DEPTH},
 }
 
+_LATENCY = {"median": NUMBER, "p99": NUMBER, "max": NUMBER, "min": NUMBER}
+_ACKED_PHASE = {
+    "held": INT,
+    "pairs": INT,
+    "seconds": NUMBER,
+    "checkout_ms": _LATENCY,
+    "primary_cpu_us_per_pair": NUMBER,
+    "primary_net_cpu_us_per_pair": NUMBER,
+    "failover_cpu_us_per_pair": orNull(NUMBER),
+    "failover_net_cpu_us_per_pair": orNull(NUMBER),
+    "errors": INT,
+}
+ACKED_GRANTS = {
+    "machine": MACHINE,
+    "seats": INT,
+    "share": INT,
+    "heartbeat": NUMBER,
+    "takeover_after": NUMBER,
+    "idle": {
+        "alone_primary_cpu_pct": NUMBER,
+        "primary_cpu_pct": NUMBER,
+        "failover_cpu_pct": NUMBER,
+    },
+    "phases": {Key(name): _ACKED_PHASE for name in ("alone", "first", "last")},
+    "contention": {
+        "contenders": INT,
+        "held": INT,
+        "seconds": NUMBER,
+        "grants": INT,
+        "grants_per_s": NUMBER,
+        "bound_per_s": NUMBER,
+        "refusals": INT,
+        "acks": INT,
+        "grants_per_ack": SPREAD,
+        "checkout_ms": _LATENCY,
+        "primary_cpu_pct": NUMBER,
+        "failover_cpu_pct": NUMBER,
+        "errors": INT,
+    },
+    "error_lines": ListOf(STR, minimum=0),
+}
+
 SCHEMAS = {
     "checkout_cost": CHECKOUT_COST,
     "idle_clients": IDLE_CLIENTS,
     "takeover": TAKEOVER,
     "sync_cost": SYNC_COST,
     "request_path": REQUEST_PATH,
+    "acked_grants": ACKED_GRANTS,
 }
 
 
@@ -555,6 +598,39 @@ class BenchSmokeTests(unittest.TestCase):
             self.assertGreaterEqual(entry["commits_per_transaction"], 1)
             self.assertGreater(entry["sqlite_pairs"], 0)
             self.assertGreater(entry["sqlite_us_per_pair"], 0)
+
+    def test_ackedGrants(self) -> None:
+        """acked_grants.py times grants of an exact license's first seats and of its
+        last ones, which wait for the failover's acknowledgement, against a primary
+        alone, with each process's CPU per pair; and contenders for the last seats, whose
+        grants the acknowledgements answer a few at a time."""
+        result = self.runBench("acked_grants")
+        self.assertEqual((result["seats"], result["share"]), (10, 2))
+        phases = result["phases"]
+        self.assertEqual(
+            {name: phases[name]["held"] for name in phases},
+            {"alone": 8, "first": 7, "last": 8},
+        )
+        for name, phase in phases.items():
+            self.assertEqual(phase["errors"], 0, name)
+            self.assertGreater(phase["pairs"], 0, name)
+            self.assertGreater(phase["checkout_ms"]["median"], 0, name)
+            self.assertGreater(phase["primary_cpu_us_per_pair"], 0, name)
+            paired = phase["failover_cpu_us_per_pair"] is not None
+            self.assertEqual(paired, name != "alone", name)
+            self.assertEqual(phase["failover_net_cpu_us_per_pair"] is not None, paired, name)
+        # The last seats wait for a sync and a BEAT of the failover; the first do not.
+        self.assertGreater(
+            phases["last"]["checkout_ms"]["median"], phases["first"]["checkout_ms"]["median"]
+        )
+        crowd = result["contention"]
+        self.assertEqual(crowd["errors"], 0)
+        self.assertEqual(crowd["contenders"], 16)
+        self.assertGreater(crowd["grants"], 0)
+        self.assertGreater(crowd["acks"], 0)
+        self.assertLessEqual(crowd["grants_per_ack"]["max"], result["share"])
+        self.assertEqual(crowd["bound_per_s"], result["share"] / result["heartbeat"])
+        self.assertEqual(result["error_lines"], [])
 
 
 def _endGroup(process: subprocess.Popen) -> None:
