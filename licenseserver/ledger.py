@@ -67,22 +67,6 @@ class Ledger:
         self.committedRevision = snapshot.revision
         self.storedExpiry = {lease.id: lease.expires for lease in self.pool.all("lease")}
 
-    def start(self, snapshot: Snapshot) -> None:
-        """Hold ``snapshot`` as a server reads it when it starts.
-
-        A renewal reaches the store only once the stored end is less than half
-        a lease time ahead (``renew``), so the end a client was last told can
-        be up to half a lease time past the stored one. The pool counts each
-        running lease live until that latest end: a restarted server never
-        gives a seat away while its holder may still count on it.
-        """
-        self.load(snapshot)
-        self.pool.apply(
-            Change.put(dataclasses.replace(lease, expires=lease.expires + lease.ttl // 2))
-            for lease in self.pool.all("lease")
-            if not lease.borrowed
-        )
-
     def commit(
         self,
         changes: Sequence[Change],
@@ -145,8 +129,7 @@ class Ledger:
         client heartbeats every quarter lease time, so most heartbeats cost no
         disk write, and after a crash a lease still lives at least half a lease
         time past its last heartbeat (the failover, which syncs from the store,
-        sees the same); a server that starts again counts it live until the
-        end its client was told (``start``).
+        sees the same).
         """
         renewed = [dataclasses.replace(lease, expires=now + lease.ttl) for lease in leases]
         changes = [Change.put(lease) for lease in renewed]

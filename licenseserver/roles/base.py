@@ -108,7 +108,7 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         """Read this role's local (never synced) values from the store, before serving."""
 
     def _loaded(self, snapshot: Any) -> None:
-        self.ledger.start(snapshot)
+        self.ledger.load(snapshot)
         self.loaded = True
         added = [key["id"] for key in self.vendorKeys() if key["source"] == "added"]
         if added:
