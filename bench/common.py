@@ -514,6 +514,27 @@ def read_port(path: Path) -> int | None:
         return None
 
 
+def failover_server(
+    data_dir: Path, primary_data: Path, port: int, *args: str, code_root: Path | None = None
+) -> Server:
+    """The failover ``bench-failover`` of the primary on 127.0.0.1:``port`` whose data
+    directory (and so its peer secret) is ``primary_data``."""
+    return Server(
+        "failover",
+        data_dir,
+        "--role",
+        "failover",
+        "--primary",
+        f"127.0.0.1:{port}",
+        "--peer-secret-file",
+        str(primary_data / "peer-secret"),
+        "--name",
+        "bench-failover",
+        *args,
+        code_root=code_root,
+    )
+
+
 class Server:
     """One ``twistd licenseserver`` process on 127.0.0.1.
 

@@ -432,18 +432,8 @@ async def main(reactor: Any, args: Any) -> dict[str, Any]:
     try:
         await primary.start(reactor)
         proxy = start_proxy(reactor, primary.port, monitor)
-        failover = common.Server(
-            "failover",
-            failover_data,
-            "--role",
-            "failover",
-            "--primary",
-            f"127.0.0.1:{proxy.getHost().port}",
-            "--peer-secret-file",
-            str(primary_data / "peer-secret"),
-            "--name",
-            "bench-failover",
-            code_root=args.code_root,
+        failover = common.failover_server(
+            failover_data, primary_data, proxy.getHost().port, code_root=args.code_root
         )
         for k in range(args.full_syncs):
             if k:

@@ -196,19 +196,8 @@ async def main(reactor: Any, args: Any) -> dict[str, Any]:
         licensing=common.local_endpoint(port),
         code_root=args.code_root,
     )
-    failover = common.Server(
-        "failover",
-        failover_data,
-        "--role",
-        "failover",
-        "--primary",
-        f"127.0.0.1:{port}",
-        "--peer-secret-file",
-        str(primary_data / "peer-secret"),
-        "--name",
-        "bench-failover",
-        *timing,
-        code_root=args.code_root,
+    failover = common.failover_server(
+        failover_data, primary_data, port, *timing, code_root=args.code_root
     )
     rng = random.Random(11)
     rounds: list[dict[str, float]] = []
