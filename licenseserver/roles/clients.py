@@ -127,7 +127,7 @@ class ClientOperations:
         try:
             return self.partitionCheck(lease)
         except ProtocolError as e:
-            self._noteDenial(request, session, e.reason, e.message, explain=True)
+            self._noteDenial(request, session, e.reason, e.message or "", explain=True)
             raise
 
     def _noteDenial(
