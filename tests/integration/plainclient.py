@@ -226,3 +226,20 @@ class PlainClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class ResponseAssertions:
+    """``assertOK`` and ``assertErr`` for a ``unittest.TestCase`` that reads responses."""
+
+    def assertOK(self, response: Response, *keys: str) -> Response:
+        """``response`` is ``OK`` and carries each of ``keys``."""
+        self.assertTrue(response.ok, f"expected OK, got {response.line!r}")
+        for key in keys:
+            self.assertIn(key, response.args, f"no {key}= in {response.line!r}")
+        return response
+
+    def assertErr(self, response: Response, code: int, reason: str) -> Response:
+        """``response`` is ``ERR <code> <reason>``."""
+        self.assertFalse(response.ok, f"expected ERR {code} {reason}, got {response.line!r}")
+        self.assertEqual((response.code, response.reason), (code, reason), response.line)
+        return response

@@ -32,7 +32,12 @@ from tests.integration.harness import (
     upload_license,
     wait_for,
 )
-from tests.integration.plainclient import ConnectionClosedError, PlainClient, Response
+from tests.integration.plainclient import (
+    ConnectionClosedError,
+    PlainClient,
+    Response,
+    ResponseAssertions,
+)
 
 PRODUCT = "XMLSpy"
 VERSION = "2025r2"
@@ -72,7 +77,7 @@ def license_ids(listing: list[dict[str, Any]]) -> set[str]:
     return {entry["id"] for entry in listing}
 
 
-class FailoverProcessTestCase(unittest.TestCase):
+class FailoverProcessTestCase(ResponseAssertions, unittest.TestCase):
     """A vendor key trusted by two data directories, and helpers to run a primary and failover."""
 
     def setUp(self) -> None:
@@ -249,17 +254,6 @@ class FailoverProcessTestCase(unittest.TestCase):
         return lease
 
     # -- assertions
-
-    def assertOK(self, response: Response, *keys: str) -> Response:
-        self.assertTrue(response.ok, f"expected OK, got {response.line!r}")
-        for key in keys:
-            self.assertIn(key, response.args, f"no {key}= in {response.line!r}")
-        return response
-
-    def assertErr(self, response: Response, code: int, reason: str) -> Response:
-        self.assertFalse(response.ok, f"expected ERR {code} {reason}, got {response.line!r}")
-        self.assertEqual((response.code, response.reason), (code, reason), response.line)
-        return response
 
     def assertStandbyAnswer(self, response: Response) -> None:
         """``ERR 503 standby primary=<the primary's address>``."""

@@ -42,7 +42,7 @@ from tests.integration.harness import (
     upload_license,
     wait_for,
 )
-from tests.integration.plainclient import PlainClient, Response
+from tests.integration.plainclient import PlainClient, Response, ResponseAssertions
 
 PRODUCT = "XMLSpy"
 VERSION = "2025r2"
@@ -68,7 +68,7 @@ class Seat:
     client: PlainClient
 
 
-class PartitionTestCase(unittest.TestCase):
+class PartitionTestCase(ResponseAssertions, unittest.TestCase):
     """A primary in one namespace and its paired, synced failover in another."""
 
     def setUp(self) -> None:
@@ -370,17 +370,6 @@ class PartitionTestCase(unittest.TestCase):
         """Fail with ``message`` and what the servers and the hub look like, unless true."""
         if not condition:
             self.fail(f"{message}\n{self.describe()}")
-
-    def assertOK(self, response: Response, *keys: str) -> Response:
-        self.assertTrue(response.ok, f"expected OK, got {response.line!r}")
-        for key in keys:
-            self.assertIn(key, response.args, f"no {key}= in {response.line!r}")
-        return response
-
-    def assertErr(self, response: Response, code: int, reason: str) -> Response:
-        self.assertFalse(response.ok, f"expected ERR {code} {reason}, got {response.line!r}")
-        self.assertEqual((response.code, response.reason), (code, reason), response.line)
-        return response
 
     def assertRenewal(self, response: Response, seat: Seat) -> None:
         what = f"HEARTBEAT of {seat.machine}'s lease {seat.lease} at {seat.server.name}"

@@ -33,6 +33,7 @@ from tests.integration.plainclient import (
     PlainClient,
     ProtocolError,
     Response,
+    ResponseAssertions,
     formatLine,
     parseResponse,
 )
@@ -44,7 +45,7 @@ CLOCK_SLACK = 5.0
 DAY = 86400
 
 
-class ServerTestCase(unittest.TestCase):
+class ServerTestCase(ResponseAssertions, unittest.TestCase):
     """One real server per test, with a trusted vendor key and helpers to use it."""
 
     extraArgs: tuple[str, ...] = ()
@@ -107,17 +108,6 @@ class ServerTestCase(unittest.TestCase):
         return client
 
     # -- assertions
-
-    def assertOK(self, response: Response, *keys: str) -> Response:
-        self.assertTrue(response.ok, f"expected OK, got {response.line!r}")
-        for key in keys:
-            self.assertIn(key, response.args, f"no {key}= in {response.line!r}")
-        return response
-
-    def assertErr(self, response: Response, code: int, reason: str) -> Response:
-        self.assertFalse(response.ok, f"expected ERR {code} {reason}, got {response.line!r}")
-        self.assertEqual((response.code, response.reason), (code, reason), response.line)
-        return response
 
     def assertAbout(self, actual: float, expected: float, slack: float, what: str) -> None:
         self.assertTrue(
