@@ -69,6 +69,10 @@ class ILedger(Interface):
     def load(snapshot):
         """Hold ``snapshot`` as read from the store."""
 
+    def start(snapshot):
+        """Hold ``snapshot`` as read when the server starts: running leases live until
+        the latest end their clients may have been told."""
+
     def commit(changes, audited=()):
         """Apply ``changes`` now and write them; fire once they are durable.
 

@@ -67,6 +67,30 @@ class Ledger:
         self.committedRevision = snapshot.revision
         self.storedExpiry = {lease.id: lease.expires for lease in self.pool.all("lease")}
 
+    def start(self, snapshot: Snapshot) -> None:
+        """Hold ``snapshot`` as a server reads it when it starts, after a crash perhaps.
+
+        A renewal reaches the store only once the stored end is less than half
+        a lease time ahead (``renew``), so a client may have been told an end
+        up to half a lease time past the stored one. Each running lease lives
+        in the pool until that latest end (``latest_end``): a restarted server
+        never gives a seat away while its holder may still count on it. The
+        store keeps the stored ends; the next renewal writes as usual.
+
+        A lease on disk whose end has passed may come back to life this way:
+        that is safe because a grant never reuses the seat of an ended lease
+        without deleting it in the same write (``ClientOperations``), so every
+        lease on disk still held its seat when the server stopped.
+        """
+        self.load(snapshot)
+        self.pool.apply(
+            [
+                Change.put(dataclasses.replace(lease, expires=latest_end(lease)))
+                for lease in self.pool.all("lease")
+                if not lease.borrowed
+            ]
+        )
+
     def commit(
         self,
         changes: Sequence[Change],
@@ -167,3 +191,14 @@ class Ledger:
         """
         self.load(snapshot)
         return defer.ensureDeferred(self.store.replaceAll(snapshot))
+
+
+def latest_end(lease: Lease) -> int:
+    """The latest end a client may have been told of ``lease`` when the store holds it.
+
+    Renewals are written only once the stored end is less than half a lease
+    time ahead (``Ledger.renew``): a renewal at ``t`` that was not written
+    told ``t + ttl`` while the stored end was at least ``t + ttl / 2``. A
+    borrowed lease is never renewed: its stored end is its end.
+    """
+    return lease.expires if lease.borrowed else lease.expires + lease.ttl // 2

@@ -374,11 +374,33 @@ class LeaseTests(RoleTestCase):
         self.refused(self.role.release(self.s, {}), "bad-request")
 
     def test_restartKeepsLeases(self):
-        """A role started again on the same store holds the same licenses, clients and leases."""
+        """A role started again on the same store holds the same licenses, clients and leases;
+        each lease lives until the latest end its client may have been told: half a lease
+        time past the stored end, since renewals are written only when that is nearer."""
+        self.clock.advance(30)
+        told = self.ok(self.role.heartbeat(self.s, {"lease": self.lease}))["expires"]
+        stored = self.role.ledger.storedExpiry[self.lease]
+        self.assertLess(stored, told)
         again = makeRole(self.store, self.clock)
-        self.assertEqual(again.pool.snapshot(), self.role.pool.snapshot())
+        snapshot = self.role.pool.snapshot()
+        self.assertEqual(again.pool.revision, snapshot.revision)
+        for kind in ("license", "client", "product"):
+            self.assertEqual(list(again.pool.all(kind)), list(self.role.pool.all(kind)))
+        self.assertEqual(again.pool.lease(self.lease).expires, stored + 60)
+        self.assertGreaterEqual(again.pool.lease(self.lease).expires, told)
         s = hello(again, "m1")
         self.ok(again.heartbeat(s, {"lease": self.lease}))
+
+    def test_restartKeepsToldSeat(self):
+        """After a restart, a seat its holder was told it has until a later end than the
+        stored one is not given to another client before that end."""
+        self.ok(self.role.checkout(hello(self.role, "m3"), {}))
+        self.clock.advance(30)
+        told = self.ok(self.role.heartbeat(self.s, {"lease": self.lease}))["expires"]
+        self.role.stopService()
+        again = makeRole(self.store, self.clock)
+        self.clock.advance(told - 1 - self.clock.seconds())
+        self.refused(again.checkout(hello(again, "m2"), {}), "no-seats")
 
 
 class BorrowTests(RoleTestCase):

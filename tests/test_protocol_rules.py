@@ -53,13 +53,31 @@ class ExpiredBeforeReapingTests(UnreapedTestCase):
         self.assertIsNotNone(self.role.pool.lease(lease))
 
     def test_requestKeyGivesNewLease(self):
-        """A CHECKOUT repeating the request key of an expired lease gets a new lease."""
+        """A CHECKOUT repeating the request key of an expired lease gets a new lease; the
+        expired one, whose seat it takes, is deleted in the same write, unrenewed."""
         old = self.ok(self.role.checkout(self.s, {"request": "7f3a"}))
         self.expire(old["lease"])
         new = self.ok(self.role.checkout(self.s, {"request": "7f3a"}))
         self.assertNotEqual(new["lease"], old["lease"])
         self.assertEqual(new["expires"], int(self.clock.seconds()) + 120)
-        self.assertEqual(self.role.pool.lease(old["lease"]).expires, old["expires"])
+        self.assertIsNone(self.role.pool.lease(old["lease"]))
+        self.assertIn("expire", [row[2] for row in self.store.auditRows])
+
+    def test_seatOfEndedLeaseTakenInOneWrite(self):
+        """A grant that takes the seat of a lease that ended, not yet reaped, deletes that
+        lease in its own write: a lease on disk always still held its seat, so a restart
+        that counts stored leases live until their latest told end never counts more
+        seats than licensed."""
+        other = hello(self.role, "m2")
+        old = self.ok(self.role.checkout(self.s, {}))["lease"]
+        self.expire(old)
+        before = self.role.committedRevision
+        new = self.ok(self.role.checkout(other, {}))["lease"]
+        written = self.successResultOf(self.store.changesSince(before))
+        self.assertEqual(
+            [[(c.key[0], c.record is None) for c in group] for _, group in written],
+            [[(old, True), (new, False)]],
+        )
 
     def test_heartbeatAllSkipsExpired(self):
         """HEARTBEAT without a lease renews the machine's live leases, not its expired ones."""

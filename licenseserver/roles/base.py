@@ -108,7 +108,10 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         """Read this role's local (never synced) values from the store, before serving."""
 
     def _loaded(self, snapshot: Any) -> None:
-        self.ledger.load(snapshot)
+        if self.servedLoadedPool():
+            self.ledger.start(snapshot)
+        else:
+            self.ledger.load(snapshot)
         self.loaded = True
         added = [key["id"] for key in self.vendorKeys() if key["source"] == "added"]
         if added:
@@ -145,6 +148,11 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         return d
 
     # State that roles differ in
+
+    def servedLoadedPool(self) -> bool:
+        """Whether this server served the pool it loads at start, so that renewals its
+        clients were told may not be on disk (``Ledger.start``); a primary always did."""
+        return True
 
     @property
     def state(self) -> str:
@@ -230,14 +238,23 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
                     out.append((lic, share))
         return out
 
-    def partitionCheck(self, lease: Any) -> bool:
+    def partitionCheck(self, lease: Any, again: bool = False) -> bool:
         """Refuse ``lease`` (``409 no-seats``) when the partition rules hold its seat back;
-        return whether its grant must wait for the failover's acknowledgement."""
+        return whether its grant must wait for the failover's acknowledgement.
+
+        ``again``: ``lease`` is in the pool already, and its client asks for it
+        again under its request key (a retry of a CHECKOUT it heard no answer to).
+        """
         return False
 
     def awaitAcknowledgement(self, lease: Any, written: defer.Deferred) -> defer.Deferred:
         """``written``, and then the failover's durable copy of ``lease``."""
         return written
+
+    def answerOnceHeld(self, lease: Any, answer: Any) -> Any:
+        """``answer`` to a retry of the CHECKOUT of ``lease``: once the failover holds the
+        lease, if its first answer still waits for that (``awaitAcknowledgement``)."""
+        return answer
 
     def cutLimits(self) -> list[dict[str, Any]]:
         """While the link between the servers is down and this server serves: each exact

@@ -17,6 +17,7 @@ from twisted.internet import defer
 from licenseserver import allocation
 from licenseserver.audit import AuditEntry
 from licenseserver.model import (
+    CONCURRENT,
     Change,
     Client,
     Lease,
@@ -121,11 +122,15 @@ class ClientOperations:
         return result
 
     def _partitionChecked(
-        self, lease: Lease, request: allocation.SeatRequest, session: Session
+        self,
+        lease: Lease,
+        request: allocation.SeatRequest,
+        session: Session,
+        again: bool = False,
     ) -> bool:
         """``partitionCheck``, with its refusals noted like any other unmet request."""
         try:
-            return self.partitionCheck(lease)
+            return self.partitionCheck(lease, again)
         except ProtocolError as e:
             self._noteDenial(request, session, e.reason, e.message or "", explain=True)
             raise
@@ -240,16 +245,20 @@ class ClientOperations:
         if key:
             earlier = self.pool.leaseByRequest(session.machine, key)
             if earlier is not None and earlier.live(self.now()):
+                self._partitionChecked(earlier, request, session, again=True)
                 if earlier.borrowed:
                     return _leaseArgs(earlier, ttl=True)
                 (renewed,), written = self._renewAll([earlier])
-                return _after(written, _leaseArgs(renewed, ttl=True))
+                return self.answerOnceHeld(earlier, _after(written, _leaseArgs(renewed, ttl=True)))
         self.gateGrant()
         grant = self._allocate(request, session)
         lease = self._grant(session, request, grant, self.leaseTTL, key=key)
         acknowledged = self._partitionChecked(lease, request, session)
         answer = _leaseArgs(lease, ttl=True)
-        written = self.commit([Change.put(lease)], self._granted(lease, "checkout"), result=answer)
+        changes, audited = self._reclaimed(grant)
+        changes.append(Change.put(lease))
+        audited.append(self._granted(lease, "checkout"))
+        written = self.commit(changes, *audited, result=answer)
         return written if not acknowledged else self.awaitAcknowledgement(lease, written)
 
     def _granted(self, lease: Lease, command: str) -> AuditEntry:
@@ -318,7 +327,9 @@ class ClientOperations:
         # CHECKOUT that uses the same key with this borrowed lease.
         lease = self._grant(session, request, grant, days * 86400, borrowed=True)
         acknowledged = self._partitionChecked(lease, request, session)
-        written = self.commit([Change.put(lease)], self._granted(lease, "borrow"))
+        changes, audited = self._reclaimed(grant)
+        changes.append(Change.put(lease))
+        written = self.commit(changes, *audited, self._granted(lease, "borrow"))
         if acknowledged:
             written = self.awaitAcknowledgement(lease, written)
         await written
@@ -340,10 +351,41 @@ class ClientOperations:
             if not lease.live(now) and not self.keepsExpired(lease)
         ]
         if dead:
-            self.leaseEnded(dead, "expired")
-            expired = self.entry("expire", leases=[lease.id for lease in dead])
-            await self.commit([Change.delete(lease) for lease in dead], expired)
+            changes, audited = self._expired(dead)
+            await self.commit(changes, *audited)
         return len(dead)
+
+    def _expired(self, dead: list[Lease]) -> tuple[list[Change], list[AuditEntry]]:
+        """The deletion of leases that ended by silence, and its audit entry."""
+        if not dead:
+            return [], []
+        self.leaseEnded(dead, "expired")
+        expired = self.entry("expire", leases=[lease.id for lease in dead])
+        return [Change.delete(lease) for lease in dead], [expired]
+
+    def _reclaimed(self, grant: allocation.Grant) -> tuple[list[Change], list[AuditEntry]]:
+        """The ended leases whose seat a grant may take, deleted in the grant's own write.
+
+        A concurrent license with as many holders as seats, live or not, gives
+        a seat only because some holder's leases have all ended: the reaper
+        would delete them within seconds. Deleting them with the grant means a
+        lease on disk always held its seat, so a restarted server may count
+        every one of them live until the latest end its client was told
+        (``Ledger.start``) and still never count more seats than licensed.
+        """
+        if grant.kind != CONCURRENT:
+            return [], []
+        now = self.now()
+        dead: list[Lease] = []
+        for license_id in grant.licenses:
+            lic = self.pool.license(license_id)
+            holders = self.pool.holdersOf(license_id)
+            if lic is None or len(holders) < lic.seats:
+                continue
+            for leases in holders.values():
+                if not any(lease.live(now) for lease in leases.values()):
+                    dead.extend(lease for lease in leases.values() if not self.keepsExpired(lease))
+        return self._expired(dead)
 
     def _reapSafely(self) -> defer.Deferred:
         d = defer.ensureDeferred(self.reap())
