@@ -726,9 +726,10 @@ class TakeoverTests(PairTestCase):
 
     def test_reaperOnlyWhenActive(self):
         """A standby failover leaves expiry to the primary; an active one reaps."""
-        expired = dataclasses.replace(
-            self.failover.pool.lease(self.lease), id="l-old", expires=int(self.clock.seconds())
-        )
+        synced = self.failover.pool.lease(self.lease)
+        # Ended even at the latest end its client can have been told (``latest_end``).
+        ended = int(self.failover.lastSync) - synced.ttl // 2 - 1
+        expired = dataclasses.replace(synced, id="l-old", expires=ended)
         self.failover.pool.apply([Change.put(expired)])
         self.assertEqual(self.successResultOf(run(self.failover.reap())), 0)
         self.assertIsNotNone(self.failover.pool.lease("l-old"))

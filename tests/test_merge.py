@@ -211,12 +211,39 @@ class MergeVerbTests(PairTestCase):
         self.assertEqual(self.merge(ended="expired", **args), {"merged": "removed"})
 
     def test_sameRequestKeyReplaces(self):
-        """The failover's lease replaces the primary's of the same machine and key."""
+        """The failover's lease replaces the primary's of the same machine and key once
+        that has ended: the client holds the failover's now."""
         c = hello(self.primary, "m7")
         mine = self.ok(self.primary.checkout(c, {"request": "k1"}))["lease"]
+        self.clock.advance(121)
         self.merge(record=self.record(request="k1"))
         self.assertIsNone(self.primary.pool.lease(mine))
         self.assertEqual(self.primary.pool.leaseByRequest("m7", "k1").id, "l-merged0000000001")
+
+    def test_sameRequestKeyKeepsLaterEnd(self):
+        """A live lease of the same machine and key that ends later than the failover's is
+        replaced by it with its own end: its client may hold it still, and the seat
+        stays counted until then; a retry under the key gets the merged lease."""
+        c = hello(self.primary, "m7")
+        self.clock.advance(30)
+        mine = self.ok(self.primary.checkout(c, {"request": "k1"}))
+        self.clock.advance(10)
+        self.merge(record=self.record(request="k1", expires=int(self.clock.seconds()) + 20))
+        self.assertIsNone(self.primary.pool.lease(mine["lease"]))
+        merged = self.primary.pool.lease("l-merged0000000001")
+        self.assertEqual(merged.expires, mine["expires"])
+        again = self.ok(self.primary.checkout(c, {"request": "k1"}))
+        self.assertEqual(again["lease"], merged.id)
+
+    def test_endedNotTaken(self):
+        """A lease that ended at the failover is not taken, and leaves the primary's lease
+        of the same key alone: its client no longer counts on the failover's."""
+        c = hello(self.primary, "m7")
+        mine = self.ok(self.primary.checkout(c, {"request": "k1"}))["lease"]
+        answer = self.merge(record=self.record(request="k1", expires=int(self.clock.seconds())))
+        self.assertEqual((answer["merged"], answer["why"]), ("kept", "ended"))
+        self.assertIsNone(self.primary.pool.lease("l-merged0000000001"))
+        self.assertIsNotNone(self.primary.pool.lease(mine))
 
     def test_licenseGone(self):
         """A lease of a license the primary no longer has is not taken."""

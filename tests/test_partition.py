@@ -456,3 +456,135 @@ class UnpairTests(PartitionTestCase):
         kinds = self.auditKinds(self.primaryStore)
         self.ok(self.primary.unpair())
         self.assertEqual(self.auditKinds(self.primaryStore), kinds)
+
+
+class InterleavingTests(PartitionTestCase):
+    """Interleavings the property test (``test_partition_property``) found, one each."""
+
+    def test_silentEndReapedWhileLinkedStillCounts(self):
+        """A lease reaped at its silent end while linked keeps its seat until the failover
+        acknowledges the removal: cut before that, the failover still holds the lease and
+        renews it when it takes over."""
+        leases = [self.checkout(self.primary, m) for m in ("m1", "m2", "m3")]
+        self.advance(TTL - 0.5)
+        self.clock.advance(1.5)  # no byte moves: the removal stays here, the link counts
+        self.assertTrue(self.primary.linkUp())
+        self.ok(self.primary.reap())
+        self.assertEqual(list(self.primary.pool.all("lease")), [])
+        self.cut()
+        self.advance(TAKEOVER / 2 + 0.5)
+        self.assertIsNotNone(self.failover.pool.lease(leases[0]))
+        self.refusedCheckout(self.primary, "m4")
+
+    def test_removalAcknowledgedFreesTheSeat(self):
+        """Once the failover acknowledged the removal, the seat is free in a later cut."""
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        self.beat()
+        self.advance(TTL + 6)
+        self.assertEqual(list(self.primary.pool.all("lease")), [])
+        self.cutFor(TAKEOVER / 2 + 0.5)
+        for machine in ("m4", "m5", "m6"):
+            self.checkout(self.primary, machine)
+
+    def test_retryOfUnacknowledgedGrantAfterRestart(self):
+        """A grant of one of the last E seats is durable before the failover's
+        acknowledgement; if the primary dies first, a retry under its request key while
+        cut off is checked like a new grant: the failover may never have had it."""
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        m4 = hello(self.primary, "m4")
+        waiting = self.primary.checkout(m4, {"request": "k4"})
+        self.assertNoResult(waiting)
+        self.killPrimary()
+        self.primary = self.startPrimary()
+        self.assertTrue(self.primary.cutOff())
+        self.assertIsNotNone(self.primary.pool.leaseByRequest("m4", "k4"))
+        retry = self.primary.checkout(hello(self.primary, "m4"), {"request": "k4"})
+        self.assertEqual(self.failureResultOf(retry).value.reason, "no-seats")
+
+    def test_retryWaitsForTheAcknowledgement(self):
+        """A retry under the request key of a grant still waiting for the failover waits
+        too, and is refused with it when the link is cut first."""
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        first = self.primary.checkout(hello(self.primary, "m4"), {"request": "k4"})
+        retry = self.primary.checkout(hello(self.primary, "m4"), {"request": "k4"})
+        self.assertNoResult(retry)
+        self.cut()
+        self.advance(TAKEOVER / 2 + 0.5)
+        for d in (first, retry):
+            self.assertEqual(self.failureResultOf(d).value.reason, "no-seats")
+
+    def test_waitingGrantIsNoSeatYet(self):
+        """A holder whose grant waits for the failover holds no seat yet: its second
+        CHECKOUT waits as well, and both are withdrawn by a cut."""
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        m4 = hello(self.primary, "m4")
+        first = self.primary.checkout(m4, {})
+        second = self.primary.checkout(m4, {})
+        self.assertNoResult(second)
+        self.cut()
+        self.advance(TAKEOVER / 2 + 0.5)
+        for d in (first, second):
+            self.assertEqual(self.failureResultOf(d).value.reason, "no-seats")
+        self.assertEqual(self.primary.pool.leasesOfMachine("m4"), [])
+
+    def test_shortHealEndsTheCut(self):
+        """A heal as short as one BEAT ends the cut: a lease granted in it is the failover's
+        too, so in the next cut its silent end keeps its seat."""
+        self.cutFor(TAKEOVER / 2 + 0.5)
+        self.checkout(self.primary, "m1")
+        self.heal()
+        self.beat()
+        self.cut()
+        self.advance(TAKEOVER / 2 + 0.5)
+        self.checkout(self.primary, "m2")
+        self.advance(TTL + 1, step=1)
+        self.ok(self.primary.reap())
+        self.checkout(self.primary, "m3")
+        self.checkout(self.primary, "m4")
+        self.refusedCheckout(self.primary, "m5")
+
+    def test_takeoverRenewsUnwrittenRenewals(self):
+        """A synced lease whose stored end passed before the last sync, but whose client was
+        told a later end (a renewal not yet written), is renewed at takeover."""
+        lease = self.checkout(self.primary, "m1")
+        self.advance(30)
+        self.ok(self.primary.heartbeat(hello(self.primary, "m1"), {"lease": lease}))
+        self.advance(TTL - 30 + 5)
+        self.checkout(self.primary, "m2")  # something to sync
+        self.beat()
+        self.assertLess(self.failover.pool.lease(lease).expires, self.failover.lastSync)
+        self.takeOver()
+        self.ok(self.failover.heartbeat(hello(self.failover, "m1"), {"lease": lease}))
+
+    def takeOver(self) -> None:
+        self.cutFor(TAKEOVER + 0.5)
+        self.assertEqual(self.failover.state, "active")
+
+    def test_failoverCountsASyncedHoldersNewLease(self):
+        """A synced lease's holder taking a new lease at the failover takes one of its own
+        seats: the primary may have seen it release the synced one."""
+        for machine in ("m1", "m2", "m3", "m4"):
+            d = self.primary.checkout(hello(self.primary, machine), {})
+            self.beat()
+            self.successResultOf(d)
+        self.takeOver()
+        self.checkout(self.failover, "f1")
+        self.refusedCheckout(self.failover, "m1")
+
+    def test_releasedInCutNotMergedBack(self):
+        """A synced lease released at the primary during the cut, which the failover
+        renewed when it took over, is not brought back by the merge."""
+        leases = [self.checkout(self.primary, m) for m in ("m1", "m2", "m3")]
+        self.beat()
+        self.takeOver()
+        self.ok(self.primary.release(hello(self.primary, "m1"), {"lease": leases[0]}))
+        self.heal()
+        self.advance(HEARTBEAT * 3)
+        self.assertEqual(self.failover.state, "standby")
+        self.assertIsNone(self.primary.pool.lease(leases[0]))
+        for lease in leases[1:]:
+            self.assertIsNotNone(self.primary.pool.lease(lease))

@@ -28,6 +28,7 @@ from twisted.internet import defer, error
 from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import display_address
 from licenseserver.allocation import seats_held
+from licenseserver.ledger import latest_end
 from licenseserver.localstate import (
     ALIVE_AT,
     DIVERGED,
@@ -186,6 +187,10 @@ class FailoverRole(ServingRole):
         for name in (ALIVE_AT, STOPPED_AT):
             await self.store.setLocal(name, None)
 
+    def servedLoadedPool(self) -> bool:
+        """Only a failover restarted after serving: a mirror holds what the primary wrote."""
+        return self._diverged is not None
+
     def _loaded(self, snapshot: Any) -> None:
         super()._loaded(snapshot)
         self._armSilence()
@@ -299,7 +304,7 @@ class FailoverRole(ServingRole):
 
     # The exact partition policy (FAILOVER.md rule 17)
 
-    def partitionCheck(self, lease: Lease) -> bool:
+    def partitionCheck(self, lease: Lease, again: bool = False) -> bool:
         """Under ``exact``: grant a new seat only while this failover's own grants (live, or
         ended by silence) are fewer than ``min(E, N - S)``, where S counts the synced leases
         that were live at the takeover and were not RELEASEd here.
@@ -309,7 +314,8 @@ class FailoverRole(ServingRole):
         of, so the two never hand out more than N seats between them.
         """
         takeover = self._takeover
-        if takeover is None:
+        if takeover is None or again:
+            # A lease asked for again is counted already: synced, or granted here.
             return False
         now = self.now()
         live = takeover["live"]
@@ -317,10 +323,14 @@ class FailoverRole(ServingRole):
             leases = self.pool.leasesFor(lic.product)
             holder = (lease.machine, lease.user, lease.product)
             if any(
-                (other.machine, other.user, other.product) == holder and other.live(now)
+                (other.machine, other.user, other.product) == holder
+                and other.live(now)
+                and self._ownGrant(other, takeover)
                 for other in leases
                 if lic.id in other.licenses
             ):
+                # Its holder holds one of this failover's own seats. A synced lease
+                # does not count: the primary may have seen its client release it.
                 continue
             synced = seats_held(lic, leases, lambda other: other.id in live)
             own = seats_held(lic, leases, lambda other: self._ownGrant(other, takeover))
@@ -373,7 +383,9 @@ class FailoverRole(ServingRole):
     def _holdTakeover(self) -> None:
         """Note the takeover's time and the synced leases live at it, durably."""
         live = sorted(
-            lease.id for lease in self.pool.all("lease") if lease.expires > (self.lastSync or 0)
+            lease.id
+            for lease in self.pool.all("lease")
+            if latest_end(lease) > (self.lastSync or 0)
         )
         at = self.now()
         self._takeover = {"at": at, "live": frozenset(live)}
@@ -508,12 +520,14 @@ class FailoverRole(ServingRole):
             link.transport.abortConnection()
 
     def _renewSyncedLeases(self) -> None:
-        """Renew every lease that was live at the last sync, as a HEARTBEAT would.
+        """Renew every lease that may have been live at the last sync, as a HEARTBEAT would.
 
         Leases live on the primary at the last sync stay valid here (no client
         loses a running license because the primary died). The end a synced
         lease carries is the one the primary wrote, which may be less than
-        half a lease time ahead (renewals are written only then), and finding
+        half a lease time ahead (renewals are written only then), so a lease
+        counts as live at the sync until the latest end its client may have
+        been told (``ledger.latest_end``), and finding
         the primary silent took ``takeoverAfter``: without this, a lease
         heartbeated just before the primary died could end before its client
         reaches this server. Borrowed leases keep their end.
@@ -521,7 +535,7 @@ class FailoverRole(ServingRole):
         synced = [
             lease
             for lease in self.pool.all("lease")
-            if not lease.borrowed and lease.expires > self.lastSync
+            if not lease.borrowed and latest_end(lease) > self.lastSync
         ]
         _, written = self._renewAll(synced)
         if written is not None:

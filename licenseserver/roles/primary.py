@@ -171,6 +171,10 @@ class PrimaryRole(ServingRole):
         (revision, lease, the grant's answer)."""
         self._grantedInCut: set[str] = set()
         """Leases granted while cut off from the failover: it holds no copy of them."""
+        self._gone: dict[str, tuple[int, Lease, str]] = {}
+        """Leases of exact licenses removed here (``expired``, ``released``, ``withdrawn``)
+        that the failover may still hold, until it acknowledges the removal: by id,
+        (the revision of the removal, the lease, how it ended)."""
         self._cutSince: float | None = None
         self._linkWatch: Any = None
         alive = TimerService(ALIVE_EVERY, self._noteAlive)
@@ -305,10 +309,16 @@ class PrimaryRole(ServingRole):
             for lic, share in self.exactPool()
         ]
 
-    def partitionCheck(self, lease: Lease) -> bool:
+    def partitionCheck(self, lease: Lease, again: bool = False) -> bool:
         """Under ``exact``: while cut off, serve at most N - E seats, counting the seats of
-        leases the failover may hold a copy of that ended by silence; while linked, a grant
-        of one of the last E seats waits for the failover's acknowledgement."""
+        leases the failover may hold a copy of that ended by silence (here or removed
+        since its last acknowledgement); while linked, a grant of one of the last E
+        seats waits for the failover's acknowledgement.
+
+        A retry under a request key (``again``) gets its lease back while cut off
+        only as a new grant would: the failover may never have had it (a grant
+        whose acknowledgement was lost with a restart of this server).
+        """
         exact = self.exactLicenses(lease)
         if not exact or not self.hasFailover():
             return False
@@ -316,11 +326,16 @@ class PrimaryRole(ServingRole):
         cut = self.cutOff()
         acknowledged = False
         for lic, share in exact:
-            leases = self.pool.leasesFor(lic.product)
+            leases = [other for other in self.pool.leasesFor(lic.product) if other.id != lease.id]
             if self._holdsSeat(lic, lease, leases, now):
                 continue
             if cut:
-                held = seats_held(lic, leases, lambda other: self._counts(other, now))
+                counted = leases + [
+                    gone
+                    for _, gone, how in self._gone.values()
+                    if how != "released" and lic.id in gone.licenses
+                ]
+                held = seats_held(lic, counted, lambda other: self._counts(other, now))
                 if held >= lic.seats - share:
                     raise ProtocolError(
                         "no-seats",
@@ -328,20 +343,43 @@ class PrimaryRole(ServingRole):
                         f" in use, and {share} are held back for the failover: this server"
                         " is cut off from it (exact partition policy)",
                     )
-            elif seats_held(lic, leases, lambda other: other.live(now)) + 1 > lic.seats - share:
+            elif (
+                not again
+                and seats_held(lic, leases, lambda other: other.live(now)) + 1 > lic.seats - share
+            ):
                 acknowledged = True
-        if cut:
+        if cut and not again:
             self._grantedInCut.add(lease.id)
         return acknowledged
 
     def _holdsSeat(self, lic: License, lease: Lease, leases: list[Lease], now: int) -> bool:
-        """Whether ``lease``'s holder holds a seat of ``lic`` already (it takes no new one)."""
+        """Whether ``lease``'s holder holds a seat of ``lic`` already (it takes no new one).
+
+        A grant still waiting for the failover's acknowledgement is no seat
+        yet: it may be withdrawn, and a second grant of the same holder beside
+        it must wait as well.
+        """
         holder = (lease.machine, lease.user, lease.product)
+        waiting = {waiting.id for _, waiting, _ in self._waiting}
         return any(
-            (other.machine, other.user, other.product) == holder and other.live(now)
+            (other.machine, other.user, other.product) == holder
+            and other.live(now)
+            and other.id not in waiting
             for other in leases
             if lic.id in other.licenses
         )
+
+    def leaseEnded(self, leases: Any, how: str) -> None:
+        """Remember the leases of exact licenses removed here that the failover may hold,
+        until it acknowledges their removal: while cut off, a seat whose lease ended by
+        silence is still counted (the failover renews every lease it holds when it
+        takes over), and a merge does not bring back a lease its client released."""
+        if not self.hasFailover():
+            return
+        revision = self.ledger.revision + 1  # the removal's, committed next
+        for lease in leases:
+            if lease.id not in self._grantedInCut and self.exactLicenses(lease):
+                self._gone[lease.id] = (revision, lease, how)
 
     def _counts(self, lease: Lease, now: int) -> bool:
         """Whether a lease holds its seat during a cut: live, or ended by silence while the
@@ -376,7 +414,17 @@ class PrimaryRole(ServingRole):
 
         return written.addCallback(durable)
 
+    def answerOnceHeld(self, lease: Lease, answer: Any) -> Any:
+        revisions = [revision for revision, waiting, _ in self._waiting if waiting.id == lease.id]
+        if not revisions:
+            return answer
+        waiter: defer.Deferred = defer.Deferred()
+        self._waiting.append((revisions[0], lease, waiter))
+        self._watchLink()
+        return waiter.addCallback(lambda ignored: answer)
+
     def _acknowledge(self, revision: int) -> None:
+        self._gone = {key: gone for key, gone in self._gone.items() if gone[0] > revision}
         waiting, self._waiting = self._waiting, []
         for entry in waiting:
             if entry[0] <= revision:
@@ -398,7 +446,9 @@ class PrimaryRole(ServingRole):
             self._watchLink()
             return
         waiting, self._waiting = self._waiting, []
-        leases = [lease for _, lease, _ in waiting if self.pool.lease(lease.id) is not None]
+        inPool = {lease.id: lease for _, lease, _ in waiting if self.pool.lease(lease.id)}
+        leases = list(inPool.values())
+        self.leaseEnded(leases, "withdrawn")
         taken = self.entry("grant-withdrawn", leases=[lease.id for lease in leases])
         d = self.commit([Change.delete(lease) for lease in leases], taken) if leases else None
         refusal = ProtocolError(
@@ -628,6 +678,9 @@ class PrimaryRole(ServingRole):
         if args.get("diverged") != "1":
             # A failover that served on its own has not handed everything over yet.
             link.heard = self.clock.seconds()
+            # A cut ends here, however short: the leases granted in it are the
+            # failover's to renew too if the link is cut again.
+            self.cutOff()
         link.revision = integer_arg(args, "revision", link.revision, 0, MAX_INTEGER)
         if link.revision > link.acknowledged:
             link.acknowledged = link.revision
@@ -649,6 +702,15 @@ class PrimaryRole(ServingRole):
             lease = merged_lease(args["record"])
             if any(self.pool.license(lid) is None for lid in lease.licenses):
                 return {"merged": "kept", "why": "license-gone"}
+            gone = self._gone.get(lease.id)
+            if gone is not None and gone[2] == "released":
+                # Its client released it here during the cut: the failover's copy
+                # (renewed when it took over) holds no seat anybody uses.
+                return {"merged": "kept", "why": "released"}
+            now = self.now()
+            if not lease.live(now):
+                # It ended at the failover: its holder counts on it no more.
+                return {"merged": "kept", "why": "ended"}
             known = self.pool.lease(lease.id)
             if known is not None and known.expires >= lease.expires:
                 return {"merged": "kept"}
@@ -658,18 +720,22 @@ class PrimaryRole(ServingRole):
                 # A machine that registered only with the failover: the failover's
                 # client id may name another machine here, so it gets one of this pool.
                 host = text_arg(args, "host", required=False, default=lease.machine)
-                now = self.now()
                 client = Client(self._newClientId(), lease.machine, host, now, now)
                 changes.append(Change.put(client))
             lease = dataclasses.replace(lease, client=client.id)
-            changes.append(Change.put(lease))
             earlier = (
                 self.pool.leaseByRequest(lease.machine, lease.request) if lease.request else None
             )
             if earlier is not None and earlier.id != lease.id:
-                # The client asked the failover again under the same key: it holds the
-                # failover's lease now, and a key names one lease at one server.
-                changes.insert(0, Change.delete(earlier))
+                # The client asked the failover again under the same key: a key names
+                # one lease at one server, and the failover's takes its place. The
+                # client may have gone on with this one (a retry here gives it back), so
+                # the seat stays counted until the later of their ends; the client's
+                # next heartbeat of it is unknown-lease, and its retry gets the merged one.
+                changes.append(Change.delete(earlier))
+                if earlier.live(now) and earlier.expires > lease.expires:
+                    lease = dataclasses.replace(lease, expires=earlier.expires)
+            changes.append(Change.put(lease))
             entry = self.entry("lease-merged", lease=lease.id, failover=link.name, op="put")
             await self.commit(changes, entry)
             self.noteOverAllocation(lease.licenses, link.name)
