@@ -34,6 +34,11 @@ ALIVE_AT = "primary_alive_at"
 """When this primary last noted that it runs (every ``ALIVE_EVERY`` s of ``roles.primary``)."""
 STOPPED_AT = "primary_stopped_at"
 """When this primary stopped cleanly; cleared as it starts."""
+UNCONFIRMED = "unconfirmed_grants"
+"""A primary's grants of the last seats of exact licenses (FAILOVER.md rule 16) whose
+answer waits for the failover's acknowledgement: a list of lease ids, noted before the
+grant is written and cleared before its answer goes out. A primary that starts with
+some withdraws them: no client was told it holds them."""
 
 TAKEOVER_HELD = "takeover_held"
 """What an active failover's exact partition limits count from (FAILOVER.md rule 17):
@@ -64,6 +69,7 @@ def role_change(
                 PRIMARY_EDITION: None,
                 SERVED: None,
                 TAKEOVER_HELD: None,
+                UNCONFIRMED: None,
                 DIVERGED: 0,
             }
         )

@@ -487,21 +487,35 @@ class InterleavingTests(PartitionTestCase):
         for machine in ("m4", "m5", "m6"):
             self.checkout(self.primary, machine)
 
-    def test_retryOfUnacknowledgedGrantAfterRestart(self):
+    def test_unconfirmedGrantWithdrawnAtRestart(self):
         """A grant of one of the last E seats is durable before the failover's
-        acknowledgement; if the primary dies first, a retry under its request key while
-        cut off is checked like a new grant: the failover may never have had it."""
+        acknowledgement; if the primary dies first, it starts again without it (no client
+        was told of it), and a retry under its request key while cut off is a new grant,
+        refused: the failover may hold the withdrawn one."""
         for machine in ("m1", "m2", "m3"):
             self.checkout(self.primary, machine)
-        m4 = hello(self.primary, "m4")
-        waiting = self.primary.checkout(m4, {"request": "k4"})
+        waiting = self.primary.checkout(hello(self.primary, "m4"), {"request": "k4"})
         self.assertNoResult(waiting)
+        self.assertIsNotNone(self.primary.pool.leaseByRequest("m4", "k4"))
         self.killPrimary()
         self.primary = self.startPrimary()
         self.assertTrue(self.primary.cutOff())
-        self.assertIsNotNone(self.primary.pool.leaseByRequest("m4", "k4"))
+        self.assertIsNone(self.primary.pool.leaseByRequest("m4", "k4"))
+        self.assertIn("grant-withdrawn", self.auditKinds(self.primaryStore))
         retry = self.primary.checkout(hello(self.primary, "m4"), {"request": "k4"})
         self.assertEqual(self.failureResultOf(retry).value.reason, "no-seats")
+
+    def test_acknowledgedGrantKeptAtRestart(self):
+        """A grant the failover acknowledged is answered only once it is no longer noted
+        as unconfirmed: a restart keeps it."""
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        d = self.primary.checkout(hello(self.primary, "m4"), {"request": "k4"})
+        self.beat()
+        lease = self.successResultOf(d)["lease"]
+        self.killPrimary()
+        self.primary = self.startPrimary()
+        self.assertIsNotNone(self.primary.pool.lease(lease))
 
     def test_retryWaitsForTheAcknowledgement(self):
         """A retry under the request key of a grant still waiting for the failover waits
@@ -579,7 +593,7 @@ class InterleavingTests(PartitionTestCase):
         """A synced lease released at the primary during the cut, which the failover
         renewed when it took over, is not brought back by the merge."""
         leases = [self.checkout(self.primary, m) for m in ("m1", "m2", "m3")]
-        self.beat()
+        self.advance(TTL / 2 + 5)  # so that the takeover's renewals are written
         self.takeOver()
         self.ok(self.primary.release(hello(self.primary, "m1"), {"lease": leases[0]}))
         self.heal()

@@ -112,6 +112,7 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
             self.ledger.start(snapshot)
         else:
             self.ledger.load(snapshot)
+        self.loadedPool()
         self.loaded = True
         added = [key["id"] for key in self.vendorKeys() if key["source"] == "added"]
         if added:
@@ -148,6 +149,9 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         return d
 
     # State that roles differ in
+
+    def loadedPool(self) -> None:
+        """The pool is loaded; nothing is served yet: mend what a crash left half done."""
 
     def servedLoadedPool(self) -> bool:
         """Whether this server served the pool it loads at start, so that renewals its
@@ -238,13 +242,9 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
                     out.append((lic, share))
         return out
 
-    def partitionCheck(self, lease: Any, again: bool = False) -> bool:
+    def partitionCheck(self, lease: Any) -> bool:
         """Refuse ``lease`` (``409 no-seats``) when the partition rules hold its seat back;
-        return whether its grant must wait for the failover's acknowledgement.
-
-        ``again``: ``lease`` is in the pool already, and its client asks for it
-        again under its request key (a retry of a CHECKOUT it heard no answer to).
-        """
+        return whether its grant must wait for the failover's acknowledgement."""
         return False
 
     def awaitAcknowledgement(self, lease: Any, written: defer.Deferred) -> defer.Deferred:

@@ -122,15 +122,11 @@ class ClientOperations:
         return result
 
     def _partitionChecked(
-        self,
-        lease: Lease,
-        request: allocation.SeatRequest,
-        session: Session,
-        again: bool = False,
+        self, lease: Lease, request: allocation.SeatRequest, session: Session
     ) -> bool:
         """``partitionCheck``, with its refusals noted like any other unmet request."""
         try:
-            return self.partitionCheck(lease, again)
+            return self.partitionCheck(lease)
         except ProtocolError as e:
             self._noteDenial(request, session, e.reason, e.message or "", explain=True)
             raise
@@ -245,7 +241,6 @@ class ClientOperations:
         if key:
             earlier = self.pool.leaseByRequest(session.machine, key)
             if earlier is not None and earlier.live(self.now()):
-                self._partitionChecked(earlier, request, session, again=True)
                 if earlier.borrowed:
                     return _leaseArgs(earlier, ttl=True)
                 (renewed,), written = self._renewAll([earlier])

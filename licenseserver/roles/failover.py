@@ -304,7 +304,7 @@ class FailoverRole(ServingRole):
 
     # The exact partition policy (FAILOVER.md rule 17)
 
-    def partitionCheck(self, lease: Lease, again: bool = False) -> bool:
+    def partitionCheck(self, lease: Lease) -> bool:
         """Under ``exact``: grant a new seat only while this failover's own grants (live, or
         ended by silence) are fewer than ``min(E, N - S)``, where S counts the synced leases
         that were live at the takeover and were not RELEASEd here.
@@ -314,8 +314,7 @@ class FailoverRole(ServingRole):
         of, so the two never hand out more than N seats between them.
         """
         takeover = self._takeover
-        if takeover is None or again:
-            # A lease asked for again is counted already: synced, or granted here.
+        if takeover is None:
             return False
         now = self.now()
         live = takeover["live"]

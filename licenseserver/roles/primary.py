@@ -29,7 +29,7 @@ from licenseserver import jsonparse
 from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import parse_host_port
 from licenseserver.allocation import seats_held
-from licenseserver.localstate import ALIVE_AT, FAILOVER_ADDRESS, STOPPED_AT
+from licenseserver.localstate import ALIVE_AT, FAILOVER_ADDRESS, STOPPED_AT, UNCONFIRMED
 from licenseserver.model import Change, Client, Lease, License, record_from_dict
 from licenseserver.passwords import proof_matches
 from licenseserver.protocols import sync
@@ -171,6 +171,8 @@ class PrimaryRole(ServingRole):
         (revision, lease, the grant's answer)."""
         self._grantedInCut: set[str] = set()
         """Leases granted while cut off from the failover: it holds no copy of them."""
+        self._unconfirmed: set[str] = set()
+        """The leases of ``_waiting``, as noted in the store (``localstate.UNCONFIRMED``)."""
         self._gone: dict[str, tuple[int, Lease, str]] = {}
         """Leases of exact licenses removed here (``expired``, ``released``, ``withdrawn``)
         that the failover may still hold, until it acknowledges the removal: by id,
@@ -188,6 +190,14 @@ class PrimaryRole(ServingRole):
         if stoppedAt is not None:
             await self.store.setLocal(STOPPED_AT, None)
         self._recordOutage(aliveAt, stoppedAt)
+        self._unconfirmed = set(await self.store.getLocal(UNCONFIRMED) or ())
+
+    def loadedPool(self) -> None:
+        """Withdraw the grants whose answer still waited for the failover when this primary
+        stopped: no client was told it holds them, and the failover may not have them."""
+        leases = [self.pool.lease(lease_id) for lease_id in sorted(self._unconfirmed)]
+        self._noteUnconfirmed(removed=self._unconfirmed)
+        self._withdraw([lease for lease in leases if lease is not None])
 
     # Its own outages
 
@@ -309,15 +319,12 @@ class PrimaryRole(ServingRole):
             for lic, share in self.exactPool()
         ]
 
-    def partitionCheck(self, lease: Lease, again: bool = False) -> bool:
+    def partitionCheck(self, lease: Lease) -> bool:
         """Under ``exact``: while cut off, serve at most N - E seats, counting the seats of
         leases the failover may hold a copy of that ended by silence (here or removed
         since its last acknowledgement); while linked, a grant of one of the last E
-        seats waits for the failover's acknowledgement.
-
-        A retry under a request key (``again``) gets its lease back while cut off
-        only as a new grant would: the failover may never have had it (a grant
-        whose acknowledgement was lost with a restart of this server).
+        seats waits for the failover's acknowledgement (and a restart withdraws it
+        while it waits: ``loadedPool``).
         """
         exact = self.exactLicenses(lease)
         if not exact or not self.hasFailover():
@@ -326,7 +333,7 @@ class PrimaryRole(ServingRole):
         cut = self.cutOff()
         acknowledged = False
         for lic, share in exact:
-            leases = [other for other in self.pool.leasesFor(lic.product) if other.id != lease.id]
+            leases = self.pool.leasesFor(lic.product)
             if self._holdsSeat(lic, lease, leases, now):
                 continue
             if cut:
@@ -343,14 +350,27 @@ class PrimaryRole(ServingRole):
                         f" in use, and {share} are held back for the failover: this server"
                         " is cut off from it (exact partition policy)",
                     )
-            elif (
-                not again
-                and seats_held(lic, leases, lambda other: other.live(now)) + 1 > lic.seats - share
-            ):
+            elif seats_held(lic, leases, lambda other: other.live(now)) + 1 > lic.seats - share:
                 acknowledged = True
-        if cut and not again:
+        if cut:
             self._grantedInCut.add(lease.id)
+        if acknowledged:
+            # Noted before the grant is written (the store keeps the order): a restart
+            # finds it unconfirmed and withdraws it.
+            self._noteUnconfirmed(added={lease.id})
         return acknowledged
+
+    def _noteUnconfirmed(
+        self, added: set[str] = frozenset(), removed: set[str] = frozenset()
+    ) -> defer.Deferred:
+        """Change the grants noted as unconfirmed; fires once the store holds the note."""
+        before = set(self._unconfirmed)
+        self._unconfirmed = (before | added) - removed
+        if self._unconfirmed == before:
+            return defer.succeed(None)
+        d = self.store.setLocal(UNCONFIRMED, sorted(self._unconfirmed) or None)
+        d.addErrback(lambda f: self.log.failure("Could not note the unconfirmed grants", f))
+        return d
 
     def _holdsSeat(self, lic: License, lease: Lease, leases: list[Lease], now: int) -> bool:
         """Whether ``lease``'s holder holds a seat of ``lic`` already (it takes no new one).
@@ -424,13 +444,21 @@ class PrimaryRole(ServingRole):
         return waiter.addCallback(lambda ignored: answer)
 
     def _acknowledge(self, revision: int) -> None:
+        """The failover holds ``revision``: answer the grants it acknowledges, once they are
+        no longer noted as unconfirmed (a restart must not withdraw a seat a client holds)."""
         self._gone = {key: gone for key, gone in self._gone.items() if gone[0] > revision}
-        waiting, self._waiting = self._waiting, []
-        for entry in waiting:
-            if entry[0] <= revision:
-                entry[2].callback(None)
-            else:
-                self._waiting.append(entry)
+        acknowledged = [entry for entry in self._waiting if entry[0] <= revision]
+        if not acknowledged:
+            return
+        self._waiting = [entry for entry in self._waiting if entry[0] > revision]
+        still = {lease.id for _, lease, _ in self._waiting}
+        noted = self._noteUnconfirmed(removed={lease.id for _, lease, _ in acknowledged} - still)
+
+        def answer(ignored: Any) -> None:
+            for _, _, waiter in acknowledged:
+                waiter.callback(None)
+
+        noted.addCallback(answer)
 
     def _watchLink(self) -> None:
         """Check, a little more often than the failover could give up on this primary,
@@ -447,10 +475,8 @@ class PrimaryRole(ServingRole):
             return
         waiting, self._waiting = self._waiting, []
         inPool = {lease.id: lease for _, lease, _ in waiting if self.pool.lease(lease.id)}
-        leases = list(inPool.values())
-        self.leaseEnded(leases, "withdrawn")
-        taken = self.entry("grant-withdrawn", leases=[lease.id for lease in leases])
-        d = self.commit([Change.delete(lease) for lease in leases], taken) if leases else None
+        self._withdraw(list(inPool.values()))
+        self._noteUnconfirmed(removed={lease.id for _, lease, _ in waiting})
         refusal = ProtocolError(
             "no-seats",
             "the link to the failover was cut before it held this seat, one of those held"
@@ -458,8 +484,16 @@ class PrimaryRole(ServingRole):
         )
         for _, _, waiter in waiting:
             waiter.errback(refusal)
-        if d is not None:
-            d.addErrback(lambda f: self.log.failure("Could not withdraw unacknowledged grants", f))
+
+    def _withdraw(self, leases: list[Lease]) -> None:
+        """Take back grants no client was told of (audited ``grant-withdrawn``); their seats
+        still count in a cut until the failover acknowledges the removal."""
+        if not leases:
+            return
+        self.leaseEnded(leases, "withdrawn")
+        taken = self.entry("grant-withdrawn", leases=[lease.id for lease in leases])
+        d = self.commit([Change.delete(lease) for lease in leases], taken)
+        d.addErrback(lambda f: self.log.failure("Could not withdraw unacknowledged grants", f))
 
     async def unpair(self) -> None:
         """Forget the failover (an admin's decision, when it is gone for good): the exact
