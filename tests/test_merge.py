@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 
 from licenseserver.metrics import Metrics
@@ -20,6 +21,13 @@ from licenseserver.web import display, views
 from licenseserver.web.facade import ServerView
 from tests.helpers import hello, licenseFile, run, session
 from tests.test_failover import HEARTBEAT, TAKEOVER, PairTestCase
+
+
+class Hangup(Protocol):
+    """A process that accepts a connection and closes it without a word."""
+
+    def connectionMade(self) -> None:
+        self.transport.loseConnection()
 
 
 class HandbackMergeTests(PairTestCase):
@@ -55,6 +63,18 @@ class HandbackMergeTests(PairTestCase):
         self.assertNotIn("over-allocated", [e.kind for e in events])
         self.beat()
         self.assertMirrors()
+
+    def test_wordlessCloseWhileServing(self):
+        """A connection accepted and closed without a word while the failover serves (a
+        primary dying again as it starts) is no refusal: the failover serves on, and
+        hands its leases over once the primary answers."""
+        self.takeOver()
+        granted = self.ok(self.failover.checkout(hello(self.failover, "m2"), {}))["lease"]
+        self.endpoint.revive(Factory.forProtocol(Hangup))
+        self.advance(HEARTBEAT * 2)
+        self.assertEqual(self.failover.machine.state, "active")
+        self.handBack()
+        self.assertIsNotNone(self.primary.pool.lease(granted))
 
     def test_newMachineGetsAClientOfThePrimary(self):
         """During a cut both servers register a machine new to them under the same next

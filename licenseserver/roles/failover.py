@@ -667,9 +667,11 @@ class FailoverRole(ServingRole):
         if reason is not None and reason.check(SSL.Error, VerificationError):
             self.heard()
             self._refused("refused", _tlsProblem(reason.value, self.primary))
-        elif not link.heardAny and not self.paired:
+        elif not link.heardAny and not self.paired and self.machine.state not in (ACTIVE, MERGING):
             # Something accepted the connection and closed it without a word: the
-            # primary is up but will not talk like this (a TLS port, say).
+            # primary is up but will not talk like this (a TLS port, say). Not while
+            # serving: a primary dying again as it starts does the same, and the
+            # leases served here must wait for one that answers.
             self.heard()
             self._refused(
                 "refused",
