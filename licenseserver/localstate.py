@@ -34,6 +34,11 @@ ALIVE_AT = "primary_alive_at"
 """When this primary last noted that it runs (every ``ALIVE_EVERY`` s of ``roles.primary``)."""
 STOPPED_AT = "primary_stopped_at"
 """When this primary stopped cleanly; cleared as it starts."""
+REMOVED = "removed_unacknowledged"
+"""A primary's leases of exact licenses removed since its failover last acknowledged a
+sync (``[revision, lease record, how]`` each): in a cut they still count, since the
+failover may hold them. Noted before the removal is written; a stale list only counts
+more, until the failover acknowledges again."""
 UNCONFIRMED = "unconfirmed_grants"
 """A primary's grants of the last seats of exact licenses (FAILOVER.md rule 16) whose
 answer waits for the failover's acknowledgement: a list of lease ids, noted before the
@@ -70,6 +75,7 @@ def role_change(
                 SERVED: None,
                 TAKEOVER_HELD: None,
                 UNCONFIRMED: None,
+                REMOVED: None,
                 DIVERGED: 0,
             }
         )

@@ -476,6 +476,20 @@ class InterleavingTests(PartitionTestCase):
         self.assertIsNotNone(self.failover.pool.lease(leases[0]))
         self.refusedCheckout(self.primary, "m4")
 
+    def test_removalStillCountsAfterRestart(self):
+        """The removals the failover has not acknowledged are noted durably: a primary
+        restarted before the acknowledgement still counts them while cut off."""
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        self.advance(TTL - 0.5)
+        self.clock.advance(1.5)  # no byte moves: the removal stays here
+        self.ok(self.primary.reap())
+        self.assertEqual(list(self.primary.pool.all("lease")), [])
+        self.killPrimary()
+        self.primary = self.startPrimary()
+        self.assertTrue(self.primary.cutOff())
+        self.refusedCheckout(self.primary, "m4")
+
     def test_removalAcknowledgedFreesTheSeat(self):
         """Once the failover acknowledged the removal, the seat is free in a later cut."""
         for machine in ("m1", "m2", "m3"):

@@ -29,8 +29,14 @@ from licenseserver import jsonparse
 from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import parse_host_port
 from licenseserver.allocation import seats_held
-from licenseserver.localstate import ALIVE_AT, FAILOVER_ADDRESS, STOPPED_AT, UNCONFIRMED
-from licenseserver.model import Change, Client, Lease, License, record_from_dict
+from licenseserver.localstate import (
+    ALIVE_AT,
+    FAILOVER_ADDRESS,
+    REMOVED,
+    STOPPED_AT,
+    UNCONFIRMED,
+)
+from licenseserver.model import Change, Client, Lease, License, record_from_dict, record_to_dict
 from licenseserver.passwords import proof_matches
 from licenseserver.protocols import sync
 from licenseserver.protocols.wire import (
@@ -191,6 +197,9 @@ class PrimaryRole(ServingRole):
             await self.store.setLocal(STOPPED_AT, None)
         self._recordOutage(aliveAt, stoppedAt)
         self._unconfirmed = set(await self.store.getLocal(UNCONFIRMED) or ())
+        for revision, record, how in await self.store.getLocal(REMOVED) or ():
+            lease = record_from_dict("lease", record)
+            self._gone[lease.id] = (revision, lease, how)
 
     def loadedPool(self) -> None:
         """Withdraw the grants whose answer still waited for the failover when this primary
@@ -397,9 +406,20 @@ class PrimaryRole(ServingRole):
         if not self.hasFailover():
             return
         revision = self.ledger.revision + 1  # the removal's, committed next
-        for lease in leases:
-            if lease.id not in self._grantedInCut and self.exactLicenses(lease):
-                self._gone[lease.id] = (revision, lease, how)
+        gone = [
+            lease
+            for lease in leases
+            if lease.id not in self._grantedInCut and self.exactLicenses(lease)
+        ]
+        if not gone:
+            return
+        for lease in gone:
+            self._gone[lease.id] = (revision, lease, how)
+        # Noted before the removal is written (the store keeps the order), so that a
+        # restart still counts them; those acknowledged since go with the next note.
+        noted = [[at, record_to_dict(lease), how] for at, lease, how in self._gone.values()]
+        d = self.store.setLocal(REMOVED, noted)
+        d.addErrback(lambda f: self.log.failure("Could not note the leases removed", f))
 
     def _counts(self, lease: Lease, now: int) -> bool:
         """Whether a lease holds its seat during a cut: live, or ended by silence while the
@@ -506,6 +526,7 @@ class PrimaryRole(ServingRole):
         self.peer = None
         self.rememberedFailover = None
         await self.store.setLocal(FAILOVER_ADDRESS, None)
+        await self.store.setLocal(REMOVED, None)
         self.audit("failover-unpaired", name=name)
         self.record(
             "failover-unpaired",
