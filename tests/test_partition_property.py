@@ -43,15 +43,6 @@ dropped, its ends of the link read nothing more and close, and a new role
 starts at once from the same ``FakeStore``. A cut moves nothing: what was
 sent on a connection arrives once the link is healed, and no new connection
 gets through while it lasts.
-
-Not yet collected by the suite (its name does not start with ``test_``): on the
-current code it finds real over-allocations of an exact license, listed in the
-note of issue 17 (silent ends freed before the failover knows, an unacknowledged
-grant handed out again by its request key after a restart, unwritten renewals
-lost on a restart, the cut state forgotten between checks, a holder's waiting
-grant counted as its seat, and two merge cases). Rename it to
-``test_partition_property.py`` once they are fixed; run it alone with
-``python -m twisted.trial tests.partition_property``.
 """
 
 from __future__ import annotations
