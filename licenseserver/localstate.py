@@ -49,6 +49,10 @@ TAKEOVER_HELD = "takeover_held"
 """What an active failover's exact partition limits count from (FAILOVER.md rule 17):
 ``{"at": T, "live": [lease ids]}``, its takeover time and the synced leases live then.
 Kept from the first takeover until the pool of that takeover is put back."""
+ENDED_WHILE_SERVING = "ended_while_serving"
+"""The leases that ended at an active failover, by id: ``[how, last end]``, ``how`` being
+``released`` or ``expired``; what its merge tells the primary (FAILOVER.md rule 14).
+Noted before the removal is written; cleared with the takeover's notes."""
 SERVED = "served_report"
 """A failover's time serving not yet reported to its primary:
 ``{"from", "until", "grants", "takeovers"}`` (``until`` is None while it serves)."""
@@ -74,6 +78,7 @@ def role_change(
                 PRIMARY_EDITION: None,
                 SERVED: None,
                 TAKEOVER_HELD: None,
+                ENDED_WHILE_SERVING: None,
                 UNCONFIRMED: None,
                 REMOVED: None,
                 DIVERGED: 0,

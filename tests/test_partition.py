@@ -109,12 +109,18 @@ class PrimaryLinkedTests(PartitionTestCase):
         self.assertIn("grant-withdrawn", self.auditKinds(self.primaryStore))
 
     def test_holderKeepsItsSeat(self):
-        """A holder already holding a seat takes no new one: no wait, even in a cut."""
-        for machine in ("m1", "m2", "m3"):
-            self.checkout(self.primary, machine)
+        """A holder already holding a seat takes no new one: no wait for the failover; in
+        a cut, a holder of a lease granted in the cut (one the failover cannot have seen
+        released)."""
+        leases = [self.checkout(self.primary, m) for m in ("m1", "m2", "m3")]
+        self.successResultOf(self.primary.checkout(hello(self.primary, "m1"), {}))
         self.cutFor(TAKEOVER / 2 + 0.5)
-        again = self.primary.checkout(hello(self.primary, "m1"), {})
-        self.successResultOf(again)
+        for machine, lease in zip(("m2", "m3"), leases[1:], strict=True):
+            self.ok(self.primary.release(hello(self.primary, machine), {"lease": lease}))
+        self.checkout(self.primary, "c1")
+        self.checkout(self.primary, "c2")
+        self.checkout(self.primary, "c1")
+        self.refusedCheckout(self.primary, "m1")
 
 
 class PrimaryCutTests(PartitionTestCase):
@@ -602,6 +608,33 @@ class InterleavingTests(PartitionTestCase):
         self.takeOver()
         self.checkout(self.failover, "f1")
         self.refusedCheckout(self.failover, "m1")
+
+    def test_holderReleasedAtTheFailover(self):
+        """While cut off, a holder's lease the failover holds too is no seat held for sure:
+        released at the failover, its seat may be another client's there, so a new lease
+        of the same holder at the primary is a new seat."""
+        leases = [self.checkout(self.primary, m) for m in ("m1", "m2", "m3")]
+        self.beat()
+        self.takeOver()
+        self.ok(self.failover.release(hello(self.failover, "m1"), {"lease": leases[0]}))
+        self.refusedCheckout(self.primary, "m1")
+        held = self.checkout(self.failover, "f1")  # the seat m1 released, and the share
+        self.assertIsNotNone(self.failover.pool.lease(held))
+
+    def test_releaseAtFailoverSurvivesItsRestart(self):
+        """A RELEASE at the active failover reaches the primary with the merge even when the
+        failover restarted in between: how each lease ended is noted durably."""
+        leases = [self.checkout(self.primary, m) for m in ("m1", "m2", "m3")]
+        self.beat()
+        self.takeOver()
+        self.ok(self.failover.release(hello(self.failover, "m1"), {"lease": leases[0]}))
+        self.failover.stopService()
+        self.failover = self.startFailover()
+        self.heal()
+        self.advance(HEARTBEAT * 3)
+        self.assertEqual(self.failover.state, "standby")
+        self.assertIsNone(self.primary.pool.lease(leases[0]))
+        self.assertIsNotNone(self.primary.pool.lease(leases[1]))
 
     def test_releasedInCutNotMergedBack(self):
         """A synced lease released at the primary during the cut, which the failover

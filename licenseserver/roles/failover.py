@@ -32,6 +32,7 @@ from licenseserver.ledger import latest_end
 from licenseserver.localstate import (
     ALIVE_AT,
     DIVERGED,
+    ENDED_WHILE_SERVING,
     LAST_SYNC,
     PRIMARY_EDITION,
     PRIMARY_NAME,
@@ -177,6 +178,9 @@ class FailoverRole(ServingRole):
         held = await self.store.getLocal(TAKEOVER_HELD)
         if self._diverged is not None and held is not None:
             self._takeover = {"at": held["at"], "live": frozenset(held["live"])}
+        if self._diverged is not None:
+            ended = await self.store.getLocal(ENDED_WHILE_SERVING) or {}
+            self._ended = {lease_id: (how, end) for lease_id, (how, end) in ended.items()}
         self._served = await self.store.getLocal(SERVED)
         if self._served is not None and self._served["until"] is None:
             # It stopped while serving without noting when: it served until this start
@@ -301,6 +305,10 @@ class FailoverRole(ServingRole):
         if self.machine.state in (ACTIVE, MERGING):
             for lease in leases:
                 self._ended[lease.id] = (how, lease.expires)
+            # Noted before the removal is written: a restart still merges it as it ended.
+            noted = {lease_id: list(ended) for lease_id, ended in self._ended.items()}
+            d = self.store.setLocal(ENDED_WHILE_SERVING, noted)
+            d.addErrback(lambda f: self.log.failure("Could not note the leases ended", f))
 
     # The exact partition policy (FAILOVER.md rule 17)
 
@@ -394,8 +402,10 @@ class FailoverRole(ServingRole):
     async def _forgetTakeover(self) -> None:
         self._diverged = None
         self._takeover = None
+        self._ended.clear()
         await self.store.setLocal(DIVERGED, None)
         await self.store.setLocal(TAKEOVER_HELD, None)
+        await self.store.setLocal(ENDED_WHILE_SERVING, None)
 
     async def _merge(self, link: Any) -> None:
         """Hand the primary every lease granted, renewed or ended here (FAILOVER.md rule 14).

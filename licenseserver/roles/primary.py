@@ -343,7 +343,7 @@ class PrimaryRole(ServingRole):
         acknowledged = False
         for lic, share in exact:
             leases = self.pool.leasesFor(lic.product)
-            if self._holdsSeat(lic, lease, leases, now):
+            if self._holdsSeat(lic, lease, leases, now, cut):
                 continue
             if cut:
                 counted = leases + [
@@ -381,12 +381,16 @@ class PrimaryRole(ServingRole):
         d.addErrback(lambda f: self.log.failure("Could not note the unconfirmed grants", f))
         return d
 
-    def _holdsSeat(self, lic: License, lease: Lease, leases: list[Lease], now: int) -> bool:
+    def _holdsSeat(
+        self, lic: License, lease: Lease, leases: list[Lease], now: int, cut: bool
+    ) -> bool:
         """Whether ``lease``'s holder holds a seat of ``lic`` already (it takes no new one).
 
         A grant still waiting for the failover's acknowledgement is no seat
         yet: it may be withdrawn, and a second grant of the same holder beside
-        it must wait as well.
+        it must wait as well. While cut off, only a lease granted in the cut
+        is a seat held for sure: the holder may have released one the failover
+        holds too, and the failover has given that seat to someone else.
         """
         holder = (lease.machine, lease.user, lease.product)
         waiting = {waiting.id for _, waiting, _ in self._waiting}
@@ -394,6 +398,7 @@ class PrimaryRole(ServingRole):
             (other.machine, other.user, other.product) == holder
             and other.live(now)
             and other.id not in waiting
+            and (not cut or other.id in self._grantedInCut)
             for other in leases
             if lic.id in other.licenses
         )
