@@ -219,31 +219,23 @@ class Pair:
         """Start a run of the primary or the failover over its store. Lease ids say where
         a lease was granted: ``l-p...`` at the primary, ``l-f...`` at the failover."""
         process = self.processes[which] = Process(self.clock)
-        common: dict[str, Any] = dict(
+        options: dict[str, Any] = dict(
             newToken=lambda: f"{which[0]}{next(self.tokens)}",
             peerSecret=SECRET,
             takeoverAfter=TAKEOVER,
         )
         if which == PRIMARY:
-            return makeRole(
-                self.stores[which],
-                process,
-                cls=PrimaryRole,
-                serverName="ls1",
-                advertise="ls1:35355",
-                **common,
+            options.update(cls=PrimaryRole, serverName="ls1", advertise="ls1:35355")
+        else:
+            options.update(
+                cls=FailoverRole,
+                serverName="ls2",
+                advertise="ls2:35355",
+                primaryEndpoint=self.endpoint,
+                primaryAddress="ls1:35355",
+                heartbeat=HEARTBEAT,
             )
-        return makeRole(
-            self.stores[which],
-            process,
-            cls=FailoverRole,
-            serverName="ls2",
-            advertise="ls2:35355",
-            primaryEndpoint=self.endpoint,
-            primaryAddress="ls1:35355",
-            heartbeat=HEARTBEAT,
-            **common,
-        )
+        return makeRole(self.stores[which], process, **options)
 
     def restart(self, which: str, clean: bool) -> None:
         """The server's process dies (after a clean stop, if ``clean``); a new one starts."""
