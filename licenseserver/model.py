@@ -136,6 +136,11 @@ class Lease:
     ``core`` grant every core license whose cores were added up. A lease
     whose ``expires`` has passed holds no seat, whether or not it has been
     removed yet. ``request`` is the client's idempotency key ("" for none).
+
+    ``revoked``: an admin ended the lease (``DELETE /api/leases/{id}``) at
+    ``expires``. It holds no seat, and stays (``ClientOperations.lingers``)
+    while its holder may still count on it, so that a HEARTBEAT of it gets
+    ``410 revoked`` rather than ``404 unknown-lease``.
     """
 
     kind_name: ClassVar[str] = "lease"
@@ -153,6 +158,7 @@ class Lease:
     ttl: int
     borrowed: bool = False
     request: str = ""
+    revoked: bool = False
 
     @property
     def key(self) -> tuple[str, ...]:

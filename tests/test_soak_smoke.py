@@ -85,7 +85,7 @@ def _addLease(path: Path, lease: str, machine: str, request: str = "") -> None:
     with conn:
         conn.execute(
             "INSERT INTO leases VALUES (?, 'c-1', ?, 'u', 'Alpha', '2025r2', 'L-1',"
-            " 'concurrent', 0, ?, 600, 0, ?)",
+            " 'concurrent', 0, ?, 600, 0, ?, 0)",
             (lease, machine, int(time.time()) + 600, request),
         )
     conn.close()

@@ -1109,3 +1109,39 @@ class SchemaThreeTests(unittest.TestCase):
         """A row with more values than the table has columns does not read."""
         row = store.TABLES["license"].to_row(LICENSE) + ("extra",)
         self.assertRaises(ValueError, store.TABLES["license"].from_row, row)
+
+
+class SchemaFourTests(unittest.TestCase):
+    """Migration 4: leases gain ``revoked`` (an admin ended them)."""
+
+    async def test_migratedDatabaseKeepsItsLeases(self) -> None:
+        """A schema-3 database with a lease, and a change-log line of the shorter row, opens
+        after migration 4 with the lease as it was, not revoked; a revoked lease is
+        stored and loaded revoked."""
+        path = Path(self.mktemp())
+        path.mkdir()
+        path = path / store.DATABASE_NAME
+        conn = store.connect(path, create=True)
+        store.migrate(conn, store.MIGRATIONS[:3])
+        conn.execute("BEGIN")
+        old_line = store.log_line(
+            1, "lease", (LEASE.id,), store.TABLES["lease"].to_row(LEASE)[:13]
+        )
+        conn.execute("INSERT INTO change_log (last, lines) VALUES (1, ?)", (old_line,))
+        conn.execute("UPDATE meta SET value = '1' WHERE name = 'revision'")
+        conn.execute("COMMIT")
+        self.assertEqual(store.migrate(conn), store.SCHEMA_VERSION)
+        conn.close()
+        s = store.SQLiteStore(path, reactor)
+        self.addCleanup(s.close)
+        await s.open()
+        (loaded,) = (await s.load()).records["lease"]
+        self.assertEqual(loaded, LEASE)
+        self.assertFalse(loaded.revoked)
+        revoked = dataclasses.replace(LEASE, id="l-r", revoked=True)
+        await s.commit(2, puts(revoked))
+        await s.close()
+        s = store.SQLiteStore(path, reactor)
+        await s.open()
+        leases = {lease.id: lease for lease in (await s.load()).records["lease"]}
+        self.assertEqual(leases["l-r"], revoked)

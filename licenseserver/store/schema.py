@@ -209,11 +209,17 @@ def _schema_3(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE licenses ADD COLUMN failover_share TEXT")
 
 
-MIGRATIONS: list[Migration] = [(1, _schema_1), (2, _schema_2), (3, _schema_3)]
+def _schema_4(conn: sqlite3.Connection) -> None:
+    """Leases gain ``revoked`` (an admin ended the lease, ``DELETE /api/leases/{id}``), NULL
+    (not revoked) for the leases already stored and for rows of older change-log lines."""
+    conn.execute("ALTER TABLE leases ADD COLUMN revoked INTEGER")
+
+
+MIGRATIONS: list[Migration] = [(1, _schema_1), (2, _schema_2), (3, _schema_3), (4, _schema_4)]
 """Ordered ``(version, step)``: ``step(conn)`` takes a database from the
 previous version to ``version``. Append; never edit a step once released."""
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema this server runs: the last version of ``MIGRATIONS``."""
 
 

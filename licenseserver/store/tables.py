@@ -332,6 +332,7 @@ _SPECS = (
             "ttl",
             _boolean("borrowed"),
             "request",
+            _boolean("revoked"),
         ),
         key=("id",),
         checkpointed=True,
