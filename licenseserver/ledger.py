@@ -87,7 +87,7 @@ class Ledger:
             [
                 Change.put(dataclasses.replace(lease, expires=latest_end(lease)))
                 for lease in self.pool.all("lease")
-                if not lease.borrowed
+                if not lease.borrowed and not lease.revoked
             ]
         )
 

@@ -410,7 +410,7 @@ class ClientsTests(ElementTestCase):
 class MonitoringTests(ElementTestCase):
     def test_empty(self):
         """With no leases both lists say they are empty."""
-        html = self.render(elements.MonitoringElement(self.view))
+        html = self.render(elements.MonitoringElement(self.view, TOKEN))
         self.assertIn("No client holds a running license.", html)
         self.assertIn("No seat is checked out.", html)
 
@@ -421,15 +421,19 @@ class MonitoringTests(ElementTestCase):
         lease = self.successResultOf(run(self.role.checkout(s, {})))
         borrowed = self.successResultOf(run(self.role.borrow(s, {"days": "2"})))
         self.clock.advance(45)
-        html = self.render(elements.MonitoringElement(self.view))
+        html = self.render(elements.MonitoringElement(self.view, TOKEN))
         running = re.search(r'<table class="list" id="running">.*?</table>', html, re.S).group(0)
         row = re.search(rf'<tr id="lease-{lease["lease"]}">.*?</tr>', running, re.S).group(0)
         self.assertIn("ws1", row)
         self.assertIn("45 s ago", row)
         self.assertIn("1 min", row)
         self.assertIn("not failover-capable", row)
+        self.assertIn(f'name="lease" value="{lease["lease"]}"', row)
+        self.assertIn(f'name="csrf" value="{TOKEN}"', row)
+        self.assertIn('name="confirm" value="yes" required="required"', row)
         table = re.search(r'<table class="list" id="borrowed">.*?</table>', html, re.S).group(0)
         self.assertIn(f"lease-{borrowed['lease']}", table)
+        self.assertIn(f'name="lease" value="{borrowed["lease"]}"', table)
         self.assertIn(display.timestamp(START + 2 * DAY), table)
         self.assertIn("(1)", html)
 

@@ -871,20 +871,20 @@ class StandbyTests(WebTestCase):
         self.assertEqual(self.role.state, "active")
 
     def test_activeFailoverWarnsOfHandback(self):
-        """On an active failover, License Pool, Client Management and Settings say that
-        changes made there are discarded when the primary takes control back; the
-        other tabs, and a standby or a primary, say nothing of it."""
+        """On an active failover, License Pool, Client Management, Client Monitoring (where
+        seats are freed) and Settings say that changes made there are discarded when the
+        primary takes control back; Messages, and a standby or a primary, say nothing."""
         warning = "discarded when the primary takes control back"
-        for path in ("/pool", "/clients", "/settings"):
+        changing = ("/pool", "/clients", "/monitoring", "/settings")
+        for path in changing:
             self.assertNotIn(warning, self.get(path).body, f"standby {path}")
         self.takeOver()
-        for path in ("/pool", "/clients", "/settings"):
+        for path in changing:
             body = self.get(path).body
             self.assertIn("notice-warning", body, path)
             self.assertIn(warning, body, path)
             self.assertIn("ls0:35355", body, path)
-        for path in ("/monitoring", "/messages"):
-            self.assertNotIn(warning, self.get(path).body, path)
+        self.assertNotIn(warning, self.get("/messages").body)
 
     def test_activeFailoverAPIWarns(self):
         """The API's answers to changes on an active failover carry the same warning."""

@@ -368,7 +368,8 @@ class Lease:
 
     @property
     def state(self) -> str:
-        """``held``, ``renewing``, ``grace``, ``lost``, ``released`` or ``detached``."""
+        """``held``, ``renewing``, ``grace``, ``lost``, ``revoked`` (by an admin),
+        ``released`` or ``detached``."""
         return self._twisted.state
 
     @property

@@ -43,6 +43,9 @@ LEASE_LOST = "lease-lost"
 
 The client goes on trying to get a seat with the same request key.
 """
+LEASE_REVOKED = "lease-revoked"
+"""An admin ended the lease (``error`` is ``errors.Revoked``): the seat is gone, and the
+client does not try to get another one; the application may check out again."""
 LEASE_RELEASED = "lease-released"
 """The lease was released (``details['confirmed']`` says whether a server confirmed it)."""
 
@@ -55,6 +58,7 @@ EVENT_KINDS = (
     LEASE_REACQUIRED,
     GRACE,
     LEASE_LOST,
+    LEASE_REVOKED,
     LEASE_RELEASED,
 )
 
@@ -67,6 +71,8 @@ IN_GRACE = "grace"
 """The lease expired without a renewal; the application runs on its grace period."""
 LOST = "lost"
 """The grace period is over without a seat."""
+REVOKED = "revoked"
+"""Ended by an admin (``410 revoked``): no longer kept, and not checked out again."""
 RELEASED = "released"
 """Released by the application."""
 DETACHED = "detached"

@@ -142,6 +142,12 @@ class Conflict(ServerError):
     code = 409
 
 
+class Gone(ServerError):
+    """410: what was asked for was ended for good."""
+
+    code = 410
+
+
 class LineTooLong(ServerError):
     """413: the request line was too long; the server closed the connection."""
 
@@ -218,6 +224,13 @@ class NoLicense(NotFound):
     reason = "no-license"
 
 
+class Revoked(Gone):
+    """An admin ended the lease (it freed the seat): the client takes no other seat on its
+    own; the application decides whether to ask its user and check out again."""
+
+    reason = "revoked"
+
+
 class NoSeats(Conflict):
     reason = "no-seats"
 
@@ -242,6 +255,7 @@ BY_CODE: dict[int, type[ServerError]] = {
         Refused,
         NotFound,
         Conflict,
+        Gone,
         LineTooLong,
         VersionMismatch,
         Overloaded,
@@ -262,6 +276,7 @@ BY_REASON: dict[str, type[ServerError]] = {
         NotAuthorized,
         UnknownLease,
         NoLicense,
+        Revoked,
         NoSeats,
         AlreadyPaired,
         TooManyConnections,

@@ -511,7 +511,7 @@ class TwistedLease:
 
     def detach(self) -> None:
         """Stop keeping the lease here; it lives on the server until it expires or is released."""
-        if self.state in (core.RELEASED, core.DETACHED):
+        if self.state in (core.RELEASED, core.DETACHED, core.REVOKED):
             return
         self._stop()
         self.state = core.DETACHED
@@ -545,7 +545,7 @@ class TwistedLease:
         self.server = address
         self.valid_until = sent + self.ttl
         self.grace_until = None
-        if self.state not in (core.RELEASED, core.DETACHED):
+        if self.state not in (core.RELEASED, core.DETACHED, core.REVOKED):
             self.state = core.HELD
             self._armStateTimer()
 
@@ -553,7 +553,7 @@ class TwistedLease:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        if self.state in (core.RELEASED, core.DETACHED) or self._client.closed:
+        if self.state in (core.RELEASED, core.DETACHED, core.REVOKED) or self._client.closed:
             return
         self._timer = self._client.reactor.callLater(max(0.0, delay), self._beat)
 
@@ -590,6 +590,9 @@ class TwistedLease:
                 reply = await connection.request("HEARTBEAT", {"lease": self.id})
             except errors.UnknownLease:
                 await self._reacquire(connection)
+            except errors.Revoked as e:
+                self._revoked(e)
+                return
             else:
                 moved = self.server != connection.address
                 self._granted(reply, connection.address, sent)
@@ -626,6 +629,9 @@ class TwistedLease:
         sent = client._now()
         try:
             reply = await connection.request("CHECKOUT", args)
+        except errors.Revoked as e:
+            self._revoked(e)
+            return
         except errors.ServerError as e:
             if not isinstance(e, _TRY_AGAIN_LATER):
                 self.valid_until = min(self.valid_until, client._now())
@@ -640,8 +646,24 @@ class TwistedLease:
             previous=previous,
         )
 
+    def _revoked(self, error: errors.Revoked) -> None:
+        """An admin ended the lease: stop keeping it, and take no other seat."""
+        if self.state in (core.RELEASED, core.DETACHED, core.REVOKED):
+            return
+        self._stop()
+        self.state = core.REVOKED
+        self._client._forget(self)
+        self._client._emit(
+            core.LEASE_REVOKED,
+            f"lease {self.id} was ended by an admin at {error.server or 'the server'}:"
+            " the seat is gone, and no other is taken",
+            server=error.server,
+            lease=self.id,
+            error=error,
+        )
+
     def _failed(self, error: errors.LicenseClientError) -> None:
-        if self.state in (core.RELEASED, core.DETACHED):
+        if self.state in (core.RELEASED, core.DETACHED, core.REVOKED):
             return
         client = self._client
         if self.state == core.HELD:
@@ -707,7 +729,7 @@ class TwistedLease:
 
     async def _finish(self, deadline: float | None, quiet: bool = False) -> bool:
         """Release: stop heartbeating, let a running heartbeat end, then RELEASE."""
-        if self.state in (core.RELEASED, core.DETACHED):
+        if self.state in (core.RELEASED, core.DETACHED, core.REVOKED):
             return False
         client = self._client
         self._stop()

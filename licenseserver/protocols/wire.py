@@ -47,6 +47,7 @@ REASONS: dict[str, int] = {
     "no-license": 404,
     "no-seats": 409,
     "already-paired": 409,
+    "revoked": 410,
     "line-too-long": 413,
     "version-mismatch": 426,
     "too-many-connections": 429,

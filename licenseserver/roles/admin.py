@@ -18,6 +18,7 @@ from licenseserver.model import (
     Agreement,
     Assignment,
     Change,
+    Lease,
     Setting,
 )
 from licenseserver.versions import is_valid as version_is_valid
@@ -278,6 +279,43 @@ class AdminOperations:
                 "assignment-changed", client=client_id, product=product, licenses=wanted
             )
             await self.commit(changes, entry)
+
+    async def revokeLease(self, lease_id: str, **who: Any) -> Lease:
+        """End a live or borrowed lease at once: a seat stuck on a machine that crashed.
+
+        The lease stays, revoked and holding no seat, while its holder may still
+        count on it, so that its next HEARTBEAT gets ``410 revoked`` (the client
+        SDK then takes no other seat on its own); the failover learns it with the
+        next sync. ``who`` (the admin, and how and whence it asked) goes to the
+        audit log. ``AdminError`` 404 for a lease that is not live.
+        """
+        self.gateAdmin()
+        now = self.now()
+        lease = self.pool.lease(lease_id)
+        if lease is None or lease.revoked or not lease.live(now):
+            raise AdminError(404, f"no live lease {lease_id[:80]}")
+        revoked = dataclasses.replace(lease, expires=now, revoked=True)
+        entry = self.entry(
+            "lease-revoked",
+            lease=lease.id,
+            machine=lease.machine,
+            user=lease.user,
+            product=lease.product,
+            licenses=list(lease.licenses),
+            borrowed=lease.borrowed,
+            **who,
+        )
+        await self.commit([Change.put(revoked)], entry)
+        self.record(
+            "lease-revoked",
+            "info",
+            f"{lease.product}: the seat of {lease.machine} ({lease.user}) was freed by the"
+            f" admin (lease {lease.id})",
+            lease=lease.id,
+            product=lease.product,
+            machine=lease.machine,
+        )
+        return revoked
 
     async def unregister(self, client_id: str) -> None:
         """Remove a client with its products, assignments and leases."""

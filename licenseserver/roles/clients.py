@@ -240,6 +240,8 @@ class ClientOperations:
         key = text_arg(args, "request", required=False)
         if key:
             earlier = self.pool.leaseByRequest(session.machine, key)
+            if earlier is not None and earlier.revoked:
+                raise _revoked(earlier)
             if earlier is not None and earlier.live(self.now()):
                 if earlier.borrowed:
                     return _leaseArgs(earlier, ttl=True)
@@ -274,6 +276,8 @@ class ClientOperations:
 
     def _ownLease(self, session: Session, lease_id: str) -> Lease:
         lease = self.pool.lease(lease_id)
+        if lease is not None and lease.revoked and lease.machine == session.machine:
+            raise _revoked(lease)
         if lease is None or lease.machine != session.machine or not lease.live(self.now()):
             raise ProtocolError("unknown-lease", f"this server holds no lease {lease_id[:80]}")
         return lease
@@ -343,7 +347,7 @@ class ClientOperations:
         dead = [
             lease
             for lease in self.pool.all("lease")
-            if not lease.live(now) and not self.keepsExpired(lease)
+            if not lease.live(now) and not self.keepsExpired(lease) and not lingers(lease, now)
         ]
         if dead:
             changes, audited = self._expired(dead)
@@ -379,7 +383,11 @@ class ClientOperations:
                 continue
             for leases in holders.values():
                 if not any(lease.live(now) for lease in leases.values()):
-                    dead.extend(lease for lease in leases.values() if not self.keepsExpired(lease))
+                    dead.extend(
+                        lease
+                        for lease in leases.values()
+                        if not self.keepsExpired(lease) and not lingers(lease, now)
+                    )
         return self._expired(dead)
 
     def _reapSafely(self) -> defer.Deferred:
@@ -389,6 +397,20 @@ class ClientOperations:
 
 
 _replace = dataclasses.replace
+
+
+def lingers(lease: Lease, now: int) -> bool:
+    """Whether a lease an admin ended stays in the pool (holding no seat): until the end
+    its holder may have been told before, so that its HEARTBEAT gets ``410 revoked``."""
+    return lease.revoked and now < lease.expires + lease.ttl
+
+
+def _revoked(lease: Lease) -> ProtocolError:
+    return ProtocolError(
+        "revoked",
+        f"an admin ended lease {lease.id}: the application must not take another seat"
+        " without its user asking",
+    )
 
 
 def _after(written: defer.Deferred | None, answer: dict[str, Any]) -> Answer:

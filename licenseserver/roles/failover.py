@@ -392,7 +392,7 @@ class FailoverRole(ServingRole):
         live = sorted(
             lease.id
             for lease in self.pool.all("lease")
-            if latest_end(lease) > (self.lastSync or 0)
+            if latest_end(lease) > (self.lastSync or 0) and not lease.revoked
         )
         at = self.now()
         self._takeover = {"at": at, "live": frozenset(live)}
@@ -544,7 +544,7 @@ class FailoverRole(ServingRole):
         synced = [
             lease
             for lease in self.pool.all("lease")
-            if not lease.borrowed and latest_end(lease) > self.lastSync
+            if not lease.borrowed and not lease.revoked and latest_end(lease) > self.lastSync
         ]
         _, written = self._renewAll(synced)
         if written is not None:

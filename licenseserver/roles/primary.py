@@ -772,6 +772,9 @@ class PrimaryRole(ServingRole):
                 # It ended at the failover: its holder counts on it no more.
                 return {"merged": "kept", "why": "ended"}
             known = self.pool.lease(lease.id)
+            if known is not None and known.revoked:
+                # The admin ended it here: that stands (the failover's copy is renewed).
+                return {"merged": "kept", "why": "revoked"}
             if known is not None and known.expires >= lease.expires:
                 return {"merged": "kept"}
             changes = []

@@ -22,7 +22,7 @@ from licenseserver import jsonparse
 from licenseserver.roles.base import AdminError
 from licenseserver.switch import check_mode
 from licenseserver.web import display, views
-from licenseserver.web.auth import AdminAuth
+from licenseserver.web.auth import AdminAuth, admin_of
 from licenseserver.web.facade import ServerView
 
 Handler = Callable[..., Any]
@@ -50,6 +50,7 @@ class AdminAPI(resource.Resource):
         add("PUT", r"clients/([^/]+)/products/([^/]+)/licenses", True, self.putAssignment)
         add("DELETE", r"clients/([^/]+)", True, self.deleteClient)
         add("GET", r"leases", True, self.getLeases)
+        add("DELETE", r"leases/([^/]+)", True, self.deleteLease)
         add("GET", r"vendor-keys", True, self.getVendorKeys)
         add("POST", r"vendor-keys", True, self.postVendorKey)
         add("GET", r"messages", True, self.getMessages)
@@ -165,6 +166,11 @@ class AdminAPI(resource.Resource):
 
     async def getLeases(self, request: server.Request) -> tuple[int, Any]:
         return 200, views.leases(self.view)
+
+    async def deleteLease(self, request: server.Request, lease_id: str) -> tuple[int, Any]:
+        """End a live or borrowed lease at once; its holder's next HEARTBEAT gets 410."""
+        await self.view.revokeLease(lease_id, **admin_of(request, "api"))
+        return self.changed(200, {"revoked": lease_id})
 
     async def getVendorKeys(self, request: server.Request) -> tuple[int, Any]:
         return 200, self.view.vendorKeys()

@@ -64,6 +64,12 @@ def clientAddress(request: Any) -> str:
     return str(getattr(address, "host", address))
 
 
+def admin_of(request: Any, via: str) -> dict[str, str]:
+    """Who asked for an admin change, for the audit log: the admin (the one admin user),
+    through ``via`` (``api`` or ``web``), from the request's address."""
+    return {"by": "admin", "via": via, "address": clientAddress(request)}
+
+
 class AdminAuth:
     """Checks admin credentials against the stored hash that ``readHash`` returns.
 

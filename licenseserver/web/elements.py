@@ -416,13 +416,14 @@ def _by_id(lic: Any) -> str:
     return lic.id
 
 
-class MonitoringElement(Element):
-    """Client Monitoring: running leases with heartbeat age, and checked-out seats."""
+class MonitoringElement(FormPart):
+    """Client Monitoring: running leases with heartbeat age, and checked-out seats; each
+    with a form that frees its seat (the admin confirms with a tick)."""
 
     loader = template("monitoring")
 
-    def __init__(self, view: ServerView):
-        super().__init__()
+    def __init__(self, view: ServerView, token: str):
+        super().__init__(token)
         self.view = view
         self.now = view.now()
         leases = views.leases(view)

@@ -172,6 +172,9 @@ class ServerView:
     async def unregister(self, client_id: str) -> None:
         await self.role.unregister(client_id)
 
+    async def revokeLease(self, lease_id: str, **who: Any) -> Lease:
+        return await self.role.revokeLease(lease_id, **who)
+
     async def updateSettings(self, values: Mapping[str, Any]) -> dict[str, Any]:
         return await self.role.updateSettings(values)
 

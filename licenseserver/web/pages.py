@@ -26,7 +26,7 @@ from twisted.web.template import flattenString
 from licenseserver.protocols.wire import ProtocolError
 from licenseserver.roles.base import AdminError
 from licenseserver.web import display, elements, views
-from licenseserver.web.auth import AdminAuth, clientAddress
+from licenseserver.web.auth import AdminAuth, admin_of, clientAddress
 from licenseserver.web.bounded import BodyTooLarge, UnreadableForm, formFields
 from licenseserver.web.facade import ServerView
 from licenseserver.web.sessions import COOKIE, CSRF_FIELD, AdminSession
@@ -439,14 +439,27 @@ class ClientsPage(Page):
 
 
 class MonitoringPage(Page):
-    """``/monitoring``: running clients and checked-out seats."""
+    """``/monitoring``: running clients and checked-out seats; freeing a stuck seat."""
 
     name = display.MONITORING
     title = "Client Monitoring"
     poolTab = True
+    discarded = True
 
     async def content(self, request: server.Request, session: AdminSession, events: list) -> Any:
-        return elements.MonitoringElement(self.view)
+        return elements.MonitoringElement(self.view, session.csrf)
+
+    async def act(self, request: server.Request, session: AdminSession, action: str) -> str | None:
+        if action != "revoke":
+            raise FormError(f"unknown action {action!r}")
+        lease_id = form(request, "lease")
+        if form(request, "confirm") != "yes":
+            raise FormError(f"tick the box to confirm: the seat of lease {lease_id} was not freed")
+        lease = await self.view.revokeLease(lease_id, **admin_of(request, "web"))
+        return (
+            f"The seat of {lease.machine} ({lease.user}, {lease.product}) is free. Its client's"
+            " next heartbeat is refused (410 revoked), and it takes no other seat on its own."
+        )
 
 
 class MessagesPage(Page):
