@@ -259,8 +259,26 @@ class PrimaryPagesTests(BrowserTestCase):
         for cell in self.browser.find_elements(By.CSS_SELECTOR, "td.date"):
             self.assertEqual(self.lines(cell), 1, f"{cell.text!r} wraps at 1280 px")
         self.browser.set_window_size(1400, 1000)
+
+        # Free m1's seat on Client Monitoring: without the tick the browser does not send
+        # the form; with it the seat is free, and m1's next heartbeat is refused.
+        self.open(self.server, "/monitoring")
+        row = f"#lease-{lease['lease']}"
+        self.find(f"{row} form.revoke button").click()
+        self.assertTrue(self.present(row))
+        self.assertEqual(self.path(), "/monitoring")
+        self.find(f"{row} form.revoke input[name=confirm]").click()
+        self.submit(f"{row} form.revoke button")
+        self.assertIn("The seat of m1", self.text(".notices"))
+        self.assertFalse(self.present(row))
+        refused = m1.request("HEARTBEAT", lease=lease["lease"])
+        self.assertEqual((refused.code, refused.reason), (410, "revoked"))
+        self.open(self.server, "/pool")
+        self.assertIn("0 / 2", self.text(f"#license-{license_id}"))
+
         self.open(self.server, "/messages")
         self.assertIn("license-added", self.text("#messages"))
+        self.assertIn("lease-revoked", self.text("#messages"))
         self.screenshot("messages")
 
         # Another vendor's license is refused, naming the file and how to trust the key;
