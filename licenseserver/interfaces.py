@@ -51,6 +51,16 @@ class ILicenseStore(Interface):
     def setLocal(name, value):
         """Store a local value (any JSON value); None removes it."""
 
+    def addUsage(points, denials, now):
+        """Write a minute's ``usage.Point`` rows and ``usage.Denial`` refusals; derive the
+        hour and day rows; drop what is older than kept (``store.usagejobs``)."""
+
+    def usage(step, since, until, product):
+        """Fire with the ``usage.Point`` rows of ``step`` in the time, of one product or all."""
+
+    def denials(since, until, limit):
+        """Fire with up to ``limit`` ``usage.Denial`` refusals in the time, newest first."""
+
     def broken():
         """Why the store stopped on its own and refuses every call (a message), or None.
 

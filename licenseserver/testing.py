@@ -8,6 +8,7 @@ fake says something true about the real thing.
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,6 +20,7 @@ from zope.interface import implementer
 
 from licenseserver import audit, model
 from licenseserver.interfaces import ILicenseStore
+from licenseserver.store import usagejobs
 from licenseserver.store.changelog import decode_log_line, prepare_commit, prepare_entries
 from licenseserver.store.checks import (
     check_change,
@@ -73,6 +75,9 @@ class FakeStore(service.Service):
         self._commitsSinceTrim = 0
         self._closed = False
         self._broken: str | None = None
+        self._usage = sqlite3.connect(":memory:", check_same_thread=False)
+        """The usage history's tables, run with the SQLite store's own SQL."""
+        usagejobs.create_tables(self._usage)
 
     @property
     def auditRows(self) -> list[tuple]:
@@ -158,6 +163,15 @@ class FakeStore(service.Service):
 
     def setLocal(self, name: str, value: Any) -> defer.Deferred:
         return self._call("setLocal", self._setLocal, name, value)
+
+    def addUsage(self, points: Any, denials: Any, now: int) -> defer.Deferred:
+        return self._call("addUsage", usagejobs.add_usage, self._usage, points, denials, now)
+
+    def usage(self, step: str, since: int, until: int, product: str | None) -> defer.Deferred:
+        return self._call("usage", usagejobs.read_usage, self._usage, step, since, until, product)
+
+    def denials(self, since: int, until: int, limit: int) -> defer.Deferred:
+        return self._call("denials", usagejobs.read_denials, self._usage, since, until, limit)
 
     # -- the work, done at once -------------------------------------------
 

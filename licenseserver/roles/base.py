@@ -23,7 +23,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from licenseserver import allocation
+from licenseserver import allocation, usage
 from licenseserver._version import EDITION, __version__
 from licenseserver.audit import AuditEntry
 from licenseserver.interfaces import IRole
@@ -90,6 +90,11 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         reaper = TimerService(reapInterval, self._reapSafely)
         reaper.clock = clock
         reaper.setServiceParent(self)
+        self.usage = usage.Recorder()
+        """The usage history's minute under way (``licenseserver.usage``)."""
+        sampler = TimerService(usage.SAMPLE_EVERY, self._sampleUsage)
+        sampler.clock = clock
+        sampler.setServiceParent(self)
 
     # Life cycle
 
@@ -136,7 +141,48 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         if not self.loaded:
             service.Service.stopService(self)
             return defer.succeed(None)
+        self._writeUsage(*self.usage.flush())
         return service.MultiService.stopService(self)
+
+    # The usage history
+
+    def recordsUsage(self) -> bool:
+        """Whether this server keeps the usage history now: while it serves licenses."""
+        return True
+
+    def _sampleUsage(self) -> None:
+        """Write the minutes that are over; note the seats in use of every license."""
+        now = self.now()
+        self._writeUsage(*self.usage.due(now))
+        if not self.recordsUsage():
+            return
+        licenses = list(self.pool.all("license"))
+        holders = allocation.holders_by_license(licenses, self.pool.all("lease"), now)
+        self.usage.sample(now, {lic.id: (lic.product, len(holders[lic.id])) for lic in licenses})
+
+    def noteUsageDenial(self, product: str, machine: str, user: str, reason: str) -> None:
+        """Count a refused CHECKOUT or BORROW in the history of the product's licenses."""
+        if not self.recordsUsage():
+            return
+        now = self.now()
+        licenses = [lic.id for lic in self.pool.licensesFor(product)]
+        self.usage.denied(now, usage.Denial(now, product, machine, user, reason), licenses)
+
+    def usageHistory(
+        self, step: str, since: int, until: int, product: str | None = None
+    ) -> defer.Deferred:
+        """The usage history's rows (``usage.Point``) of ``step`` in the time, as stored."""
+        return self.store.usage(step, since, until, product)
+
+    def deniedRequests(self, since: int, until: int, limit: int) -> defer.Deferred:
+        """The refused requests (``usage.Denial``) in the time, newest first, as stored."""
+        return self.store.denials(since, until, limit)
+
+    def _writeUsage(self, points: list, denials: list) -> None:
+        if not points and not denials:
+            return
+        d = self.store.addUsage(points, denials, self.now())
+        d.addErrback(lambda f: self.log.failure("Could not write the usage history", f))
 
     def whenLoaded(self) -> defer.Deferred:
         """A Deferred that fires once the pool is loaded."""

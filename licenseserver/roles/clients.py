@@ -139,9 +139,10 @@ class ClientOperations:
         message: str,
         explain: bool = False,
     ) -> None:
-        """Audit a refused seat request; put the ones an admin can act on in Messages
-        (with the refusal's ``message`` when ``explain``: a seat held back by a rule
-        the admin cannot see from the seats in use alone)."""
+        """Audit a refused seat request and count it in the usage history; put the ones an
+        admin can act on in Messages (with the refusal's ``message`` when ``explain``: a
+        seat held back by a rule the admin cannot see from the seats in use alone)."""
+        self.noteUsageDenial(request.product, request.machine, request.user, reason)
         if reason == "no-seats":
             why = f": {message}" if explain else ""
             self.record(

@@ -191,6 +191,10 @@ class FailoverRole(ServingRole):
         for name in (ALIVE_AT, STOPPED_AT):
             await self.store.setLocal(name, None)
 
+    def recordsUsage(self) -> bool:
+        """Only while serving: in standby the primary keeps the history."""
+        return self.machine.state in (ACTIVE, MERGING)
+
     def servedLoadedPool(self) -> bool:
         """Only a failover restarted after serving: a mirror holds what the primary wrote."""
         return self._diverged is not None

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from licenseserver.store import usagejobs
 from licenseserver.store.errors import SchemaError, StoreError, translate_error
 
 DATABASE_NAME = "licenseserver.sqlite3"
@@ -215,11 +216,23 @@ def _schema_4(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE leases ADD COLUMN revoked INTEGER")
 
 
-MIGRATIONS: list[Migration] = [(1, _schema_1), (2, _schema_2), (3, _schema_3), (4, _schema_4)]
+def _schema_5(conn: sqlite3.Connection) -> None:
+    """The usage history (``usage``: seats in use and refused requests per license, by the
+    minute, hour and day) and the refused requests one by one (``denials``)."""
+    usagejobs.create_tables(conn)
+
+
+MIGRATIONS: list[Migration] = [
+    (1, _schema_1),
+    (2, _schema_2),
+    (3, _schema_3),
+    (4, _schema_4),
+    (5, _schema_5),
+]
 """Ordered ``(version, step)``: ``step(conn)`` takes a database from the
 previous version to ``version``. Append; never edit a step once released."""
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema this server runs: the last version of ``MIGRATIONS``."""
 
 

@@ -36,6 +36,7 @@ from zope.interface import implementer
 
 from licenseserver import model
 from licenseserver.interfaces import ILicenseStore
+from licenseserver.store import usagejobs
 from licenseserver.store.changelog import PreparedWrite, prepare_commit, prepare_entries
 from licenseserver.store.checks import check_newer
 from licenseserver.store.errors import StoreClosedError, StoreError, translate_error
@@ -369,6 +370,22 @@ class SQLiteStore(service.Service):
 
     def getLocal(self, name: str) -> defer.Deferred:
         return self._submit(READ, partial(_get_local_job, name=name))
+
+    def addUsage(self, points: Any, denials: Any, now: int) -> defer.Deferred:
+        return self._submit(
+            WRITE, partial(usagejobs.add_usage, points=points, denials=denials, now=now)
+        )
+
+    def usage(self, step: str, since: int, until: int, product: str | None) -> defer.Deferred:
+        return self._submit(
+            READ,
+            partial(usagejobs.read_usage, step=step, since=since, until=until, product=product),
+        )
+
+    def denials(self, since: int, until: int, limit: int) -> defer.Deferred:
+        return self._submit(
+            READ, partial(usagejobs.read_denials, since=since, until=until, limit=limit)
+        )
 
     def setLocal(self, name: str, value: Any) -> defer.Deferred:
         return self._submit(WRITE, partial(set_local, name=name, value=value))

@@ -8,9 +8,11 @@ becomes its status with ``{"error": message}``, any other exception a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -18,7 +20,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from licenseserver import jsonparse
+from licenseserver import jsonparse, usage
 from licenseserver.roles.base import AdminError
 from licenseserver.switch import check_mode
 from licenseserver.web import display, views
@@ -53,6 +55,9 @@ class AdminAPI(resource.Resource):
         add("DELETE", r"leases/([^/]+)", True, self.deleteLease)
         add("GET", r"vendor-keys", True, self.getVendorKeys)
         add("POST", r"vendor-keys", True, self.postVendorKey)
+        add("GET", r"usage", True, self.getUsage)
+        add("GET", r"usage\.csv", True, self.getUsageCSV)
+        add("GET", r"denials", True, self.getDenials)
         add("GET", r"messages", True, self.getMessages)
         add("GET", r"settings", True, self.getSettings)
         add("PUT", r"settings", True, self.putSettings)
@@ -172,6 +177,36 @@ class AdminAPI(resource.Resource):
         await self.view.revokeLease(lease_id, **admin_of(request, "api"))
         return self.changed(200, {"revoked": lease_id})
 
+    async def _usage(self, request: server.Request) -> tuple[usage.Query, list[usage.Point]]:
+        args = _queryArgs(request)
+        try:
+            query = usage.parse_query(args, self.view.now())
+        except usage.QueryError as e:
+            raise AdminError(400, str(e)) from None
+        product = args.get("product") or None
+        points = await self.view.usageHistory(query.step, query.since, query.until, product)
+        return query, points
+
+    async def getUsage(self, request: server.Request) -> tuple[int, Any]:
+        """The usage history: ``step``, ``from``, ``to``, ``product`` (all optional)."""
+        query, points = await self._usage(request)
+        return 200, views.usage(self.view, query, points)
+
+    async def getUsageCSV(self, request: server.Request) -> tuple[int, Any]:
+        """The same as CSV, a download: ``t,product,license,in_use,peak,denials``."""
+        query, points = await self._usage(request)
+        return 200, Download(b"text/csv; charset=utf-8", views.usage_csv(points), "usage.csv")
+
+    async def getDenials(self, request: server.Request) -> tuple[int, Any]:
+        """Refused requests, newest first: ``from`` and ``to`` as for the usage history."""
+        args = _queryArgs(request)
+        try:
+            query = usage.parse_query({**args, "step": "1m"}, self.view.now())
+        except usage.QueryError as e:
+            raise AdminError(400, str(e)) from None
+        denials = await self.view.deniedRequests(query.since, query.until, DENIALS_SHOWN)
+        return 200, [dataclasses.asdict(denial) for denial in denials]
+
     async def getVendorKeys(self, request: server.Request) -> tuple[int, Any]:
         return 200, self.view.vendorKeys()
 
@@ -228,6 +263,28 @@ def _jsonBody(request: server.Request) -> Any:
         raise AdminError(400, f"bad JSON body: {e}") from None
 
 
+DENIALS_SHOWN = 10_000
+"""The most refused requests one answer of ``/api/denials`` lists (the newest)."""
+
+
+@dataclass(frozen=True)
+class Download:
+    """An answer that is a file to save, not JSON."""
+
+    contentType: bytes
+    data: bytes
+    filename: str
+
+
+def _queryArgs(request: server.Request) -> dict[str, str]:
+    """The query string's arguments, each its first value, as text."""
+    return {
+        key.decode("utf-8", "replace"): values[0].decode("utf-8", "replace")
+        for key, values in (request.args or {}).items()
+        if values
+    }
+
+
 def _json(request: server.Request, status: int, body: Any) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
@@ -240,5 +297,14 @@ def _finish(result: tuple[int, Any], request: server.Request, gone: list) -> Non
     if gone:
         return
     status, body = result
-    request.write(_json(request, status, body))
+    if isinstance(body, Download):
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", body.contentType)
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(
+            b"content-disposition", f'attachment; filename="{body.filename}"'.encode()
+        )
+        request.write(body.data)
+    else:
+        request.write(_json(request, status, body))
     request.finish()

@@ -175,6 +175,12 @@ class ServerView:
     async def revokeLease(self, lease_id: str, **who: Any) -> Lease:
         return await self.role.revokeLease(lease_id, **who)
 
+    async def usageHistory(self, step: str, since: int, until: int, product: str | None) -> Any:
+        return await self.role.usageHistory(step, since, until, product)
+
+    async def deniedRequests(self, since: int, until: int, limit: int) -> Any:
+        return await self.role.deniedRequests(since, until, limit)
+
     async def updateSettings(self, values: Mapping[str, Any]) -> dict[str, Any]:
         return await self.role.updateSettings(values)
 

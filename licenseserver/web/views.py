@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import time
 from typing import Any
 
 from licenseserver import allocation
@@ -182,3 +185,39 @@ def event(e: Event) -> dict[str, Any]:
 def settings(view: ServerView) -> dict[str, Any]:
     """The body of ``GET /api/settings``: the failover mode and the licensing settings."""
     return {"role": view.roleName, "primary": view.primaryConfigured(), **view.settings()}
+
+
+def usage(view: ServerView, query: Any, points: list[Any]) -> dict[str, Any]:
+    """``GET /api/usage``: the rows of each license (with its product and seats), by time."""
+    series: dict[tuple[str, str], dict[str, Any]] = {}
+    for point in points:
+        key = (point.product, point.license)
+        if key not in series:
+            lic = view.license(point.license)
+            series[key] = {
+                "product": point.product,
+                "license": point.license,
+                "seats": None if lic is None else lic.seats,
+                "points": [],
+            }
+        series[key]["points"].append(
+            {"t": point.t, "in_use": point.in_use, "peak": point.peak, "denials": point.denials}
+        )
+    return {
+        "step": query.step,
+        "from": query.since,
+        "to": query.until,
+        "series": [series[key] for key in sorted(series)],
+    }
+
+
+def usage_csv(points: list[Any]) -> bytes:
+    """``GET /api/usage.csv``: ``t,product,license,in_use,peak,denials``, ``t`` in ISO 8601
+    UTC, one row per license and interval."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["t", "product", "license", "in_use", "peak", "denials"])
+    for p in points:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.t))
+        writer.writerow([when, p.product, p.license, p.in_use, p.peak, p.denials])
+    return out.getvalue().encode("utf-8")

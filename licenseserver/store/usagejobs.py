@@ -1,0 +1,121 @@
+"""The usage history's tables and SQL (``licenseserver.usage``): writes, reads, trimming.
+
+Minute rows come from the role's ``usage.Recorder``; each write derives the
+hour and day rows of the hours and days it touched from the finer rows, so
+they are always up to date, however the minutes came (a restart in the middle
+of an hour included). ``minutes`` is how many minutes a row averages over: the
+minutes the server ran. The SQLite store runs these on its writer thread; the
+``FakeStore`` of the tests on an in-memory database, with the same SQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from licenseserver.usage import DAY, HOUR, KEPT, STEPS, Denial, Point
+
+DENIALS_KEPT = KEPT["1m"]
+"""Refused requests are kept as long as the minute rows."""
+
+CREATE = (
+    """CREATE TABLE usage (
+        step TEXT NOT NULL,
+        license TEXT NOT NULL,
+        t INTEGER NOT NULL,
+        product TEXT NOT NULL,
+        in_use REAL NOT NULL,
+        peak INTEGER NOT NULL,
+        denials INTEGER NOT NULL,
+        minutes INTEGER NOT NULL,
+        PRIMARY KEY (step, license, t)
+    )""",
+    "CREATE INDEX usage_by_time ON usage (step, t)",
+    """CREATE TABLE denials (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        t INTEGER NOT NULL,
+        product TEXT NOT NULL,
+        machine TEXT NOT NULL,
+        user TEXT NOT NULL,
+        reason TEXT NOT NULL
+    )""",
+    "CREATE INDEX denials_by_time ON denials (t)",
+)
+
+_UPSERT = "INSERT OR REPLACE INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def create_tables(conn: sqlite3.Connection) -> None:
+    for statement in CREATE:
+        conn.execute(statement)
+
+
+def add_usage(
+    conn: sqlite3.Connection, points: Sequence[Point], denials: Sequence[Denial], now: int
+) -> None:
+    """Write minute rows and refusals; bring the hour and day rows they touch up to date;
+    drop what is older than each resolution keeps."""
+    conn.executemany(
+        _UPSERT,
+        [(p.step, p.license, p.t, p.product, p.in_use, p.peak, p.denials, 1) for p in points],
+    )
+    conn.executemany(
+        "INSERT INTO denials (t, product, machine, user, reason) VALUES (?, ?, ?, ?, ?)",
+        [(d.t, d.product, d.machine, d.user, d.reason) for d in denials],
+    )
+    for coarse, fine, length in (("1h", "1m", HOUR), ("1d", "1h", DAY)):
+        touched = {(p.license, p.t // length * length) for p in points}
+        for license_id, start in sorted(touched):
+            _derive(conn, coarse, fine, license_id, start, length)
+    trim(conn, now)
+
+
+def _derive(
+    conn: sqlite3.Connection, coarse: str, fine: str, license_id: str, start: int, length: int
+) -> None:
+    row = conn.execute(
+        "SELECT product, SUM(in_use * minutes), MAX(peak), SUM(denials), SUM(minutes)"
+        " FROM usage WHERE step = ? AND license = ? AND t >= ? AND t < ?",
+        (fine, license_id, start, start + length),
+    ).fetchone()
+    product, area, peak, denials, minutes = row
+    if not minutes:
+        return
+    average = round(area / minutes, 3)
+    conn.execute(_UPSERT, (coarse, license_id, start, product, average, peak, denials, minutes))
+
+
+def trim(conn: sqlite3.Connection, now: int) -> None:
+    """Drop minute and hour rows older than they are kept, and old refusals."""
+    for step, kept in KEPT.items():
+        if kept is not None:
+            conn.execute("DELETE FROM usage WHERE step = ? AND t < ?", (step, now - kept))
+    conn.execute("DELETE FROM denials WHERE t < ?", (now - DENIALS_KEPT,))
+
+
+def read_usage(
+    conn: sqlite3.Connection, step: str, since: int, until: int, product: str | None
+) -> list[Point]:
+    """The rows of ``step`` from ``since`` (the interval that holds it) to before ``until``,
+    of one product or all, by product, license and time."""
+    start = since // STEPS[step] * STEPS[step]
+    sql = (
+        "SELECT step, license, product, t, in_use, peak, denials FROM usage"
+        " WHERE step = ? AND t >= ? AND t < ?"
+    )
+    args: list = [step, start, until]
+    if product is not None:
+        sql += " AND product = ?"
+        args.append(product)
+    rows = conn.execute(sql + " ORDER BY product, license, t", args)
+    return [Point(*row) for row in rows]
+
+
+def read_denials(conn: sqlite3.Connection, since: int, until: int, limit: int) -> list[Denial]:
+    """The refusals from ``since`` to before ``until``, newest first, at most ``limit``."""
+    rows = conn.execute(
+        "SELECT t, product, machine, user, reason FROM denials WHERE t >= ? AND t < ?"
+        " ORDER BY t DESC, id DESC LIMIT ?",
+        (since, until, limit),
+    )
+    return [Denial(*row) for row in rows]
