@@ -18,7 +18,7 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from licenseserver import audit, model, store
+from licenseserver import audit, model, store, usage
 from licenseserver.audit import AuditEntry
 from licenseserver.interfaces import ILicenseStore
 from licenseserver.model import Change
@@ -314,6 +314,23 @@ class StoreTestsMixin:
         await s.setLocal("role", "failover")
         self.assertEqual(await s.load(), model.Snapshot(0, by_kind([])))
         self.assertEqual(await s.changesSince(0), [])
+
+    async def test_usageHistory(self) -> None:
+        """Minute rows and refusals are kept outside the revisions; the hour row is derived;
+        refusals come back newest first."""
+        s = await self.makeStore()
+        t = 1_780_000_000 // 3600 * 3600
+        points = [usage.Point("1m", "L-1", "XMLSpy", t + 60 * n, float(n), n, 1) for n in (1, 2)]
+        refusals = [usage.Denial(t + n, "XMLSpy", f"m{n}", "u", "no-seats") for n in (1, 2)]
+        await s.addUsage(points, refusals, t + 600)
+        self.assertEqual(await s.usage("1m", t, t + 3600, "XMLSpy"), points)
+        self.assertEqual(
+            await s.usage("1h", t, t + 3600, None),
+            [usage.Point("1h", "L-1", "XMLSpy", t, 1.5, 2, 2)],
+        )
+        self.assertEqual(await s.usage("1m", t, t + 3600, "Other"), [])
+        self.assertEqual(await s.denials(t, t + 60, 10), refusals[::-1])
+        self.assertEqual(await s.load(), model.Snapshot(0, by_kind([])))
 
     async def test_badEventRefused(self) -> None:
         """An event whose data is not JSON is refused and not stored."""
@@ -1109,6 +1126,28 @@ class SchemaThreeTests(unittest.TestCase):
         """A row with more values than the table has columns does not read."""
         row = store.TABLES["license"].to_row(LICENSE) + ("extra",)
         self.assertRaises(ValueError, store.TABLES["license"].from_row, row)
+
+
+class SchemaFiveTests(unittest.TestCase):
+    """Migration 5: the usage history's tables."""
+
+    async def test_usageSurvivesReopening(self) -> None:
+        path = Path(self.mktemp())
+        path.mkdir()
+        path = path / store.DATABASE_NAME
+        conn = store.connect(path, create=True)
+        store.migrate(conn, store.MIGRATIONS[:4])
+        self.assertEqual(store.migrate(conn), store.SCHEMA_VERSION)
+        conn.close()
+        point = usage.Point("1m", "L-1", "XMLSpy", 1_780_000_020, 1.0, 1, 0)
+        s = store.SQLiteStore(path, reactor)
+        await s.open()
+        await s.addUsage([point], [], point.t)
+        await s.close()
+        s = store.SQLiteStore(path, reactor)
+        self.addCleanup(s.close)
+        await s.open()
+        self.assertEqual(await s.usage("1m", point.t - 60, point.t + 60, None), [point])
 
 
 class SchemaFourTests(unittest.TestCase):
