@@ -51,9 +51,14 @@ class ILicenseStore(Interface):
     def setLocal(name, value):
         """Store a local value (any JSON value); None removes it."""
 
-    def addUsage(points, denials, now):
-        """Write a minute's ``usage.Point`` rows and ``usage.Denial`` refusals; derive the
-        hour and day rows; drop what is older than kept (``store.usagejobs``)."""
+    def addUsage(points, denials, now, held=()):
+        """Write a minute's ``usage.Point`` rows and ``usage.Denial`` refusals, and add the
+        ``usage.SeatTime``s to their days; derive the hour and day rows; drop what is older
+        than kept (``store.usagejobs``)."""
+
+    def topHolders(product, since, until, by, limit):
+        """Fire with the machines or users (``by``) with the most seat hours of ``product``
+        in the days of the time: ``[(name, hours)]``, most first."""
 
     def usage(step, since, until, product):
         """Fire with the ``usage.Point`` rows of ``step`` in the time, of one product or all."""

@@ -164,8 +164,15 @@ class FakeStore(service.Service):
     def setLocal(self, name: str, value: Any) -> defer.Deferred:
         return self._call("setLocal", self._setLocal, name, value)
 
-    def addUsage(self, points: Any, denials: Any, now: int) -> defer.Deferred:
-        return self._call("addUsage", usagejobs.add_usage, self._usage, points, denials, now)
+    def addUsage(self, points: Any, denials: Any, now: int, held: Any = ()) -> defer.Deferred:
+        return self._call("addUsage", usagejobs.add_usage, self._usage, points, denials, now, held)
+
+    def topHolders(
+        self, product: str, since: int, until: int, by: str, limit: int
+    ) -> defer.Deferred:
+        return self._call(
+            "topHolders", usagejobs.read_top, self._usage, product, since, until, by, limit
+        )
 
     def usage(self, step: str, since: int, until: int, product: str | None) -> defer.Deferred:
         return self._call("usage", usagejobs.read_usage, self._usage, step, since, until, product)

@@ -61,6 +61,17 @@ class Denial:
     reason: str
 
 
+@dataclass(frozen=True)
+class SeatTime:
+    """The seconds one holder (machine and user) held a seat of a product in one UTC day."""
+
+    day: int
+    product: str
+    machine: str
+    user: str
+    seconds: float
+
+
 @dataclass
 class _Minute:
     product: str
@@ -78,16 +89,29 @@ class Recorder:
     minute: int | None = None
     licenses: dict[str, _Minute] = field(default_factory=dict)
     refused: list[Denial] = field(default_factory=list)
-    ready: tuple[list[Point], list[Denial]] = field(default_factory=lambda: ([], []))
+    held: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    """The minute's seat time by (product, machine, user), in seconds."""
+    ready: tuple[list[Point], list[Denial], list[SeatTime]] = field(
+        default_factory=lambda: ([], [], [])
+    )
 
-    def sample(self, now: float, inUse: Mapping[str, tuple[str, int]]) -> None:
-        """Note the seats in use of each license (id to its product and count) at ``now``."""
+    def sample(
+        self,
+        now: float,
+        inUse: Mapping[str, tuple[str, int]],
+        holders: Iterable[tuple[str, str, str]] = (),
+        every: float = SAMPLE_EVERY,
+    ) -> None:
+        """Note the seats in use of each license (id to its product and count) at ``now``,
+        and that each of ``holders`` (product, machine, user) held a seat for ``every``."""
         self._at(now)
         for license_id, (product, count) in inUse.items():
             minute = self._license(license_id, product)
             minute.total += count
             minute.samples += 1
             minute.peak = max(minute.peak, count)
+        for holder in holders:
+            self.held[holder] = self.held.get(holder, 0.0) + every
 
     def denied(self, now: float, denial: Denial, licenses: Iterable[str]) -> None:
         """Note a refused request for the licenses of its product (a count each) and, up to
@@ -98,16 +122,16 @@ class Recorder:
         if len(self.refused) < MAX_DENIALS_PER_MINUTE:
             self.refused.append(denial)
 
-    def due(self, now: float) -> tuple[list[Point], list[Denial]]:
-        """The rows and refusals of the minutes over at ``now``, to write (once)."""
+    def due(self, now: float) -> tuple[list[Point], list[Denial], list[SeatTime]]:
+        """The rows, refusals and seat times of the minutes over at ``now``, to write once."""
         self._at(now)
-        ready, self.ready = self.ready, ([], [])
+        ready, self.ready = self.ready, ([], [], [])
         return ready
 
-    def flush(self) -> tuple[list[Point], list[Denial]]:
-        """The rows and refusals still to write, the minute under way included (a stop)."""
+    def flush(self) -> tuple[list[Point], list[Denial], list[SeatTime]]:
+        """What is still to write, the minute under way included (a clean stop)."""
         self._finish()
-        ready, self.ready = self.ready, ([], [])
+        ready, self.ready = self.ready, ([], [], [])
         return ready
 
     def _license(self, license_id: str, product: str) -> _Minute:
@@ -126,7 +150,12 @@ class Recorder:
     def _finish(self) -> None:
         if self.minute is None:
             return
-        points, refused = self.ready
+        points, refused, held = self.ready
+        day = self.minute // DAY * DAY
+        held += [
+            SeatTime(day, product, machine, user, seconds)
+            for (product, machine, user), seconds in sorted(self.held.items())
+        ]
         points += [
             Point(
                 "1m",
@@ -140,7 +169,7 @@ class Recorder:
             for license_id, minute in sorted(self.licenses.items())
         ]
         refused += self.refused
-        self.minute, self.licenses, self.refused = None, {}, []
+        self.minute, self.licenses, self.refused, self.held = None, {}, [], {}
 
 
 class QueryError(ValueError):

@@ -35,11 +35,27 @@ class RecorderTests(unittest.TestCase):
         recorder = Recorder()
         for second, count in ((0, 1), (20, 3), (40, 2)):
             recorder.sample(T0 + second, {"L-1": ("XMLSpy", count)})
-        self.assertEqual(recorder.due(T0 + 59), ([], []))
-        points, denials = recorder.due(T0 + 60)
+        self.assertEqual(recorder.due(T0 + 59), ([], [], []))
+        points, denials, _ = recorder.due(T0 + 60)
         self.assertEqual(points, [minute("L-1", T0, 2.0, 3)])
         self.assertEqual(denials, [])
-        self.assertEqual(recorder.due(T0 + 61), ([], []))
+        self.assertEqual(recorder.due(T0 + 61), ([], [], []))
+
+    def test_seatTimeByHolder(self):
+        """Each sample adds its interval to the seat time of every holder, by the day."""
+        recorder = Recorder()
+        for second in range(3):
+            holders = [("XMLSpy", "m1", "ann")] + ([("XMLSpy", "m2", "bob")] if second else [])
+            recorder.sample(T0 + second, {}, holders, every=1.0)
+        _, _, held = recorder.flush()
+        day = T0 // DAY * DAY
+        self.assertEqual(
+            held,
+            [
+                usage.SeatTime(day, "XMLSpy", "m1", "ann", 3.0),
+                usage.SeatTime(day, "XMLSpy", "m2", "bob", 2.0),
+            ],
+        )
 
     def test_denialsCountedAndListed(self):
         """A refusal counts for each license of its product and is listed, up to the
@@ -48,7 +64,7 @@ class RecorderTests(unittest.TestCase):
         refusal = Denial(T0 + 5, "XMLSpy", "m1", "ann", "no-seats")
         for _ in range(usage.MAX_DENIALS_PER_MINUTE + 5):
             recorder.denied(T0 + 5, refusal, ["L-1", "L-2"])
-        points, denials = recorder.flush()
+        points, denials, _ = recorder.flush()
         self.assertEqual(
             [(p.license, p.denials) for p in points],
             [("L-1", usage.MAX_DENIALS_PER_MINUTE + 5), ("L-2", usage.MAX_DENIALS_PER_MINUTE + 5)],
@@ -60,9 +76,9 @@ class RecorderTests(unittest.TestCase):
         recorder = Recorder()
         recorder.sample(T0 + 30, {"L-1": ("XMLSpy", 4)})
         recorder.denied(T0 + 61, Denial(T0 + 61, "XMLSpy", "m1", "-", "no-seats"), ["L-1"])
-        points, _ = recorder.due(T0 + 62)
+        points, _, _ = recorder.due(T0 + 62)
         self.assertEqual(points, [minute("L-1", T0, 4.0, 4)])
-        points, denials = recorder.flush()
+        points, denials, _ = recorder.flush()
         self.assertEqual(points, [minute("L-1", T0 + 60, 0.0, 0, 1)])
         self.assertEqual(len(denials), 1)
 
@@ -104,8 +120,8 @@ class StoredHistoryTests(unittest.TestCase):
     def setUp(self):
         self.store = FakeStore()
 
-    def add(self, points, denials=(), now=T0 + HOUR):
-        self.successResultOf(self.store.addUsage(list(points), list(denials), now))
+    def add(self, points, denials=(), now=T0 + HOUR, held=()):
+        self.successResultOf(self.store.addUsage(list(points), list(denials), now, list(held)))
 
     def read(self, step, since=T0 - DAY, until=T0 + 2 * DAY, product=None):
         return self.successResultOf(self.store.usage(step, since, until, product))
@@ -139,6 +155,24 @@ class StoredHistoryTests(unittest.TestCase):
         self.add([], now=old + 402 * DAY)
         self.assertEqual([p.t for p in self.read("1h", since=0, until=old + 403 * DAY)], [now])
         self.assertEqual(len(self.read("1d", since=0, until=old + 403 * DAY)), 2)
+
+    def test_topHolders(self):
+        """Seat hours add up by the day; the top machines or users of a product come
+        longest first, within the days asked for."""
+        day = T0 // DAY * DAY
+        held = [
+            usage.SeatTime(day, "XMLSpy", "m1", "ann", 1800.0),
+            usage.SeatTime(day, "XMLSpy", "m2", "ann", 3600.0),
+            usage.SeatTime(day, "XMLSpy", "m3", "bob", 7200.0),
+            usage.SeatTime(day, "MapForce", "m4", "cy", 99999.0),
+            usage.SeatTime(day - 2 * DAY, "XMLSpy", "m1", "ann", 99999.0),
+        ]
+        self.add([], [], now=T0, held=held)
+        self.add([], [], now=T0, held=held[:1])
+        top = self.successResultOf(self.store.topHolders("XMLSpy", T0, T0 + DAY, "user", 5))
+        self.assertEqual(top, [("ann", 2.0), ("bob", 2.0)])
+        top = self.successResultOf(self.store.topHolders("XMLSpy", T0, T0 + DAY, "machine", 2))
+        self.assertEqual(top, [("m3", 2.0), ("m1", 1.0)])
 
     def test_denialsNewestFirst(self):
         refusals = [Denial(T0 + i, "XMLSpy", f"m{i}", "u", "no-seats") for i in range(5)]

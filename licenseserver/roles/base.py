@@ -158,7 +158,14 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
             return
         licenses = list(self.pool.all("license"))
         holders = allocation.holders_by_license(licenses, self.pool.all("lease"), now)
-        self.usage.sample(now, {lic.id: (lic.product, len(holders[lic.id])) for lic in licenses})
+        held = {
+            (lease.product, lease.machine, lease.user)
+            for lease in self.pool.all("lease")
+            if lease.live(now)
+        }
+        self.usage.sample(
+            now, {lic.id: (lic.product, len(holders[lic.id])) for lic in licenses}, held
+        )
 
     def noteUsageDenial(self, product: str, machine: str, user: str, reason: str) -> None:
         """Count a refused CHECKOUT or BORROW in the history of the product's licenses."""
@@ -174,14 +181,21 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         """The usage history's rows (``usage.Point``) of ``step`` in the time, as stored."""
         return self.store.usage(step, since, until, product)
 
+    def topHolders(
+        self, product: str, since: int, until: int, by: str, limit: int
+    ) -> defer.Deferred:
+        """The machines or users (``by``) with the most seat hours of ``product`` in the days
+        of the time, as ``(name, hours)``."""
+        return self.store.topHolders(product, since, until, by, limit)
+
     def deniedRequests(self, since: int, until: int, limit: int) -> defer.Deferred:
         """The refused requests (``usage.Denial``) in the time, newest first, as stored."""
         return self.store.denials(since, until, limit)
 
-    def _writeUsage(self, points: list, denials: list) -> None:
-        if not points and not denials:
+    def _writeUsage(self, points: list, denials: list, held: list) -> None:
+        if not points and not denials and not held:
             return
-        d = self.store.addUsage(points, denials, self.now())
+        d = self.store.addUsage(points, denials, self.now(), held)
         d.addErrback(lambda f: self.log.failure("Could not write the usage history", f))
 
     def whenLoaded(self) -> defer.Deferred:

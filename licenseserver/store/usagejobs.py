@@ -13,10 +13,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from licenseserver.usage import DAY, HOUR, KEPT, STEPS, Denial, Point
+from licenseserver.usage import DAY, HOUR, KEPT, STEPS, Denial, Point, SeatTime
 
 DENIALS_KEPT = KEPT["1m"]
 """Refused requests are kept as long as the minute rows."""
+SEAT_TIME_KEPT = KEPT["1h"]
+"""Each holder's seat time by the day is kept as long as the hour rows."""
 
 CREATE = (
     """CREATE TABLE usage (
@@ -40,6 +42,14 @@ CREATE = (
         reason TEXT NOT NULL
     )""",
     "CREATE INDEX denials_by_time ON denials (t)",
+    """CREATE TABLE seat_time (
+        day INTEGER NOT NULL,
+        product TEXT NOT NULL,
+        machine TEXT NOT NULL,
+        user TEXT NOT NULL,
+        seconds REAL NOT NULL,
+        PRIMARY KEY (day, product, machine, user)
+    )""",
 )
 
 _UPSERT = "INSERT OR REPLACE INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -51,10 +61,19 @@ def create_tables(conn: sqlite3.Connection) -> None:
 
 
 def add_usage(
-    conn: sqlite3.Connection, points: Sequence[Point], denials: Sequence[Denial], now: int
+    conn: sqlite3.Connection,
+    points: Sequence[Point],
+    denials: Sequence[Denial],
+    now: int,
+    held: Sequence[SeatTime] = (),
 ) -> None:
-    """Write minute rows and refusals; bring the hour and day rows they touch up to date;
-    drop what is older than each resolution keeps."""
+    """Write minute rows and refusals, and add the seat times to their days; bring the hour
+    and day rows they touch up to date; drop what is older than each resolution keeps."""
+    conn.executemany(
+        "INSERT INTO seat_time VALUES (?, ?, ?, ?, ?) ON CONFLICT (day, product, machine, user)"
+        " DO UPDATE SET seconds = seconds + excluded.seconds",
+        [(h.day, h.product, h.machine, h.user, h.seconds) for h in held],
+    )
     conn.executemany(
         _UPSERT,
         [(p.step, p.license, p.t, p.product, p.in_use, p.peak, p.denials, 1) for p in points],
@@ -91,6 +110,7 @@ def trim(conn: sqlite3.Connection, now: int) -> None:
         if kept is not None:
             conn.execute("DELETE FROM usage WHERE step = ? AND t < ?", (step, now - kept))
     conn.execute("DELETE FROM denials WHERE t < ?", (now - DENIALS_KEPT,))
+    conn.execute("DELETE FROM seat_time WHERE day < ?", (now - SEAT_TIME_KEPT,))
 
 
 def read_usage(
@@ -119,3 +139,19 @@ def read_denials(conn: sqlite3.Connection, since: int, until: int, limit: int) -
         (since, until, limit),
     )
     return [Denial(*row) for row in rows]
+
+
+def read_top(
+    conn: sqlite3.Connection, product: str, since: int, until: int, by: str, limit: int
+) -> list[tuple[str, float]]:
+    """The ``machine``s or ``user``s (``by``) that held seats of ``product`` longest in the
+    days from ``since``'s to before ``until``, with their seat hours, longest first."""
+    if by not in ("machine", "user"):
+        raise ValueError(f"by must be machine or user, not {by!r}")
+    rows = conn.execute(
+        f"SELECT {by}, SUM(seconds) / 3600.0 AS hours FROM seat_time"
+        " WHERE product = ? AND day >= ? AND day < ?"
+        f" GROUP BY {by} ORDER BY hours DESC, {by} LIMIT ?",
+        (product, since // DAY * DAY, until, limit),
+    )
+    return [(name, round(hours, 2)) for name, hours in rows]

@@ -371,9 +371,20 @@ class SQLiteStore(service.Service):
     def getLocal(self, name: str) -> defer.Deferred:
         return self._submit(READ, partial(_get_local_job, name=name))
 
-    def addUsage(self, points: Any, denials: Any, now: int) -> defer.Deferred:
+    def addUsage(self, points: Any, denials: Any, now: int, held: Any = ()) -> defer.Deferred:
         return self._submit(
-            WRITE, partial(usagejobs.add_usage, points=points, denials=denials, now=now)
+            WRITE,
+            partial(usagejobs.add_usage, points=points, denials=denials, now=now, held=held),
+        )
+
+    def topHolders(
+        self, product: str, since: int, until: int, by: str, limit: int
+    ) -> defer.Deferred:
+        return self._submit(
+            READ,
+            partial(
+                usagejobs.read_top, product=product, since=since, until=until, by=by, limit=limit
+            ),
         )
 
     def usage(self, step: str, since: int, until: int, product: str | None) -> defer.Deferred:

@@ -178,6 +178,9 @@ class ServerView:
     async def usageHistory(self, step: str, since: int, until: int, product: str | None) -> Any:
         return await self.role.usageHistory(step, since, until, product)
 
+    async def topHolders(self, product: str, since: int, until: int, by: str, limit: int) -> Any:
+        return await self.role.topHolders(product, since, until, by, limit)
+
     async def deniedRequests(self, since: int, until: int, limit: int) -> Any:
         return await self.role.deniedRequests(since, until, limit)
 
