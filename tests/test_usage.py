@@ -8,8 +8,10 @@ use every second on a Clock and writes each minute once it is over.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
+import re
 import time
 
 from twisted.trial import unittest
@@ -292,3 +294,56 @@ class UsageAPITests(WebTestCase):
             self.assertEqual(status, 400, path)
             self.assertIn(reason, body["error"], path)
         self.assertEqual(self.request("GET", "/api/usage").status, 401)
+
+
+class UsageTabTests(WebTestCase):
+    """The Usage tab: charts as SVG with a title per point, top users and machines, CSV."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        primary = self.role.current
+        (self.lid,) = self.successResultOf(run(primary.addLicenses(licenseFile({"seats": 4}))))
+        now = int(self.clock.seconds())
+        self.hour = now // HOUR * HOUR - HOUR
+        points = [minute(self.lid, self.hour, 2.5, 3, 2)]
+        held = [usage.SeatTime(now // DAY * DAY, "XMLSpy", "ws7", "ann", 5400.0)]
+        self.successResultOf(self.store.addUsage(points, [], now, held))
+        self.login()
+
+    def test_charts(self):
+        body = self.get("/usage?product=XMLSpy&period=day").body
+        seats = re.search(r'<div class="chart-box" id="seats-chart">(.*?)</div>', body, re.S)
+        self.assertIsNotNone(seats)
+        chart = seats.group(1)
+        self.assertIn('<svg xmlns="http://www.w3.org/2000/svg"', chart)
+        self.assertIn('class="series peak"', chart)
+        self.assertIn('class="series average"', chart)
+        self.assertIn("<title>4 seats licensed</title>", chart)
+        self.assertIn("2.5 in use on average, at most 3 of 4 seats</title>", chart)
+        denials = re.search(r'id="denials-chart">(.*?)</div>', body, re.S).group(1)
+        self.assertIn(": 2 refused</title>", denials)
+        self.assertIn("(XMLSpy, the last day, 4 seats licensed)", body)
+        users = re.search(r'<table class="list" id="top-users">.*?</table>', body, re.S).group(0)
+        self.assertIn("<td>ann</td>", users)
+        self.assertIn(">1.5</td>", users)
+        self.assertIn("<td>ws7</td>", body)
+        link = re.search(r'<a id="usage-csv" href="([^"]+)"', body).group(1)
+        self.assertTrue(link.startswith("/api/usage.csv?product=XMLSpy&amp;step=1h&amp;from="))
+        csv_body = self.get(html.unescape(link)).body
+        self.assertTrue(csv_body.startswith("t,product,license,in_use,peak,denials"))
+        self.assertIn(f"XMLSpy,{self.lid},2.5,3,2", csv_body)
+
+    def test_periods(self):
+        """Each period shows its step; an unknown one says so and shows a day."""
+        for period, step in (("week", "1h"), ("month", "1d"), ("year", "1d")):
+            body = self.get(f"/usage?period={period}").body
+            self.assertIn(f"step={step}", body, period)
+            self.assertIn(f'<option value="{period}" selected="selected">', body)
+        body = self.get("/usage?period=fortnight").body
+        self.assertIn("unknown period 'fortnight': showing a day", body)
+        self.assertIn("the last day", body)
+
+    def test_needsLogin(self):
+        """The tab needs a login (a standby failover hides it: ``POOL_TABS``)."""
+        self.cookie = None
+        self.assertEqual(self.get("/usage").status, 303)

@@ -244,7 +244,7 @@ class PageTests(ElementTestCase):
         return self.render(elements.PageElement(**options))
 
     def test_allTabsOnPrimary(self):
-        """A primary's page has all five tabs, the current one marked, and the CSRF meta."""
+        """A primary's page has all six tabs, the current one marked, and the CSRF meta."""
         html = self.page()
         tabs = re.findall(r'<a href="/(\w+)" class="(\w*)" id="tab-', html)
         self.assertEqual(
@@ -253,6 +253,7 @@ class PageTests(ElementTestCase):
                 ("pool", ""),
                 ("clients", ""),
                 ("monitoring", ""),
+                ("usage", ""),
                 ("messages", "current"),
                 ("settings", ""),
             ],
@@ -284,6 +285,7 @@ class PageTests(ElementTestCase):
                 ("/pool", "License Pool"),
                 ("/clients", "Client Management"),
                 ("/monitoring", "Client Monitoring"),
+                ("/usage", "Usage"),
                 ("/messages", "Messages"),
                 ("/settings", "Settings"),
             ],

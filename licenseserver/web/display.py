@@ -22,6 +22,7 @@ DAY = 86400
 POOL = "pool"
 CLIENTS = "clients"
 MONITORING = "monitoring"
+USAGE = "usage"
 MESSAGES = "messages"
 SETTINGS = "settings"
 
@@ -29,13 +30,22 @@ TABS: tuple[tuple[str, str], ...] = (
     (POOL, "License Pool"),
     (CLIENTS, "Client Management"),
     (MONITORING, "Client Monitoring"),
+    (USAGE, "Usage"),
     (MESSAGES, "Messages"),
     (SETTINGS, "Settings"),
 )
 """Every tab: its path segment and its title, in order."""
 
-POOL_TABS = frozenset({POOL, CLIENTS, MONITORING})
+POOL_TABS = frozenset({POOL, CLIENTS, MONITORING, USAGE})
 """The tabs a standby failover does not show (FAILOVER.md rule 5)."""
+
+USAGE_PERIODS: dict[str, tuple[int, str]] = {
+    "day": (DAY, "1h"),
+    "week": (7 * DAY, "1h"),
+    "month": (30 * DAY, "1d"),
+    "year": (365 * DAY, "1d"),
+}
+"""The Usage tab's periods: how far back each reaches, and the history's step it shows."""
 
 
 def standby(view: ServerView) -> bool:

@@ -18,7 +18,7 @@ from twisted.web.template import Element, Tag, TagLoader, XMLFile, renderer, tag
 from licenseserver import allocation
 from licenseserver._version import __version__
 from licenseserver.model import CONCURRENT
-from licenseserver.web import display, views
+from licenseserver.web import charts, display, views
 from licenseserver.web.facade import ServerView
 
 TEMPLATES = FilePath(__file__).sibling("templates")
@@ -617,3 +617,81 @@ class SettingsElement(FormPart):
     @renderer
     def licensingFields(self, request: Any, tag: Tag) -> Tag:
         return tag(disabled="disabled") if display.standby(self.view) else tag
+
+
+class UsageElement(Element):
+    """Usage: a product's seats in use and refused requests over a period, as charts, with
+    its top users and machines by seat hours and the history as CSV."""
+
+    loader = template("usage")
+
+    def __init__(self, report: dict[str, Any]):
+        super().__init__()
+        self.report = report
+
+    def _options(self, tag: Tag, choices: Sequence[str], chosen: str | None) -> Tag:
+        options = []
+        for choice in choices:
+            option = tags.option(choice, value=choice)
+            if choice == chosen:
+                option(selected="selected")
+            options.append(option)
+        return tag(*options)
+
+    @renderer
+    def productOptions(self, request: Any, tag: Tag) -> Tag:
+        return self._options(tag, self.report["products"], self.report["product"])
+
+    @renderer
+    def periodOptions(self, request: Any, tag: Tag) -> Tag:
+        return self._options(tag, list(display.USAGE_PERIODS), self.report["period"])
+
+    @renderer
+    def problem(self, request: Any, tag: Tag) -> Tag | str:
+        return tag(self.report["problem"]) if self.report["problem"] else ""
+
+    @renderer
+    def noProduct(self, request: Any, tag: Tag) -> Tag | str:
+        return "" if self.report["product"] else tag
+
+    @renderer
+    def charts(self, request: Any, tag: Tag) -> Tag | str:
+        return tag if self.report["product"] else ""
+
+    @renderer
+    def what(self, request: Any, tag: Tag) -> Tag:
+        r = self.report
+        return tag(f"({r['product']}, the last {r['period']}, {r['seats']} seats licensed)")
+
+    @renderer
+    def seatsChart(self, request: Any, tag: Tag) -> Tag:
+        r = self.report
+        return tag(charts.seats_chart(r["samples"], r["seats"], r["since"], r["until"], r["step"]))
+
+    @renderer
+    def denialsChart(self, request: Any, tag: Tag) -> Tag:
+        r = self.report
+        return tag(charts.denials_chart(r["samples"], r["since"], r["until"], r["step"]))
+
+    @renderer
+    def csvLink(self, request: Any, tag: Tag) -> Tag:
+        return tag(href=self.report["csv"])
+
+    def _top(self, tag: Tag, who: str, rows: list[tuple[str, float]]) -> Tag:
+        if not rows:
+            return tags.p(f"No {who} held a seat in the period.", class_="empty")
+        body = [
+            tags.tr(tags.td(name), tags.td(f"{hours:g}", class_="number")) for name, hours in rows
+        ]
+        return tag(
+            tags.thead(tags.tr(tags.th(who.capitalize()), tags.th("Seat hours"))),
+            tags.tbody(*body),
+        )
+
+    @renderer
+    def topUsers(self, request: Any, tag: Tag) -> Tag:
+        return self._top(tag, "user", self.report["users"])
+
+    @renderer
+    def topMachines(self, request: Any, tag: Tag) -> Tag:
+        return self._top(tag, "machine", self.report["machines"])

@@ -79,6 +79,11 @@ class Redirect:
 Answer = Html | Redirect
 
 
+def query(request: Any, name: str) -> str | None:
+    """The first value of query argument ``name`` as text; None when absent or empty."""
+    return form(request, name) or None
+
+
 def form(request: Any, name: str, *, strip: bool = True) -> str:
     """The first value of form field ``name`` as text ("" when absent).
 
@@ -462,6 +467,21 @@ class MonitoringPage(Page):
         )
 
 
+class UsagePage(Page):
+    """``/usage``: a product's seats in use and refused requests over a period, as charts;
+    its top users and machines; the history as CSV (``?product=P&period=day``)."""
+
+    name = display.USAGE
+    title = "Usage"
+    poolTab = True
+
+    async def content(self, request: server.Request, session: AdminSession, events: list) -> Any:
+        product = query(request, "product")
+        period = query(request, "period")
+        report = await views.usage_report(self.view, product, period)
+        return elements.UsageElement(report)
+
+
 class MessagesPage(Page):
     """``/messages``: events, newest first."""
 
@@ -685,7 +705,14 @@ class StaticFiles(static.File):
         return resource.NoResource()
 
 
-PAGES: tuple[type[Page], ...] = (PoolPage, ClientsPage, MonitoringPage, MessagesPage, SettingsPage)
+PAGES: tuple[type[Page], ...] = (
+    PoolPage,
+    ClientsPage,
+    MonitoringPage,
+    UsagePage,
+    MessagesPage,
+    SettingsPage,
+)
 
 
 def addPages(root: resource.Resource, site: WebSite) -> None:

@@ -6,10 +6,13 @@ import csv
 import io
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from licenseserver import allocation
+from licenseserver import usage as usage_module
 from licenseserver._version import EDITION, __version__
 from licenseserver.model import Client, Event, Lease, License, record_to_dict
+from licenseserver.web import charts, display
 from licenseserver.web.facade import ServerView
 
 
@@ -221,3 +224,62 @@ def usage_csv(points: list[Any]) -> bytes:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.t))
         writer.writerow([when, p.product, p.license, p.in_use, p.peak, p.denials])
     return out.getvalue().encode("utf-8")
+
+
+async def usage_report(view: ServerView, product: str | None, period: str | None) -> dict:
+    """What the Usage tab shows of ``product`` over ``period`` (``display.USAGE_PERIODS``;
+    default the first product and a day): its history summed over the product's licenses
+    (an interval's peak is the sum of theirs, so it may be more than the true peak; its
+    refusals are counted once), the seats licensed, the top users and machines by seat
+    hours, and the CSV download's address."""
+    products = sorted({lic.product for lic in view.licenses()})
+    problem = None
+    if period is not None and period not in display.USAGE_PERIODS:
+        problem = f"unknown period {period[:20]!r}: showing a day"
+    period = period if period in display.USAGE_PERIODS else "day"
+    if product is not None and product not in products:
+        if products:
+            problem = f"no license of {product[:80]!r} is in the pool"
+        product = None
+    product = product or (products[0] if products else None)
+    length, step = display.USAGE_PERIODS[period]
+    until = view.now()
+    since = until - length
+    report: dict[str, Any] = {
+        "products": products,
+        "product": product,
+        "period": period,
+        "problem": problem,
+        "step": usage_module.STEPS[step],
+        "since": since,
+        "until": until,
+    }
+    if product is None:
+        return report
+    points = await view.usageHistory(step, since, until, product)
+    by_time: dict[int, list[Any]] = {}
+    for point in points:
+        by_time.setdefault(point.t, []).append(point)
+    report["samples"] = [
+        charts.Sample(
+            t,
+            round(sum(p.in_use for p in group), 3),
+            sum(p.peak for p in group),
+            max(p.denials for p in group),
+        )
+        for t, group in sorted(by_time.items())
+    ]
+    report["seats"] = sum(lic.seats for lic in view.licenses() if lic.product == product)
+    report["users"] = await view.topHolders(product, since, until, "user", TOP_SHOWN)
+    report["machines"] = await view.topHolders(product, since, until, "machine", TOP_SHOWN)
+    query = urlencode({"product": product, "step": step, "from": _iso(since), "to": _iso(until)})
+    report["csv"] = f"/api/usage.csv?{query}"
+    return report
+
+
+TOP_SHOWN = 10
+"""How many users and machines the Usage tab ranks."""
+
+
+def _iso(t: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))

@@ -214,7 +214,14 @@ class PrimaryPagesTests(BrowserTestCase):
         self.assertIn("ls-primary", self.text("#status-header"))
         self.assertEqual(
             self.tabs(),
-            ["tab-pool", "tab-clients", "tab-monitoring", "tab-messages", "tab-settings"],
+            [
+                "tab-pool",
+                "tab-clients",
+                "tab-monitoring",
+                "tab-usage",
+                "tab-messages",
+                "tab-settings",
+            ],
         )
 
         # Upload a license file, see it in the pool.
@@ -275,6 +282,20 @@ class PrimaryPagesTests(BrowserTestCase):
         self.assertEqual((refused.code, refused.reason), (410, "revoked"))
         self.open(self.server, "/pool")
         self.assertIn("0 / 2", self.text(f"#license-{license_id}"))
+
+        # Usage: the charts are SVG drawn by the server, readable at 1280 px; the CSV
+        # download is the admin API's, which the session may read.
+        self.browser.set_window_size(1280, 1000)
+        self.open(self.server, "/usage?period=week")
+        self.assertTrue(self.present("#seats-chart svg.chart"))
+        self.assertTrue(self.present("#denials-chart svg.chart"))
+        self.assertIn("the last week", self.text("#content"))
+        width = self.browser.execute_script("return document.documentElement.scrollWidth")
+        self.assertLessEqual(width, 1280)
+        self.screenshot("usage")
+        href = self.find("#usage-csv").get_attribute("href")
+        self.assertIn("/api/usage.csv?product=XMLSpy&step=1h", href)
+        self.browser.set_window_size(1400, 1000)
 
         self.open(self.server, "/messages")
         self.assertIn("license-added", self.text("#messages"))
@@ -401,7 +422,14 @@ class FailoverPagesTests(BrowserTestCase):
         self.waitFor(lambda: self.present("#tab-pool"), "the pool tab to appear")
         self.assertEqual(
             self.tabs(),
-            ["tab-pool", "tab-clients", "tab-monitoring", "tab-messages", "tab-settings"],
+            [
+                "tab-pool",
+                "tab-clients",
+                "tab-monitoring",
+                "tab-usage",
+                "tab-messages",
+                "tab-settings",
+            ],
         )
         self.assertIn("active", self.text("#server-state").lower())
         self.find("#tab-pool").click()
