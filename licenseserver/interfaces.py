@@ -56,6 +56,14 @@ class ILicenseStore(Interface):
         ``usage.SeatTime``s to their days; derive the hour and day rows; drop what is older
         than kept (``store.usagejobs``)."""
 
+    def usageSince(since):
+        """Fire with what a failover syncs of the usage history from ``since``: ``(points,
+        denials, held, until)``, ``until`` where the next sync starts."""
+
+    def applyUsage(points, denials, held, until, now):
+        """Take the primary's usage rows (a failover's sync), and note ``until`` as the local
+        value ``usage_synced`` in the same write."""
+
     def topHolders(product, since, until, by, limit):
         """Fire with the machines or users (``by``) with the most seat hours of ``product``
         in the days of the time: ``[(name, hours)]``, most first."""

@@ -39,6 +39,9 @@ REMOVED = "removed_unacknowledged"
 sync (``[revision, lease record, how]`` each): in a cut they still count, since the
 failover may hold them. Noted before the removal is written; a stale list only counts
 more, until the failover acknowledges again."""
+USAGE_SYNCED = "usage_synced"
+"""Where a failover's next ``USAGE`` sync of the primary's usage history starts (a Unix
+time, the end of the last minute it holds); set with the rows, in the same write."""
 UNCONFIRMED = "unconfirmed_grants"
 """A primary's grants of the last seats of exact licenses (FAILOVER.md rule 16) whose
 answer waits for the failover's acknowledgement: a list of lease ids, noted before the
@@ -81,6 +84,7 @@ def role_change(
                 ENDED_WHILE_SERVING: None,
                 UNCONFIRMED: None,
                 REMOVED: None,
+                USAGE_SYNCED: None,
                 DIVERGED: 0,
             }
         )

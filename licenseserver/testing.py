@@ -20,6 +20,7 @@ from zope.interface import implementer
 
 from licenseserver import audit, model
 from licenseserver.interfaces import ILicenseStore
+from licenseserver.localstate import USAGE_SYNCED
 from licenseserver.store import usagejobs
 from licenseserver.store.changelog import decode_log_line, prepare_commit, prepare_entries
 from licenseserver.store.checks import (
@@ -166,6 +167,18 @@ class FakeStore(service.Service):
 
     def addUsage(self, points: Any, denials: Any, now: int, held: Any = ()) -> defer.Deferred:
         return self._call("addUsage", usagejobs.add_usage, self._usage, points, denials, now, held)
+
+    def usageSince(self, since: int) -> defer.Deferred:
+        return self._call("usageSince", usagejobs.read_since, self._usage, since)
+
+    def applyUsage(
+        self, points: Any, denials: Any, held: Any, until: int, now: int
+    ) -> defer.Deferred:
+        def apply() -> None:
+            usagejobs.apply_synced(self._usage, points, denials, held, now)
+            self._setLocal(USAGE_SYNCED, until)
+
+        return self._call("applyUsage", apply)
 
     def topHolders(
         self, product: str, since: int, until: int, by: str, limit: int

@@ -15,9 +15,12 @@ loses is the minute under way.
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import datetime
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 MINUTE = 60
 HOUR = 3600
@@ -220,3 +223,44 @@ def parse_query(args: Mapping[str, str], now: int) -> Query:
     if (until - since) // STEPS[step] > MAX_POINTS:
         raise QueryError(f"more than {MAX_POINTS} points: ask for a coarser step or less time")
     return Query(step, since, until)
+
+
+def encode_rows(
+    points: Iterable[Point], denials: Iterable[Denial], held: Iterable[SeatTime]
+) -> list[bytes]:
+    """The lines of a ``USAGE`` answer (protocol.md): one compact JSON object each."""
+    lines = []
+    for kind, rows in (("point", points), ("denial", denials), ("held", held)):
+        for row in rows:
+            body = {"kind": kind, **dataclasses.asdict(row)}
+            lines.append(
+                json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+            )
+    return lines
+
+
+_KINDS = {"point": Point, "denial": Denial, "held": SeatTime}
+
+
+def decode_rows(lines: Iterable[bytes]) -> tuple[list[Point], list[Denial], list[SeatTime]]:
+    """The rows of a ``USAGE`` answer's lines; ``ValueError`` for a line that is not one."""
+    out: dict[str, list[Any]] = {kind: [] for kind in _KINDS}
+    for line in lines:
+        body = json.loads(line)
+        if not isinstance(body, dict) or body.get("kind") not in _KINDS:
+            raise ValueError("a USAGE line is not a usage row")
+        kind = body.pop("kind")
+        cls = _KINDS[kind]
+        names = [f.name for f in dataclasses.fields(cls)]
+        if sorted(body) != sorted(names):
+            raise ValueError(f"a USAGE {kind} row has the fields {sorted(body)}")
+        row = cls(**body)
+        for f in dataclasses.fields(cls):
+            value = getattr(row, f.name)
+            wanted = (
+                (int, float) if f.type in ("float",) else (str,) if f.type == "str" else (int,)
+            )
+            if isinstance(value, bool) or not isinstance(value, wanted):
+                raise ValueError(f"a USAGE {kind} row's {f.name} is not a {f.type}")
+        out[kind].append(row)
+    return out["point"], out["denial"], out["held"]

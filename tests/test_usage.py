@@ -17,9 +17,11 @@ import time
 from twisted.trial import unittest
 
 from licenseserver import usage
+from licenseserver.protocols import wire
 from licenseserver.testing import FakeStore
 from licenseserver.usage import DAY, HOUR, MINUTE, Denial, Point, Recorder
-from tests.helpers import START, hello, licenseFile, makeRole, run
+from tests.helpers import START, hello, licenseFile, makeRole, run, session
+from tests.test_failover import TAKEOVER, PairTestCase
 from tests.test_web_http import WebTestCase
 
 T0 = int(START) // DAY * DAY + 10 * HOUR
@@ -347,3 +349,68 @@ class UsageTabTests(WebTestCase):
         """The tab needs a login (a standby failover hides it: ``POOL_TABS``)."""
         self.cookie = None
         self.assertEqual(self.get("/usage").status, 303)
+
+
+class FailoverHistoryTests(PairTestCase):
+    """The failover syncs the primary's history once a minute in standby (``USAGE``), so
+    that it is there after a takeover."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        (self.lid,) = self.ok(self.primary.addLicenses(licenseFile({"seats": 1})))
+        self.ok(self.primary.checkout(hello(self.primary, "m1", user="ann"), {}))
+        self.refused(self.primary.checkout(hello(self.primary, "m2", user="bob"), {}), "no-seats")
+        self.start = int(self.clock.seconds()) // MINUTE * MINUTE
+        self.advance(2 * MINUTE + 5, step=1)
+
+    def test_historyThereAfterATakeover(self):
+        rows = self.successResultOf(
+            self.failoverStore.usage("1m", self.start, self.start + HOUR, None)
+        )
+        self.assertEqual(
+            rows,
+            self.successResultOf(
+                self.primaryStore.usage("1m", self.start, self.start + HOUR, None)
+            ),
+        )
+        self.assertEqual(rows[0].denials, 1)
+        self.assertEqual(
+            [
+                d.machine
+                for d in self.successResultOf(self.failoverStore.denials(0, self.start + HOUR, 9))
+            ],
+            ["m2"],
+        )
+        self.assertEqual(
+            self.successResultOf(
+                self.failoverStore.topHolders("XMLSpy", self.start, self.start + DAY, "user", 5)
+            ),
+            self.successResultOf(
+                self.primaryStore.topHolders("XMLSpy", self.start, self.start + DAY, "user", 5)
+            ),
+        )
+        synced = self.successResultOf(self.failoverStore.getLocal("usage_synced"))
+        self.assertEqual(synced, rows[-1].t + MINUTE)
+        self.killPrimary()
+        self.advance(TAKEOVER + 0.5)
+        self.assertEqual(self.failover.state, "active")
+        history = self.successResultOf(
+            run(self.failover.usageHistory("1h", self.start, self.start + HOUR))
+        )
+        self.assertEqual(history[0].peak, 1)
+
+    def test_unpairedRefused(self):
+        """USAGE is a paired failover's: any other session is not authorized."""
+        failure = self.failureResultOf(
+            run(self.primary.peerUsage(session("x"), {"since": "0"})), wire.ProtocolError
+        )
+        self.assertEqual(failure.value.reason, "not-authorized")
+
+    def test_badRowsRefused(self):
+        """A line that is not a usage row does not read: nothing is taken."""
+        for line in (
+            b"[]",
+            b'{"kind":"point"}',
+            b'{"kind":"held","day":"x","product":"p","machine":"m","user":"u","seconds":1}',
+        ):
+            self.assertRaises(ValueError, usage.decode_rows, [line])

@@ -31,7 +31,7 @@ MAX_INTEGER = 10**MAX_DIGITS - 1
 CLIENT_VERBS = frozenset(
     {"PING", "STATUS", "HELLO", "CHECKOUT", "HEARTBEAT", "RELEASE", "BORROW", "QUIT"}
 )
-PEER_VERBS = frozenset({"PEER", "AUTH", "BEAT", "SYNC", "MERGE"})
+PEER_VERBS = frozenset({"PEER", "AUTH", "BEAT", "SYNC", "MERGE", "USAGE"})
 VERBS = CLIENT_VERBS | PEER_VERBS
 
 REASONS: dict[str, int] = {

@@ -25,6 +25,7 @@ from service_identity import VerificationError
 from twisted.application.internet import TimerService
 from twisted.internet import defer, error
 
+from licenseserver import usage
 from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import display_address
 from licenseserver.allocation import seats_held
@@ -40,6 +41,7 @@ from licenseserver.localstate import (
     SERVED,
     STOPPED_AT,
     TAKEOVER_HELD,
+    USAGE_SYNCED,
 )
 from licenseserver.model import Lease, Snapshot, record_to_dict
 from licenseserver.passwords import peer_proof
@@ -162,6 +164,9 @@ class FailoverRole(ServingRole):
         self._syncing = defer.DeferredLock()
         self._silence: Any = None
         self._served: dict[str, Any] | None = None
+        self._usageSynced: int | None = None
+        """Where the next sync of the primary's usage history starts (``USAGE``)."""
+        self._nextUsageSync = 0.0
         peerService(primaryEndpoint, self, self.clock, heartbeat).setServiceParent(self)
         beats = TimerService(heartbeat, self._beatSafely)
         beats.clock = self.clock
@@ -171,6 +176,7 @@ class FailoverRole(ServingRole):
 
     async def loadLocal(self) -> None:
         self.lastSync = await self.store.getLocal(LAST_SYNC)
+        self._usageSynced = await self.store.getLocal(USAGE_SYNCED)
         self.primaryName = await self.store.getLocal(PRIMARY_NAME)
         self.primaryVersion = await self.store.getLocal(PRIMARY_VERSION)
         self.primaryEdition = await self.store.getLocal(PRIMARY_EDITION)
@@ -837,6 +843,28 @@ class FailoverRole(ServingRole):
         self.primaryRevision = reply.integer("revision")
         if self.primaryRevision != self.pool.revision:
             await self._syncAndAcknowledge(link)
+        if self.machine.state == STANDBY and self.clock.seconds() >= self._nextUsageSync:
+            self._nextUsageSync = self.clock.seconds() + usage.MINUTE
+            await self._syncUsage(link)
+
+    async def _syncUsage(self, link: Any) -> None:
+        """Fetch the primary's usage history written since the last time (once a minute, in
+        standby), so that it is here after a takeover (``USAGE``, protocol.md)."""
+        since = self._usageSynced
+        if since is None:
+            since = (self.now() - usage.KEPT["1m"]) // usage.MINUTE * usage.MINUTE
+        reply = await link.request("USAGE", {"since": since})
+        if not reply.ok:
+            self.log.warn("USAGE refused: {r}", r=reply.response)
+            return
+        try:
+            points, denials, held = usage.decode_rows(reply.lines)
+            until = int(reply.args.get("until", ""))
+        except ValueError as e:
+            self.log.warn("The primary's usage history does not read: {why}", why=e)
+            return
+        await self.store.applyUsage(points, denials, held, until, self.now())
+        self._usageSynced = until
 
     async def _syncAndAcknowledge(self, link: Any) -> None:
         """Sync, and tell the primary at once what this failover now holds."""

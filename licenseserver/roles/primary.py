@@ -25,7 +25,7 @@ from typing import Any
 from twisted.application.internet import TimerService
 from twisted.internet import defer
 
-from licenseserver import jsonparse
+from licenseserver import jsonparse, usage
 from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import parse_host_port
 from licenseserver.allocation import seats_held
@@ -589,6 +589,7 @@ class PrimaryRole(ServingRole):
             "BEAT": self.peerBeat,
             "SYNC": self.peerSync,
             "MERGE": self.peerMerge,
+            "USAGE": self.peerUsage,
         }
 
     async def peerPeer(self, session: Session, args: dict[str, str]) -> dict[str, Any]:
@@ -814,6 +815,16 @@ class PrimaryRole(ServingRole):
         entry = self.entry("lease-merged", lease=lease_id, failover=link.name, op=ended)
         await self.commit([Change.delete(known)], entry)
         return {"merged": "removed"}
+
+    async def peerUsage(self, session: Session, args: dict[str, str]) -> bytes:
+        """The usage history written since ``since`` (a minute's start), for the failover:
+        minute rows, refusals and the seat time of the days they touch, one JSON line each;
+        ``until`` is where its next ``USAGE`` starts."""
+        self._link(session)
+        since = integer_arg(args, "since", 0, 0, MAX_INTEGER)
+        points, denials, held, until = await self.store.usageSince(since)
+        lines = usage.encode_rows(points, denials, held)
+        return b"".join([format_ok({"until": until, "lines": len(lines)}), *lines])
 
     async def peerSync(self, session: Session, args: dict[str, str]) -> bytes:
         """Every change after ``since``, or a snapshot when that is 0 or too old."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from licenseserver.usage import DAY, HOUR, KEPT, STEPS, Denial, Point, SeatTime
+from licenseserver.usage import DAY, HOUR, KEPT, MINUTE, STEPS, Denial, Point, SeatTime
 
 DENIALS_KEPT = KEPT["1m"]
 """Refused requests are kept as long as the minute rows."""
@@ -155,3 +155,49 @@ def read_top(
         (product, since // DAY * DAY, until, limit),
     )
     return [(name, round(hours, 2)) for name, hours in rows]
+
+
+def read_since(
+    conn: sqlite3.Connection, since: int
+) -> tuple[list[Point], list[Denial], list[SeatTime], int]:
+    """What a failover syncs (``USAGE``): the minute rows and refusals from ``since`` to the
+    end of the last minute written, the seat time of the days they touch, and that end
+    (``since`` when nothing newer is written), where the next sync starts."""
+    (last,) = conn.execute("SELECT MAX(t) FROM usage WHERE step = '1m'").fetchone()
+    if last is None or last < since:
+        return [], [], [], since
+    until = last + MINUTE
+    points = read_usage(conn, "1m", since, until, None)
+    denials = [
+        Denial(*row)
+        for row in conn.execute(
+            "SELECT t, product, machine, user, reason FROM denials WHERE t >= ? AND t < ?"
+            " ORDER BY t, id",
+            (since, until),
+        )
+    ]
+    held = [
+        SeatTime(*row)
+        for row in conn.execute(
+            "SELECT day, product, machine, user, seconds FROM seat_time"
+            " WHERE day >= ? AND day < ? ORDER BY day, product, machine, user",
+            (since // DAY * DAY, until),
+        )
+    ]
+    return points, denials, held, until
+
+
+def apply_synced(
+    conn: sqlite3.Connection,
+    points: Sequence[Point],
+    denials: Sequence[Denial],
+    held: Sequence[SeatTime],
+    now: int,
+) -> None:
+    """Take a ``USAGE`` answer: the primary's minute rows and refusals as written there, and
+    its seat time of those days in place of this server's."""
+    add_usage(conn, points, denials, now)
+    conn.executemany(
+        "INSERT OR REPLACE INTO seat_time VALUES (?, ?, ?, ?, ?)",
+        [(h.day, h.product, h.machine, h.user, h.seconds) for h in held],
+    )

@@ -36,6 +36,7 @@ from zope.interface import implementer
 
 from licenseserver import model
 from licenseserver.interfaces import ILicenseStore
+from licenseserver.localstate import USAGE_SYNCED
 from licenseserver.store import usagejobs
 from licenseserver.store.changelog import PreparedWrite, prepare_commit, prepare_entries
 from licenseserver.store.checks import check_newer
@@ -376,6 +377,18 @@ class SQLiteStore(service.Service):
             WRITE,
             partial(usagejobs.add_usage, points=points, denials=denials, now=now, held=held),
         )
+
+    def usageSince(self, since: int) -> defer.Deferred:
+        return self._submit(READ, partial(usagejobs.read_since, since=since))
+
+    def applyUsage(
+        self, points: Any, denials: Any, held: Any, until: int, now: int
+    ) -> defer.Deferred:
+        def apply(conn: sqlite3.Connection) -> None:
+            usagejobs.apply_synced(conn, points, denials, held, now)
+            set_local(conn, USAGE_SYNCED, until)
+
+        return self._submit(WRITE, apply)
 
     def topHolders(
         self, product: str, since: int, until: int, by: str, limit: int
