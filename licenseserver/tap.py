@@ -56,6 +56,7 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "failover_minimums": {"*": "2015r3", "MobileTogetherServer": "1.5"},
     "partition_policy": "full",
     "failover_share": "20%",
+    "alert_expiry_days": 30,
 }
 """Licensing settings (synced to the failover) before the admin changes them."""
 

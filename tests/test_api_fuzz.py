@@ -25,6 +25,7 @@ SETTING_NAMES = [
     "failover_minimums",
     "partition_policy",
     "failover_share",
+    "alert_expiry_days",
 ]
 """Every licensing setting's name (``test_knowsEverySetting`` holds it to the server's)."""
 known_keys = st.sampled_from([*SETTING_NAMES, "role", "primary", "licenses", "nope"])

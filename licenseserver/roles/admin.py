@@ -75,6 +75,7 @@ SETTING_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "failover_minimums": _minimums,
     "partition_policy": _partition_policy,
     "failover_share": _failover_share,
+    "alert_expiry_days": _integer_between(0, 3650),
 }
 """How each licensing setting's value is checked."""
 

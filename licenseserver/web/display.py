@@ -17,6 +17,7 @@ from licenseserver.web import views
 from licenseserver.web.facade import ServerView
 
 EXPIRY_WARNING_DAYS = 30
+"""The alert window when the ``alert_expiry_days`` setting has no value."""
 DAY = 86400
 
 POOL = "pool"
@@ -169,14 +170,26 @@ class HeaderFacts:
     warnings: list[Alert] = field(default_factory=list)
 
 
+def expiry_window(view: ServerView) -> int:
+    """The alert window in days: the ``alert_expiry_days`` setting (0: no alerts)."""
+    days = view.setting("alert_expiry_days")
+    return EXPIRY_WARNING_DAYS if days is None else int(days)
+
+
+def expiring(lic: Any, now: float, window: int) -> bool:
+    """Whether an active license ends within ``window`` days of ``now``: its days left
+    (``allocation.days_to_expiry``, as License Pool shows them) are at most ``window``."""
+    if not lic.expires or allocation.license_status(lic, now) != allocation.ACTIVE:
+        return False
+    return allocation.days_to_expiry(lic, now) <= window
+
+
 def expiring_licenses(view: ServerView, now: float) -> list[dict[str, Any]]:
-    """Active licenses that end within ``EXPIRY_WARNING_DAYS`` days, soonest first."""
+    """Active licenses that end within the alert window (``expiry_window``), soonest first."""
+    window = expiry_window(view)
     soon = []
     for lic in view.licenses():
-        if not lic.expires or allocation.license_status(lic, now) != allocation.ACTIVE:
-            continue
-        ends = allocation.day_start(lic.expires) + DAY
-        if ends - now <= EXPIRY_WARNING_DAYS * DAY:
+        if expiring(lic, now, window):
             soon.append({"id": lic.id, "product": lic.product, "expires": lic.expires})
     soon.sort(key=lambda item: (item["expires"], item["id"]))
     return soon
@@ -225,7 +238,7 @@ def _warnings(view: ServerView, events: Iterable[Any], now: float) -> list[Alert
         first = soon[0]
         text = f"license {first['id']} ({first['product']}) expires on {first['expires']}"
         if len(soon) > 1:
-            text = f"{len(soon)} licenses expire within {EXPIRY_WARNING_DAYS} days; first: {text}"
+            text = f"{len(soon)} licenses expire within {expiry_window(view)} days; first: {text}"
         out.append(Alert(text, POOL))
     for lic in sorted(view.licenses(), key=lambda lic: lic.id):
         over = view.overAllocated(lic.id)

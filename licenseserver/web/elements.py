@@ -215,6 +215,17 @@ POLICY_SOURCES = {"license": "set by the license", "settings": "from the Setting
 """Where a license's partition policy comes from, for the License Pool's tooltip."""
 
 
+def days_left(days: int | None) -> str:
+    """A license's days until it ends, for License Pool: "", "today", "1 day", "ended"."""
+    if days is None:
+        return ""
+    if days < 0:
+        return "ended"
+    if days == 0:
+        return "last day"
+    return f"{days} day{'' if days == 1 else 's'} left"
+
+
 def policy_text(lic: dict[str, Any]) -> str:
     """A license's partition policy for people: ``exact, 2 held for the failover`` or ``full``."""
     if lic["partition_policy"] == allocation.EXACT:
@@ -241,8 +252,6 @@ class PoolElement(FormPart):
         super().__init__(token)
         self.view = view
         self.licenses = views.licenses(view)
-        now = view.now()
-        self.expiring = {item["id"] for item in display.expiring_licenses(view, now)}
 
     @renderer
     def summary(self, request: Any, tag: Tag) -> Tag | str:
@@ -274,9 +283,7 @@ class PoolElement(FormPart):
                     cores=f" ({lic['cores']} cores)" if lic["cores"] else "",
                     status=lic["status"],
                     expiring=[
-                        tags.span(" expires soon", class_="mark-warn")
-                        if lic["id"] in self.expiring
-                        else "",
+                        tags.span(" expires soon", class_="mark-warn") if lic["expiring"] else "",
                         tags.span(f" over-allocated by {lic['over_allocated']}", class_="mark-no")
                         if lic["over_allocated"]
                         else "",
@@ -288,6 +295,7 @@ class PoolElement(FormPart):
                     policySource=POLICY_SOURCES[lic["policy_source"]],
                     starts=lic["starts"] or "—",
                     expires=lic["expires"] or "never",
+                    daysLeft=days_left(lic["days_to_expiry"]),
                     max_version=lic["max_version"] or "any",
                     licensee=lic["licensee"] or "—",
                     assigned=", ".join(lic["assigned"]) or "—",
@@ -557,6 +565,7 @@ class SettingsElement(FormPart):
             lease_ttl=str(self.values.get("lease_ttl", "")),
             borrow_max_days=str(self.values.get("borrow_max_days", "")),
             failover_share=str(self.values.get("failover_share", "")),
+            alert_expiry_days=str(self.values.get("alert_expiry_days", "")),
             minimums=display.minimums_text(minimums),
         )
 

@@ -550,8 +550,16 @@ class SettingsPage(Page):
         return "This server is now a primary."
 
     async def _licensing(self, request: server.Request) -> str:
+        numbers = {
+            "lease_ttl": "lease time",
+            "borrow_max_days": "longest checkout",
+            "alert_expiry_days": "warning of licenses that end",
+        }
+        required = ("lease_ttl", "borrow_max_days")
         values: dict[str, Any] = {}
-        for name, label in (("lease_ttl", "lease time"), ("borrow_max_days", "longest checkout")):
+        for name, label in numbers.items():
+            if name not in required and name.encode("ascii") not in request.args:
+                continue
             text = form(request, name)
             if not (text.isascii() and text.isdigit()):
                 raise FormError(f"the {label} must be a whole number")

@@ -72,6 +72,7 @@ def license(
     out["policy_source"] = "license" if lic.failover_policy == policy else "settings"
     out["status"] = allocation.license_status(lic, now)
     out["days_to_expiry"] = allocation.days_to_expiry(lic, now)
+    out["expiring"] = display.expiring(lic, now, display.expiry_window(view))
     if inUse is None:
         inUse = allocation.seats_in_use(lic, view.leasesFor(lic.product), now)
     out["in_use"] = inUse
