@@ -219,6 +219,15 @@ class RoleHistoryTests(unittest.TestCase):
             ("XMLSpy", "m2", "bob", "no-seats"),
         )
 
+    def test_everyRefusalKind(self):
+        """Refusals other than for seats count too: a BORROW where borrowing is off."""
+        self.successResultOf(run(self.role.updateSettings({"borrow_enabled": False})))
+        s = hello(self.role, "m3", user="cy")
+        self.failureResultOf(run(self.role.borrow(s, {"days": "2"})))
+        self.role.stopService()
+        (denial,) = self.successResultOf(self.store.denials(self.start, self.start + MINUTE, 10))
+        self.assertEqual((denial.machine, denial.reason), ("m3", "borrow-disabled"))
+
     def test_cleanStopWritesTheMinuteUnderWay(self):
         """A clean stop writes the minute under way; a crash loses only that minute."""
         self.successResultOf(run(self.role.checkout(hello(self.role, "m1"), {})))

@@ -315,9 +315,10 @@ class ClientOperations:
     async def borrow(self, session: Session, args: Mapping[str, str]) -> dict[str, Any]:
         """Take a seat for 1 to the maximum number of days, without heartbeats."""
         self._requireHello(session)
-        if not self.borrowAllowed():
-            raise ProtocolError("borrow-disabled", "this server does not lend seats")
         request = self._seatRequest(session, args)
+        if not self.borrowAllowed():
+            self._noteDenial(request, session, "borrow-disabled", "")
+            raise ProtocolError("borrow-disabled", "this server does not lend seats")
         most = int(self.setting("borrow_max_days"))
         if "days" not in args:
             raise ProtocolError("bad-request", "days= is required")
