@@ -31,8 +31,9 @@ STEPS: dict[str, int] = {"1m": MINUTE, "1h": HOUR, "1d": DAY}
 KEPT: dict[str, int | None] = {"1m": 15 * DAY, "1h": 401 * DAY, "1d": None}
 """How long each resolution is kept (None: for good); at least 14 and 400 days."""
 
-SAMPLE_EVERY = 1.0
-"""Seconds between two samples of the seats in use."""
+SAMPLE_EVERY = 5.0
+"""Seconds between two samples of the seats in use: a pass over the pool's leases, so that
+a CHECKOUT pays nothing for the history (a peak shorter than this may go unseen)."""
 MAX_DENIALS_PER_MINUTE = 1000
 """Refused requests kept one by one in a minute; more are counted, not listed."""
 MAX_POINTS = 20_000

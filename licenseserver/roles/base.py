@@ -156,15 +156,23 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         self._writeUsage(*self.usage.due(now))
         if not self.recordsUsage():
             return
-        licenses = list(self.pool.all("license"))
-        holders = allocation.holders_by_license(licenses, self.pool.all("lease"), now)
-        held = {
-            (lease.product, lease.machine, lease.user)
-            for lease in self.pool.all("lease")
-            if lease.live(now)
-        }
+        kinds = {lic.id: (lic.product, lic.kind) for lic in self.pool.all("license")}
+        holders: dict[str, set[tuple]] = {license_id: set() for license_id in kinds}
+        held = set()
+        for lease in self.pool.all("lease"):
+            if lease.expires <= now:
+                continue
+            held.add((lease.product, lease.machine, lease.user))
+            for license_id in lease.licenses:
+                found = holders.get(license_id)
+                if found is not None:
+                    concurrent = kinds[license_id][1] == CONCURRENT
+                    found.add((lease.machine, lease.user) if concurrent else (lease.machine,))
         self.usage.sample(
-            now, {lic.id: (lic.product, len(holders[lic.id])) for lic in licenses}, held
+            now,
+            {lid: (kinds[lid][0], len(found)) for lid, found in holders.items()},
+            held,
+            usage.SAMPLE_EVERY,
         )
 
     def noteUsageDenial(self, product: str, machine: str, user: str, reason: str) -> None:
