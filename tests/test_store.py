@@ -1086,6 +1086,27 @@ class SchemaTests(unittest.TestCase):
         self.assertNotIn("half", tables)
 
 
+def migratedWithOldLine(
+    testcase: unittest.TestCase, version: int, record: Any, columns: int
+) -> Path:
+    """A database made at schema ``version`` whose change log holds ``record`` as that
+    schema wrote it (its first ``columns`` values), migrated to the current schema."""
+    path = Path(testcase.mktemp())
+    path.mkdir()
+    path = path / store.DATABASE_NAME
+    conn = store.connect(path, create=True)
+    store.migrate(conn, store.MIGRATIONS[:version])
+    conn.execute("BEGIN")
+    row = store.TABLES[record.kind_name].to_row(record)[:columns]
+    old_line = store.log_line(1, record.kind_name, record.key, row)
+    conn.execute("INSERT INTO change_log (last, lines) VALUES (1, ?)", (old_line,))
+    conn.execute("UPDATE meta SET value = '1' WHERE name = 'revision'")
+    conn.execute("COMMIT")
+    testcase.assertEqual(store.migrate(conn), store.SCHEMA_VERSION)
+    conn.close()
+    return path
+
+
 class SchemaThreeTests(unittest.TestCase):
     """Migration 3: licenses gain the optional partition terms (FAILOVER.md rule 15)."""
 
@@ -1093,20 +1114,7 @@ class SchemaThreeTests(unittest.TestCase):
         """A schema-2 database with a license, written by the schema-2 code path, opens
         after migration 3 with the license as it was and no partition terms; a license
         with terms is stored and loaded with them."""
-        path = Path(self.mktemp())
-        path.mkdir()
-        path = path / store.DATABASE_NAME
-        conn = store.connect(path, create=True)
-        store.migrate(conn, store.MIGRATIONS[:2])
-        conn.execute("BEGIN")
-        old_line = store.log_line(
-            1, "license", (LICENSE.id,), store.TABLES["license"].to_row(LICENSE)[:15]
-        )
-        conn.execute("INSERT INTO change_log (last, lines) VALUES (1, ?)", (old_line,))
-        conn.execute("UPDATE meta SET value = '1' WHERE name = 'revision'")
-        conn.execute("COMMIT")
-        self.assertEqual(store.migrate(conn), store.SCHEMA_VERSION)
-        conn.close()
+        path = migratedWithOldLine(self, 2, LICENSE, 15)
         s = store.SQLiteStore(path, reactor)
         self.addCleanup(s.close)
         await s.open()
@@ -1157,20 +1165,7 @@ class SchemaFourTests(unittest.TestCase):
         """A schema-3 database with a lease, and a change-log line of the shorter row, opens
         after migration 4 with the lease as it was, not revoked; a revoked lease is
         stored and loaded revoked."""
-        path = Path(self.mktemp())
-        path.mkdir()
-        path = path / store.DATABASE_NAME
-        conn = store.connect(path, create=True)
-        store.migrate(conn, store.MIGRATIONS[:3])
-        conn.execute("BEGIN")
-        old_line = store.log_line(
-            1, "lease", (LEASE.id,), store.TABLES["lease"].to_row(LEASE)[:13]
-        )
-        conn.execute("INSERT INTO change_log (last, lines) VALUES (1, ?)", (old_line,))
-        conn.execute("UPDATE meta SET value = '1' WHERE name = 'revision'")
-        conn.execute("COMMIT")
-        self.assertEqual(store.migrate(conn), store.SCHEMA_VERSION)
-        conn.close()
+        path = migratedWithOldLine(self, 3, LEASE, 13)
         s = store.SQLiteStore(path, reactor)
         self.addCleanup(s.close)
         await s.open()

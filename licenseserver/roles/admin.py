@@ -21,6 +21,7 @@ from licenseserver.model import (
     Lease,
     Setting,
 )
+from licenseserver.roles import clients
 from licenseserver.versions import is_valid as version_is_valid
 
 
@@ -297,14 +298,7 @@ class AdminOperations:
             raise AdminError(404, f"no live lease {lease_id[:80]}")
         revoked = dataclasses.replace(lease, expires=now, revoked=True)
         entry = self.entry(
-            "lease-revoked",
-            lease=lease.id,
-            machine=lease.machine,
-            user=lease.user,
-            product=lease.product,
-            licenses=list(lease.licenses),
-            borrowed=lease.borrowed,
-            **who,
+            "lease-revoked", **clients.lease_fields(lease), borrowed=lease.borrowed, **who
         )
         await self.commit([Change.put(revoked)], entry)
         self.record(

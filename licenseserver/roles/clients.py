@@ -260,16 +260,7 @@ class ClientOperations:
         return written if not acknowledged else self.awaitAcknowledgement(lease, written)
 
     def _granted(self, lease: Lease, command: str) -> AuditEntry:
-        return self.entry(
-            "grant",
-            command=command,
-            lease=lease.id,
-            machine=lease.machine,
-            user=lease.user,
-            product=lease.product,
-            licenses=list(lease.licenses),
-            expires=lease.expires,
-        )
+        return self.entry("grant", command=command, **lease_fields(lease), expires=lease.expires)
 
     def _renewAll(self, leases: list[Lease]) -> tuple[list[Lease], defer.Deferred | None]:
         """Renew the leases to now plus their lease time (``Ledger.renew``)."""
@@ -399,6 +390,17 @@ class ClientOperations:
 
 
 _replace = dataclasses.replace
+
+
+def lease_fields(lease: Lease) -> dict[str, Any]:
+    """What the audit log says of a lease: its id, holder, product and licenses."""
+    return {
+        "lease": lease.id,
+        "machine": lease.machine,
+        "user": lease.user,
+        "product": lease.product,
+        "licenses": list(lease.licenses),
+    }
 
 
 def lingers(lease: Lease, now: int) -> bool:

@@ -33,6 +33,10 @@ from tests.integration.plainclient import PlainClient
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+ALL_TABS = [
+    f"tab-{name}" for name in ("pool", "clients", "monitoring", "usage", "messages", "settings")
+]
+"""The tabs of a primary, or of an active failover, in order."""
 WAIT = 20.0
 """Seconds a browser step may take before the test fails."""
 
@@ -212,17 +216,7 @@ class PrimaryPagesTests(BrowserTestCase):
         self.submit("#login")
         self.waitFor(lambda: self.path() == "/pool", "the pool after login")
         self.assertIn("ls-primary", self.text("#status-header"))
-        self.assertEqual(
-            self.tabs(),
-            [
-                "tab-pool",
-                "tab-clients",
-                "tab-monitoring",
-                "tab-usage",
-                "tab-messages",
-                "tab-settings",
-            ],
-        )
+        self.assertEqual(self.tabs(), ALL_TABS)
 
         # Upload a license file, see it in the pool.
         self.find("#license-file").send_keys(str(license_file))
@@ -420,17 +414,7 @@ class FailoverPagesTests(BrowserTestCase):
             self.failover.log_tail,
         )
         self.waitFor(lambda: self.present("#tab-pool"), "the pool tab to appear")
-        self.assertEqual(
-            self.tabs(),
-            [
-                "tab-pool",
-                "tab-clients",
-                "tab-monitoring",
-                "tab-usage",
-                "tab-messages",
-                "tab-settings",
-            ],
-        )
+        self.assertEqual(self.tabs(), ALL_TABS)
         self.assertIn("active", self.text("#server-state").lower())
         self.find("#tab-pool").click()
         self.waitFor(lambda: self.path() == "/pool", "the failover's pool")
