@@ -212,6 +212,12 @@ class BorrowDisabled(Refused):
     reason = "borrow-disabled"
 
 
+class PolicyDenied(Refused):
+    """The site's seat policy does not let this user or host take a seat of the product."""
+
+    reason = "policy-denied"
+
+
 class NotAuthorized(Refused):
     reason = "not-authorized"
 
@@ -273,6 +279,7 @@ BY_REASON: dict[str, type[ServerError]] = {
         NotAssigned,
         InsufficientCores,
         BorrowDisabled,
+        PolicyDenied,
         NotAuthorized,
         UnknownLease,
         NoLicense,

@@ -42,6 +42,7 @@ REASONS: dict[str, int] = {
     "not-assigned": 403,
     "insufficient-cores": 403,
     "borrow-disabled": 403,
+    "policy-denied": 403,
     "not-authorized": 403,
     "unknown-lease": 404,
     "no-license": 404,

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from licenseserver import allocation, signing
+from licenseserver import allocation, policy, signing
 from licenseserver.model import (
     Agreement,
     Assignment,
@@ -281,6 +281,39 @@ class AdminOperations:
                 "assignment-changed", client=client_id, product=product, licenses=wanted
             )
             await self.commit(changes, entry)
+
+    def seatPolicy(self) -> policy.Policy:
+        """The seat policy in force (the synced setting; none: ``policy.EMPTY``)."""
+        raw = self.pool.setting(policy.SETTING)
+        if not raw:
+            return policy.EMPTY
+        cached = getattr(self, "_policyCache", None)
+        if cached is None or cached[0] is not raw:
+            self._policyCache = (raw, policy.parse(raw))
+        return self._policyCache[1]
+
+    async def setSeatPolicy(self, data: Any) -> dict[str, Any]:
+        """Replace the seat policy with ``data``, checked as a whole against the pool's
+        seats (``AdminError`` 400 with the reason, and nothing changed); audited, synced."""
+        self.gateAdmin()
+        seats: dict[str, int] = {}
+        for lic in self.pool.all("license"):
+            seats[lic.product] = seats.get(lic.product, 0) + lic.seats
+        try:
+            parsed = policy.parse(data, seats)
+        except policy.PolicyError as e:
+            raise AdminError(400, f"seat policy: {e}") from None
+        value = policy.to_json(parsed)
+        if value != self.pool.setting(policy.SETTING):
+            entry = self.entry("policy-changed", policy=value)
+            await self.commit([Change.put(Setting(policy.SETTING, value))], entry)
+            rules = len(parsed.rules)
+            self.record(
+                "policy-changed",
+                "info",
+                f"seat policy changed: {len(parsed.groups)} groups, {rules} rules",
+            )
+        return value
 
     async def revokeLease(self, lease_id: str, **who: Any) -> Lease:
         """End a live or borrowed lease at once: a seat stuck on a machine that crashed.

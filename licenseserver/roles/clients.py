@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from licenseserver import allocation
+from licenseserver import allocation, policy
 from licenseserver.audit import AuditEntry
 from licenseserver.model import (
     CONCURRENT,
@@ -120,6 +120,33 @@ class ClientOperations:
             self._noteDenial(request, session, result.reason, result.message)
             raise ProtocolError(result.reason, result.message)
         return result
+
+    def _policyChecked(self, request: allocation.SeatRequest, session: Session) -> None:
+        """Refuse a new seat that the seat policy (``licenseserver.policy``) does not allow:
+        ``403 policy-denied``, or ``409 no-seats`` when the free seats are reserved."""
+        rules = self.seatPolicy()
+        if not rules.rulesFor(request.product):
+            return
+        now = self.now()
+        holders: dict[tuple[str, str], str] = {}
+        for lease in self.pool.leasesFor(request.product):
+            if lease.live(now):
+                client = self.pool.client(lease.client)
+                holders[(lease.machine, lease.user)] = client.host if client else lease.machine
+        if (request.machine, request.user) in holders:
+            return  # it holds a seat of the product already: no new one
+        seats = sum(lic.seats for lic in self.pool.licensesFor(request.product))
+        refusal = policy.check(
+            rules,
+            request.product,
+            request.user,
+            session.host,
+            [(user, host) for (_, user), host in holders.items()],
+            seats,
+        )
+        if refusal is not None:
+            self._noteDenial(request, session, refusal.reason, refusal.message, explain=True)
+            raise ProtocolError(refusal.reason, refusal.message)
 
     def _partitionChecked(
         self, lease: Lease, request: allocation.SeatRequest, session: Session
@@ -250,6 +277,7 @@ class ClientOperations:
                 return self.answerOnceHeld(earlier, _after(written, _leaseArgs(renewed, ttl=True)))
         self.gateGrant()
         grant = self._allocate(request, session)
+        self._policyChecked(request, session)
         lease = self._grant(session, request, grant, self.leaseTTL, key=key)
         acknowledged = self._partitionChecked(lease, request, session)
         answer = _leaseArgs(lease, ttl=True)
@@ -315,6 +343,7 @@ class ClientOperations:
             raise ProtocolError("bad-request", "days= is required")
         days = integer_arg(args, "days", 1, 1, most)
         grant = self._allocate(request, session)
+        self._policyChecked(request, session)
         # No request key: BORROW has none, and one stored here would answer a later
         # CHECKOUT that uses the same key with this borrowed lease.
         lease = self._grant(session, request, grant, days * 86400, borrowed=True)

@@ -55,6 +55,8 @@ class AdminAPI(resource.Resource):
         add("DELETE", r"leases/([^/]+)", True, self.deleteLease)
         add("GET", r"vendor-keys", True, self.getVendorKeys)
         add("POST", r"vendor-keys", True, self.postVendorKey)
+        add("GET", r"policy", True, self.getPolicy)
+        add("PUT", r"policy", True, self.putPolicy)
         add("GET", r"usage", True, self.getUsage)
         add("GET", r"usage\.csv", True, self.getUsageCSV)
         add("GET", r"denials", True, self.getDenials)
@@ -176,6 +178,14 @@ class AdminAPI(resource.Resource):
         """End a live or borrowed lease at once; its holder's next HEARTBEAT gets 410."""
         await self.view.revokeLease(lease_id, **admin_of(request, "api"))
         return self.changed(200, {"revoked": lease_id})
+
+    async def getPolicy(self, request: server.Request) -> tuple[int, Any]:
+        return 200, self.view.seatPolicy()
+
+    async def putPolicy(self, request: server.Request) -> tuple[int, Any]:
+        """Replace the seat policy; 400 with the reason for one that does not check out."""
+        self.view.gateAdmin()
+        return self.changed(200, await self.view.setSeatPolicy(_jsonBody(request)))
 
     async def _usage(self, request: server.Request) -> tuple[usage.Query, list[usage.Point]]:
         args = _queryArgs(request)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from licenseserver import policy
 from licenseserver.model import Agreement, Assignment, Client, Event, Lease, License, Product
 
 
@@ -171,6 +172,13 @@ class ServerView:
 
     async def unregister(self, client_id: str) -> None:
         await self.role.unregister(client_id)
+
+    def seatPolicy(self) -> dict[str, Any]:
+        """The seat policy as the API shows it."""
+        return policy.to_json(self.role.seatPolicy())
+
+    async def setSeatPolicy(self, data: Any) -> dict[str, Any]:
+        return await self.role.setSeatPolicy(data)
 
     async def revokeLease(self, lease_id: str, **who: Any) -> Lease:
         return await self.role.revokeLease(lease_id, **who)
