@@ -9,6 +9,7 @@ usage history) and the admin API (``GET/PUT /api/policy``, checked as a whole).
 from __future__ import annotations
 
 import json
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -284,3 +285,37 @@ class PolicyAPITests(WebTestCase):
         )
         self.assertEqual(self.api("PUT", "/api/policy", b"{").status, 400)
         self.assertEqual(self.api("PUT", "/api/settings", b'{"seat_policy": {}}').status, 400)
+
+
+class PolicyEditorTests(WebTestCase):
+    """The Settings tab's seat policy editor: the rules as a table, the JSON to edit."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.successResultOf(run(self.role.current.addLicenses(licenseFile({"seats": 3}))))
+        self.login()
+
+    def save(self, text: str) -> str:
+        token = self.token("/settings")
+        response = self.post("/settings", {"csrf": token, "action": "policy", "policy": text})
+        self.assertRedirect(response, "/settings")
+        return self.get("/settings").body
+
+    def test_editAndShow(self):
+        page = self.get("/settings").body
+        self.assertIn("No seat policy", page)
+        data = {"groups": GROUPS, "rules": [rule("max", "lab", 1)]}
+        page = self.save(json.dumps(data))
+        self.assertIn("Seat policy saved: 3 groups, 1 rules.", page)
+        table = re.search(r'<table class="list" id="policy-rules">.*?</table>', page, re.S).group(
+            0
+        )
+        self.assertIn("<td>max</td>", table)
+        self.assertIn("lab1, lab2", table)
+
+    def test_badPolicyChangesNothing(self):
+        page = self.save("{not json")
+        self.assertIn("the seat policy is not JSON", page)
+        page = self.save(json.dumps({"groups": {}, "rules": [rule("max", "ghosts", 1)]}))
+        self.assertIn("unknown group", page)
+        self.assertEqual(self.role.current.seatPolicy(), policy.EMPTY)

@@ -473,7 +473,8 @@ class SettingsTests(ElementTestCase):
         self.assertIn('value="120"', html)
         self.assertIn('id="borrow-enabled" checked="checked"', html)
         self.assertNotIn('disabled="disabled"', html)
-        self.assertEqual(html.count(f'name="csrf" value="{TOKEN}"'), 4)
+        # Mode, licensing, seat policy, vendor key, password.
+        self.assertEqual(html.count(f'name="csrf" value="{TOKEN}"'), 5)
 
     def test_partitionPolicy(self):
         """The policy is a choice of full and exact with the current one selected, the share

@@ -9,6 +9,7 @@ attributes only, so the template engine escapes all of them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -550,6 +551,38 @@ class SettingsElement(FormPart):
         self.values = view.settings()
         self.mode = view.mode()
         self.form = form or {}
+
+    @renderer
+    def policyText(self, request: Any, tag: Tag) -> Tag:
+        text = self.form.get("policy")
+        if text is None:
+            text = json.dumps(self.view.seatPolicy(), indent=1)
+        return tag(text)
+
+    @renderer
+    def policyRules(self, request: Any, tag: Tag) -> Tag:
+        current = self.view.seatPolicy()
+        if not current["rules"]:
+            return tags.p(
+                "No seat policy: every user and host may use every seat.", class_="empty"
+            )
+        groups = current["groups"]
+        rows = []
+        for rule in current["rules"]:
+            members = groups.get(rule["group"], {})
+            who = ", ".join([*members.get("users", []), *members.get("hosts", [])])
+            count = str(rule.get("count", "")) if "count" in rule else ""
+            rows.append(
+                tags.tr(
+                    tags.td(rule["product"]),
+                    tags.td(rule["kind"]),
+                    tags.td(count, class_="number"),
+                    tags.td(rule["group"]),
+                    tags.td(who),
+                )
+            )
+        head = tags.tr(*(tags.th(t) for t in ("Product", "Rule", "Seats", "Group", "Members")))
+        return tag(tags.thead(head), tags.tbody(*rows))
 
     @renderer
     def settings(self, request: Any, tag: Tag) -> Tag:

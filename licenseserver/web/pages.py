@@ -23,6 +23,7 @@ from twisted.python.filepath import FilePath
 from twisted.web import resource, server, static
 from twisted.web.template import flattenString
 
+from licenseserver import jsonparse
 from licenseserver.protocols.wire import ProtocolError
 from licenseserver.roles.base import AdminError
 from licenseserver.web import display, elements, views
@@ -514,7 +515,18 @@ class SettingsPage(Page):
             return await self._vendorKey(request)
         if action == "unpair":
             return await self._unpair(request)
+        if action == "policy":
+            return await self._policy(request)
         raise FormError(f"unknown action {action!r}")
+
+    async def _policy(self, request: server.Request) -> str:
+        """Replace the seat policy with the JSON of the form, checked as a whole."""
+        try:
+            data = jsonparse.loads(form(request, "policy").encode("utf-8"))
+        except ValueError as e:
+            raise FormError(f"the seat policy is not JSON: {e}") from None
+        saved = await self.view.setSeatPolicy(data)
+        return f"Seat policy saved: {len(saved['groups'])} groups, {len(saved['rules'])} rules."
 
     async def _unpair(self, request: server.Request) -> str:
         """Forget the failover, once the admin ticked the box that confirms it is gone."""

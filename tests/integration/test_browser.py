@@ -312,6 +312,25 @@ class PrimaryPagesTests(BrowserTestCase):
         self.submit("#vendor-key-add")
         self.assertIn("is trusted now", self.text(".notices"))
         self.assertIn("added", self.text("#vendor-keys"))
+        # The seat policy editor: a policy that does not check out is refused with the
+        # reason; a good one is saved and shown as a table of rules.
+        editor = self.find("#policy-text")
+        editor.clear()
+        editor.send_keys(
+            '{"groups": {}, "rules": [{"product": "XMLSpy", "kind": "max",'
+            ' "group": "cad", "count": 1}]}'
+        )
+        self.submit("#policy-save")
+        self.assertIn("unknown group 'cad'", self.text(".notices"))
+        editor = self.find("#policy-text")
+        editor.clear()
+        editor.send_keys(
+            '{"groups": {"cad": {"users": ["anna"], "hosts": []}}, "rules":'
+            ' [{"product": "XMLSpy", "kind": "max", "group": "cad", "count": 1}]}'
+        )
+        self.submit("#policy-save")
+        self.assertIn("Seat policy saved", self.text(".notices"))
+        self.assertIn("anna", self.text("#policy-rules"))
         self.screenshot("settings")
         self.open(self.server, "/pool")
         self.find("#license-file").send_keys(str(acme_license))
