@@ -27,7 +27,7 @@ from twisted.internet import endpoints, threads
 from twisted.logger import Logger
 from twisted.python import usage
 
-from licenseserver import localstate, signing, store, tls, upgrade
+from licenseserver import alerts, localstate, signing, store, tls, upgrade
 from licenseserver._version import __version__
 from licenseserver.addresses import (
     DEFAULT_PORT,
@@ -57,6 +57,7 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "partition_policy": "full",
     "failover_share": "20%",
     "alert_expiry_days": 30,
+    **alerts.SETTING_DEFAULTS,
 }
 """Licensing settings (synced to the failover) before the admin changes them."""
 

@@ -6,6 +6,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from licenseserver.roles.admin import SETTING_CHECKS
 from tests.helpers import hello, licenseFile, run
 from tests.test_web_http import PASSWORD, WebTestCase
 
@@ -26,6 +27,13 @@ SETTING_NAMES = [
     "partition_policy",
     "failover_share",
     "alert_expiry_days",
+    "alert_smtp_host",
+    "alert_smtp_port",
+    "alert_smtp_tls",
+    "alert_smtp_user",
+    "alert_smtp_password",
+    "alert_from",
+    "alert_to",
 ]
 """Every licensing setting's name (``test_knowsEverySetting`` holds it to the server's)."""
 known_keys = st.sampled_from([*SETTING_NAMES, "role", "primary", "licenses", "nope"])
@@ -68,7 +76,8 @@ class AdminAPIFuzz(WebTestCase):
 
     def test_knowsEverySetting(self):
         """The fuzzer's setting names are the server's, so every setting's checks are fuzzed."""
-        self.assertEqual(sorted(SETTING_NAMES), sorted(self.role.settings()))
+        self.assertEqual(sorted(SETTING_NAMES), sorted(SETTING_CHECKS))
+        self.assertEqual(sorted(SETTING_CHECKS), sorted(self.role.settingDefaults))
 
     @settings(
         max_examples=300,

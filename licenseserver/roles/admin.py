@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from licenseserver import allocation, policy, signing
+from licenseserver import alerts, allocation, policy, signing
 from licenseserver.model import (
     Agreement,
     Assignment,
@@ -47,6 +47,12 @@ def _minimums(value: Any) -> str | None:
     return None
 
 
+def _text(value: Any) -> str | None:
+    if not isinstance(value, str) or len(value) > 1000 or "\n" in value:
+        return "must be one line of text"
+    return None
+
+
 def _partition_policy(value: Any) -> str | None:
     if not isinstance(value, str) or value not in allocation.PARTITION_POLICIES:
         return f"must be {' or '.join(allocation.PARTITION_POLICIES)}"
@@ -77,6 +83,13 @@ SETTING_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "partition_policy": _partition_policy,
     "failover_share": _failover_share,
     "alert_expiry_days": _integer_between(0, 3650),
+    "alert_smtp_host": _text,
+    "alert_smtp_port": _integer_between(1, 65535),
+    "alert_smtp_tls": alerts.check_tls,
+    "alert_smtp_user": _text,
+    "alert_smtp_password": _text,
+    "alert_from": lambda value: None if value == "" else alerts.check_address(value),
+    "alert_to": alerts.check_addresses,
 }
 """How each licensing setting's value is checked."""
 
@@ -152,8 +165,31 @@ class AdminOperations:
         return kid, True
 
     def settings(self) -> dict[str, Any]:
-        """Every licensing setting with its current value."""
-        return {name: self.setting(name) for name in sorted(self.settingDefaults)}
+        """Every licensing setting with its current value (a write-only one, such as the
+        SMTP password, only as whether it is set: ``alert_smtp_password_set``)."""
+        out = {
+            name: self.setting(name)
+            for name in sorted(self.settingDefaults)
+            if name not in alerts.WRITE_ONLY
+        }
+        if "alert_smtp_password" in self.settingDefaults:
+            out["alert_smtp_password_set"] = bool(self.setting("alert_smtp_password"))
+        return out
+
+    async def sendTestAlert(self) -> str:
+        """Send a test e-mail with the alert settings; the server's answer, or ``AdminError``
+        502 with what went wrong. Recorded in Messages either way."""
+        mailer = alerts.Mailer(self.clock, self.setting)
+        try:
+            answer = await mailer.send(
+                f"licenseserver {self.serverName}: test alert",
+                f"This is a test of the alert e-mail of the license server {self.serverName}.",
+            )
+        except alerts.AlertError as e:
+            self.record("alert-failed", "warning", f"test alert e-mail not sent: {e}")
+            raise AdminError(502, str(e)) from None
+        self.record("alert-sent", "info", f"test alert e-mail sent: {answer}")
+        return answer
 
     async def updateSettings(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Change licensing settings (synced to the failover); return them all.

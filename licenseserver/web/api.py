@@ -55,6 +55,7 @@ class AdminAPI(resource.Resource):
         add("DELETE", r"leases/([^/]+)", True, self.deleteLease)
         add("GET", r"vendor-keys", True, self.getVendorKeys)
         add("POST", r"vendor-keys", True, self.postVendorKey)
+        add("POST", r"alerts/test", True, self.postTestAlert)
         add("GET", r"policy", True, self.getPolicy)
         add("PUT", r"policy", True, self.putPolicy)
         add("GET", r"usage", True, self.getUsage)
@@ -178,6 +179,10 @@ class AdminAPI(resource.Resource):
         """End a live or borrowed lease at once; its holder's next HEARTBEAT gets 410."""
         await self.view.revokeLease(lease_id, **admin_of(request, "api"))
         return self.changed(200, {"revoked": lease_id})
+
+    async def postTestAlert(self, request: server.Request) -> tuple[int, Any]:
+        """Send a test e-mail with the alert settings: 200, or 502 with what went wrong."""
+        return 200, {"sent": await self.view.sendTestAlert()}
 
     async def getPolicy(self, request: server.Request) -> tuple[int, Any]:
         return 200, self.view.seatPolicy()

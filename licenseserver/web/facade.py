@@ -173,6 +173,9 @@ class ServerView:
     async def unregister(self, client_id: str) -> None:
         await self.role.unregister(client_id)
 
+    async def sendTestAlert(self) -> str:
+        return await self.role.sendTestAlert()
+
     def seatPolicy(self) -> dict[str, Any]:
         """The seat policy as the API shows it."""
         return policy.to_json(self.role.seatPolicy())

@@ -1,0 +1,184 @@
+"""Alert e-mail through Twisted's SMTP client, against real SMTP servers started in the test.
+
+Each server is Twisted's own ``ESMTP`` on a local port of the real reactor: one that
+takes the message, one that refuses the recipient, one that takes the connection and
+never answers; and a port where nothing listens. The settings are checked like every
+licensing setting; the SMTP password is never shown.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet import defer, protocol, reactor
+from twisted.mail import smtp
+from twisted.trial import unittest
+from zope.interface import implementer
+
+from licenseserver import alerts
+from tests.test_web_http import WebTestCase
+
+
+@implementer(smtp.IMessage)
+class Collected:
+    def __init__(self, inbox: list[bytes]):
+        self.inbox = inbox
+        self.lines: list[bytes] = []
+
+    def lineReceived(self, line: bytes) -> None:
+        self.lines.append(line)
+
+    def eomReceived(self) -> defer.Deferred:
+        self.inbox.append(b"\n".join(self.lines))
+        return defer.succeed(None)
+
+    def connectionLost(self) -> None:
+        pass
+
+
+@implementer(smtp.IMessageDelivery)
+class Delivery:
+    """Takes mail for ``admin@example.com`` only."""
+
+    def __init__(self, inbox: list[bytes]):
+        self.inbox = inbox
+
+    def receivedHeader(self, helo, origin, recipients) -> bytes:
+        return b"Received: by the test"
+
+    def validateFrom(self, helo, origin):
+        return origin
+
+    def validateTo(self, user):
+        if user.dest.local != b"admin":
+            raise smtp.SMTPBadRcpt(user)
+        return lambda: Collected(self.inbox)
+
+
+class Tracked:
+    """A server factory part that keeps a Deferred of each connection's end."""
+
+    def closing(self, p) -> None:
+        self.closed.append(defer.Deferred())
+        lost = p.connectionLost
+
+        def connectionLost(reason=None, d=self.closed[-1]):
+            lost(reason)
+            d.callback(None)
+
+        p.connectionLost = connectionLost
+
+
+class Server(Tracked, protocol.ServerFactory):
+    def __init__(self, inbox: list[bytes]):
+        self.inbox = inbox
+        self.closed: list[defer.Deferred] = []
+
+    def buildProtocol(self, addr):
+        p = smtp.ESMTP()
+        p.delivery = Delivery(self.inbox)
+        p.factory = self
+        self.closing(p)
+        return p
+
+
+class SilentServer(Tracked, protocol.ServerFactory):
+    """Takes the connection and never says a word."""
+
+    def __init__(self):
+        self.closed: list[defer.Deferred] = []
+
+    def buildProtocol(self, addr):
+        p = protocol.Protocol()
+        p.factory = self
+        self.closing(p)
+        return p
+
+
+class MailerTests(unittest.TestCase):
+    def listen(self, factory) -> int:
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.addCleanup(lambda: defer.gatherResults(factory.closed))
+        return port.getHost().port
+
+    def mailer(self, port: int, **settings) -> alerts.Mailer:
+        values = {
+            **alerts.SETTING_DEFAULTS,
+            "alert_smtp_host": "127.0.0.1",
+            "alert_smtp_port": port,
+            "alert_from": "licenseserver@example.com",
+            "alert_to": ["admin@example.com"],
+            **settings,
+        }
+        return alerts.Mailer(reactor, values.get)
+
+    async def test_sent(self):
+        inbox: list[bytes] = []
+        port = self.listen(Server(inbox))
+        answer = await self.mailer(port).send("seats", "XMLSpy refused a request")
+        self.assertEqual(answer, "accepted for 1 of 1 recipients")
+        (mail,) = inbox
+        self.assertIn(b"Subject: seats", mail)
+        self.assertIn(b"XMLSpy refused a request", mail)
+
+    async def test_refused(self):
+        """The server's refusal, in words."""
+        port = self.listen(Server([]))
+        with self.assertRaises(alerts.AlertError) as caught:
+            await self.mailer(port, alert_to=["nobody@example.com"]).send("s", "b")
+        self.assertIn(f"the SMTP server 127.0.0.1:{port} refused", str(caught.exception))
+
+    async def test_down(self):
+        """Nothing listens: the connection's failure, in words."""
+        listening = reactor.listenTCP(0, Server([]), interface="127.0.0.1")
+        port = listening.getHost().port
+        await listening.stopListening()
+        with self.assertRaises(alerts.AlertError) as caught:
+            await self.mailer(port).send("s", "b")
+        self.assertIn(f"could not send to 127.0.0.1:{port}", str(caught.exception))
+
+    async def test_slow(self):
+        """A server that never answers: given up after the timeout, without blocking."""
+        self.patch(alerts, "TIMEOUT", 0.5)
+        port = self.listen(SilentServer())
+        with self.assertRaises(alerts.AlertError) as caught:
+            await self.mailer(port).send("s", "b")
+        self.assertIn("no answer within 0.5 s", str(caught.exception))
+
+    def test_notConfigured(self):
+        failure = self.failureResultOf(self.mailer(25, alert_smtp_host="").send("s", "b"))
+        self.assertIn("no SMTP host", str(failure.value))
+
+
+class AlertSettingsTests(WebTestCase):
+    def put(self, **values) -> int:
+        return self.api("PUT", "/api/settings", json.dumps(values).encode()).status
+
+    def test_checked(self):
+        for name, bad in (
+            ("alert_smtp_port", 0),
+            ("alert_smtp_port", 70000),
+            ("alert_smtp_tls", "ssl"),
+            ("alert_from", "not an address"),
+            ("alert_to", "admin@example.com"),
+            ("alert_to", ["a@b", "nope"]),
+            ("alert_smtp_host", "two\nlines"),
+        ):
+            self.assertEqual(self.put(**{name: bad}), 400, (name, bad))
+        self.assertEqual(self.put(alert_smtp_port=587, alert_smtp_tls="starttls"), 200)
+
+    def test_passwordWriteOnly(self):
+        """The SMTP password is taken, never shown: only whether it is set."""
+        self.assertEqual(self.put(alert_smtp_password="s3cret"), 200)
+        body = self.api("GET", "/api/settings").body
+        self.assertNotIn("s3cret", body)
+        self.assertTrue(json.loads(body)["alert_smtp_password_set"])
+
+    def test_testWithoutSettings(self):
+        """POST /api/alerts/test without a host: 502 with the reason, and in Messages."""
+        response = self.api("POST", "/api/alerts/test")
+        self.assertEqual(response.status, 502)
+        self.assertIn("no SMTP host", json.loads(response.body)["error"])
+        events = self.successResultOf(self.store.events(5))
+        self.assertEqual(events[0].kind, "alert-failed")
