@@ -147,3 +147,56 @@ def _failed(failure: Any, host: str, port: int) -> None:
     if isinstance(error, smtp.SMTPClientError):
         raise AlertError(f"the SMTP server {host}:{port} refused: {error}") from None
     raise AlertError(f"could not send to {host}:{port}: {failure.getErrorMessage()}") from None
+
+
+RETRIES = (60.0, 300.0, 900.0)
+"""Seconds before each new attempt at an alert that could not be sent."""
+
+
+class Alerter:
+    """Sends alerts by e-mail when the settings name a server and recipients: each at most
+    once per ``every`` seconds for its ``key``, tried again after ``RETRIES``, and each
+    outcome recorded in Messages through ``record`` (``alert-sent``, ``alert-failed``)."""
+
+    def __init__(self, clock: Any, mailer: Mailer, record: Callable[..., None]):
+        self.clock = clock
+        self.mailer = mailer
+        self.record = record
+        self._last: dict[str, float] = {}
+
+    def alert(self, key: str, subject: str, body: str, every: float | None = None) -> None:
+        if not self.mailer.configured():
+            return
+        now = self.clock.seconds()
+        last = self._last.get(key)
+        if every is not None and last is not None and now - last < every:
+            return
+        self._last[key] = now
+        self._attempt(key, subject, body, 0)
+
+    def _attempt(self, key: str, subject: str, body: str, attempt: int) -> None:
+        d = self.mailer.send(subject, body)
+
+        def sent(answer: str) -> None:
+            self.record("alert-sent", "info", f"alert e-mail sent ({subject}): {answer}", key=key)
+
+        def failed(failure: Any) -> None:
+            why = failure.getErrorMessage()
+            if attempt < len(RETRIES):
+                wait = RETRIES[attempt]
+                self.record(
+                    "alert-failed",
+                    "warning",
+                    f"alert e-mail not sent ({subject}): {why}; trying again in {wait:g} s",
+                    key=key,
+                )
+                self.clock.callLater(wait, self._attempt, key, subject, body, attempt + 1)
+            else:
+                self.record(
+                    "alert-failed",
+                    "error",
+                    f"alert e-mail not sent ({subject}): {why}; given up",
+                    key=key,
+                )
+
+        d.addCallbacks(sent, failed)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, protocol, reactor, task
 from twisted.mail import smtp
 from twisted.trial import unittest
 from zope.interface import implementer
 
 from licenseserver import alerts
+from licenseserver.protocols import wire
+from licenseserver.testing import FakeStore
+from tests.helpers import hello, licenseFile, makeRole, run
 from tests.test_web_http import WebTestCase
 
 
@@ -95,13 +98,17 @@ class SilentServer(Tracked, protocol.ServerFactory):
         return p
 
 
-class MailerTests(unittest.TestCase):
+class Listening:
+    """Servers on local ports of the real reactor, waited for until their connections end."""
+
     def listen(self, factory) -> int:
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.addCleanup(lambda: defer.gatherResults(factory.closed))
         return port.getHost().port
 
+
+class MailerTests(Listening, unittest.TestCase):
     def mailer(self, port: int, **settings) -> alerts.Mailer:
         values = {
             **alerts.SETTING_DEFAULTS,
@@ -182,3 +189,60 @@ class AlertSettingsTests(WebTestCase):
         self.assertIn("no SMTP host", json.loads(response.body)["error"])
         events = self.successResultOf(self.store.events(5))
         self.assertEqual(events[0].kind, "alert-failed")
+
+
+async def until(condition, deadline: float = 10.0) -> None:
+    """Poll ``condition`` on the real reactor until it holds, failing after ``deadline``."""
+    waited = 0.0
+    while not condition():
+        if waited >= deadline:
+            raise AssertionError(f"not within {deadline} s")
+        await task.deferLater(reactor, 0.02, lambda: None)
+        waited += 0.02
+
+
+class AlerterTests(Listening, unittest.TestCase):
+    """The role's alerts through a real SMTP server: at most one per key and interval,
+    retried after a failure, each outcome in Messages."""
+
+    def role(self, port: int):
+        store = FakeStore()
+        role = makeRole(store, reactor)
+        self.addCleanup(role.stopService)
+        self.successResultOf(run(role.addLicenses(licenseFile({"seats": 1}))))
+        values = {
+            "alert_smtp_host": "127.0.0.1",
+            "alert_smtp_port": port,
+            "alert_from": "licenseserver@example.com",
+            "alert_to": ["admin@example.com"],
+        }
+        self.successResultOf(run(role.updateSettings(values)))
+        return role, store
+
+    async def test_noSeatsOncePerHour(self):
+        inbox: list[bytes] = []
+        server = Server(inbox)
+        role, store = self.role(self.listen(server))
+        await run(role.checkout(hello(role, "m1"), {}))
+        for machine in ("m2", "m3"):
+            with self.assertRaises(wire.ProtocolError):
+                await run(role.checkout(hello(role, machine), {}))
+        await until(lambda: inbox)
+        await defer.gatherResults(server.closed)
+        self.assertEqual(len(server.closed), 1)  # one connection: the second was not mailed
+        (mail,) = inbox
+        self.assertIn(b"XMLSpy refused a seat", mail)
+        events = await store.events(20)
+        self.assertIn("alert-sent", [e.kind for e in events])
+
+    async def test_retriedAfterAFailure(self):
+        """A refusal is recorded and tried again after the back-off; then given up."""
+        self.patch(alerts, "RETRIES", (0.05,))
+        role, store = self.role(self.listen(Server([])))
+        self.successResultOf(run(role.updateSettings({"alert_to": ["nobody@example.com"]})))
+        role.alerter.alert("test", "subject", "body")
+
+        await until(lambda: len([e for e in store._events if e[0].kind == "alert-failed"]) >= 2)
+        events = [e for e, _ in store._events if e.kind == "alert-failed"]
+        self.assertIn("trying again in 0.05 s", events[0].message)
+        self.assertIn("given up", events[1].message)

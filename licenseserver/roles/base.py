@@ -23,7 +23,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from licenseserver import allocation, usage
+from licenseserver import alerts, allocation, usage
 from licenseserver._version import EDITION, __version__
 from licenseserver.audit import AuditEntry
 from licenseserver.interfaces import IRole
@@ -90,6 +90,9 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         reaper = TimerService(reapInterval, self._reapSafely)
         reaper.clock = clock
         reaper.setServiceParent(self)
+        self.alerter = alerts.Alerter(clock, alerts.Mailer(clock, self.setting), self.record)
+        """Alert e-mail (``licenseserver.alerts``), sent when the settings name a server."""
+        self._expiryAlertDay: int | None = None
         self.usage = usage.Recorder()
         """The usage history's minute under way (``licenseserver.usage``)."""
         sampler = TimerService(usage.SAMPLE_EVERY, self._sampleUsage)
@@ -151,8 +154,10 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         return True
 
     def _sampleUsage(self) -> None:
-        """Write the minutes that are over; note the seats in use of every license."""
+        """Write the minutes that are over; note the seats in use of every license. (Once a
+        day, also alert of the licenses that end within the alert window.)"""
         now = self.now()
+        self._alertExpiring(now)
         self._writeUsage(*self.usage.due(now))
         if not self.recordsUsage():
             return
@@ -174,6 +179,33 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
             held,
             usage.SAMPLE_EVERY,
         )
+
+    def _alertExpiring(self, now: int) -> None:
+        day = now // 86400
+        if day == self._expiryAlertDay or not self.recordsUsage():
+            return
+        self._expiryAlertDay = day
+        window = self.setting("alert_expiry_days")
+        if window is None:
+            return
+        ending = sorted(
+            (days, lic.id, lic.product, lic.expires)
+            for lic in self.pool.all("license")
+            if lic.expires
+            and allocation.license_status(lic, now) == allocation.ACTIVE
+            and (days := allocation.days_to_expiry(lic, now)) <= int(window)
+        )
+        if ending:
+            lines = [
+                f"{lid} ({product}) ends on {end}: {days} days left"
+                for days, lid, product, end in ending
+            ]
+            self.alerter.alert(
+                "expiry",
+                f"licenseserver {self.serverName}: {len(ending)} license(s) end soon",
+                "\n".join(lines),
+                every=86400,
+            )
 
     def noteUsageDenial(self, product: str, machine: str, user: str, reason: str) -> None:
         """Count a refused CHECKOUT or BORROW in the history of the product's licenses."""
@@ -425,6 +457,11 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
             )
             self.log.warn("{message}", message=message)
             self.record("over-allocated", "warning", message, license=license_id, over=over)
+            self.alerter.alert(
+                f"over-allocated:{license_id}",
+                f"licenseserver {self.serverName}: {license_id} over-allocated",
+                message,
+            )
 
     def failoverCapable(self, product: str, version: str) -> bool:
         """Whether a failover would serve this product version."""

@@ -172,6 +172,14 @@ class ClientOperations:
         self.noteUsageDenial(request.product, request.machine, request.user, reason)
         if reason == "no-seats":
             why = f": {message}" if explain else ""
+            self.alerter.alert(
+                f"no-seats:{request.product}",
+                f"licenseserver {self.serverName}: {request.product} refused a seat",
+                f"{request.product}: no free seat for {session.host} ({request.user}){why}."
+                " Further refusals of this product are not mailed for an hour; the Usage"
+                " tab and GET /api/denials list them all.",
+                every=3600,
+            )
             self.record(
                 "unmet-request",
                 "warning",

@@ -525,6 +525,7 @@ class FailoverRole(ServingRole):
         )
         self.log.warn("Failover {message}", message=message)
         self.record("takeover", "warning", message, primary=self.primary)
+        self.alerter.alert("takeover", f"licenseserver {self.serverName}: {message}", message)
         self.audit("takeover", primary=self.primary, revision=self.pool.revision)
         self._dropLink()
         self._renewSyncedLeases()
@@ -597,6 +598,7 @@ class FailoverRole(ServingRole):
         message = f"handed back: the primary {self.primary} answers again; back in standby"
         self.log.info("Failover {message}", message=message)
         self.record("handback", "info", message, primary=self.primary)
+        self.alerter.alert("handback", f"licenseserver {self.serverName}: {message}", message)
         self.audit("handback", primary=self.primary)
         self._noteServed(until=self.now())
         saved, self._beforeTakeover = self._beforeTakeover, None
