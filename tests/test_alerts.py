@@ -246,3 +246,46 @@ class AlerterTests(Listening, unittest.TestCase):
         events = [e for e, _ in store._events if e.kind == "alert-failed"]
         self.assertIn("trying again in 0.05 s", events[0].message)
         self.assertIn("given up", events[1].message)
+
+
+class AlertSettingsTabTests(WebTestCase):
+    """The Settings tab's alert e-mail form: save, the password write-only, a test e-mail."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.login()
+
+    def submit(self, fields: dict) -> object:
+        """Post a form of the Settings tab, with the page's CSRF token."""
+        return self.post("/settings", {"csrf": self.token("/settings"), **fields})
+
+    def test_saveAndTest(self):
+        fields = {
+            "action": "alerts",
+            "alert_smtp_host": "smtp.example.com",
+            "alert_smtp_port": "587",
+            "alert_smtp_tls": "starttls",
+            "alert_smtp_user": "",
+            "alert_smtp_password": "s3cret",
+            "alert_from": "ls@example.com",
+            "alert_to": "admin@example.com, ops@example.com",
+        }
+        self.assertRedirect(self.submit(fields), "/settings")
+        page = self.get("/settings").body
+        self.assertIn("Alert e-mail settings saved.", page)
+        self.assertIn('value="admin@example.com, ops@example.com"', page)
+        self.assertIn('<option value="starttls" selected="selected">', page)
+        self.assertIn("Password (set;", page)
+        self.assertNotIn("s3cret", page)
+        role = self.role.current
+        self.assertEqual(role.setting("alert_to"), ["admin@example.com", "ops@example.com"])
+        fields["alert_smtp_password"] = ""
+        self.submit(fields)
+        self.assertEqual(role.setting("alert_smtp_password"), "s3cret")
+        fields["alert_to"] = "not an address"
+        self.submit(fields)
+        self.assertIn("alert_to: must be a list of e-mail addresses", self.get("/settings").body)
+
+    def test_testWithoutServer(self):
+        self.submit({"action": "alert-test"})
+        self.assertIn("no SMTP host or no recipient is set", self.get("/settings").body)

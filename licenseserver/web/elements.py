@@ -553,6 +553,30 @@ class SettingsElement(FormPart):
         self.form = form or {}
 
     @renderer
+    def alertFields(self, request: Any, tag: Tag) -> Tag:
+        values = self.values
+        return tag.fillSlots(
+            host=str(values.get("alert_smtp_host", "")),
+            port=str(values.get("alert_smtp_port", "")),
+            user=str(values.get("alert_smtp_user", "")),
+            passwordState="set" if values.get("alert_smtp_password_set") else "not set",
+            sender=str(values.get("alert_from", "")),
+            recipients=", ".join(values.get("alert_to") or []),
+        )
+
+    @renderer
+    def tlsOptions(self, request: Any, tag: Tag) -> Tag:
+        labels = {"none": "none", "starttls": "STARTTLS (required)", "tls": "TLS (port 465)"}
+        chosen = self.values.get("alert_smtp_tls", "none")
+        options = []
+        for mode, label in labels.items():
+            option = tags.option(label, value=mode)
+            if mode == chosen:
+                option(selected="selected")
+            options.append(option)
+        return tag(*options)
+
+    @renderer
     def policyText(self, request: Any, tag: Tag) -> Tag:
         text = self.form.get("policy")
         if text is None:

@@ -12,6 +12,7 @@ and refuse changes (FAILOVER.md rule 5).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -517,7 +518,30 @@ class SettingsPage(Page):
             return await self._unpair(request)
         if action == "policy":
             return await self._policy(request)
+        if action == "alerts":
+            return await self._alerts(request)
+        if action == "alert-test":
+            return f"Test e-mail sent: {await self.view.sendTestAlert()}."
         raise FormError(f"unknown action {action!r}")
+
+    async def _alerts(self, request: server.Request) -> str:
+        """Save the alert e-mail settings (an empty password leaves the one set)."""
+        port = form(request, "alert_smtp_port") or "25"
+        if not (port.isascii() and port.isdigit()):
+            raise FormError("the SMTP port must be a whole number")
+        values: dict[str, Any] = {
+            "alert_smtp_host": form(request, "alert_smtp_host"),
+            "alert_smtp_port": int(port),
+            "alert_smtp_tls": form(request, "alert_smtp_tls") or "none",
+            "alert_smtp_user": form(request, "alert_smtp_user"),
+            "alert_from": form(request, "alert_from"),
+            "alert_to": [a for a in re.split(r"[\s,;]+", form(request, "alert_to")) if a],
+        }
+        password = form(request, "alert_smtp_password", strip=False)
+        if password:
+            values["alert_smtp_password"] = password
+        await self.view.updateSettings(values)
+        return "Alert e-mail settings saved."
 
     async def _policy(self, request: server.Request) -> str:
         """Replace the seat policy with the JSON of the form, checked as a whole."""

@@ -331,6 +331,17 @@ class PrimaryPagesTests(BrowserTestCase):
         self.submit("#policy-save")
         self.assertIn("Seat policy saved", self.text(".notices"))
         self.assertIn("anna", self.text("#policy-rules"))
+        # Alert e-mail: saved; a test e-mail to a port where nothing listens says why.
+        for field, value in (("#alert-host", "127.0.0.1"), ("#alert-to", "admin@example.com")):
+            self.find(field).clear()
+            self.find(field).send_keys(value)
+        self.find("#alert-port").clear()
+        self.find("#alert-port").send_keys("1")
+        self.submit("#alerts-save")
+        self.assertIn("Alert e-mail settings saved.", self.text(".notices"))
+        self.assertEqual(self.find("#alert-to").get_attribute("value"), "admin@example.com")
+        self.submit("#alerts-test")
+        self.assertIn("could not send to 127.0.0.1:1", self.text(".notices"))
         self.screenshot("settings")
         self.open(self.server, "/pool")
         self.find("#license-file").send_keys(str(acme_license))
