@@ -216,6 +216,17 @@ POLICY_SOURCES = {"license": "set by the license", "settings": "from the Setting
 """Where a license's partition policy comes from, for the License Pool's tooltip."""
 
 
+def select_options(tag: Tag, labels: dict[str, str], chosen: str | None) -> Tag:
+    """A ``<select>`` filled with an option per value (with its label), ``chosen`` selected."""
+    options = []
+    for value, label in labels.items():
+        option = tags.option(label, value=value)
+        if value == chosen:
+            option(selected="selected")
+        options.append(option)
+    return tag(*options)
+
+
 def days_left(days: int | None) -> str:
     """A license's days until it ends, for License Pool: "", "today", "1 day", "ended"."""
     if days is None:
@@ -567,14 +578,7 @@ class SettingsElement(FormPart):
     @renderer
     def tlsOptions(self, request: Any, tag: Tag) -> Tag:
         labels = {"none": "none", "starttls": "STARTTLS (required)", "tls": "TLS (port 465)"}
-        chosen = self.values.get("alert_smtp_tls", "none")
-        options = []
-        for mode, label in labels.items():
-            option = tags.option(label, value=mode)
-            if mode == chosen:
-                option(selected="selected")
-            options.append(option)
-        return tag(*options)
+        return select_options(tag, labels, self.values.get("alert_smtp_tls", "none"))
 
     @renderer
     def policyText(self, request: Any, tag: Tag) -> Tag:
@@ -695,22 +699,15 @@ class UsageElement(Element):
         super().__init__()
         self.report = report
 
-    def _options(self, tag: Tag, choices: Sequence[str], chosen: str | None) -> Tag:
-        options = []
-        for choice in choices:
-            option = tags.option(choice, value=choice)
-            if choice == chosen:
-                option(selected="selected")
-            options.append(option)
-        return tag(*options)
-
     @renderer
     def productOptions(self, request: Any, tag: Tag) -> Tag:
-        return self._options(tag, self.report["products"], self.report["product"])
+        products = self.report["products"]
+        return select_options(tag, {p: p for p in products}, self.report["product"])
 
     @renderer
     def periodOptions(self, request: Any, tag: Tag) -> Tag:
-        return self._options(tag, list(display.USAGE_PERIODS), self.report["period"])
+        periods = {period: period for period in display.USAGE_PERIODS}
+        return select_options(tag, periods, self.report["period"])
 
     @renderer
     def problem(self, request: Any, tag: Tag) -> Tag | str:
