@@ -16,7 +16,10 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet import defer, endpoints, ssl
+from twisted.internet.protocol import connectionDone
 from twisted.mail import smtp
 
 TIMEOUT = 30.0
@@ -69,6 +72,20 @@ def message(sender: str, recipients: list[str], subject: str, body: str) -> byte
     return mail.as_bytes()
 
 
+class _Sender(smtp.ESMTPSender):
+    """Twisted's SMTP sender, which tells its factory when its connection ends: through an
+    endpoint no connector does, and a send cut short (a TLS certificate refused after
+    STARTTLS) would otherwise never fire."""
+
+    def connectionLost(self, reason: Any = connectionDone) -> None:
+        super().connectionLost(reason)
+        self.factory.clientConnectionLost(None, reason)
+
+
+class _SenderFactory(smtp.ESMTPSenderFactory):
+    protocol = _Sender
+
+
 class Mailer:
     """Sends one message with the settings ``setting(name)`` gives at the time of sending."""
 
@@ -92,7 +109,7 @@ class Mailer:
         password = self.setting("alert_smtp_password") or ""
         tls = ssl.optionsForClientTLS(host)
         done: defer.Deferred = defer.Deferred()
-        factory = smtp.ESMTPSenderFactory(
+        factory = _SenderFactory(
             user.encode() or None,
             password.encode() or None,
             sender,
@@ -144,9 +161,25 @@ def _failed(failure: Any, host: str, port: int) -> None:
     error = failure.value
     if isinstance(error, AlertError):
         raise error
+    if isinstance(error, smtp.SMTPConnectError):
+        why = error.__cause__ or error
+        if isinstance(why, SSL.Error | VerificationError):
+            raise AlertError(
+                f"TLS with {host}:{port} failed: {_tlsWords(why)} (the server's certificate"
+                " must be signed by a CA this machine trusts, for the host name set)"
+            ) from None
+        raise AlertError(f"could not send to {host}:{port}: {why}") from None
     if isinstance(error, smtp.SMTPClientError):
         raise AlertError(f"the SMTP server {host}:{port} refused: {error}") from None
     raise AlertError(f"could not send to {host}:{port}: {failure.getErrorMessage()}") from None
+
+
+def _tlsWords(error: Exception) -> str:
+    """A failed TLS handshake or name check, in words."""
+    if isinstance(error, VerificationError):
+        return "the certificate is for another host name"
+    reasons = [r[-1] for r in error.args[0] if r and r[-1]] if error.args else []
+    return ", ".join(reasons) or str(error)
 
 
 RETRIES = (60.0, 300.0, 900.0)
@@ -200,3 +233,27 @@ class Alerter:
                 )
 
         d.addCallbacks(sent, failed)
+
+
+class Lasting:
+    """Whether a trouble (a lost link) has lasted longer than ``after`` seconds, told once
+    per trouble: ``check`` answers ``"lasting"`` the first time it has, ``"over"`` the
+    first time it is gone after that, and None otherwise."""
+
+    def __init__(self, after: float):
+        self.after = after
+        self.since: float | None = None
+        self.told = False
+
+    def check(self, troubled: bool, now: float, since: float | None = None) -> str | None:
+        """Note whether the trouble is there at ``now``; ``since`` is when it began, when
+        known better than the first check that sees it."""
+        if not troubled:
+            told, self.since, self.told = self.told, None, False
+            return "over" if told else None
+        if self.since is None:
+            self.since = now if since is None else min(since, now)
+        if not self.told and now - self.since > self.after:
+            self.told = True
+            return "lasting"
+        return None

@@ -9,16 +9,22 @@ licensing setting; the SMTP password is never shown.
 from __future__ import annotations
 
 import json
+import os
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, protocol, reactor, ssl, task
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.mail import smtp
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from licenseserver import alerts
+from licenseserver import alerts, certs, usage
+from licenseserver.localstate import FAILOVER_ADDRESS
+from licenseserver.model import Change, Setting
 from licenseserver.protocols import wire
+from licenseserver.roles.failover import FailoverRole
 from licenseserver.testing import FakeStore
 from tests.helpers import hello, licenseFile, makeRole, run
+from tests.test_failover import HEARTBEAT, TAKEOVER, PairTestCase
 from tests.test_web_http import WebTestCase
 
 
@@ -73,12 +79,15 @@ class Tracked:
 
 
 class Server(Tracked, protocol.ServerFactory):
-    def __init__(self, inbox: list[bytes]):
+    """Twisted's ESMTP server; it offers STARTTLS with ``tls`` (server TLS options)."""
+
+    def __init__(self, inbox: list[bytes], tls=None):
         self.inbox = inbox
+        self.tls = tls
         self.closed: list[defer.Deferred] = []
 
     def buildProtocol(self, addr):
-        p = smtp.ESMTP()
+        p = smtp.ESMTP(contextFactory=self.tls)
         p.delivery = Delivery(self.inbox)
         p.factory = self
         self.closing(p)
@@ -152,6 +161,79 @@ class MailerTests(Listening, unittest.TestCase):
         with self.assertRaises(alerts.AlertError) as caught:
             await self.mailer(port).send("s", "b")
         self.assertIn("no answer within 0.5 s", str(caught.exception))
+
+    def trustedCertificate(self, ca=None, ips=("127.0.0.1",)):
+        """Server TLS options for 127.0.0.1 signed by a CA the process trusts (through
+        ``SSL_CERT_FILE``, as an admin would for a private CA), or by ``ca``."""
+        trusted = certs.make_ca("Mail CA")
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(certs.certificate_pem(trusted.certificate))
+        before = os.environ.get("SSL_CERT_FILE")
+        os.environ["SSL_CERT_FILE"] = path
+        self.addCleanup(
+            lambda: (
+                os.environ.pop("SSL_CERT_FILE")
+                if before is None
+                else os.environ.__setitem__("SSL_CERT_FILE", before)
+            )
+        )
+        cert, key = certs.make_server_certificate(ca or trusted, ips=ips)
+        pem = certs.key_pem(key) + certs.certificate_pem(cert)
+        return ssl.PrivateCertificate.loadPEM(pem).options()
+
+    async def test_startTLS(self):
+        """``starttls``: the message goes only after STARTTLS, the certificate checked."""
+        inbox: list[bytes] = []
+        server = Server(inbox, tls=self.trustedCertificate())
+        port = self.listen(server)
+        answer = await self.mailer(port, alert_smtp_tls="starttls").send("s", "over TLS")
+        self.assertEqual(answer, "accepted for 1 of 1 recipients")
+        (mail,) = inbox
+        self.assertIn(b"over TLS", mail)
+
+    async def test_startTLSRequired(self):
+        """``starttls`` with a server that does not offer it: nothing sent in the clear."""
+        inbox: list[bytes] = []
+        port = self.listen(Server(inbox))
+        with self.assertRaises(alerts.AlertError) as caught:
+            await self.mailer(port, alert_smtp_tls="starttls").send("s", "b")
+        self.assertIn("refused", str(caught.exception))
+        self.assertEqual(inbox, [])
+
+    async def test_implicitTLS(self):
+        """``tls``: TLS from the first byte (port 465 style)."""
+        inbox: list[bytes] = []
+        server = Server(inbox)
+        listening = reactor.listenSSL(0, server, self.trustedCertificate(), interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        self.addCleanup(lambda: defer.gatherResults(server.closed))
+        port = listening.getHost().port
+        answer = await self.mailer(port, alert_smtp_tls="tls").send("s", "implicit")
+        self.assertEqual(answer, "accepted for 1 of 1 recipients")
+        self.assertIn(b"implicit", inbox[0])
+
+    async def test_untrustedCertificate(self):
+        """A certificate no trusted CA signed: refused, nothing sent."""
+        inbox: list[bytes] = []
+        server = Server(inbox, tls=self.trustedCertificate(ca=certs.make_ca("Stranger")))
+        port = self.listen(server)
+        with self.assertRaises(alerts.AlertError) as caught:
+            await self.mailer(port, alert_smtp_tls="starttls").send("s", "b")
+        self.assertIn(
+            f"TLS with 127.0.0.1:{port} failed: certificate verify failed", str(caught.exception)
+        )
+        self.assertEqual(inbox, [])
+
+    async def test_otherHostsCertificate(self):
+        """A trusted certificate for another host: refused, nothing sent."""
+        inbox: list[bytes] = []
+        server = Server(inbox, tls=self.trustedCertificate(ips=["127.0.0.2"]))
+        port = self.listen(server)
+        with self.assertRaises(alerts.AlertError) as caught:
+            await self.mailer(port, alert_smtp_tls="starttls").send("s", "b")
+        self.assertIn(f"TLS with 127.0.0.1:{port} failed", str(caught.exception))
+        self.assertEqual(inbox, [])
 
     def test_notConfigured(self):
         failure = self.failureResultOf(self.mailer(25, alert_smtp_host="").send("s", "b"))
@@ -246,6 +328,107 @@ class AlerterTests(Listening, unittest.TestCase):
         events = [e for e, _ in store._events if e.kind == "alert-failed"]
         self.assertIn("trying again in 0.05 s", events[0].message)
         self.assertIn("given up", events[1].message)
+
+
+SMTP = {
+    "alert_smtp_host": "127.0.0.1",
+    "alert_from": "licenseserver@example.com",
+    "alert_to": ["admin@example.com"],
+}
+
+
+class TroubleAlertTests(Listening, unittest.TestCase):
+    """Alerts of trouble that lasts: a store that stopped, a failover link lost for longer
+    than the takeover time (at the primary, and at a failover that did not take over)."""
+
+    def setUp(self) -> None:
+        self.inbox: list[bytes] = []
+        self.server = Server(self.inbox)
+        self.settings = {**SMTP, "alert_smtp_port": self.listen(self.server)}
+
+    def started(self, role):
+        self.addCleanup(role.stopService)
+        self.successResultOf(run(role.updateSettings(self.settings)))
+        return role
+
+    def synced(self, store: FakeStore) -> FakeStore:
+        """``store`` holding the alert settings, as a failover's does once synced."""
+        changes = [Change.put(Setting(name, value)) for name, value in self.settings.items()]
+        self.successResultOf(store.commit(1, changes))
+        return store
+
+    async def mailed(self, role, *words: str) -> bytes:
+        """Watch until one alert is mailed; it says ``words``, and no second one follows."""
+        await until(lambda: (role.watch(), self.inbox)[1])
+        await defer.gatherResults(self.server.closed)
+        role.watch()
+        self.assertEqual(len(self.server.closed), 1)
+        (mail,) = self.inbox
+        for word in words:
+            self.assertIn(word.encode(), mail)
+        return mail
+
+    async def test_storeStopped(self):
+        store = FakeStore()
+        role = self.started(makeRole(store, reactor))
+        role.watch()
+        self.assertEqual(self.inbox, [])
+        store.breakDown("disk I/O error")
+        await self.mailed(role, "ls1: the store stopped", "disk I/O error")
+
+    async def test_failoverLost(self):
+        """A primary paired before its restart whose failover never comes back."""
+        store = FakeStore()
+        self.successResultOf(store.setLocal(FAILOVER_ADDRESS, "ls2:35355"))
+        role = self.started(makeRole(store, reactor, takeoverAfter=0.05))
+        await self.mailed(role, "link to the failover ls2:35355 is lost")
+
+    async def test_primaryLost(self):
+        """A failover that never synced cannot take over: it says so."""
+        closed = reactor.listenTCP(0, protocol.ServerFactory(), interface="127.0.0.1")
+        port = closed.getHost().port
+        await closed.stopListening()
+        role = makeRole(
+            self.synced(FakeStore()),
+            reactor,
+            cls=FailoverRole,
+            primaryEndpoint=TCP4ClientEndpoint(reactor, "127.0.0.1", port),
+            primaryAddress=f"127.0.0.1:{port}",
+            heartbeat=0.05,
+            takeoverAfter=0.1,
+            peerSecret="s",
+        )
+        self.addCleanup(role.stopService)
+        await self.mailed(role, "link to the primary", "never completed a sync")
+
+
+class LinkLostMessagesTests(PairTestCase):
+    """The primary's Messages tell of a failover link lost longer than the takeover time,
+    once, and of its return."""
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e, _ in self.primaryStore._events]
+
+    def test_cut(self):
+        self.beat()
+        self.endpoint.silent = True
+        self.advance(TAKEOVER - 1)
+        self.assertNotIn("failover-lost", self.kinds())
+        self.advance(usage.SAMPLE_EVERY + 1)
+        self.assertEqual(self.kinds().count("failover-lost"), 1)
+        self.advance(3 * usage.SAMPLE_EVERY)
+        self.assertEqual(self.kinds().count("failover-lost"), 1)
+        self.endpoint.silent = False
+        self.advance(usage.SAMPLE_EVERY + HEARTBEAT)
+        self.assertIn("failover-back", self.kinds())
+
+    def test_notPaired(self):
+        """A primary that never had a failover has none to lose."""
+        self.stop(self.failover)
+        primary = makeRole(FakeStore(), self.clock, takeoverAfter=TAKEOVER)
+        self.addCleanup(primary.stopService)
+        self.advance(3 * usage.SAMPLE_EVERY)
+        self.assertNotIn("failover-lost", [e.kind for e, _ in primary.store._events])
 
 
 class AlertSettingsTabTests(WebTestCase):

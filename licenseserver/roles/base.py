@@ -93,6 +93,7 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         self.alerter = alerts.Alerter(clock, alerts.Mailer(clock, self.setting), self.record)
         """Alert e-mail (``licenseserver.alerts``), sent when the settings name a server."""
         self._expiryAlertDay: int | None = None
+        self._storeStopped = False
         self.usage = usage.Recorder()
         """The usage history's minute under way (``licenseserver.usage``)."""
         sampler = TimerService(usage.SAMPLE_EVERY, self._sampleUsage)
@@ -157,6 +158,7 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         """Write the minutes that are over; note the seats in use of every license. (Once a
         day, also alert of the licenses that end within the alert window.)"""
         now = self.now()
+        self.watch()
         self._alertExpiring(now)
         self._writeUsage(*self.usage.due(now))
         if not self.recordsUsage():
@@ -178,6 +180,23 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
             {lid: (kinds[lid][0], len(found)) for lid, found in holders.items()},
             held,
             usage.SAMPLE_EVERY,
+        )
+
+    def watch(self) -> None:
+        """Look for trouble an admin must hear of at once (every ``SAMPLE_EVERY`` seconds):
+        here, a store that stopped on its own. Its alert cannot go to Messages, which
+        live in that store: the log has it, and so does ``/healthz``."""
+        reason = self.store.broken()
+        if reason is None or self._storeStopped:
+            return
+        self._storeStopped = True
+        self.log.error("The store stopped: {reason}; no change can be written", reason=reason)
+        self.alerter.alert(
+            "store-stopped",
+            f"licenseserver {self.serverName}: the store stopped",
+            f"The store of {self.serverName} stopped: {reason}.\n"
+            "The server refuses every checkout and change until it is restarted"
+            " (its /healthz answers 503); see its log.",
         )
 
     def _alertExpiring(self, now: int) -> None:
@@ -423,7 +442,15 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         d.addErrback(lambda f: self.log.failure("Could not write the audit log", f))
 
     def record(self, kind: str, severity: str, message: str, **data: Any) -> None:
-        """Add an event for the admin's Messages; a failure is only logged."""
+        """Add an event for the admin's Messages; a failure is only logged. (A store that
+        stopped keeps no Messages: the event goes to the log.)"""
+        if self.store.broken() is not None:
+            self.log.warn(
+                "{kind}: {message} (not in Messages: the store stopped)",
+                kind=kind,
+                message=message,
+            )
+            return
         event = Event(self.now(), kind, severity, message, data)
         d = self.store.addEvent(event)
         d.addErrback(lambda f: self.log.failure("Could not record an event", f))

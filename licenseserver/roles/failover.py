@@ -25,7 +25,7 @@ from service_identity import VerificationError
 from twisted.application.internet import TimerService
 from twisted.internet import defer, error
 
-from licenseserver import usage
+from licenseserver import alerts, usage
 from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import display_address
 from licenseserver.allocation import seats_held
@@ -139,6 +139,7 @@ class FailoverRole(ServingRole):
         self.link: Any = None
         self.paired = False
         """Whether the link to the primary is up and authenticated."""
+        self._primaryLost = alerts.Lasting(takeoverAfter)
         self.problem: str | None = None
         self._reported: tuple[str, str] | None = None
         self._unreachableSince: float | None = None
@@ -651,6 +652,24 @@ class FailoverRole(ServingRole):
     def refused(self) -> bool:
         """Whether the primary refused the last link (it is asked again a heartbeat later)."""
         return self.machine.state in (REFUSED, STOPPED)
+
+    def watch(self) -> None:
+        """Also: a link to the primary lost for longer than the takeover time while this
+        failover does not serve (a refused or stopped link, a primary that answers but
+        cannot be paired with); one that took over has sent its ``takeover`` alert."""
+        super().watch()
+        troubled = not self.paired and self.machine.state in (STANDBY, REFUSED, STOPPED)
+        change = self._primaryLost.check(troubled, self.clock.seconds())
+        if change == "lasting":
+            why = f": {self.problem}" if self.problem else ""
+            message = (
+                f"the link to the primary {self.primary} is lost for longer than the takeover"
+                f" time ({self.takeoverAfter:g} s){why}; this failover holds no fresh copy"
+            )
+            self.log.warn("{message}", message=message)
+            self.alerter.alert(
+                "primary-lost", f"licenseserver {self.serverName}: {message}", message
+            )
 
     def connectFailed(self, failure: Any) -> None:
         """A connection attempt failed: log it when the primary becomes unreachable, once,

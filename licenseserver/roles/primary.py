@@ -25,7 +25,7 @@ from typing import Any
 from twisted.application.internet import TimerService
 from twisted.internet import defer
 
-from licenseserver import jsonparse, usage
+from licenseserver import alerts, jsonparse, usage
 from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import parse_host_port
 from licenseserver.allocation import seats_held
@@ -185,6 +185,7 @@ class PrimaryRole(ServingRole):
         (the revision of the removal, the lease, how it ended)."""
         self._cutSince: float | None = None
         self._linkWatch: Any = None
+        self._peerLost = alerts.Lasting(takeoverAfter)
         alive = TimerService(ALIVE_EVERY, self._noteAlive)
         alive.clock = self.clock
         alive.setServiceParent(self)
@@ -509,6 +510,33 @@ class PrimaryRole(ServingRole):
         )
         for _, _, waiter in waiting:
             waiter.errback(refusal)
+
+    def watch(self) -> None:
+        """Also: a failover whose link is lost for longer than the takeover time (it is
+        down, or a cut keeps it away and it may be serving on its own)."""
+        super().watch()
+        if not self.hasFailover():
+            self._peerLost.check(False, self.clock.seconds())
+            return
+        link = self.peer
+        name = link.name if link is not None else self.rememberedFailover
+        change = self._peerLost.check(
+            not self.peerAlive(),
+            self.clock.seconds(),
+            since=link.last_beat if link is not None else None,
+        )
+        if change == "lasting":
+            message = (
+                f"the link to the failover {name} is lost for longer than the takeover time"
+                f" ({self.takeoverAfter:g} s): it is down, or cut off and may be serving"
+            )
+            self.log.warn("{message}", message=message)
+            self.record("failover-lost", "warning", message, failover=name)
+            self.alerter.alert(
+                "failover-lost", f"licenseserver {self.serverName}: {message}", message
+            )
+        elif change == "over":
+            self.record("failover-back", "info", f"the failover {name} is linked again")
 
     def _withdraw(self, leases: list[Lease]) -> None:
         """Take back grants no client was told of (audited ``grant-withdrawn``); their seats
