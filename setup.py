@@ -27,7 +27,14 @@ setup(
         "prometheus_client>=0.20",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "ruff>=0.6", "selenium>=4.20"],
+        "test": [
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+            "selenium>=4.20",
+            # the wheel test builds without build isolation, offline
+            "setuptools>=68",
+            "wheel",
+        ],
     },
     entry_points={"console_scripts": ["licenseserver = licenseserver.cli:main"]},
 )
