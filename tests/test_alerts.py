@@ -317,6 +317,21 @@ class AlerterTests(Listening, unittest.TestCase):
         events = await store.events(20)
         self.assertIn("alert-sent", [e.kind for e in events])
 
+    async def test_slowServerHoldsNothingUp(self):
+        """While an alert waits on a server that does not answer, seats are granted and
+        released at once; the alert gives up after its timeout, recorded in Messages."""
+        self.patch(alerts, "TIMEOUT", 0.5)
+        self.patch(alerts, "RETRIES", ())
+        server = SilentServer()
+        role, store = self.role(self.listen(server))
+        role.alerter.alert("test", "subject", "body")
+        await until(lambda: server.closed)
+        lease = self.successResultOf(run(role.checkout(hello(role, "m1"), {})))["lease"]
+        self.successResultOf(run(role.release(hello(role, "m1"), {"lease": lease})))
+        await until(lambda: [e for e, _ in store._events if e.kind == "alert-failed"])
+        (failed,) = [e for e, _ in store._events if e.kind == "alert-failed"]
+        self.assertIn("no answer within 0.5 s", failed.message)
+
     async def test_retriedAfterAFailure(self):
         """A refusal is recorded and tried again after the back-off; then given up."""
         self.patch(alerts, "RETRIES", (0.05,))
