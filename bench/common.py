@@ -727,6 +727,9 @@ class Baseline:
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
 
+    def memory(self) -> dict[str, int]:
+        return memory_kb(self.pid)
+
 
 # ---------------------------------------------------------------------------
 # Data directories, built directly through the store

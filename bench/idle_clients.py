@@ -15,9 +15,15 @@ included) and its CPU use in ``--windows`` windows (default 4) of ``--seconds`` 
 (default 30: one heartbeat round), whose median is reported with its spread.
 Targets: under 20 KB per connection, under 10% of one core.
 
+With ``--baseline`` the same clients load the bare ``LineReceiver`` of
+``checkout_cost.py`` instead, which answers every line with one fixed line: what the same
+connections and heartbeats cost any Twisted line server, the yardstick for the server's
+CPU per heartbeat.
+
 The result line, ``RESULT idle_clients {...}`` (CPU use in % of one core, memory in KiB):
 
 - ``machine`` (object): what it ran on, as ``common.machine`` lists it.
+- ``server`` (str): ``licenseserver``, or ``baseline`` with ``--baseline``.
 - ``clients`` (int): the clients, each on its own connection with a lease.
 - ``heartbeat_interval`` (number): the heartbeat interval the server gave, in seconds.
 - ``ramp_seconds`` (number): how long connecting all clients took (connect, HELLO and
@@ -75,6 +81,8 @@ import common
 from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 
+DEFAULT_INTERVAL = 30.0
+"""The server's heartbeat interval by default (a quarter of its 120 s lease time)."""
 MEMORY_TARGET_KB = 20.0
 CPU_TARGET_PCT = 10.0
 
@@ -124,7 +132,8 @@ class IdleClient(Protocol):
         if self.state == "hello":
             if not ok:
                 return self.fail(line)
-            run.interval = float(common.args_of(line)["heartbeat"])
+            # The baseline's fixed answer names no interval: the server's default.
+            run.interval = float(common.args_of(line).get("heartbeat", DEFAULT_INTERVAL))
             self.state = "checkout"
             self.transport.write(b"CHECKOUT\n")
         elif self.state == "checkout":
@@ -179,12 +188,16 @@ async def main(reactor: Any, args: Any) -> dict[str, Any]:
     common.say(common.describe_machine(info))
     limit = common.raise_open_files(args.clients + 1024)
     work = common.work_dir(args, "idle")
-    data = work / "primary"
-    key = common.vendor_key(work / "keys", [data])
-    common.build_data_dir(data, common.licenses(key, common.PRODUCT, 1, args.clients + 100))
-    server = common.Server(
-        "primary", data, "--max-connections-per-address", "0", code_root=args.code_root
-    )
+    server: Any
+    if args.baseline:
+        server = common.Baseline(work)
+    else:
+        data = work / "primary"
+        key = common.vendor_key(work / "keys", [data])
+        common.build_data_dir(data, common.licenses(key, common.PRODUCT, 1, args.clients + 100))
+        server = common.Server(
+            "primary", data, "--max-connections-per-address", "0", code_root=args.code_root
+        )
     run = IdleRun(reactor)
     clients: list[IdleClient] = []
     try:
@@ -290,6 +303,7 @@ async def main(reactor: Any, args: Any) -> dict[str, Any]:
         lat = run.latencies
         result = {
             "machine": info,
+            "server": "baseline" if args.baseline else "licenseserver",
             "clients": args.clients,
             "heartbeat_interval": run.interval,
             "window_seconds": elapsed,
@@ -401,6 +415,13 @@ def run(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=32, help="clients connecting at once")
     common.scaled(p, "--windows", int, 4, 1, "CPU windows of --seconds")
     common.scaled(p, "--settle", float, 5.0, 0.5, "seconds between ramp and window")
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="load the bare baseline LineReceiver of checkout_cost.py instead of the server "
+        "(it answers every line with one fixed line): what the same heartbeats cost any "
+        "Twisted line server",
+    )
     args = common.parse(p, argv)
     common.run_scenario("idle_clients", main, args)
 

@@ -95,6 +95,9 @@ class ParkedStore:
     def addEvent(self, event: Any) -> defer.Deferred:
         return defer.succeed(None)
 
+    def broken(self) -> None:
+        return None
+
     def flush(self) -> None:
         parked, self.parked = self.parked, []
         for d in parked:

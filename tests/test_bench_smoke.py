@@ -238,6 +238,7 @@ _WINDOW = {
 }
 IDLE_CLIENTS = {
     "machine": MACHINE,
+    "server": STR,
     "clients": INT,
     "heartbeat_interval": NUMBER,
     "ramp_seconds": NUMBER,
@@ -404,6 +405,28 @@ ACKED_GRANTS = {
     "error_lines": ListOf(STR, minimum=0),
 }
 
+_LATENCY_RATE = {
+    "rate": NUMBER,
+    "achieved_rate": NUMBER,
+    "checkouts": INT,
+    "checkout_ms": {"median": NUMBER, "p99": NUMBER, "p999": NUMBER, "max": NUMBER},
+    "server_cpu_pct": NUMBER,
+    "failover_cpu_pct": orNull(NUMBER),
+    "load_cpu_pct": NUMBER,
+    "errors": INT,
+}
+LATENCY = {
+    "machine": MACHINE,
+    "connections": INT,
+    "seats": INT,
+    "setups": {
+        Key(name): {Key(rate): _LATENCY_RATE for rate in ("100", "400")}
+        for name in ("alone", "paired", "acked")
+    },
+    "error_lines": ListOf(STR, minimum=0),
+}
+"""With ``--quick``'s rates, as the test runs it."""
+
 SCHEMAS = {
     "checkout_cost": CHECKOUT_COST,
     "idle_clients": IDLE_CLIENTS,
@@ -411,6 +434,7 @@ SCHEMAS = {
     "sync_cost": SYNC_COST,
     "request_path": REQUEST_PATH,
     "acked_grants": ACKED_GRANTS,
+    "latency": LATENCY,
 }
 
 
@@ -554,11 +578,19 @@ class BenchSmokeTests(unittest.TestCase):
         """idle_clients.py connects clients that hold a lease and heartbeat, and reports
         the server's memory per connection and its CPU use."""
         result = self.runBench("idle_clients", "--clients", "100")
+        self.assertEqual(result["server"], "licenseserver")
         self.assertEqual(result["clients"], 100)
         self.assertEqual(result["heartbeat_errors"], 0)
         self.assertGreater(result["memory_per_connection_kb"], 0)
         self.assertGreaterEqual(result["cpu_pct"], 0)
         self.assertEqual(len(result["windows"]), 1)
+
+    def test_idleClientsBaseline(self) -> None:
+        """idle_clients.py --baseline puts the same load on the bare baseline server."""
+        result = self.runBench("idle_clients", "--clients", "100", "--baseline")
+        self.assertEqual(result["server"], "baseline")
+        self.assertEqual(result["heartbeat_errors"], 0)
+        self.assertGreater(result["memory_per_connection_kb"], 0)
 
     def test_takeover(self) -> None:
         """takeover.py kills the primary, times the failover's first CHECKOUT and
@@ -631,6 +663,22 @@ class BenchSmokeTests(unittest.TestCase):
         self.assertLessEqual(crowd["grants_per_ack"]["max"], result["share"])
         self.assertEqual(crowd["bound_per_s"], result["share"] / result["heartbeat"])
         self.assertEqual(result["error_lines"], [])
+
+    def test_latency(self) -> None:
+        """latency.py times CHECKOUTs at steady rates from many connections, against a
+        server alone, a pair under the exact policy, and a pair whose every grant waits
+        for the failover's acknowledgement."""
+        result = self.runBench("latency")
+        self.assertEqual(result["connections"], 20)
+        for name, by_rate in result["setups"].items():
+            for rate, entry in by_rate.items():
+                self.assertEqual(entry["errors"], 0, (name, rate))
+                self.assertGreater(entry["checkouts"], 0, (name, rate))
+                latency = entry["checkout_ms"]
+                self.assertLessEqual(latency["median"], latency["p99"], (name, rate))
+                self.assertLessEqual(latency["p999"], latency["max"], (name, rate))
+                paired = entry["failover_cpu_pct"] is not None
+                self.assertEqual(paired, name != "alone", (name, rate))
 
 
 def _endGroup(process: subprocess.Popen) -> None:
