@@ -51,6 +51,9 @@ class ILicenseStore(Interface):
     def setLocal(name, value):
         """Store a local value (any JSON value); None removes it."""
 
+    def getLocals(prefix):
+        """Fire with the local values whose names start with ``prefix``, by name."""
+
     def addUsage(points, denials, now, held=()):
         """Write a minute's ``usage.Point`` rows and ``usage.Denial`` refusals, and add the
         ``usage.SeatTime``s to their days; derive the hour and day rows; drop what is older

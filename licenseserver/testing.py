@@ -165,6 +165,9 @@ class FakeStore(service.Service):
     def setLocal(self, name: str, value: Any) -> defer.Deferred:
         return self._call("setLocal", self._setLocal, name, value)
 
+    def getLocals(self, prefix: str) -> defer.Deferred:
+        return self._call("getLocals", self._getLocals, prefix)
+
     def addUsage(self, points: Any, denials: Any, now: int, held: Any = ()) -> defer.Deferred:
         return self._call("addUsage", usagejobs.add_usage, self._usage, points, denials, now, held)
 
@@ -277,6 +280,13 @@ class FakeStore(service.Service):
     def _getLocal(self, name: Any) -> Any:
         value = self._local.get(check_local_name(name))
         return None if value is None else from_json(value)
+
+    def _getLocals(self, prefix: str) -> dict[str, Any]:
+        return {
+            name: from_json(value)
+            for name, value in self._local.items()
+            if name.startswith(prefix)
+        }
 
     def _setLocal(self, name: Any, value: Any) -> None:
         name = check_local_name(name)

@@ -368,6 +368,19 @@ class StoreTestsMixin:
         with self.assertRaises(store.StoreClosedError):
             await s.load()
 
+    async def test_localsByPrefix(self) -> None:
+        """``getLocals`` gives the values whose names start with the prefix, taken as
+        it is written (no pattern)."""
+        s = await self.makeStore()
+        await s.setLocal("note:a", [1])
+        await s.setLocal("note:b", {"x": 2})
+        await s.setLocal("notes", 3)
+        await s.setLocal("n_te:c", 4)
+        self.assertEqual(await s.getLocals("note:"), {"note:a": [1], "note:b": {"x": 2}})
+        self.assertEqual(await s.getLocals("n_te"), {"n_te:c": 4})
+        await s.setLocal("note:a", None)
+        self.assertEqual(await s.getLocals("note:"), {"note:b": {"x": 2}})
+
 
 class _WriterBug(BaseException):
     """An error no job handler catches: it ends the writer thread's loop."""
@@ -524,6 +537,40 @@ class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
         await defer.gatherResults(done)
         self.assertEqual(s.transactions - before, 1)
         self.assertEqual(await s.load(), model.Snapshot(50, by_kind(clients)))
+
+    async def test_localValuesJoinTheCommits(self) -> None:
+        """Local values set between commits share their transaction, in order; only each
+        name's last value is written, and every caller hears it is done."""
+        s = await self.makeStore()
+        blocked, release = s._pauseWriter()
+        await blocked
+        try:
+            before = s.transactions
+            done = [s.setLocal("removed_unacknowledged", [1]), s.commit(1, puts(CLIENT))]
+            done += [s.setLocal("removed_unacknowledged", [1, 2]), s.commit(2, puts(LICENSE))]
+        finally:
+            release()
+        await defer.gatherResults(done)
+        self.assertEqual(s.transactions - before, 1)
+        self.assertEqual(await s.getLocal("removed_unacknowledged"), [1, 2])
+        self.assertEqual(await s.load(), model.Snapshot(2, by_kind([CLIENT, LICENSE])))
+
+    async def test_badLocalNameFailsAlone(self) -> None:
+        """A local value the store refuses fails alone; the commits beside it are written."""
+        s = await self.makeStore()
+        blocked, release = s._pauseWriter()
+        await blocked
+        try:
+            first = s.commit(1, puts(CLIENT))
+            bad = s.setLocal("", 1)
+            second = s.commit(2, puts(LICENSE))
+        finally:
+            release()
+        await first
+        with self.assertRaises(ValueError):
+            await bad
+        await second
+        self.assertEqual(await s.load(), model.Snapshot(2, by_kind([CLIENT, LICENSE])))
 
     async def test_changesSinceWithinATransaction(self) -> None:
         """A revision in the middle of one transaction's change-log row is a good start."""

@@ -220,14 +220,25 @@ def _get_local_job(conn: sqlite3.Connection, name: Any) -> Any:
     return None if row is None else from_json(row[0])
 
 
+def _get_locals_job(conn: sqlite3.Connection, prefix: str) -> dict[str, Any]:
+    rows = conn.execute(
+        "SELECT name, value FROM local WHERE substr(name, 1, ?) = ?", (len(prefix), prefix)
+    )
+    return {name: from_json(value) for name, value in rows}
+
+
 def set_local(conn: sqlite3.Connection, name: Any, value: Any) -> None:
     """Set (or with None, remove) a local value on an open connection."""
-    name = check_local_name(name)
-    if value is None:
+    write_local(conn, check_local_name(name), None if value is None else to_json(value))
+
+
+def write_local(conn: sqlite3.Connection, name: str, text: str | None) -> None:
+    """Set a checked local name to its JSON ``text``, or remove it (None)."""
+    if text is None:
         conn.execute("DELETE FROM local WHERE name = ?", (name,))
         return
     conn.execute(
         "INSERT INTO local (name, value) VALUES (?, ?) "
         "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        (name, to_json(value)),
+        (name, text),
     )

@@ -39,7 +39,7 @@ from licenseserver.interfaces import ILicenseStore
 from licenseserver.localstate import USAGE_SYNCED
 from licenseserver.store import usagejobs
 from licenseserver.store.changelog import PreparedWrite, prepare_commit, prepare_entries
-from licenseserver.store.checks import check_newer
+from licenseserver.store.checks import check_local_name, check_newer
 from licenseserver.store.errors import StoreClosedError, StoreError, translate_error
 from licenseserver.store.jobs import (
     _add_event_job,
@@ -48,6 +48,7 @@ from licenseserver.store.jobs import (
     _changes_since_job,
     _events_job,
     _get_local_job,
+    _get_locals_job,
     _insert_log,
     _meta_int,
     _replace_all_job,
@@ -58,9 +59,10 @@ from licenseserver.store.jobs import (
     load_records,
     owed_since,
     set_local,
+    write_local,
 )
 from licenseserver.store.schema import MIGRATIONS, Migration, open_database
-from licenseserver.store.tables import TABLES, execute_rows
+from licenseserver.store.tables import TABLES, execute_rows, to_json
 
 DEFAULT_KEEP_CHANGES = 100_000
 """The change log keeps at least this many revisions (a failover further behind resyncs)."""
@@ -95,10 +97,11 @@ class _Job:
     commit or an audit append is a WRITE with its ``prepared`` write and no
     ``run``; ``resets`` marks a job that rewrites every table (``replaceAll``).
     ``patient``: the job may wait ``commit_delay`` for others to share its
-    transaction.
+    transaction. ``local``: a ``setLocal``'s ``(name, value)``, which a batch of
+    commits writes with them (the last value of each name only).
     """
 
-    __slots__ = ("mode", "run", "deferred", "commits", "patient", "prepared", "resets")
+    __slots__ = ("mode", "run", "deferred", "commits", "patient", "prepared", "resets", "local")
 
     def __init__(
         self,
@@ -109,6 +112,7 @@ class _Job:
         patient: bool = False,
         prepared: PreparedWrite | None = None,
         resets: bool = False,
+        local: tuple[str, Any] | None = None,
     ) -> None:
         self.mode = mode
         self.run = run
@@ -117,6 +121,7 @@ class _Job:
         self.patient = patient
         self.prepared = prepared
         self.resets = resets
+        self.local = local
 
 
 _STOP = object()
@@ -372,6 +377,9 @@ class SQLiteStore(service.Service):
     def getLocal(self, name: str) -> defer.Deferred:
         return self._submit(READ, partial(_get_local_job, name=name))
 
+    def getLocals(self, prefix: str) -> defer.Deferred:
+        return self._submit(READ, partial(_get_locals_job, prefix=prefix))
+
     def addUsage(self, points: Any, denials: Any, now: int, held: Any = ()) -> defer.Deferred:
         return self._submit(
             WRITE,
@@ -412,7 +420,15 @@ class SQLiteStore(service.Service):
         )
 
     def setLocal(self, name: str, value: Any) -> defer.Deferred:
-        return self._submit(WRITE, partial(set_local, name=name, value=value))
+        """Set a local value; it joins this turn's commits, after those made before it.
+
+        A role notes a list before the removals it covers are written, once per
+        removal: in a batch of commits only each name's last value is written,
+        so that such a note costs one encoding per transaction, not one per
+        removal.
+        """
+        write = partial(set_local, name=name, value=value)
+        return self._joinTurn(_Job(WRITE, write, defer.Deferred(), local=(name, value)))
 
     def broken(self) -> str | None:
         """Why the writer thread ended on its own (it could not open the database, or
@@ -647,8 +663,9 @@ class SQLiteStore(service.Service):
         return load_records(conn, self._owed)
 
     def _runWrites(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
-        """Write ``jobs`` in one transaction: fused when they are all commits."""
-        if all(job.prepared is not None for job in jobs):
+        """Write ``jobs`` in one transaction: fused when they are all commits (or local
+        values)."""
+        if all(job.prepared is not None or job.local is not None for job in jobs):
             if self._runCommitsFused(conn, jobs):
                 return
         self._runWritesOneByOne(conn, jobs)
@@ -684,7 +701,12 @@ class SQLiteStore(service.Service):
             written: set[tuple] = set()
             lines: list[str] = []
             entries: list = []
+            values: dict[str, Any] = {}
             for job in jobs:
+                if job.local is not None:
+                    name, value = job.local
+                    values[check_local_name(name)] = value
+                    continue
                 prepared = job.prepared
                 if prepared.revision is not None:
                     check_newer(prepared.revision, txn.revision)
@@ -702,7 +724,8 @@ class SQLiteStore(service.Service):
                         puts.setdefault(spec.kind, []).append(row)
                 lines += prepared.lines
                 entries += prepared.entries
-        except (ValueError, sqlite3.Error):
+            texts = {name: None if v is None else to_json(v) for name, v in values.items()}
+        except (ValueError, TypeError, sqlite3.Error):
             return False
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -714,6 +737,8 @@ class SQLiteStore(service.Service):
                 _insert_log(conn, txn.revision, lines)
             _set_meta(conn, "revision", txn.revision)
             txn.tail = _append_audit(conn, txn.tail or _audit_tail(conn), entries)
+            for name, text in texts.items():
+                write_local(conn, name, text)
             conn.execute("COMMIT")
         except sqlite3.Error:
             self._rollback(conn)
