@@ -321,7 +321,7 @@ async def main(reactor: Any, args: Any) -> dict[str, Any]:
     work = common.work_dir(args, "latency")
     errors: list[str] = []
     setups = {}
-    for name in SETUPS:
+    for name in args.setups:
         setups[name] = await setup(reactor, args, work, name, errors)
     info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     rows = [
@@ -376,7 +376,15 @@ def run(argv: list[str] | None = None) -> None:
         help="requests per second to run, comma-separated (default 100,1000,5000; 100,400 "
         "with --quick)",
     )
+    p.add_argument(
+        "--setups",
+        default=",".join(SETUPS),
+        help=f"the setups to run, comma-separated (default {','.join(SETUPS)})",
+    )
     args = common.parse(p, argv)
+    args.setups = args.setups.split(",")
+    if not args.setups or set(args.setups) - set(SETUPS):
+        p.error(f"--setups must name some of {', '.join(SETUPS)}")
     text = args.rates or ("100,400" if args.quick else "100,1000,5000")
     args.rates = [float(x) for x in text.split(",")]
     if any(rate <= 0 for rate in args.rates):

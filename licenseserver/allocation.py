@@ -257,6 +257,15 @@ def _holds(leases: Mapping[str, Lease] | None, now: float) -> bool:
     return leases is not None and any(lease.live(now) for lease in leases.values())
 
 
+def live_holders(holders: Holders, now: float, enough: int) -> int:
+    """How many of a license's ``holders`` hold a live lease at ``now``, as far as a
+    comparison with ``enough`` goes: with fewer holders than ``enough``, live or not,
+    their number (below ``enough`` too) without a look at their leases."""
+    if len(holders) < enough:
+        return len(holders)
+    return sum(_holds(leases, now) for leases in holders.values())
+
+
 def allocate(
     request: SeatRequest,
     licenses: Sequence[License],

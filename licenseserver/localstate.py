@@ -34,11 +34,15 @@ ALIVE_AT = "primary_alive_at"
 """When this primary last noted that it runs (every ``ALIVE_EVERY`` s of ``roles.primary``)."""
 STOPPED_AT = "primary_stopped_at"
 """When this primary stopped cleanly; cleared as it starts."""
-REMOVED = "removed_unacknowledged"
-"""A primary's leases of exact licenses removed since its failover last acknowledged a
-sync (``[revision, lease record, how]`` each): in a cut they still count, since the
-failover may hold them. Noted before the removal is written; a stale list only counts
+REMOVED = "removed_unacknowledged:"
+"""The prefix of a primary's notes of the leases of exact licenses removed since its
+failover last acknowledged a sync: one value per lease, named ``REMOVED`` and its id,
+``[revision, lease record, how]``. In a cut they still count, since the failover may hold
+them. Noted before the removal is written (one note per removal, so that a busy primary
+writes little), and removed once the failover acknowledges it; a stale note only counts
 more, until the failover acknowledges again."""
+REMOVED_LIST = "removed_unacknowledged"
+"""The same notes as one list, as version 1.0 kept them: read once at the start."""
 USAGE_SYNCED = "usage_synced"
 """Where a failover's next ``USAGE`` sync of the primary's usage history starts (a Unix
 time, the end of the last minute it holds); set with the rows, in the same write."""

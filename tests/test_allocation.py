@@ -309,6 +309,24 @@ class HolderIndexTests(unittest.TestCase):
                 expected = (who, "anna", "XMLSpy") in live or len(live) < 2
                 self.assertEqual(isinstance(result, Grant), expected, (who, leases))
 
+    def test_liveHoldersDecideLikeACount(self):
+        """``live_holders`` against ``enough`` decides as a count of the live holders does,
+        lease by lease; with fewer holders than ``enough`` it looks at no lease."""
+        cases = [
+            [],
+            [lease("m1"), lease("m2")],
+            [lease("m1"), lease("m2", expires=NOW), lease("m3")],
+            [lease("m1", expires=NOW - 1), lease("m1", id="x"), lease("m2", expires=NOW)],
+            [lease("m1", expires=NOW), lease("m2", expires=NOW), lease("m3", expires=NOW)],
+        ]
+        for leases in cases:
+            holders = allocation.index_holders(leases).get("L-1", {})
+            live = allocation.seats_held(lic(), leases, lambda other: other.live(NOW))
+            for enough in range(5):
+                counted = allocation.live_holders(holders, NOW, enough)
+                self.assertEqual(counted >= enough, live >= enough, (leases, enough))
+                self.assertEqual(counted, live if len(holders) >= enough else len(holders))
+
     def test_poolIndexFollowsChanges(self):
         """The pool's holder index is what the leases it holds say, through puts and undos."""
         from licenseserver.model import Change

@@ -9,7 +9,7 @@ failover at most min(2, 5 - the synced leases live at its takeover).
 
 from __future__ import annotations
 
-from licenseserver.localstate import TAKEOVER_HELD
+from licenseserver.localstate import REMOVED, REMOVED_LIST, TAKEOVER_HELD
 from licenseserver.protocols.licensing import LicensingFactory
 from licenseserver.roles.admin import AdminError
 from licenseserver.testing import FakeStore
@@ -495,6 +495,41 @@ class InterleavingTests(PartitionTestCase):
         self.primary = self.startPrimary()
         self.assertTrue(self.primary.cutOff())
         self.refusedCheckout(self.primary, "m4")
+
+    def notes(self) -> dict:
+        return self.successResultOf(self.primaryStore.getLocals(REMOVED))
+
+    def test_removalNotedPerLease(self):
+        """Each removal is noted on its own (a busy primary rewrites no list per removal),
+        and its note goes once the failover acknowledges the removal."""
+        leases = [self.checkout(self.primary, m) for m in ("m1", "m2", "m3")]
+        self.advance(TTL - 0.5)
+        self.clock.advance(1.5)  # no byte moves: the removal stays here
+        self.ok(self.primary.reap())
+        notes = self.notes()
+        self.assertEqual(sorted(notes), sorted(REMOVED + lease for lease in leases))
+        self.assertEqual({note[1]["id"] for note in notes.values()}, set(leases))
+        self.beat()
+        self.beat()
+        self.assertEqual(self.notes(), {})
+
+    def test_oneListOfAnOlderVersionCounts(self):
+        """A primary whose notes are one list, as version 1.0 kept them, still counts the
+        removals in it after a restart, and notes them one by one from then on."""
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        self.advance(TTL - 0.5)
+        self.clock.advance(1.5)
+        self.ok(self.primary.reap())
+        notes = self.notes()
+        for name in notes:
+            self.ok(self.primaryStore.setLocal(name, None))
+        self.ok(self.primaryStore.setLocal(REMOVED_LIST, list(notes.values())))
+        self.killPrimary()
+        self.primary = self.startPrimary()
+        self.refusedCheckout(self.primary, "m4")
+        self.assertEqual(self.notes(), notes)
+        self.assertIsNone(self.successResultOf(self.primaryStore.getLocal(REMOVED_LIST)))
 
     def test_removalAcknowledgedFreesTheSeat(self):
         """Once the failover acknowledged the removal, the seat is free in a later cut."""

@@ -317,8 +317,7 @@ class FailoverRole(ServingRole):
             for lease in leases:
                 self._ended[lease.id] = (how, lease.expires)
             # Noted before the removal is written: a restart still merges it as it ended.
-            noted = {lease_id: list(ended) for lease_id, ended in self._ended.items()}
-            d = self.store.setLocal(ENDED_WHILE_SERVING, noted)
+            d = self.store.setLocal(ENDED_WHILE_SERVING, dict(self._ended))
             d.addErrback(lambda f: self.log.failure("Could not note the leases ended", f))
 
     # The exact partition policy (FAILOVER.md rule 17)

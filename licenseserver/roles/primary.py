@@ -28,15 +28,16 @@ from twisted.internet import defer
 from licenseserver import alerts, jsonparse, usage
 from licenseserver._version import EDITION, __version__
 from licenseserver.addresses import parse_host_port
-from licenseserver.allocation import seats_held
+from licenseserver.allocation import Holders, live_holders, seats_held
 from licenseserver.localstate import (
     ALIVE_AT,
     FAILOVER_ADDRESS,
     REMOVED,
+    REMOVED_LIST,
     STOPPED_AT,
     UNCONFIRMED,
 )
-from licenseserver.model import Change, Client, Lease, License, record_from_dict, record_to_dict
+from licenseserver.model import Change, Client, Lease, record_from_dict, record_to_dict
 from licenseserver.passwords import proof_matches
 from licenseserver.protocols import sync
 from licenseserver.protocols.wire import (
@@ -198,9 +199,16 @@ class PrimaryRole(ServingRole):
             await self.store.setLocal(STOPPED_AT, None)
         self._recordOutage(aliveAt, stoppedAt)
         self._unconfirmed = set(await self.store.getLocal(UNCONFIRMED) or ())
-        for revision, record, how in await self.store.getLocal(REMOVED) or ():
+        notes = list((await self.store.getLocals(REMOVED)).values())
+        older = await self.store.getLocal(REMOVED_LIST)
+        for revision, record, how in notes + (older or []):
             lease = record_from_dict("lease", record)
             self._gone[lease.id] = (revision, lease, how)
+        if older is not None:  # kept as one list by version 1.0: one note each from now on
+            for revision, lease, how in self._gone.values():
+                note = [revision, record_to_dict(lease), how]
+                await self.store.setLocal(REMOVED + lease.id, note)
+            await self.store.setLocal(REMOVED_LIST, None)
 
     def loadedPool(self) -> None:
         """Withdraw the grants whose answer still waited for the failover when this primary
@@ -343,11 +351,11 @@ class PrimaryRole(ServingRole):
         cut = self.cutOff()
         acknowledged = False
         for lic, share in exact:
-            leases = self.pool.leasesFor(lic.product)
-            if self._holdsSeat(lic, lease, leases, now, cut):
+            holders = self.pool.holdersOf(lic.id)
+            if self._holdsSeat(lease, holders, now, cut):
                 continue
             if cut:
-                counted = leases + [
+                counted = self.pool.leasesFor(lic.product) + [
                     gone
                     for _, gone, how in self._gone.values()
                     if how != "released" and lic.id in gone.licenses
@@ -360,7 +368,7 @@ class PrimaryRole(ServingRole):
                         f" in use, and {share} are held back for the failover: this server"
                         " is cut off from it (exact partition policy)",
                     )
-            elif seats_held(lic, leases, lambda other: other.live(now)) + 1 > lic.seats - share:
+            elif live_holders(holders, now, lic.seats - share) + 1 > lic.seats - share:
                 acknowledged = True
         if cut:
             self._grantedInCut.add(lease.id)
@@ -382,9 +390,7 @@ class PrimaryRole(ServingRole):
         d.addErrback(lambda f: self.log.failure("Could not note the unconfirmed grants", f))
         return d
 
-    def _holdsSeat(
-        self, lic: License, lease: Lease, leases: list[Lease], now: int, cut: bool
-    ) -> bool:
+    def _holdsSeat(self, lease: Lease, holders: Holders, now: int, cut: bool) -> bool:
         """Whether ``lease``'s holder holds a seat of ``lic`` already (it takes no new one).
 
         A grant still waiting for the failover's acknowledgement is no seat
@@ -393,15 +399,15 @@ class PrimaryRole(ServingRole):
         is a seat held for sure: the holder may have released one the failover
         holds too, and the failover has given that seat to someone else.
         """
-        holder = (lease.machine, lease.user, lease.product)
+        held = holders.get((lease.machine, lease.user, lease.product))
+        if not held:
+            return False
         waiting = {waiting.id for _, waiting, _ in self._waiting}
         return any(
-            (other.machine, other.user, other.product) == holder
-            and other.live(now)
+            other.live(now)
             and other.id not in waiting
             and (not cut or other.id in self._grantedInCut)
-            for other in leases
-            if lic.id in other.licenses
+            for other in held.values()
         )
 
     def leaseEnded(self, leases: Any, how: str) -> None:
@@ -421,11 +427,11 @@ class PrimaryRole(ServingRole):
             return
         for lease in gone:
             self._gone[lease.id] = (revision, lease, how)
-        # Noted before the removal is written (the store keeps the order), so that a
-        # restart still counts them; those acknowledged since go with the next note.
-        noted = [[at, record_to_dict(lease), how] for at, lease, how in self._gone.values()]
-        d = self.store.setLocal(REMOVED, noted)
-        d.addErrback(lambda f: self.log.failure("Could not note the leases removed", f))
+            # Noted before the removal is written (the store keeps the order), so that
+            # a restart still counts it; the note goes once the failover acknowledges.
+            note = [revision, record_to_dict(lease), how]
+            d = self.store.setLocal(REMOVED + lease.id, note)
+            d.addErrback(lambda f: self.log.failure("Could not note a lease removed", f))
 
     def _counts(self, lease: Lease, now: int) -> bool:
         """Whether a lease holds its seat during a cut: live, or ended by silence while the
@@ -472,7 +478,10 @@ class PrimaryRole(ServingRole):
     def _acknowledge(self, revision: int) -> None:
         """The failover holds ``revision``: answer the grants it acknowledges, once they are
         no longer noted as unconfirmed (a restart must not withdraw a seat a client holds)."""
-        self._gone = {key: gone for key, gone in self._gone.items() if gone[0] > revision}
+        for key in [key for key, gone in self._gone.items() if gone[0] <= revision]:
+            del self._gone[key]
+            d = self.store.setLocal(REMOVED + key, None)
+            d.addErrback(lambda f: self.log.failure("Could not drop a removal's note", f))
         acknowledged = [entry for entry in self._waiting if entry[0] <= revision]
         if not acknowledged:
             return
@@ -559,7 +568,6 @@ class PrimaryRole(ServingRole):
         self.peer = None
         self.rememberedFailover = None
         await self.store.setLocal(FAILOVER_ADDRESS, None)
-        await self.store.setLocal(REMOVED, None)
         self.audit("failover-unpaired", name=name)
         self.record(
             "failover-unpaired",
