@@ -84,6 +84,9 @@ class ParkedStore:
     def setLocal(self, name: str, value: Any) -> defer.Deferred:
         return defer.succeed(None)
 
+    def getLocals(self, prefix: str) -> defer.Deferred:
+        return defer.succeed({})
+
     def commit(self, revision: int, changes: Any, audit: Any = (), patient: bool = False):
         d: defer.Deferred = defer.Deferred()
         self.parked.append(d)

@@ -155,7 +155,7 @@ class Ledger:
         time past its last heartbeat (the failover, which syncs from the store,
         sees the same).
         """
-        renewed = [dataclasses.replace(lease, expires=now + lease.ttl) for lease in leases]
+        renewed = [lease.renewed(now + lease.ttl) for lease in leases]
         changes = [Change.put(lease) for lease in renewed]
         stored = self.storedExpiry
         if any(stored.get(lease.id, 0) - now < lease.ttl / 2 for lease in leases):

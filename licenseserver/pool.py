@@ -69,7 +69,15 @@ class Pool:
         return undo
 
     def _put(self, kind: str, key: tuple[str, ...], record: Any) -> None:
-        if key in self._records[kind]:
+        old = self._records[kind].get(key)
+        if kind == "lease" and old is not None and _sameIndexes(old, record):
+            # A renewal: only the end changed, and the indexes hold the new record.
+            self._records[kind][key] = record
+            holder = (record.machine, record.user, record.product)
+            for license_id in record.licenses:
+                self._holders[license_id][holder][record.id] = record
+            return
+        if old is not None:
             self._delete(kind, key)
         self._records[kind][key] = record
         if kind == "client":
@@ -203,3 +211,14 @@ def _discard(index: dict, key: Any, value: Any) -> None:
         members.discard(value)
         if not members:
             del index[key]
+
+
+def _sameIndexes(old: Any, new: Any) -> bool:
+    """Whether two leases of one id sit in the same places of the pool's indexes."""
+    return (
+        old.machine == new.machine
+        and old.user == new.user
+        and old.product == new.product
+        and old.request == new.request
+        and old.licenses == new.licenses
+    )

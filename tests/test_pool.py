@@ -1,5 +1,7 @@
 """Tests for licenseserver.pool: the in-memory pool and its undo."""
 
+import dataclasses
+
 from twisted.trial import unittest
 
 from licenseserver.model import Assignment, Change, Client, Setting
@@ -82,3 +84,44 @@ class PoolTests(unittest.TestCase):
         self.assertEqual(pool.highestClientNumber, 7)
         pool.apply([Change.delete(Client("c-7", "m7", "h", 1, 1))])
         self.assertEqual(pool.highestClientNumber, 7)
+
+
+class RenewalTests(unittest.TestCase):
+    """A renewal (only the end changes) takes a short way through the pool's indexes."""
+
+    def test_renewedIsReplace(self):
+        old = lease("m1", request="k1")
+        self.assertEqual(
+            old.renewed(old.expires + 60), dataclasses.replace(old, expires=old.expires + 60)
+        )
+        self.assertEqual(old.expires, lease("m1").expires)
+
+    def test_indexesHoldTheRenewedLease(self):
+        """After a renewal every index gives the new record, as a pool built afresh does;
+        a put that moves a lease (another machine) still leaves nothing behind."""
+        pool = Pool(0, [lease("m1", request="k1"), lease("m2", id="b")])
+        renewed = lease("m1", request="k1").renewed(lease("m1").expires + 60)
+        moved = lease("m3", id="b")
+        undo = pool.apply([Change.put(renewed), Change.put(moved)])
+        fresh = Pool(0, [renewed, moved])
+        for p in (pool, fresh):
+            self.assertEqual(p.lease(renewed.id), renewed)
+        self.assertEqual(self.indexes(pool), self.indexes(fresh))
+        self.assertIs(pool.holdersOf("L-1")[("m1", "anna", "XMLSpy")][renewed.id], renewed)
+        self.assertEqual(pool.leaseByRequest("m1", "k1"), renewed)
+        self.assertEqual(pool.leasesOfMachine("m2"), [])
+        pool.apply(undo)
+        self.assertEqual(
+            self.indexes(pool),
+            self.indexes(Pool(0, [lease("m1", request="k1"), lease("m2", id="b")])),
+        )
+
+    def indexes(self, pool: Pool) -> tuple:
+        holders = {k: {h: dict(v) for h, v in found.items()} for k, found in pool._holders.items()}
+        return (
+            holders,
+            {p: sorted(ids) for p, ids in pool._leases_by_product.items() if ids},
+            {m: sorted(ids) for m, ids in pool._leases_by_machine.items() if ids},
+            dict(pool._lease_by_request),
+            {key: record for key, record in pool._records["lease"].items()},
+        )
