@@ -414,6 +414,7 @@ _LATENCY_RATE = {
     "failover_cpu_pct": orNull(NUMBER),
     "load_cpu_pct": NUMBER,
     "errors": INT,
+    "unanswered": INT,
 }
 LATENCY = {
     "machine": MACHINE,
@@ -673,6 +674,7 @@ class BenchSmokeTests(unittest.TestCase):
         for name, by_rate in result["setups"].items():
             for rate, entry in by_rate.items():
                 self.assertEqual(entry["errors"], 0, (name, rate))
+                self.assertEqual(entry["unanswered"], 0, (name, rate))
                 self.assertGreater(entry["checkouts"], 0, (name, rate))
                 latency = entry["checkout_ms"]
                 self.assertLessEqual(latency["median"], latency["p99"], (name, rate))
