@@ -106,8 +106,9 @@ REQUEST_TIMEOUT = 60.0
 LICENSE_ID = "L-BENCH-ACKED-000000"
 
 
-def exact_license(key: Any, seats: int, share: int) -> Any:
-    """One concurrent license of ``seats`` seats under ``exact`` with ``share`` held back."""
+def exact_license(key: Any, seats: int, share: int | str, license_id: str = LICENSE_ID) -> Any:
+    """One concurrent license of ``seats`` seats under ``exact`` with ``share`` held back
+    (seats, or a percentage such as ``"20%"``)."""
     from licenseserver import signing
 
     lic = signing.issue_license(
@@ -117,7 +118,7 @@ def exact_license(key: Any, seats: int, share: int) -> Any:
         seats=seats,
         edition="Enterprise",
         licensee="Benchmark Ltd",
-        id=LICENSE_ID,
+        id=license_id,
         failover_policy="exact",
         failover_share=str(share),
     )

@@ -59,11 +59,11 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import common
+from acked_grants import exact_license
 from takeover import synced
 from twisted.internet import defer, task
 from twisted.internet.protocol import Protocol
@@ -79,20 +79,9 @@ LICENSE_ID = "L-BENCH-LATENCY-0000"
 
 def license_for(key: Any, seats: int, share: str | None) -> Any:
     """One concurrent license of ``seats``; ``exact`` with ``share`` when one is given."""
-    from licenseserver import signing
-
-    terms = {} if share is None else {"failover_policy": "exact", "failover_share": share}
-    lic = signing.issue_license(
-        key,
-        product=common.PRODUCT,
-        kind="concurrent",
-        seats=seats,
-        edition="Enterprise",
-        licensee="Benchmark Ltd",
-        id=LICENSE_ID,
-        **terms,
-    )
-    return replace(lic, active=True, added=int(time.time()))
+    if share is None:
+        return common.licenses(key, common.PRODUCT, 1, seats)[0]
+    return exact_license(key, seats, share, LICENSE_ID)
 
 
 class Load:
