@@ -391,7 +391,8 @@ class PrimaryRole(ServingRole):
         return d
 
     def _holdsSeat(self, lease: Lease, holders: Holders, now: int, cut: bool) -> bool:
-        """Whether ``lease``'s holder holds a seat of ``lic`` already (it takes no new one).
+        """Whether ``lease``'s holder holds a seat already of the license whose ``holders``
+        are given (the pool's index of it): then it takes no new one.
 
         A grant still waiting for the failover's acknowledgement is no seat
         yet: it may be withdrawn, and a second grant of the same holder beside
