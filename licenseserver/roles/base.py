@@ -155,8 +155,9 @@ class ServingRole(ClientOperations, AdminOperations, service.MultiService):
         return True
 
     def _sampleUsage(self) -> None:
-        """Write the minutes that are over; note the seats in use of every license. (Once a
-        day, also alert of the licenses that end within the alert window.)"""
+        """Write the minutes that are over; note the seats in use of every license. (Also
+        look for lasting trouble, ``watch``, and once a day alert of the licenses that end
+        within the alert window.)"""
         now = self.now()
         self.watch()
         self._alertExpiring(now)
