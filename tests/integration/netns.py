@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -147,6 +148,38 @@ def probe(
     return result.stdout.strip()
 
 
+OURS = re.compile(r"^lsp(\d+)\d\d-")
+"""A namespace made here: ``lsp``, the pid of the test process, a serial of two digits."""
+
+
+def remove_stale() -> list[str]:
+    """Remove the namespaces of test processes that are gone, and return their names.
+
+    A test process killed before its cleanups ran (SIGKILL, a run cut short) leaves its
+    namespaces behind; the next hub sweeps them. A namespace whose pid runs stays, even
+    if that pid is now another process's: it may be a test running beside this one.
+    Deleting a namespace deletes its veths, and so their peers here.
+    """
+    removed = []
+    for line in ip("netns", "list").splitlines():
+        name = line.split(" ", 1)[0]
+        found = OURS.match(name)
+        if found and not _running(int(found.group(1))):
+            undo("netns", "delete", name)
+            removed.append(name)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _used_octets() -> set[int]:
     """The third octets of the 10.213.K.0/24 networks the test's namespace uses now."""
     text = ip("-4", "-o", "addr", "show") + ip("-4", "route", "show", "table", "all")
@@ -243,6 +276,7 @@ class Hub:
     def build(self) -> Hub:
         """Make the hub, the spokes and the test's link, each removed at the test's end."""
         forwarding = _root_forwarding()
+        remove_stale()
         cleanup = self.testcase.addCleanup
         self.octet = self._pick_octet()
         self.links = {"test": self._make_link(0, "test")}
