@@ -192,28 +192,22 @@ async def phase(
     primary: common.Server,
     failover: common.Server | None,
 ) -> dict[str, Any]:
-    cpu0 = [primary.cpu(), failover.cpu() if failover else 0.0, common.cpu_seconds()]
+    def cpu() -> list[float]:
+        """Monotonic time, then the CPU seconds of the primary, the failover and the load."""
+        failed_over = failover.cpu() if failover else 0.0
+        return [time.monotonic(), primary.cpu(), failed_over, common.cpu_seconds()]
+
     load.latencies, load.answered = [], 0
-    t0 = time.monotonic()
-    measuring: list[float] = []
-
-    def mark() -> None:
-        measuring.extend([time.monotonic(), primary.cpu()])
-        measuring.append(failover.cpu() if failover else 0.0)
-        measuring.append(common.cpu_seconds())
-
-    reactor.callLater(args.warmup, mark)
+    marks: list[list[float]] = []
+    reactor.callLater(args.warmup, lambda: marks.append(cpu()))  # the timed window starts
     start, end = await run_rate(reactor, load, rate, args.warmup, args.seconds)
-    cpu1 = [primary.cpu(), failover.cpu() if failover else 0.0, common.cpu_seconds()]
-    t1 = time.monotonic()
+    marks.append(cpu())
     try:
         await common.wait_until(reactor, lambda: load.pending() == 0, DRAIN, "every answer")
     except TimeoutError:
         pass  # overloaded: reported as unanswered, and the setup's later rates are skipped
-    if len(measuring) == 4:
-        t0, cpu0 = measuring[0], measuring[1:]
-    elapsed = max(t1 - t0, 1e-9)
-    usage = [(b - a) / elapsed * 100 for a, b in zip(cpu0, cpu1, strict=True)]
+    (t0, *cpu0), (t1, *cpu1) = marks
+    usage = [(b - a) / (t1 - t0) * 100 for a, b in zip(cpu0, cpu1, strict=True)]
     ms = [x * 1000 for x in load.latencies]
     if not ms:
         raise RuntimeError(f"no CHECKOUT timed at {rate:g}/s: {load.error_lines}")

@@ -302,10 +302,7 @@ def allocate(
         if _holds(holders(lic.id).get(holder), now):
             return Grant((lic.id,), CONCURRENT)
     for lic in concurrent:
-        found = holders(lic.id)
-        if len(found) < lic.seats:
-            return Grant((lic.id,), CONCURRENT)
-        if sum(_holds(leases, now) for leases in found.values()) < lic.seats:
+        if live_holders(holders(lic.id), now, lic.seats) < lic.seats:
             return Grant((lic.id,), CONCURRENT)
 
     for lic in candidates:
