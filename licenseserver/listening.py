@@ -4,8 +4,9 @@ Like ``strports.service``, but a port that cannot be had ends the process
 with a one-line reason and exit status 1 instead of a traceback, and the
 port actually bound (useful with ``tcp:0``) is written to a file and passed
 to a callback, so tests and scripts can find it. A plain ``tcp:PORT`` listens
-on IPv4 and IPv6 alike, and an ``ssl:`` endpoint serves TLS with the settings
-of ``licenseserver.tls``.
+on IPv4 and IPv6 alike, an ``ssl:`` endpoint serves TLS with the settings
+of ``licenseserver.tls``, and a TCP or TLS port that names no backlog gets
+``LISTEN_BACKLOG``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ from twisted.internet.error import CannotListenError
 
 from licenseserver import tls
 from licenseserver.addresses import server_port_interface, split_endpoint
+
+LISTEN_BACKLOG = 4096
+"""Connections the kernel may hold for ``accept()`` on a TCP or TLS port whose string
+names no ``backlog``. Twisted's default, 50, is too few for a license server: after a
+takeover, a handback or a restart, every client reconnects at once, and a burst past
+the backlog has its handshakes dropped and retried a second and more later (or, with
+SYN cookies, some connections the client thinks made never reach the server). Linux
+caps it at ``net.core.somaxconn`` (4096 by default since 5.4)."""
+
+_TCP_KINDS = frozenset({"tcp", "tcp6"})
+"""Twisted's TCP server endpoints, whose fields are ``port``, ``interface``, ``backlog``."""
 
 
 def _dual_stack() -> bool:
@@ -43,15 +55,18 @@ def serverEndpoint(reactor: Any, description: str) -> Any:
     (one dual-stack socket on ``::``) where the host has IPv6, on every IPv4
     address otherwise. ``ssl:`` takes Twisted's fields but serves the TLS
     versions and suites of ``licenseserver.tls`` (see ``tlsServerEndpoint``).
-    Any other string means what Twisted says it means.
+    Any other string means what Twisted says it means, except that a ``tcp:``,
+    ``tcp6:`` or ``ssl:`` port without a ``backlog`` gets ``LISTEN_BACKLOG``.
     """
     kind, positional, named = split_endpoint(description)
     plain = kind == "tcp" and len(positional) + len(named) == 1
     if plain and server_port_interface(description) is not None and _dual_stack():
         port, _ = server_port_interface(description)
-        return endpoints.TCP6ServerEndpoint(reactor, port, interface="::")
+        return endpoints.TCP6ServerEndpoint(reactor, port, backlog=LISTEN_BACKLOG, interface="::")
     if kind == "ssl":
         return tlsServerEndpoint(reactor, description)
+    if kind in _TCP_KINDS and "backlog" not in named and len(positional) < 3:
+        description += f":backlog={LISTEN_BACKLOG}"
     return endpoints.serverFromString(reactor, description)
 
 
@@ -72,8 +87,8 @@ def tlsServerEndpoint(reactor: Any, description: str) -> Any:
     """The endpoint of an ``ssl:`` string, with the TLS settings of ``licenseserver.tls``.
 
     The fields are Twisted's (``port``, ``privateKey`` [``server.pem``],
-    ``certKey`` [the key file], ``interface``, ``backlog``, ``extraCertChain``,
-    ``dhParameters``) and the files are read as Twisted reads them; what
+    ``certKey`` [the key file], ``interface``, ``backlog`` [``LISTEN_BACKLOG``],
+    ``extraCertChain``, ``dhParameters``) and the files are read as Twisted reads them; what
     Twisted's own parser cannot do is choose the suites, so this one does.
     ``sslmethod`` is refused: it would undo the TLS 1.2 minimum. Raises
     ``ValueError`` for a field that is unknown, missing or given twice, and
@@ -98,7 +113,7 @@ def tlsServerEndpoint(reactor: Any, description: str) -> Any:
     if "port" not in values:
         raise ValueError(f"{description!r} names no port")
     try:
-        port, backlog = int(values["port"]), int(values.get("backlog", "50"))
+        port, backlog = int(values["port"]), int(values.get("backlog", LISTEN_BACKLOG))
     except ValueError:
         raise ValueError(f"{description!r}: port and backlog must be numbers") from None
     privateKey = values.get("privateKey", "server.pem")

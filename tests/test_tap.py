@@ -364,6 +364,35 @@ class EndpointTests(unittest.TestCase):
         named = listening.serverEndpoint(MemoryReactorClock(), "tcp:35355:interface=10.0.0.5")
         self.assertIsInstance(named, endpoints.TCP4ServerEndpoint)
 
+    def test_backlog(self):
+        """A TCP port that names no backlog gets LISTEN_BACKLOG, not Twisted's 50 (a
+        reconnecting crowd must not have its handshakes dropped); one named is kept, and
+        other kinds of endpoint are left as Twisted makes them."""
+        from twisted.internet.protocol import Factory
+
+        from licenseserver import listening
+
+        expected = {
+            "tcp:35355": listening.LISTEN_BACKLOG,
+            "tcp:35355:interface=10.0.0.5": listening.LISTEN_BACKLOG,
+            "tcp:35355:10.0.0.5": listening.LISTEN_BACKLOG,
+            "tcp6:35355": listening.LISTEN_BACKLOG,
+            "tcp:35355:10.0.0.5:7": 7,
+            "tcp:35355:backlog=9": 9,
+        }
+        for text, backlog in expected.items():
+            memory = MemoryReactorClock()
+            self.successResultOf(listening.serverEndpoint(memory, text).listen(Factory()))
+            [(port, _, listened, _)] = memory.tcpServers
+            self.assertEqual((port, listened), (35355, backlog), text)
+        self.assertGreater(listening.LISTEN_BACKLOG, 1000)
+        memory = MemoryReactorClock()
+        socketPath = self.mktemp()
+        self.successResultOf(
+            listening.serverEndpoint(memory, f"unix:{socketPath}").listen(Factory())
+        )
+        self.assertEqual(memory.unixServers[0][2], 50)
+
     def test_mappedAddressesShownAsIPv4(self):
         """IPv4 clients of a dual-stack socket are shown by their IPv4 address."""
         from twisted.internet.address import IPv4Address, IPv6Address

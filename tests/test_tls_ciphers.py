@@ -639,6 +639,11 @@ class EndpointStringTests(unittest.TestCase):
         [(port, _, options, backlog, interface)] = memory.sslServers
         self.assertEqual((port, backlog, interface), (4433, 7, "::1"))
         self.assertIsInstance(options, twisted_ssl.CertificateOptions)
+        memory = MemoryReactorClock()
+        unnamed = certs.tls_endpoint(4433, key, pem)
+        self.successResultOf(listening.serverEndpoint(memory, unnamed).listen(Factory()))
+        [(_, _, _, backlog, _)] = memory.sslServers
+        self.assertEqual(backlog, listening.LISTEN_BACKLOG)
 
     def test_refused(self) -> None:
         """``sslmethod``, unknown or repeated fields, and a missing port are refused."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import select
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -33,17 +34,10 @@ class SilentConnectionTests(unittest.TestCase):
     def setUp(self):
         data = Path(self.mktemp()).resolve()
         # A lease time of 8 s makes the heartbeat 2 s, so the idle timeout is IDLE itself.
-        # The backlog takes the test's burst of connects: with Twisted's default of 50, a
-        # burst that outruns accept() waits a second at a time for the kernel's SYN retries.
-        self.server = start_server(
-            self,
-            data,
-            "--lease-ttl",
-            "8",
-            "--idle-timeout",
-            str(IDLE),
-            licensing_endpoint="tcp:0:interface=127.0.0.1:backlog=2048",
-        )
+        # The port names no backlog: the server's own (LISTEN_BACKLOG) takes the test's
+        # burst of connects, where Twisted's 50 would make a burst that outruns accept()
+        # wait a second at a time for the kernel's SYN retries.
+        self.server = start_server(self, data, "--lease-ttl", "8", "--idle-timeout", str(IDLE))
         self.address = ("127.0.0.1", self.server.licensing_port)
 
     def openSilent(self) -> dict[int, socket.socket]:
@@ -110,3 +104,15 @@ class SilentConnectionTests(unittest.TestCase):
         with socket.create_connection(self.address, timeout=PROMPT) as client:
             client.sendall(b"PING\n")
             self.assertEqual(client.makefile("rb").readline(), b"OK\n")
+
+    def test_listenBacklog(self):
+        """The licensing port's socket listens with the server's backlog, as the kernel
+        reports it (``ss``: the send queue of a listening socket is its backlog)."""
+        from licenseserver.listening import LISTEN_BACKLOG
+
+        port = self.server.licensing_port
+        shown = subprocess.run(
+            ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        self.assertEqual(shown[0], "LISTEN", shown)
+        self.assertEqual(int(shown[2]), LISTEN_BACKLOG)
