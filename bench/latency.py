@@ -50,6 +50,8 @@ core):
   - ``errors`` (int): answers other than ``OK`` (0 in a good run).
   - ``unanswered`` (int): requests still unanswered 120 s after the rate's last one (0
     unless the server was overloaded; the setup's later rates are then not run).
+  - ``connections_lost`` (int): connections that ended before the setup did, counted
+    from its start (0 in a good run: a lost connection's requests stay unanswered).
 
 - ``error_lines`` (list of str): the first answers counted as errors (up to 5).
 """
@@ -87,9 +89,13 @@ def license_for(key: Any, seats: int, share: str | None) -> Any:
 class Load:
     """The timed answers and errors of one rate, over all connections."""
 
-    def __init__(self) -> None:
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        """The connections to make: ``ready`` fires once each has said HELLO."""
         self.connections: list[Client] = []
         self.helloed = 0
+        self.lost = 0
+        """Connections that ended before the load did (0 in a good run)."""
         self.ready: defer.Deferred = defer.Deferred()
         self.window = (0.0, 0.0)
         self.latencies: list[float] = []
@@ -128,6 +134,10 @@ class Client(Protocol):
         self.expect.append((HELLO, 0.0))
         self.transport.write(common.hello_line(self.machine) + b"\n")
 
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.load.connections:  # cleared once the load is over
+            self.load.lost += 1
+
     def checkout(self, planned: float) -> None:
         self.expect.append((CHECKOUT, planned))
         self.transport.write(b"CHECKOUT\n")
@@ -144,7 +154,7 @@ class Client(Protocol):
                 load.error(line)
             if kind == HELLO:
                 load.helloed += 1
-                if load.helloed == len(load.connections) and not load.ready.called:
+                if load.helloed == load.expected and not load.ready.called:
                     load.ready.callback(None)
                 continue
             load.answer(kind, planned, now)
@@ -226,6 +236,7 @@ async def phase(
         "load_cpu_pct": usage[2],
         "errors": load.errors,
         "unanswered": load.pending(),
+        "connections_lost": load.lost,
     }
 
 
@@ -260,7 +271,7 @@ async def setup(
         failover = common.failover_server(
             failover_data, primary_data, port, *options, code_root=args.code_root
         )
-    load = Load()
+    load = Load(args.connections)
     results: dict[str, dict[str, Any]] = {}
     try:
         await primary.start(reactor)
@@ -294,6 +305,7 @@ async def setup(
                 )
                 + f", load {result['load_cpu_pct']:.0f}%"
                 + (f", {result['errors']} errors" if result["errors"] else "")
+                + (f", {load.lost} connections lost" if load.lost else "")
             )
             load.errors = 0
             if result["unanswered"]:
@@ -301,7 +313,8 @@ async def setup(
                 break
     finally:
         errors.extend(load.error_lines)
-        for connection in load.connections:
+        connections, load.connections = load.connections, []
+        for connection in connections:
             connection.transport.loseConnection()
         if failover is not None:
             await failover.stop(reactor)
