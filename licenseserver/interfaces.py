@@ -49,7 +49,8 @@ class ILicenseStore(Interface):
         """Fire with a local (never synced) value, or None when unset."""
 
     def setLocal(name, value):
-        """Store a local value (any JSON value); None removes it."""
+        """Store a local value (any JSON value); None removes it. A name that ends in
+        ``:`` names a family: None removes every value whose name starts with it."""
 
     def getLocals(prefix):
         """Fire with the local values whose names start with ``prefix``, by name."""

@@ -2,7 +2,8 @@
 
 They live in the store's ``local`` table next to the synced pool. Some belong
 to every server (version, role), some to a failover (what it knows of its
-primary), one to a primary (its failover's address).
+primary), one to a primary (its failover's address). A name that ends in ``:`` is
+the prefix of a family of notes, one per lease: setting it to None removes them all.
 """
 
 from __future__ import annotations
@@ -56,10 +57,15 @@ TAKEOVER_HELD = "takeover_held"
 """What an active failover's exact partition limits count from (FAILOVER.md rule 17):
 ``{"at": T, "live": [lease ids]}``, its takeover time and the synced leases live then.
 Kept from the first takeover until the pool of that takeover is put back."""
+ENDED = "ended_while_serving:"
+"""The prefix of an active failover's notes of the leases that ended there: one value per
+lease, named ``ENDED`` and its id, ``[how, last end]``, ``how`` being ``released`` or
+``expired``; what its merge tells the primary (FAILOVER.md rule 14). Noted before the
+removal is written (one note per removal: a long takeover writes no growing list), and
+cleared with the takeover's notes."""
 ENDED_WHILE_SERVING = "ended_while_serving"
-"""The leases that ended at an active failover, by id: ``[how, last end]``, ``how`` being
-``released`` or ``expired``; what its merge tells the primary (FAILOVER.md rule 14).
-Noted before the removal is written; cleared with the takeover's notes."""
+"""The same notes as one dict by lease id, as version 1.0 kept them: read once at the
+start."""
 SERVED = "served_report"
 """A failover's time serving not yet reported to its primary:
 ``{"from", "until", "grants", "takeovers"}`` (``until`` is None while it serves)."""
@@ -86,8 +92,10 @@ def role_change(
                 SERVED: None,
                 TAKEOVER_HELD: None,
                 ENDED_WHILE_SERVING: None,
+                ENDED: None,
                 UNCONFIRMED: None,
                 REMOVED: None,
+                REMOVED_LIST: None,
                 USAGE_SYNCED: None,
                 DIVERGED: 0,
             }

@@ -32,6 +32,7 @@ from licenseserver.store.checks import (
     conflict_error,
 )
 from licenseserver.store.errors import StoreClosedError
+from licenseserver.store.jobs import FAMILY_END, local_text
 from licenseserver.store.tables import TABLES, TableSpec, from_json, to_json
 from licenseserver.store.writer import DEFAULT_KEEP_CHANGES, DEFAULT_TRIM_INTERVAL
 
@@ -290,10 +291,14 @@ class FakeStore(service.Service):
 
     def _setLocal(self, name: Any, value: Any) -> None:
         name = check_local_name(name)
-        if value is None:
-            self._local.pop(name, None)
+        text = local_text(name, value)
+        if text is not None:
+            self._local[name] = text
+        elif name.endswith(FAMILY_END):
+            for member in [other for other in self._local if other.startswith(name)]:
+                del self._local[member]
         else:
-            self._local[name] = to_json(value)
+            self._local.pop(name, None)
 
 
 def _undo(undo: list[tuple[dict, tuple, tuple | None]]) -> None:

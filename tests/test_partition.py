@@ -9,7 +9,13 @@ failover at most min(2, 5 - the synced leases live at its takeover).
 
 from __future__ import annotations
 
-from licenseserver.localstate import REMOVED, REMOVED_LIST, TAKEOVER_HELD
+from licenseserver.localstate import (
+    ENDED,
+    ENDED_WHILE_SERVING,
+    REMOVED,
+    REMOVED_LIST,
+    TAKEOVER_HELD,
+)
 from licenseserver.protocols.licensing import LicensingFactory
 from licenseserver.roles.admin import AdminError
 from licenseserver.testing import FakeStore
@@ -665,6 +671,49 @@ class InterleavingTests(PartitionTestCase):
         self.ok(self.failover.release(hello(self.failover, "m1"), {"lease": leases[0]}))
         self.failover.stopService()
         self.failover = self.startFailover()
+        self.heal()
+        self.advance(HEARTBEAT * 3)
+        self.assertEqual(self.failover.state, "standby")
+        self.assertIsNone(self.primary.pool.lease(leases[0]))
+        self.assertIsNotNone(self.primary.pool.lease(leases[1]))
+
+    def endedNotes(self) -> dict:
+        return self.successResultOf(self.failoverStore.getLocals(ENDED))
+
+    def test_endsNotedPerLease(self):
+        """Each lease that ends at the active failover is noted on its own (a long takeover
+        rewrites no growing list per end); the notes go with the takeover's, once the
+        primary has them."""
+        leases = [self.checkout(self.primary, m) for m in ("m1", "m2", "m3")]
+        self.beat()
+        self.takeOver()
+        for machine, lease in zip(("m1", "m2"), leases, strict=False):
+            self.ok(self.failover.release(hello(self.failover, machine), {"lease": lease}))
+        notes = self.endedNotes()
+        self.assertEqual(sorted(notes), sorted(ENDED + lease for lease in leases[:2]))
+        self.assertEqual({how for how, _ in notes.values()}, {"released"})
+        self.heal()
+        self.advance(HEARTBEAT * 3)
+        self.assertEqual(self.failover.state, "standby")
+        self.assertIsNone(self.primary.pool.lease(leases[0]))
+        self.assertEqual(self.endedNotes(), {})
+
+    def test_oneDictOfAnOlderVersionMerges(self):
+        """An active failover whose notes of ended leases are one dict, as version 1.0 kept
+        them, still merges them as they ended after a restart, and notes them one by one
+        from then on."""
+        leases = [self.checkout(self.primary, m) for m in ("m1", "m2", "m3")]
+        self.beat()
+        self.takeOver()
+        self.ok(self.failover.release(hello(self.failover, "m1"), {"lease": leases[0]}))
+        notes = self.endedNotes()
+        self.ok(self.failoverStore.setLocal(ENDED, None))
+        older = {name[len(ENDED) :]: note for name, note in notes.items()}
+        self.ok(self.failoverStore.setLocal(ENDED_WHILE_SERVING, older))
+        self.failover.stopService()
+        self.failover = self.startFailover()
+        self.assertEqual(self.endedNotes(), notes)
+        self.assertIsNone(self.successResultOf(self.failoverStore.getLocal(ENDED_WHILE_SERVING)))
         self.heal()
         self.advance(HEARTBEAT * 3)
         self.assertEqual(self.failover.state, "standby")

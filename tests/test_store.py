@@ -381,6 +381,36 @@ class StoreTestsMixin:
         await s.setLocal("note:a", None)
         self.assertEqual(await s.getLocals("note:"), {"note:b": {"x": 2}})
 
+    async def test_familyRemovedWhole(self) -> None:
+        """A name that ends in ``:`` names a family: None removes every member (and only
+        them); the family takes no value of its own, and refusing one loses nothing."""
+        s = await self.makeStore()
+        await s.setLocal("note:a", [1])
+        await s.setLocal("note:b", 2)
+        await s.setLocal("notes", 3)
+        await s.setLocal("other:c", 4)
+        await s.setLocal("note:", None)
+        self.assertEqual(await s.getLocals("note"), {"notes": 3})
+        self.assertEqual(await s.getLocal("other:c"), 4)
+        with self.assertRaises(ValueError):
+            await s.setLocal("note:", [5])
+        self.assertEqual(await s.getLocals("note"), {"notes": 3})
+
+    async def test_familyInOneTurn(self) -> None:
+        """Notes and a family's removal set in one reactor turn (one batch) take effect in
+        the order they were set, a name set again included."""
+        s = await self.makeStore()
+        await s.setLocal("note:old", 0)
+        written = [
+            s.setLocal("note:a", 1),
+            s.setLocal("note:b", 2),
+            s.setLocal("note:", None),
+            s.setLocal("note:a", 3),
+            s.setLocal("note:c", 4),
+        ]
+        await defer.gatherResults(written)
+        self.assertEqual(await s.getLocals("note:"), {"note:a": 3, "note:c": 4})
+
 
 class _WriterBug(BaseException):
     """An error no job handler catches: it ends the writer thread's loop."""

@@ -5,7 +5,15 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from licenseserver.interfaces import IRole
-from licenseserver.localstate import DIVERGED, PRIMARY, ROLE
+from licenseserver.localstate import (
+    DIVERGED,
+    ENDED,
+    PRIMARY,
+    REMOVED,
+    REMOVED_LIST,
+    ROLE,
+    UNCONFIRMED,
+)
 from licenseserver.protocols.wire import ProtocolError
 from licenseserver.roles.base import AdminError
 from licenseserver.roles.failover import FailoverRole
@@ -49,6 +57,23 @@ class SwitchTests(unittest.TestCase):
         self.assertIsNotNone(self.local(DIVERGED))
         events = self.successResultOf(self.store.events(5))
         self.assertEqual(events[0].kind, "mode-changed")
+
+    def test_primaryNotesForgotten(self):
+        """A primary switched to failover forgets its partition notes, the families of one
+        note per lease included: they were about its own failover's copies."""
+        for name, value in [
+            (REMOVED + "l-1", [3, {}, "released"]),
+            (REMOVED + "l-2", [4, {}, "expired"]),
+            (REMOVED_LIST, [[2, {}, "released"]]),
+            (ENDED + "l-3", ["released", 5]),
+            (UNCONFIRMED, ["l-4"]),
+        ]:
+            self.successResultOf(self.store.setLocal(name, value))
+        self.successResultOf(run(self.switch.switchTo("failover", "ls9.example.com")))
+        for prefix in (REMOVED, ENDED):
+            self.assertEqual(self.successResultOf(self.store.getLocals(prefix)), {})
+        self.assertIsNone(self.local(REMOVED_LIST))
+        self.assertIsNone(self.local(UNCONFIRMED))
 
     def test_busyVerbsGoToTheCurrentRole(self):
         """CHECKOUT, RELEASE and HEARTBEAT, which the switch hands on without __getattr__,

@@ -33,6 +33,7 @@ from licenseserver.ledger import latest_end
 from licenseserver.localstate import (
     ALIVE_AT,
     DIVERGED,
+    ENDED,
     ENDED_WHILE_SERVING,
     LAST_SYNC,
     PRIMARY_EDITION,
@@ -185,9 +186,16 @@ class FailoverRole(ServingRole):
         held = await self.store.getLocal(TAKEOVER_HELD)
         if self._diverged is not None and held is not None:
             self._takeover = {"at": held["at"], "live": frozenset(held["live"])}
+        older = await self.store.getLocal(ENDED_WHILE_SERVING)
         if self._diverged is not None:
-            ended = await self.store.getLocal(ENDED_WHILE_SERVING) or {}
+            notes = await self.store.getLocals(ENDED)
+            ended = {name[len(ENDED) :]: note for name, note in notes.items()}
+            ended.update(older or {})
             self._ended = {lease_id: (how, end) for lease_id, (how, end) in ended.items()}
+        if older is not None:  # kept as one dict by version 1.0: one note each from now on
+            for lease_id, (how, end) in self._ended.items():
+                await self.store.setLocal(ENDED + lease_id, [how, end])
+            await self.store.setLocal(ENDED_WHILE_SERVING, None)
         self._served = await self.store.getLocal(SERVED)
         if self._served is not None and self._served["until"] is None:
             # It stopped while serving without noting when: it served until this start
@@ -316,9 +324,10 @@ class FailoverRole(ServingRole):
         if self.machine.state in (ACTIVE, MERGING):
             for lease in leases:
                 self._ended[lease.id] = (how, lease.expires)
-            # Noted before the removal is written: a restart still merges it as it ended.
-            d = self.store.setLocal(ENDED_WHILE_SERVING, dict(self._ended))
-            d.addErrback(lambda f: self.log.failure("Could not note the leases ended", f))
+                # Noted before the removal is written: a restart still merges it as it
+                # ended.
+                d = self.store.setLocal(ENDED + lease.id, [how, lease.expires])
+                d.addErrback(lambda f: self.log.failure("Could not note a lease ended", f))
 
     # The exact partition policy (FAILOVER.md rule 17)
 
@@ -415,7 +424,7 @@ class FailoverRole(ServingRole):
         self._ended.clear()
         await self.store.setLocal(DIVERGED, None)
         await self.store.setLocal(TAKEOVER_HELD, None)
-        await self.store.setLocal(ENDED_WHILE_SERVING, None)
+        await self.store.setLocal(ENDED, None)
 
     async def _merge(self, link: Any) -> None:
         """Hand the primary every lease granted, renewed or ended here (FAILOVER.md rule 14).

@@ -220,6 +220,10 @@ def _get_local_job(conn: sqlite3.Connection, name: Any) -> Any:
     return None if row is None else from_json(row[0])
 
 
+FAMILY_END = ":"
+"""How the name of a family of local values ends."""
+
+
 def _get_locals_job(conn: sqlite3.Connection, prefix: str) -> dict[str, Any]:
     rows = conn.execute(
         "SELECT name, value FROM local WHERE substr(name, 1, ?) = ?", (len(prefix), prefix)
@@ -229,13 +233,31 @@ def _get_locals_job(conn: sqlite3.Connection, prefix: str) -> dict[str, Any]:
 
 def set_local(conn: sqlite3.Connection, name: Any, value: Any) -> None:
     """Set (or with None, remove) a local value on an open connection."""
-    write_local(conn, check_local_name(name), None if value is None else to_json(value))
+    write_local(conn, check_local_name(name), local_text(name, value))
+
+
+def local_text(name: str, value: Any) -> str | None:
+    """The JSON text of local value ``value`` (None removes it); ValueError for a value
+    given to a family's name, or one that is not JSON."""
+    if value is None:
+        return None
+    if name.endswith(FAMILY_END):
+        raise ValueError(f"{name!r} names a family of local values: it can only be removed")
+    return to_json(value)
 
 
 def write_local(conn: sqlite3.Connection, name: str, text: str | None) -> None:
-    """Set a checked local name to its JSON ``text``, or remove it (None)."""
+    """Set a checked local name to its JSON ``text``, or remove it (None).
+
+    A name that ends in ``:`` names a family of values (``localstate.REMOVED``): None
+    removes every value whose name starts with it (``local_text`` gives a family no
+    value of its own).
+    """
     if text is None:
-        conn.execute("DELETE FROM local WHERE name = ?", (name,))
+        if name.endswith(FAMILY_END):
+            conn.execute("DELETE FROM local WHERE substr(name, 1, ?) = ?", (len(name), name))
+        else:
+            conn.execute("DELETE FROM local WHERE name = ?", (name,))
         return
     conn.execute(
         "INSERT INTO local (name, value) VALUES (?, ?) "

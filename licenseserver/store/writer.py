@@ -57,12 +57,13 @@ from licenseserver.store.jobs import (
     _write_row,
     _write_rows,
     load_records,
+    local_text,
     owed_since,
     set_local,
     write_local,
 )
 from licenseserver.store.schema import MIGRATIONS, Migration, open_database
-from licenseserver.store.tables import TABLES, execute_rows, to_json
+from licenseserver.store.tables import TABLES, execute_rows
 
 DEFAULT_KEEP_CHANGES = 100_000
 """The change log keeps at least this many revisions (a failover further behind resyncs)."""
@@ -705,7 +706,10 @@ class SQLiteStore(service.Service):
             for job in jobs:
                 if job.local is not None:
                     name, value = job.local
-                    values[check_local_name(name)] = value
+                    # Set again, a name goes after what came between: a family's
+                    # removal and its members' notes keep their order.
+                    values.pop(check_local_name(name), None)
+                    values[name] = value
                     continue
                 prepared = job.prepared
                 if prepared.revision is not None:
@@ -724,7 +728,7 @@ class SQLiteStore(service.Service):
                         puts.setdefault(spec.kind, []).append(row)
                 lines += prepared.lines
                 entries += prepared.entries
-            texts = {name: None if v is None else to_json(v) for name, v in values.items()}
+            texts = {name: local_text(name, value) for name, value in values.items()}
         except (ValueError, TypeError, sqlite3.Error):
             return False
         try:
