@@ -23,9 +23,8 @@ Three setups, one after the other, each with the server's defaults except
   primary, and synced;
 - ``acked``: as ``paired``, the license's whole pool the failover's share (E = N): every
   grant is answered only once the failover has acknowledged it (FAILOVER.md rule 16),
-  within a heartbeat. A session serves one request at a time, so each connection then
-  gets at most one grant per heartbeat: rates above ``connections`` CHECKOUTs per
-  heartbeat overload this setup by design, and its latency grows with the window.
+  within a heartbeat (a session serves up to 32 requests side by side, so the requests
+  queued behind a waiting grant wait with it, not after it).
 
 The result line, ``RESULT latency {...}`` (latencies in milliseconds, CPU use in % of one
 core):
