@@ -260,10 +260,17 @@ def _holds(leases: Mapping[str, Lease] | None, now: float) -> bool:
 def live_holders(holders: Holders, now: float, enough: int) -> int:
     """How many of a license's ``holders`` hold a live lease at ``now``, as far as a
     comparison with ``enough`` goes: with fewer holders than ``enough``, live or not,
-    their number (below ``enough`` too) without a look at their leases."""
+    their number (below ``enough`` too) without a look at their leases; else the live
+    ones counted up to ``enough``, where the count stops (a full license of many holders
+    costs no look at all of them)."""
     if len(holders) < enough:
         return len(holders)
-    return sum(_holds(leases, now) for leases in holders.values())
+    live = 0
+    for leases in holders.values():
+        if live >= enough:
+            break
+        live += _holds(leases, now)
+    return live
 
 
 def allocate(

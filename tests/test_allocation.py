@@ -311,7 +311,8 @@ class HolderIndexTests(unittest.TestCase):
 
     def test_liveHoldersDecideLikeACount(self):
         """``live_holders`` against ``enough`` decides as a count of the live holders does,
-        lease by lease; with fewer holders than ``enough`` it looks at no lease."""
+        lease by lease; with fewer holders than ``enough`` it looks at no lease, and it
+        counts no further than ``enough``."""
         cases = [
             [],
             [lease("m1"), lease("m2")],
@@ -325,7 +326,22 @@ class HolderIndexTests(unittest.TestCase):
             for enough in range(5):
                 counted = allocation.live_holders(holders, NOW, enough)
                 self.assertEqual(counted >= enough, live >= enough, (leases, enough))
-                self.assertEqual(counted, live if len(holders) >= enough else len(holders))
+                self.assertEqual(
+                    counted, min(live, enough) if len(holders) >= enough else len(holders)
+                )
+
+    def test_liveHoldersStopAtEnough(self):
+        """Once ``enough`` live holders are seen, the others' leases are not looked at: a
+        license whose seats are all held back (``enough`` 0) costs no look at all."""
+
+        class Unread(dict):
+            def values(self):
+                raise AssertionError("looked at a holder past enough")
+
+        holders = allocation.index_holders([lease("m1"), lease("m2")])["L-1"]
+        holders[("m3", "anna", "XMLSpy")] = Unread()
+        self.assertEqual(allocation.live_holders(holders, NOW, 2), 2)
+        self.assertEqual(allocation.live_holders({("m3", "anna", "XMLSpy"): Unread()}, NOW, 0), 0)
 
     def test_poolIndexFollowsChanges(self):
         """The pool's holder index is what the leases it holds say, through puts and undos."""

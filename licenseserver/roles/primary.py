@@ -37,7 +37,14 @@ from licenseserver.localstate import (
     STOPPED_AT,
     UNCONFIRMED,
 )
-from licenseserver.model import Change, Client, Lease, record_from_dict, record_to_dict
+from licenseserver.model import (
+    Change,
+    Client,
+    Lease,
+    License,
+    record_from_dict,
+    record_to_dict,
+)
 from licenseserver.passwords import proof_matches
 from licenseserver.protocols import sync
 from licenseserver.protocols.wire import (
@@ -355,13 +362,7 @@ class PrimaryRole(ServingRole):
             if self._holdsSeat(lease, holders, now, cut):
                 continue
             if cut:
-                counted = self.pool.leasesFor(lic.product) + [
-                    gone
-                    for _, gone, how in self._gone.values()
-                    if how != "released" and lic.id in gone.licenses
-                ]
-                held = seats_held(lic, counted, lambda other: self._counts(other, now))
-                if held >= lic.seats - share:
+                if self._heldInCut(lic, holders, now, lic.seats - share) >= lic.seats - share:
                     raise ProtocolError(
                         "no-seats",
                         f"{lic.seats - share} of the {lic.seats} seats of {lic.product} are"
@@ -377,6 +378,24 @@ class PrimaryRole(ServingRole):
             # finds it unconfirmed and withdraws it.
             self._noteUnconfirmed(added={lease.id})
         return acknowledged
+
+    def _heldInCut(self, lic: License, holders: Holders, now: int, enough: int) -> int:
+        """The seats of ``lic`` held while cut off, as far as a comparison with ``enough``
+        goes: those of its leases that still count (``_counts``: ended by silence, the
+        failover may renew them) and of the leases removed here that the failover may
+        still hold (not released). Only when the holders could reach ``enough`` are their
+        leases looked at, those of the license's holders only (the pool's index)."""
+        if enough <= 0:
+            return 0
+        gone = [
+            lease
+            for _, lease, how in self._gone.values()
+            if how != "released" and lic.id in lease.licenses
+        ]
+        if len(holders) + len(gone) < enough:
+            return len(holders) + len(gone)
+        counted = [lease for held in holders.values() for lease in held.values()] + gone
+        return seats_held(lic, counted, lambda other: self._counts(other, now))
 
     def _noteUnconfirmed(
         self, added: set[str] = frozenset(), removed: set[str] = frozenset()
