@@ -47,11 +47,16 @@ REMOVED_LIST = "removed_unacknowledged"
 USAGE_SYNCED = "usage_synced"
 """Where a failover's next ``USAGE`` sync of the primary's usage history starts (a Unix
 time, the end of the last minute it holds); set with the rows, in the same write."""
-UNCONFIRMED = "unconfirmed_grants"
-"""A primary's grants of the last seats of exact licenses (FAILOVER.md rule 16) whose
-answer waits for the failover's acknowledgement: a list of lease ids, noted before the
-grant is written and cleared before its answer goes out. A primary that starts with
-some withdraws them: no client was told it holds them."""
+UNCONFIRMED = "unconfirmed_grant:"
+"""The prefix of a primary's notes of its grants of the last seats of exact licenses
+(FAILOVER.md rule 16) whose answer waits for the failover's acknowledgement: one value
+per lease, named ``UNCONFIRMED`` and its id, noted before the grant is written and
+removed before its answer goes out (one note per grant: a busy primary rewrites no list
+per grant). A primary that starts with some withdraws them: no client was told it holds
+them."""
+UNCONFIRMED_LIST = "unconfirmed_grants"
+"""The same notes as one list of lease ids, as version 1.0 kept them: read once at the
+start."""
 
 TAKEOVER_HELD = "takeover_held"
 """What an active failover's exact partition limits count from (FAILOVER.md rule 17):
@@ -94,6 +99,7 @@ def role_change(
                 ENDED_WHILE_SERVING: None,
                 ENDED: None,
                 UNCONFIRMED: None,
+                UNCONFIRMED_LIST: None,
                 REMOVED: None,
                 REMOVED_LIST: None,
                 USAGE_SYNCED: None,

@@ -15,6 +15,8 @@ from licenseserver.localstate import (
     REMOVED,
     REMOVED_LIST,
     TAKEOVER_HELD,
+    UNCONFIRMED,
+    UNCONFIRMED_LIST,
 )
 from licenseserver.protocols.licensing import LicensingFactory
 from licenseserver.roles.admin import AdminError
@@ -565,6 +567,41 @@ class InterleavingTests(PartitionTestCase):
         self.assertIn("grant-withdrawn", self.auditKinds(self.primaryStore))
         retry = self.primary.checkout(hello(self.primary, "m4"), {"request": "k4"})
         self.assertEqual(self.failureResultOf(retry).value.reason, "no-seats")
+
+    def unconfirmedNotes(self) -> dict:
+        return self.successResultOf(self.primaryStore.getLocals(UNCONFIRMED))
+
+    def test_unconfirmedNotedPerGrant(self):
+        """Each grant waiting for the failover is noted on its own (a busy primary rewrites
+        no list per grant), and its note goes before its answer."""
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        waiting = [
+            self.primary.checkout(hello(self.primary, m), {"request": "k"}) for m in ("m4", "m5")
+        ]
+        ids = {self.primary.pool.leaseByRequest(m, "k").id for m in ("m4", "m5")}
+        self.assertEqual(set(self.unconfirmedNotes()), {UNCONFIRMED + i for i in ids})
+        self.beat()
+        self.assertEqual({self.successResultOf(d)["lease"] for d in waiting}, ids)
+        self.assertEqual(self.unconfirmedNotes(), {})
+
+    def test_oneUnconfirmedListOfAnOlderVersionWithdrawn(self):
+        """A primary whose unconfirmed grants are one list, as version 1.0 kept them,
+        withdraws them at its restart all the same."""
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        waiting = self.primary.checkout(hello(self.primary, "m4"), {"request": "k4"})
+        self.assertNoResult(waiting)
+        notes = self.unconfirmedNotes()
+        self.ok(self.primaryStore.setLocal(UNCONFIRMED, None))
+        older = [name[len(UNCONFIRMED) :] for name in notes]
+        self.ok(self.primaryStore.setLocal(UNCONFIRMED_LIST, older))
+        self.killPrimary()
+        self.primary = self.startPrimary()
+        self.assertIsNone(self.primary.pool.leaseByRequest("m4", "k4"))
+        self.assertIn("grant-withdrawn", self.auditKinds(self.primaryStore))
+        self.assertIsNone(self.successResultOf(self.primaryStore.getLocal(UNCONFIRMED_LIST)))
+        self.assertEqual(self.unconfirmedNotes(), {})
 
     def test_acknowledgedGrantKeptAtRestart(self):
         """A grant the failover acknowledged is answered only once it is no longer noted

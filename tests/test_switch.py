@@ -13,6 +13,7 @@ from licenseserver.localstate import (
     REMOVED_LIST,
     ROLE,
     UNCONFIRMED,
+    UNCONFIRMED_LIST,
 )
 from licenseserver.protocols.wire import ProtocolError
 from licenseserver.roles.base import AdminError
@@ -66,14 +67,15 @@ class SwitchTests(unittest.TestCase):
             (REMOVED + "l-2", [4, {}, "expired"]),
             (REMOVED_LIST, [[2, {}, "released"]]),
             (ENDED + "l-3", ["released", 5]),
-            (UNCONFIRMED, ["l-4"]),
+            (UNCONFIRMED + "l-4", True),
+            (UNCONFIRMED_LIST, ["l-5"]),
         ]:
             self.successResultOf(self.store.setLocal(name, value))
         self.successResultOf(run(self.switch.switchTo("failover", "ls9.example.com")))
-        for prefix in (REMOVED, ENDED):
+        for prefix in (REMOVED, ENDED, UNCONFIRMED):
             self.assertEqual(self.successResultOf(self.store.getLocals(prefix)), {})
         self.assertIsNone(self.local(REMOVED_LIST))
-        self.assertIsNone(self.local(UNCONFIRMED))
+        self.assertIsNone(self.local(UNCONFIRMED_LIST))
 
     def test_busyVerbsGoToTheCurrentRole(self):
         """CHECKOUT, RELEASE and HEARTBEAT, which the switch hands on without __getattr__,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ from licenseserver.localstate import (
     REMOVED_LIST,
     STOPPED_AT,
     UNCONFIRMED,
+    UNCONFIRMED_LIST,
 )
 from licenseserver.model import (
     Change,
@@ -186,7 +187,9 @@ class PrimaryRole(ServingRole):
         self._grantedInCut: set[str] = set()
         """Leases granted while cut off from the failover: it holds no copy of them."""
         self._unconfirmed: set[str] = set()
-        """The leases of ``_waiting``, as noted in the store (``localstate.UNCONFIRMED``)."""
+        """The grants whose answer waits for the failover's acknowledgement, written or not
+        yet (the leases of ``_waiting`` among them), as noted in the store
+        (``localstate.UNCONFIRMED``)."""
         self._gone: dict[str, tuple[int, Lease, str]] = {}
         """Leases of exact licenses removed here (``expired``, ``released``, ``withdrawn``)
         that the failover may still hold, until it acknowledges the removal: by id,
@@ -205,7 +208,14 @@ class PrimaryRole(ServingRole):
         if stoppedAt is not None:
             await self.store.setLocal(STOPPED_AT, None)
         self._recordOutage(aliveAt, stoppedAt)
-        self._unconfirmed = set(await self.store.getLocal(UNCONFIRMED) or ())
+        notes = await self.store.getLocals(UNCONFIRMED)
+        self._unconfirmed = {name[len(UNCONFIRMED) :] for name in notes}
+        older = await self.store.getLocal(UNCONFIRMED_LIST)
+        if older is not None:  # kept as one list by version 1.0: one note each from now on
+            for lease_id in older:
+                self._unconfirmed.add(lease_id)
+                await self.store.setLocal(UNCONFIRMED + lease_id, True)
+            await self.store.setLocal(UNCONFIRMED_LIST, None)
         notes = list((await self.store.getLocals(REMOVED)).values())
         older = await self.store.getLocal(REMOVED_LIST)
         for revision, record, how in notes + (older or []):
@@ -221,7 +231,7 @@ class PrimaryRole(ServingRole):
         """Withdraw the grants whose answer still waited for the failover when this primary
         stopped: no client was told it holds them, and the failover may not have them."""
         leases = [self.pool.lease(lease_id) for lease_id in sorted(self._unconfirmed)]
-        self._noteUnconfirmed(removed=self._unconfirmed)
+        self._noteUnconfirmed(removed=set(self._unconfirmed))
         self._withdraw([lease for lease in leases if lease is not None])
 
     # Its own outages
@@ -398,16 +408,21 @@ class PrimaryRole(ServingRole):
         return seats_held(lic, counted, lambda other: self._counts(other, now))
 
     def _noteUnconfirmed(
-        self, added: set[str] = frozenset(), removed: set[str] = frozenset()
+        self, added: Iterable[str] = (), removed: Iterable[str] = ()
     ) -> defer.Deferred:
-        """Change the grants noted as unconfirmed; fires once the store holds the note."""
-        before = set(self._unconfirmed)
-        self._unconfirmed = (before | added) - removed
-        if self._unconfirmed == before:
-            return defer.succeed(None)
-        d = self.store.setLocal(UNCONFIRMED, sorted(self._unconfirmed) or None)
-        d.addErrback(lambda f: self.log.failure("Could not note the unconfirmed grants", f))
-        return d
+        """Change the grants noted as unconfirmed, one note each; fires once the store
+        holds the last change (and so every one before it: the store keeps the order)."""
+        last: defer.Deferred = defer.succeed(None)
+        changes = [(lease_id, True) for lease_id in added if lease_id not in self._unconfirmed]
+        changes += [(lease_id, None) for lease_id in removed if lease_id in self._unconfirmed]
+        for lease_id, note in changes:
+            if note:
+                self._unconfirmed.add(lease_id)
+            else:
+                self._unconfirmed.discard(lease_id)
+            last = self.store.setLocal(UNCONFIRMED + lease_id, note)
+            last.addErrback(lambda f: self.log.failure("Could not note an unconfirmed grant", f))
+        return last
 
     def _holdsSeat(self, lease: Lease, holders: Holders, now: int, cut: bool) -> bool:
         """Whether ``lease``'s holder holds a seat already of the license whose ``holders``
@@ -422,7 +437,7 @@ class PrimaryRole(ServingRole):
         held = holders.get((lease.machine, lease.user, lease.product))
         if not held:
             return False
-        waiting = {waiting.id for _, waiting, _ in self._waiting}
+        waiting = self._unconfirmed  # the grants of _waiting, and those not yet written
         return any(
             other.live(now)
             and other.id not in waiting
