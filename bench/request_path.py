@@ -143,12 +143,14 @@ def decide_and_answer(license: Any, trusted: dict, depth: int, connections: int,
     def one_round() -> None:
         for protocol, _ in sessions:
             protocol.dataReceived(checkouts)
+        clock.advance(0)  # the next turn: a session that waited for one goes on
         store.flush()
         for protocol, transport in sessions:
             answers = transport.value().split(b"\n")[:-1]
             transport.clear()
             leases = [common.args_of(answer)["lease"].encode() for answer in answers]
             protocol.dataReceived(b"".join(b"RELEASE lease=" + lease + b"\n" for lease in leases))
+        clock.advance(0)
         store.flush()
         for _, transport in sessions:
             if transport.value().count(b"OK\n") != depth:

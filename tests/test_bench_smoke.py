@@ -415,6 +415,7 @@ _LATENCY_RATE = {
     "load_cpu_pct": NUMBER,
     "errors": INT,
     "unanswered": INT,
+    "connections_lost": INT,
 }
 LATENCY = {
     "machine": MACHINE,
@@ -675,6 +676,7 @@ class BenchSmokeTests(unittest.TestCase):
             for rate, entry in by_rate.items():
                 self.assertEqual(entry["errors"], 0, (name, rate))
                 self.assertEqual(entry["unanswered"], 0, (name, rate))
+                self.assertEqual(entry["connections_lost"], 0, (name, rate))
                 self.assertGreater(entry["checkouts"], 0, (name, rate))
                 latency = entry["checkout_ms"]
                 self.assertLessEqual(latency["median"], latency["p99"], (name, rate))

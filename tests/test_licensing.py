@@ -9,6 +9,7 @@ from licenseserver._version import EDITION, __version__
 from licenseserver.passwords import peer_proof
 from licenseserver.protocols import wire
 from licenseserver.protocols.licensing import MAX_IN_FLIGHT, LicensingFactory
+from licenseserver.protocols.shedding import LINES_PER_TURN, TurnBudget
 from licenseserver.store import StoreWriteError
 from licenseserver.testing import FakeStore
 from tests.helpers import licenseFile, makeRole, run
@@ -173,7 +174,11 @@ class SessionTests(ProtocolTestCase):
         self.assertEqual(transport.producerState, "paused")
         self.store.releaseOne()
         self.assertEqual(transport.producerState, "producing")
-        self.assertEqual(len(self.lines(transport)), 2001)
+        answered = len(self.lines(transport))
+        self.assertEqual(answered, LINES_PER_TURN)  # the others wait for later turns
+        for _ in range(2):
+            self.role.clock.advance(0)
+        self.assertEqual(answered + len(self.lines(transport)), 2001)
 
     def test_errorsKeepSession(self):
         """Bad lines get their ERR and the session goes on."""
@@ -277,6 +282,102 @@ class SessionTests(ProtocolTestCase):
         (answer,) = self.lines(transport)
         self.assertEqual((answer.code, answer.reason), (403, "not-authorized"))
         self.assertTrue(transport.disconnecting)
+
+
+class Turns:
+    """A reactor's turns, one at a time: what ``callLater(0, ...)`` asks for runs at the
+    next ``turn()``, and what that schedules at the one after (a ``task.Clock`` would
+    run it at once)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def callLater(self, delay, f, *args):
+        self.calls.append((f, args))
+        return (f, args)
+
+    def turn(self):
+        calls, self.calls = self.calls, []
+        for f, args in calls:
+            f(*args)
+
+
+class TurnTests(ProtocolTestCase):
+    """No crowd of pipelining sessions holds the reactor: a turn serves about
+    ``lines`` lines, and the others wait for later turns (``TurnBudget``)."""
+
+    def setUp(self):
+        super().setUp()
+        self.clock = Turns()
+        self.factory.turns = TurnBudget(self.clock, 10)
+
+    def flood(self, sessions=3, pings=20):
+        connected = []
+        for n in range(sessions):
+            proto, transport = self.connect()
+            proto.dataReceived(HELLO.replace(b"m1", b"m%d" % n))
+            connected.append((proto, transport))
+        for _, transport in connected:
+            self.lines(transport)
+        self.factory.turns = TurnBudget(self.clock, 10)  # the HELLOs spend none of it
+        for proto, _ in connected:
+            proto.dataReceived(b"PING\n" * pings)
+        return connected
+
+    def answered(self, connected):
+        return [len(self.lines(transport)) for _, transport in connected]
+
+    def test_crowdWaitsForLaterTurns(self):
+        """Once the turn's lines are spent, each session read serves one line and waits;
+        later turns serve the waiting sessions in the order they ran out, until every
+        line is answered."""
+        connected = self.flood()
+        self.assertEqual(self.answered(connected), [10, 1, 1])
+        self.clock.turn()
+        self.assertEqual(self.answered(connected), [10, 0, 0])
+        self.clock.turn()
+        self.assertEqual(self.answered(connected), [0, 10, 0])
+        totals = [20, 11, 1]
+        for _ in range(6):
+            self.clock.turn()
+            totals = [a + b for a, b in zip(totals, self.answered(connected), strict=True)]
+        self.assertEqual(totals, [20, 20, 20])
+        self.assertEqual(self.clock.calls, [])
+
+    def test_anotherSessionHeardAtOnce(self):
+        """While a crowd waits, a session with one line (the failover's BEAT, say) is
+        answered in the turn its line is read."""
+        self.flood()
+        proto, transport = self.connect()
+        proto.dataReceived(b"PING\n")
+        self.assertEqual([a.ok for a in self.lines(transport)], [True])
+
+    def test_answersDoNotJumpTheTurn(self):
+        """A session waiting for a later turn stays paused when its answers come in
+        meanwhile: it is the turn that lets it go on."""
+        self.store.held = True
+        proto, transport = self.connect()
+        proto.dataReceived(HELLO)
+        self.store.releaseOne()
+        self.lines(transport)
+        proto.dataReceived(b"CHECKOUT\n" * 12)
+        self.assertTrue(proto.paused)
+        self.assertEqual(len(self.store.waiting), 9)  # the HELLO took the first line
+        while self.store.waiting:
+            self.store.releaseOne()
+        self.assertEqual(len(self.lines(transport)), 9)
+        self.assertTrue(proto.paused)
+        self.clock.turn()
+        while self.store.waiting:
+            self.store.releaseOne()
+        self.assertEqual(len(self.lines(transport)), 3)
+
+    def test_quietPortKeepsNoTimer(self):
+        """Lines below the budget schedule nothing: a quiet port costs no timer."""
+        proto, transport = self.connect()
+        proto.dataReceived(HELLO + b"PING\n" * 8)
+        self.assertEqual(len(self.lines(transport)), 9)
+        self.assertEqual(self.clock.calls, [])
 
 
 class GiantIntegerTests(ProtocolTestCase):

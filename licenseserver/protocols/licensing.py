@@ -14,7 +14,11 @@ At most ``MAX_IN_FLIGHT`` answers of a session are outstanding; the lines
 behind them are held in the receive buffer, and once more than a line's worth
 piles up the protocol stops reading from the socket, so a client that floods
 cannot grow the server's buffers, while the usual client costs no system call
-to pause and resume.
+to pause and resume. And all sessions together serve about ``LINES_PER_TURN``
+lines before the reactor polls again (``shedding.TurnBudget``): a session that
+finds them spent serves the line in hand and waits for a later turn, so a crowd
+that pipelines cannot keep the failover's heartbeat, or any other session,
+unheard for long.
 
 A handler answers with a dict (the arguments of an ``OK`` line) or with
 ready bytes (the multi-line answer to the failover's ``SYNC``).
@@ -36,7 +40,7 @@ from licenseserver.addresses import format_host_port
 from licenseserver.listening import addressText
 from licenseserver.metrics import Metrics
 from licenseserver.protocols import wire
-from licenseserver.protocols.shedding import ConnectionCounter, Limits, TokenBucket
+from licenseserver.protocols.shedding import ConnectionCounter, Limits, TokenBucket, TurnBudget
 from licenseserver.session import Session
 
 REFUSED_GRACE = 10.0
@@ -69,6 +73,9 @@ class LicensingProtocol(LineReceiver):
     """A request that changes the session, waiting for the answers before it."""
     _ending = False
     """An answer that closes the connection is queued; no more lines are served."""
+    _awaitingTurn = False
+    """The lines of this turn of the reactor are spent: the next line waits for a later
+    one (``TurnBudget``), whatever answers come meanwhile."""
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
@@ -144,8 +151,19 @@ class LicensingProtocol(LineReceiver):
             else:
                 if request is not None:
                     self._take(request)
+        more = self.factory.turns.spend()
         if self._mustWait():
             self.paused = True  # LineReceiver delivers no line until _resume
+        elif not more and not self._awaitingTurn:
+            self.paused = True
+            self._awaitingTurn = True
+            self.factory.turns.wait(self._nextTurn)
+
+    def _nextTurn(self) -> None:
+        """A later turn of the reactor has lines to spare: serve the lines held."""
+        self._awaitingTurn = False
+        if self.paused and not self._mustWait():
+            self._resume()
 
     def _take(self, request: wire.Request) -> None:
         """Serve ``request`` now, or hold it until the answers before it are out."""
@@ -211,7 +229,7 @@ class LicensingProtocol(LineReceiver):
         answer.data, answer.close = data, close
         self._serial = False  # a serial request is the only one outstanding
         self._flush()
-        if self.paused and not self._mustWait():
+        if self.paused and not self._mustWait() and not self._awaitingTurn:
             self._resume()
 
     def _queueAnswer(self, data: bytes, close: bool = False) -> None:
@@ -318,6 +336,7 @@ class LicensingFactory(Factory):
         self.connections = ConnectionCounter(limits)
         self._grants = {verb: self.metrics.grants.labels(verb.lower()) for verb in _GRANTING}
         self.sessions: set[LicensingProtocol] = set()
+        self.turns = TurnBudget(self.clock)
         self._sweeper: LoopingCall | None = None
 
     def startFactory(self) -> None:
