@@ -60,13 +60,16 @@ class AnswerOnceAndDie(LineReceiver):
 class PairTestCase(unittest.TestCase):
     """A primary and a failover on one Clock, linked through a PumpEndpoint."""
 
+    storeClass = FakeStore
+    """The stores of both servers."""
+
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(START)
-        self.primaryStore = FakeStore()
+        self.primaryStore = self.storeClass()
         self.primary = self.startPrimary()
         self.endpoint = PumpEndpoint(LicensingFactory(self.primary))
-        self.failoverStore = FakeStore()
+        self.failoverStore = self.storeClass()
         self.failover = self.startFailover()
 
     def startPrimary(self, store=None, **kw):

@@ -9,6 +9,8 @@ failover at most min(2, 5 - the synced leases live at its takeover).
 
 from __future__ import annotations
 
+from twisted.internet import defer
+
 from licenseserver.localstate import (
     ENDED,
     ENDED_WHILE_SERVING,
@@ -70,6 +72,78 @@ class PartitionTestCase(PairTestCase):
                 if lease.live(now) and self.lid in lease.licenses
             }
         )
+
+
+class HoldingStore(FakeStore):
+    """A fake store whose calls named in ``hold`` wait until ``release``: a slow disk."""
+
+    def __init__(self):
+        super().__init__()
+        self.hold: set[str] = set()
+        self.held: list[tuple[defer.Deferred, defer.Deferred]] = []
+
+    def commit(self, revision, changes, audit=(), patient=False):
+        return self._maybeHeld("commit", super().commit(revision, changes, audit, patient))
+
+    def changesSince(self, revision):
+        return self._maybeHeld("changesSince", super().changesSince(revision))
+
+    def _maybeHeld(self, method: str, done: defer.Deferred) -> defer.Deferred:
+        if method not in self.hold:
+            return done
+        waiter: defer.Deferred = defer.Deferred()
+        self.held.append((done, waiter))
+        return waiter
+
+    def release(self) -> None:
+        self.hold.clear()
+        held, self.held = self.held, []
+        for done, waiter in held:
+            done.chainDeferred(waiter)
+
+
+class SlowSyncTests(PartitionTestCase):
+    """A sync that takes longer than half the takeover time (a heavy load's) does not cut
+    the link: the failover's BEATs go on beside it, served at once, saying the revision
+    it held before the sync."""
+
+    storeClass = HoldingStore
+
+    def waitingGrant(self) -> defer.Deferred:
+        for machine in ("m1", "m2", "m3"):
+            self.checkout(self.primary, machine)
+        d = self.primary.checkout(hello(self.primary, "m4"), {})
+        self.assertNoResult(d)
+        return d
+
+    def assertLinkedThroughout(self, d: defer.Deferred, beats: int) -> None:
+        """For ``beats`` heartbeats, longer than half the takeover time."""
+        self.assertGreater(beats * HEARTBEAT, TAKEOVER / 2)
+        for _ in range(beats):
+            self.beat()
+            self.assertTrue(self.primary.linkUp())
+            self.assertNoResult(d)  # what the failover says it holds is what it held
+        self.assertEqual(self.failover.state, "standby")
+
+    def test_slowWriteAtTheFailover(self):
+        """The failover's store takes long to make a sync durable."""
+        self.failoverStore.hold.add("commit")
+        d = self.waitingGrant()
+        self.assertLinkedThroughout(d, int(TAKEOVER / HEARTBEAT) + 2)
+        self.failoverStore.release()
+        self.beat()
+        self.assertIsNotNone(self.failover.pool.lease(self.successResultOf(d)["lease"]))
+
+    def test_slowReadAtThePrimary(self):
+        """The primary's store takes long to read the changes a SYNC asks for (less than
+        the takeover time: the answers to the BEATs come after the SYNC's, and the
+        failover hears nothing from the primary meanwhile)."""
+        self.primaryStore.hold.add("changesSince")
+        d = self.waitingGrant()
+        self.assertLinkedThroughout(d, int(TAKEOVER / HEARTBEAT) - 1)
+        self.primaryStore.release()
+        self.beat()
+        self.assertIsNotNone(self.failover.pool.lease(self.successResultOf(d)["lease"]))
 
 
 class PrimaryLinkedTests(PartitionTestCase):

@@ -2,11 +2,12 @@
 
 Each connection is a ``LicensingProtocol`` with its own ``Session``. Lines
 are parsed by ``wire`` and handed to the role in order. Requests that leave
-the session as it is (CHECKOUT, RELEASE, HEARTBEAT, BORROW, PING, STATUS) are
-served side by side: each is decided at once against the in-memory pool, so
-a later one sees what an earlier one did, and their writes share the store's
-transactions. Their answers leave in request order, exactly one each. A
-request that changes the session (HELLO, QUIT, the peer verbs) waits until
+the session as it is (CHECKOUT, RELEASE, HEARTBEAT, BORROW, PING, STATUS, and
+the failover's BEAT and SYNC) are served side by side: each is decided at once
+against the in-memory pool, so a later one sees what an earlier one did, and
+their writes share the store's transactions. Their answers leave in request
+order, exactly one each. A request that changes the session (HELLO, QUIT, the
+other peer verbs) waits until
 everything before it is answered, and the lines behind it wait for its
 answer.
 
@@ -49,8 +50,13 @@ REFUSED_GRACE = 10.0
 MAX_IN_FLIGHT = 32
 """Most outstanding answers of one session; the lines behind them wait."""
 
-SIDE_BY_SIDE = frozenset({"CHECKOUT", "RELEASE", "HEARTBEAT", "BORROW", "PING", "STATUS"})
-"""Verbs that leave the session as it is, and so may be served side by side."""
+SIDE_BY_SIDE = frozenset(
+    {"CHECKOUT", "RELEASE", "HEARTBEAT", "BORROW", "PING", "STATUS", "BEAT", "SYNC"}
+)
+"""Verbs that leave the session as it is, and so may be served side by side: the
+failover's BEAT among them, so that one sent while its SYNC is being read and encoded
+is heard at once (a primary counts a link whose BEAT it has not heard for half the
+takeover time as cut)."""
 
 _EMPTY_LINES = frozenset({b"", b"\r"})
 """Lines the protocol ignores (an LF alone, or CR LF)."""

@@ -164,6 +164,10 @@ class FailoverRole(ServingRole):
         self._beforeTakeover: Snapshot | None = None
         self._restoring: defer.Deferred = defer.succeed(None)
         self._syncing = defer.DeferredLock()
+        self._heldBeforeSync = 0
+        """The pool's revision when the running sync began: durable while it runs."""
+        self._syncedLink: Any = None
+        """The last link a sync completed on."""
         self._silence: Any = None
         self._served: dict[str, Any] | None = None
         self._usageSynced: int | None = None
@@ -829,6 +833,7 @@ class FailoverRole(ServingRole):
 
     async def _fetch(self, link: Any) -> None:
         await self._restoring
+        self._heldBeforeSync = self.pool.revision
         since = 0 if self._diverged is not None else self.pool.revision
         reply = await link.request("SYNC", {"since": since})
         if not reply.ok:
@@ -862,16 +867,31 @@ class FailoverRole(ServingRole):
         so the BEAT after a sync goes out without waiting for the next
         interval. A failover holding data of its own says 0 until a sync has
         replaced it.
+
+        The sync runs beside the heartbeats, not in their place: under a heavy
+        load a sync may take seconds, and the primary counts a link whose BEAT
+        it has not heard for half the takeover time as cut. A BEAT while a sync
+        runs says the revision held before it (``_heldBeforeSync``), once this
+        link has synced: on a new link, the first BEAT that counts comes after
+        the merge and the first sync.
         """
         link = self.link
-        if link is None or not self.paired or self._syncing.locked:
+        if link is None or not self.paired:
+            return
+        if self._syncing.locked:
+            if self._syncedLink is link:
+                # Not waited for: its answer comes after the SYNC's, and the next
+                # heartbeat must go out meanwhile.
+                link.request("BEAT", self._beatArgs()).addErrback(self._beatFailed)
             return
         reply = await link.request("BEAT", self._beatArgs())
         if not reply.ok:
             return
         self.primaryRevision = reply.integer("revision")
         if self.primaryRevision != self.pool.revision:
-            await self._syncAndAcknowledge(link)
+            syncing = defer.ensureDeferred(self._syncAndAcknowledge(link))
+            syncing.addErrback(self._beatFailed)
+            return
         if self.machine.state == STANDBY and self.clock.seconds() >= self._nextUsageSync:
             self._nextUsageSync = self.clock.seconds() + usage.MINUTE
             await self._syncUsage(link)
@@ -898,17 +918,21 @@ class FailoverRole(ServingRole):
     async def _syncAndAcknowledge(self, link: Any) -> None:
         """Sync, and tell the primary at once what this failover now holds."""
         await self._syncing.run(self._sync, link)
+        self._syncedLink = link
         if link is self.link and self.paired:
             reply = await link.request("BEAT", self._beatArgs())
             if reply.ok:
                 self.primaryRevision = reply.integer("revision")
 
     def _beatArgs(self) -> dict[str, Any]:
-        """``revision``: the primary's revision this failover holds, its pool's, unless it
-        served since (0 then, with ``diverged=1``: it holds leases of its own, which the
-        primary does not count as a link that is up)."""
+        """``revision``: the primary's revision this failover holds durably, its pool's (the
+        one before a sync while the sync runs), unless it served since (0 then, with
+        ``diverged=1``: it holds leases of its own, which the primary does not count as a
+        link that is up)."""
         if self._diverged is not None:
             return {"revision": 0, "diverged": 1}
+        if self._syncing.locked:
+            return {"revision": self._heldBeforeSync}
         return {"revision": self.pool.revision}
 
 
