@@ -8,6 +8,7 @@ the prefix of a family of notes, one per lease: setting it to None removes them 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 SERVER_VERSION = "server_version"
@@ -107,3 +108,23 @@ def role_change(
             }
         )
     return values
+
+
+async def load_family(
+    store: Any, prefix: str, older: str, members: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any]:
+    """The notes of the family ``prefix``, by the lease id that ends their names.
+
+    Version 1.0 kept such notes as one value named ``older``; ``members`` turns that
+    value into notes by lease id. Found, it is converted: its notes are written one by
+    one before it is removed, so that a stop in between loses none.
+    """
+    notes = await store.getLocals(prefix)
+    found = {name[len(prefix) :]: note for name, note in notes.items()}
+    kept = await store.getLocal(older)
+    if kept is not None:
+        for lease_id, note in members(kept).items():
+            found[lease_id] = note
+            await store.setLocal(prefix + lease_id, note)
+        await store.setLocal(older, None)
+    return found

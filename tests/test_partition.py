@@ -809,6 +809,14 @@ class InterleavingTests(PartitionTestCase):
         self.assertIsNone(self.primary.pool.lease(leases[0]))
         self.assertEqual(self.endedNotes(), {})
 
+    def test_staleEndsForgottenAtStart(self):
+        """Notes of ended leases without a takeover (a stop while the takeover's notes were
+        cleared) are dropped at the start: a later merge must not remove those leases."""
+        self.failover.stopService()
+        self.ok(self.failoverStore.setLocal(ENDED + "l-stale", ["released", 0]))
+        self.failover = self.startFailover()
+        self.assertEqual(self.endedNotes(), {})
+
     def test_oneDictOfAnOlderVersionMerges(self):
         """An active failover whose notes of ended leases are one dict, as version 1.0 kept
         them, still merges them as they ended after a restart, and notes them one by one

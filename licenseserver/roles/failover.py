@@ -43,6 +43,7 @@ from licenseserver.localstate import (
     STOPPED_AT,
     TAKEOVER_HELD,
     USAGE_SYNCED,
+    load_family,
 )
 from licenseserver.model import Lease, Snapshot, record_to_dict
 from licenseserver.passwords import peer_proof
@@ -190,16 +191,11 @@ class FailoverRole(ServingRole):
         held = await self.store.getLocal(TAKEOVER_HELD)
         if self._diverged is not None and held is not None:
             self._takeover = {"at": held["at"], "live": frozenset(held["live"])}
-        older = await self.store.getLocal(ENDED_WHILE_SERVING)
+        ended = await load_family(self.store, ENDED, ENDED_WHILE_SERVING, dict)
         if self._diverged is not None:
-            notes = await self.store.getLocals(ENDED)
-            ended = {name[len(ENDED) :]: note for name, note in notes.items()}
-            ended.update(older or {})
             self._ended = {lease_id: (how, end) for lease_id, (how, end) in ended.items()}
-        if older is not None:  # kept as one dict by version 1.0: one note each from now on
-            for lease_id, (how, end) in self._ended.items():
-                await self.store.setLocal(ENDED + lease_id, [how, end])
-            await self.store.setLocal(ENDED_WHILE_SERVING, None)
+        elif ended:  # left by a stop while the takeover's notes were being cleared
+            await self.store.setLocal(ENDED, None)
         self._served = await self.store.getLocal(SERVED)
         if self._served is not None and self._served["until"] is None:
             # It stopped while serving without noting when: it served until this start
@@ -426,9 +422,9 @@ class FailoverRole(ServingRole):
         self._diverged = None
         self._takeover = None
         self._ended.clear()
-        await self.store.setLocal(DIVERGED, None)
-        await self.store.setLocal(TAKEOVER_HELD, None)
-        await self.store.setLocal(ENDED, None)
+        # Set in one turn, so in one transaction: a stop cannot keep some of them.
+        names = (DIVERGED, TAKEOVER_HELD, ENDED)
+        await defer.gatherResults([self.store.setLocal(name, None) for name in names])
 
     async def _merge(self, link: Any) -> None:
         """Hand the primary every lease granted, renewed or ended here (FAILOVER.md rule 14).

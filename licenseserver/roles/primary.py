@@ -37,6 +37,7 @@ from licenseserver.localstate import (
     STOPPED_AT,
     UNCONFIRMED,
     UNCONFIRMED_LIST,
+    load_family,
 )
 from licenseserver.model import (
     Change,
@@ -208,24 +209,16 @@ class PrimaryRole(ServingRole):
         if stoppedAt is not None:
             await self.store.setLocal(STOPPED_AT, None)
         self._recordOutage(aliveAt, stoppedAt)
-        notes = await self.store.getLocals(UNCONFIRMED)
-        self._unconfirmed = {name[len(UNCONFIRMED) :] for name in notes}
-        older = await self.store.getLocal(UNCONFIRMED_LIST)
-        if older is not None:  # kept as one list by version 1.0: one note each from now on
-            for lease_id in older:
-                self._unconfirmed.add(lease_id)
-                await self.store.setLocal(UNCONFIRMED + lease_id, True)
-            await self.store.setLocal(UNCONFIRMED_LIST, None)
-        notes = list((await self.store.getLocals(REMOVED)).values())
-        older = await self.store.getLocal(REMOVED_LIST)
-        for revision, record, how in notes + (older or []):
+        unconfirmed = await load_family(
+            self.store, UNCONFIRMED, UNCONFIRMED_LIST, lambda ids: dict.fromkeys(ids, True)
+        )
+        self._unconfirmed = set(unconfirmed)
+        removed = await load_family(
+            self.store, REMOVED, REMOVED_LIST, lambda notes: {n[1]["id"]: n for n in notes}
+        )
+        for revision, record, how in removed.values():
             lease = record_from_dict("lease", record)
             self._gone[lease.id] = (revision, lease, how)
-        if older is not None:  # kept as one list by version 1.0: one note each from now on
-            for revision, lease, how in self._gone.values():
-                note = [revision, record_to_dict(lease), how]
-                await self.store.setLocal(REMOVED + lease.id, note)
-            await self.store.setLocal(REMOVED_LIST, None)
 
     def loadedPool(self) -> None:
         """Withdraw the grants whose answer still waited for the failover when this primary
